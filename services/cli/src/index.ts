@@ -1,0 +1,1 @@
+export { type DevOptions, type Running, type ServiceName, startDev, startService } from "./engine.js";

@@ -1,0 +1,66 @@
+import type { EventRecord, RunWork } from "@stepwise/proto";
+
+/** A delivered message. Settle it exactly once with ack or nak. */
+export interface Delivery<T> {
+  readonly data: T;
+  /** 1 on first delivery, more on redeliveries. */
+  readonly deliveryCount: number;
+  /** Done with it: it is not delivered again. */
+  ack(): void;
+  /** Not done: deliver it again after delayMs (0 or omitted: soon). */
+  nak(delayMs?: number): void;
+}
+
+/** A running consumer; stop() ends it and waits for handlers in progress. */
+export interface Subscription {
+  stop(): Promise<void>;
+}
+
+/** Options of the durable event consumer. */
+export interface ConsumeEventsOptions {
+  /** How many events are handled at once. */
+  concurrency: number;
+}
+
+/**
+ * Bus moves events and run work between the services. JetStream implements
+ * it for real deployments and an in-process queue for `stepwise dev`; both
+ * pass the same behavioural tests (bus.conformance.ts).
+ *
+ * Events are deduplicated by id and delivered at least once to the durable
+ * consumer of the schedulers. Run work is a queue per app (subjects per app
+ * and function) from which executors pull only as many messages as their
+ * workers of that app have free slots.
+ */
+export interface Bus {
+  /**
+   * Publishes events, each deduplicated by its id, and resolves once all are
+   * durably stored. Rejects if any was not.
+   */
+  publishEvents(records: readonly EventRecord[]): Promise<void>;
+  /**
+   * Starts the durable, shared event consumer. A handler that resolves acks
+   * its event; one that throws gets it redelivered after a delay.
+   */
+  consumeEvents(
+    handler: (record: EventRecord, delivery: Delivery<EventRecord>) => Promise<void>,
+    options: ConsumeEventsOptions,
+  ): Promise<Subscription>;
+  /** Publishes run work and resolves once all of it is stored. */
+  publishWork(work: readonly RunWork[]): Promise<void>;
+  /**
+   * Pulls at most max work messages of one app, yielding each as it
+   * arrives; ends once max arrived, after expiresMs, or when signal aborts.
+   */
+  pullWork(
+    appId: string,
+    max: number,
+    expiresMs: number,
+    signal: AbortSignal,
+  ): AsyncIterable<Delivery<RunWork>>;
+  /** Closes the bus; pending pulls end. */
+  close(): Promise<void>;
+}
+
+/** Ids of apps and functions double as subject tokens and consumer names. */
+export const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;

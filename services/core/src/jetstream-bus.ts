@@ -1,0 +1,255 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
+import { EventRecordSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import type { Bus, ConsumeEventsOptions, Delivery, Subscription } from "./bus.js";
+
+/** Options of the JetStream bus. */
+export interface JetStreamBusOptions {
+  /** NATS server URL(s), comma separated. */
+  url: string;
+  /**
+   * Prefix of stream names, subjects and consumer names, so several
+   * installations (or test suites) share one NATS without meeting.
+   */
+  prefix: string;
+  /** Name shown in NATS monitoring. */
+  name?: string;
+  /** How long an unacknowledged event waits before redelivery. */
+  eventAckWaitMs?: number;
+  /** How long JetStream remembers event ids for deduplication. */
+  duplicateWindowMs?: number;
+}
+
+/**
+ * The JetStream bus. Streams: `<PREFIX>_EVENTS` (subject `<prefix>.events`,
+ * limits retention, deduplicated by event id) and `<PREFIX>_WORK` (subjects
+ * `<prefix>.work.<app>.<function>`, work-queue retention: a message is gone
+ * once an executor acked it). One durable pull consumer per app on the work
+ * stream, shared by every executor serving that app.
+ */
+export class JetStreamBus implements Bus {
+  private readonly consumersReady = new Map<string, Promise<string>>();
+  private readonly eventsSubject: string;
+  private readonly eventsStream: string;
+  private readonly workStream: string;
+
+  private constructor(
+    private readonly nc: NatsConnection,
+    private readonly jsm: JetStreamManager,
+    private readonly js: JetStreamClient,
+    private readonly options: JetStreamBusOptions,
+  ) {
+    const upper = options.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+    this.eventsStream = `${upper}_EVENTS`;
+    this.workStream = `${upper}_WORK`;
+    this.eventsSubject = `${options.prefix}.events`;
+  }
+
+  /** Connects to NATS and creates the streams when missing. */
+  static async connect(options: JetStreamBusOptions): Promise<JetStreamBus> {
+    const nc = await connect({
+      servers: options.url.split(","),
+      name: options.name ?? "stepwise",
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    });
+    const jsm = await jetstreamManager(nc);
+    const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
+    await bus.ensureStreams();
+    return bus;
+  }
+
+  private async ensureStreams(): Promise<void> {
+    const p = this.options.prefix;
+    await this.ensureStream({
+      name: this.eventsStream,
+      subjects: [this.eventsSubject],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      max_age: nanos(7 * 24 * 3600 * 1000),
+      duplicate_window: nanos(this.options.duplicateWindowMs ?? 10 * 60 * 1000),
+    });
+    await this.ensureStream({
+      name: this.workStream,
+      subjects: [`${p}.work.>`],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      duplicate_window: nanos(60 * 1000),
+    });
+  }
+
+  private async ensureStream(config: Parameters<JetStreamManager["streams"]["add"]>[0] & { name: string }) {
+    try {
+      await this.jsm.streams.info(config.name);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.code !== 404) {
+        // Stream info answers 404 through a JetStreamApiError; anything else is real.
+        if (!isNotFound(err)) throw err;
+      }
+      try {
+        await this.jsm.streams.add(config);
+      } catch (addErr) {
+        // Another service created it at the same moment.
+        if (!String(addErr).includes("already in use")) throw addErr;
+      }
+    }
+  }
+
+  async publishEvents(records: readonly EventRecord[]): Promise<void> {
+    // Pipelined: every publish is in flight at once, then all acks awaited.
+    await Promise.all(
+      records.map((r) =>
+        this.js.publish(this.eventsSubject, toBinary(EventRecordSchema, r), { msgID: r.id }),
+      ),
+    );
+  }
+
+  async consumeEvents(
+    handler: (record: EventRecord, delivery: Delivery<EventRecord>) => Promise<void>,
+    options: ConsumeEventsOptions,
+  ): Promise<Subscription> {
+    const durable = `${this.options.prefix}-scheduler`.replace(/[.*>]/g, "_");
+    await this.ensureConsumer(this.eventsStream, {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(this.options.eventAckWaitMs ?? 30_000),
+      max_ack_pending: Math.max(1000, options.concurrency * 4),
+      max_deliver: -1,
+    });
+    const consumer = await this.js.consumers.get(this.eventsStream, durable);
+    const messages = await consumer.consume({ max_messages: options.concurrency * 2 });
+    const inflight = new Set<Promise<void>>();
+    let slots = options.concurrency;
+    let wake: (() => void) | undefined;
+    const loop = (async () => {
+      for await (const m of messages) {
+        while (slots === 0) await new Promise<void>((r) => (wake = r));
+        slots--;
+        const delivery = toDelivery(m, fromBinary(EventRecordSchema, m.data));
+        const p = handler(delivery.data, delivery)
+          .then(
+            () => delivery.ack(),
+            () => delivery.nak(backoffMs(delivery.deliveryCount)),
+          )
+          .finally(() => {
+            slots++;
+            inflight.delete(p);
+            wake?.();
+            wake = undefined;
+          });
+        inflight.add(p);
+      }
+    })();
+    return {
+      async stop() {
+        await messages.close();
+        wake?.();
+        await loop.catch(() => {});
+        await Promise.allSettled([...inflight]);
+      },
+    };
+  }
+
+  async publishWork(work: readonly RunWork[]): Promise<void> {
+    await Promise.all(
+      work.map((w) => this.js.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w))),
+    );
+  }
+
+  async *pullWork(
+    appId: string,
+    max: number,
+    expiresMs: number,
+    signal: AbortSignal,
+  ): AsyncIterable<Delivery<RunWork>> {
+    const durable = await this.workConsumer(appId);
+    const consumer = await this.js.consumers.get(this.workStream, durable);
+    const batch = await consumer.fetch({ max_messages: max, expires: Math.max(1000, expiresMs) });
+    const onAbort = () => void batch.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const m of batch) {
+        yield toDelivery(m, fromBinary(RunWorkSchema, m.data));
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private workSubject(appId: string, functionId: string): string {
+    return `${this.options.prefix}.work.${appId}.${functionId}`;
+  }
+
+  private workConsumer(appId: string): Promise<string> {
+    const key = appId;
+    let ready = this.consumersReady.get(key);
+    if (!ready) {
+      const durable = `${this.options.prefix}-work-${appId}`.replace(/[.*>]/g, "_");
+      ready = this.ensureConsumer(this.workStream, {
+        durable_name: durable,
+        filter_subject: `${this.options.prefix}.work.${appId}.*`,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: nanos(30_000),
+        max_ack_pending: 100_000,
+        max_deliver: -1,
+      }).then(() => durable);
+      ready.catch(() => this.consumersReady.delete(key));
+      this.consumersReady.set(key, ready);
+    }
+    return ready;
+  }
+
+  private async ensureConsumer(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) {
+    try {
+      await this.jsm.consumers.info(stream, config.durable_name);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      await this.jsm.consumers.add(stream, config);
+    }
+  }
+
+  /** Deletes this prefix's streams; for tests and uninstall. */
+  async destroy(): Promise<void> {
+    for (const s of [this.eventsStream, this.workStream]) {
+      await this.jsm.streams.delete(s).catch(() => false);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}
+
+function isNotFound(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.code === 404 || /not found/i.test(err.message);
+  return /not found/i.test(String(err));
+}
+
+function toDelivery<T>(m: JsMsg, data: T): Delivery<T> {
+  return {
+    data,
+    deliveryCount: m.info.deliveryCount,
+    ack: () => m.ack(),
+    nak: (delayMs?: number) => m.nak(delayMs),
+  };
+}
+
+/** Redelivery delay after a failed handling: 250 ms doubling to 10 s. */
+export function backoffMs(deliveryCount: number): number {
+  return Math.min(10_000, 250 * 2 ** Math.max(0, deliveryCount - 1));
+}

@@ -1,0 +1,433 @@
+import type { Sql } from "./sql.js";
+
+/** Where a run is in its life, as stored. */
+export type RunStatus = "QUEUED" | "RUNNING" | "COMPLETED" | "FAILED" | "CANCELLED";
+
+/** An error as journaled: the SDK's serialised form. */
+export interface StoredError {
+  name: string;
+  message: string;
+  stack?: string;
+  cause?: StoredError;
+  nonRetriable?: boolean;
+}
+
+/** A function as registered by a worker. */
+export interface FunctionRegistration {
+  id: string;
+  name: string;
+  /** Names of the events that trigger the function. */
+  eventTriggers: string[];
+  /** The full declared config, kept for display and later use. */
+  config: unknown;
+}
+
+/** An accepted event as the scheduler persists it. */
+export interface EventInput {
+  id: string;
+  name: string;
+  /** The payload as JSON text (an object). */
+  dataJson: string;
+  tsMs: number;
+  receivedAtMs: number;
+}
+
+/** A run that needs its work published. */
+export interface RunRef {
+  runId: string;
+  appId: string;
+  functionId: string;
+}
+
+/** One journal entry as handed to a worker: JSON text or an error. */
+export type JournalEntry =
+  | { stepKey: string; outputJson: string; error?: undefined }
+  | { stepKey: string; outputJson?: undefined; error: StoredError };
+
+/** What an executor gets when it claims a run. */
+export interface ClaimedRun extends RunRef {
+  lease: number;
+  event: { id: string; name: string; dataJson: string; tsMs: number };
+  journal: JournalEntry[];
+}
+
+/** A step result to journal. */
+export interface StepRecord {
+  runId: string;
+  lease: number;
+  stepKey: string;
+  stepId: string;
+  attempt: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  outputJson?: string | undefined;
+  error?: StoredError | undefined;
+}
+
+/**
+ * The outcome of journaling a step: written now; already journaled by an
+ * earlier execution (first write wins, the stored result is returned); or
+ * refused because this execution no longer holds the run.
+ */
+export type JournalOutcome =
+  | { kind: "journaled" }
+  | { kind: "existing"; entry: JournalEntry }
+  | { kind: "lease-lost" };
+
+/** A run as read back through the RunService. */
+export interface RunView {
+  id: string;
+  appId: string;
+  functionId: string;
+  status: RunStatus;
+  lease: number;
+  createdAt: Date;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  output: unknown;
+  hasOutput: boolean;
+  error: StoredError | null;
+  event: { id: string; name: string; data: unknown; ts: Date };
+  steps: StepView[];
+}
+
+/** A journaled step as read back. */
+export interface StepView {
+  key: string;
+  id: string;
+  attempt: number;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  output: unknown;
+  hasOutput: boolean;
+  error: StoredError | null;
+  journaledAt: Date;
+}
+
+/** Filter and page of ListRuns. */
+export interface RunFilter {
+  functionId?: string | undefined;
+  status?: RunStatus | undefined;
+  eventId?: string | undefined;
+  limit: number;
+  /** Keyset cursor: runs created before this (created_at, id). */
+  before?: { createdAt: Date; id: string } | undefined;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** True when s is a UUID in canonical text form. */
+export function isUuid(s: string): boolean {
+  return UUID.test(s);
+}
+
+/**
+ * JournalStore holds every SQL statement of the engine. Each method is one
+ * round trip to Postgres unless its comment says otherwise; it runs on
+ * Postgres and on PGlite alike.
+ */
+export class JournalStore {
+  constructor(private readonly sql: Sql) {}
+
+  /** Upserts an app's functions and replaces their event triggers, in one transaction. */
+  async registerFunctions(appId: string, functions: FunctionRegistration[]): Promise<void> {
+    const sorted = [...functions].sort((a, b) => a.id.localeCompare(b.id));
+    await this.sql.transaction(async (tx) => {
+      for (const fn of sorted) {
+        await tx.query(
+          `INSERT INTO functions (app_id, function_id, name, config, updated_at)
+           VALUES ($1, $2, $3, $4::jsonb, now())
+           ON CONFLICT (app_id, function_id) DO UPDATE
+             SET name = excluded.name, config = excluded.config, updated_at = now()`,
+          [appId, fn.id, fn.name, JSON.stringify(fn.config ?? {})],
+        );
+        await tx.query("DELETE FROM function_triggers WHERE app_id = $1 AND function_id = $2", [appId, fn.id]);
+        const names = [...new Set(fn.eventTriggers)];
+        if (names.length > 0) {
+          await tx.query(
+            `INSERT INTO function_triggers (event_name, app_id, function_id)
+             SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING`,
+            [names, appId, fn.id],
+          );
+        }
+      }
+    });
+  }
+
+  /**
+   * Stores an event and creates one QUEUED run per function it triggers,
+   * idempotently: a second call for the same event id creates nothing and
+   * returns the runs that are still QUEUED, so a redelivered event gets its
+   * work published again. One statement, one round trip.
+   */
+  async recordEvent(ev: EventInput, requeueAfterMs: number): Promise<RunRef[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(
+      `WITH ev AS (
+         INSERT INTO events (id, name, data, ts, received_at)
+         VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))
+         ON CONFLICT (id) DO NOTHING
+       ), created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED', now() + $6 * interval '1 millisecond'
+         FROM function_triggers t WHERE t.event_name = $2
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id
+       )
+       SELECT id, app_id, function_id FROM created
+       UNION ALL
+       SELECT id, app_id, function_id FROM runs WHERE event_id = $1 AND status = 'QUEUED'`,
+      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, requeueAfterMs],
+    );
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id }));
+  }
+
+  /**
+   * Claims a run for an executor: QUEUED, or RUNNING with a lapsed lease.
+   * Bumps the lease (fencing older executions) and returns the event and
+   * the journal, or null when the run is not claimable (held elsewhere,
+   * finished, unknown). One round trip.
+   */
+  async claimRun(runId: string, executorId: string, leaseMs: number): Promise<ClaimedRun | null> {
+    const rows = await this.sql.query<{
+      id: string;
+      app_id: string;
+      function_id: string;
+      lease: number;
+      event_id: string;
+      event_name: string;
+      event_data: string;
+      event_ts_ms: string | number;
+      journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
+    }>(
+      `WITH claimed AS (
+         UPDATE runs SET status = 'RUNNING', lease = lease + 1, executor_id = $2,
+           lease_expires_at = now() + $3 * interval '1 millisecond',
+           started_at = coalesce(started_at, now())
+         WHERE id = $1 AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
+         RETURNING id, app_id, function_id, event_id, lease
+       )
+       SELECT c.id, c.app_id, c.function_id, c.lease, e.id AS event_id, e.name AS event_name,
+         e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
+         (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
+            FROM steps s WHERE s.run_id = c.id) AS journal
+       FROM claimed c JOIN events e ON e.id = c.event_id`,
+      [runId, executorId, leaseMs],
+    );
+    const r = rows[0];
+    if (!r) return null;
+    const journal = typeof r.journal === "string" ? (JSON.parse(r.journal) as typeof r.journal) : r.journal;
+    return {
+      runId: r.id,
+      appId: r.app_id,
+      functionId: r.function_id,
+      lease: Number(r.lease),
+      event: { id: r.event_id, name: r.event_name, dataJson: r.event_data, tsMs: Number(r.event_ts_ms) },
+      journal: (journal as Array<{ k: string; o: string | null; e: StoredError | null }>).map((j) =>
+        j.e ? { stepKey: j.k, error: j.e } : { stepKey: j.k, outputJson: j.o ?? "null" },
+      ),
+    };
+  }
+
+  /**
+   * Journals a step result if this execution still holds the run (lease and
+   * status match) and the step has no result yet. One round trip when it is
+   * written, two when it is not.
+   */
+  async journalStep(s: StepRecord): Promise<JournalOutcome> {
+    const written = await this.sql.query(
+      `INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, error)
+       SELECT $1, $2, $3, $4, to_timestamp($5 / 1000.0), to_timestamp($6 / 1000.0), $7::jsonb, $8::jsonb
+       WHERE EXISTS (SELECT 1 FROM runs WHERE id = $1 AND lease = $9 AND status = 'RUNNING')
+       ON CONFLICT (run_id, step_key) DO NOTHING
+       RETURNING seq`,
+      [
+        s.runId,
+        s.stepKey,
+        s.stepId,
+        s.attempt,
+        s.startedAtMs,
+        s.endedAtMs,
+        s.error ? null : (s.outputJson ?? "null"),
+        s.error ? JSON.stringify(s.error) : null,
+        s.lease,
+      ],
+    );
+    if (written.length > 0) return { kind: "journaled" };
+    const rows = await this.sql.query<{ held: boolean | null; o: string | null; e: StoredError | null; found: boolean }>(
+      `SELECT (SELECT lease = $3 AND status = 'RUNNING' FROM runs WHERE id = $1) AS held,
+              s.output::text AS o, s.error AS e, s.run_id IS NOT NULL AS found
+       FROM (SELECT 1) one LEFT JOIN steps s ON s.run_id = $1 AND s.step_key = $2`,
+      [s.runId, s.stepKey, s.lease],
+    );
+    const r = rows[0];
+    if (!r || !r.held) return { kind: "lease-lost" };
+    if (!r.found) return { kind: "lease-lost" };
+    return {
+      kind: "existing",
+      entry: r.e ? { stepKey: s.stepKey, error: r.e } : { stepKey: s.stepKey, outputJson: r.o ?? "null" },
+    };
+  }
+
+  /** Ends a run this execution holds as COMPLETED. False when the lease was lost. */
+  async completeRun(runId: string, lease: number, outputJson: string): Promise<boolean> {
+    const rows = await this.sql.query(
+      `UPDATE runs SET status = 'COMPLETED', output = $3::jsonb, ended_at = now(),
+         executor_id = NULL, lease_expires_at = NULL
+       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING 1 AS ok`,
+      [runId, lease, outputJson],
+    );
+    return rows.length > 0;
+  }
+
+  /** Ends a run this execution holds as FAILED. False when the lease was lost. */
+  async failRun(runId: string, lease: number, error: StoredError): Promise<boolean> {
+    const rows = await this.sql.query(
+      `UPDATE runs SET status = 'FAILED', error = $3::jsonb, ended_at = now(),
+         executor_id = NULL, lease_expires_at = NULL
+       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING 1 AS ok`,
+      [runId, lease, JSON.stringify(error)],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Hands a run this execution holds back to the queue (its worker vanished
+   * or the executor drains). False when the lease was lost.
+   */
+  async requeueRun(runId: string, lease: number, requeueAfterMs: number): Promise<boolean> {
+    const rows = await this.sql.query(
+      `UPDATE runs SET status = 'QUEUED', executor_id = NULL,
+         lease_expires_at = now() + $3 * interval '1 millisecond'
+       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING 1 AS ok`,
+      [runId, lease, requeueAfterMs],
+    );
+    return rows.length > 0;
+  }
+
+  /** Extends the leases of every run an executor holds. One round trip for all of them. */
+  async renewLeases(executorId: string, leaseMs: number): Promise<number> {
+    const rows = await this.sql.query(
+      `UPDATE runs SET lease_expires_at = now() + $2 * interval '1 millisecond'
+       WHERE executor_id = $1 AND status = 'RUNNING' RETURNING 1 AS ok`,
+      [executorId, leaseMs],
+    );
+    return rows.length;
+  }
+
+  /**
+   * The reconciler's sweep: runs whose executor stopped renewing its lease,
+   * and QUEUED runs whose work may have been lost, go back to QUEUED with a
+   * new deadline and are returned so their work is published again. Several
+   * schedulers share the sweep without overlap (SKIP LOCKED).
+   */
+  async reclaimStale(limit: number, requeueAfterMs: number): Promise<RunRef[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(
+      `UPDATE runs SET status = 'QUEUED', executor_id = NULL,
+         lease_expires_at = now() + $2 * interval '1 millisecond'
+       WHERE id IN (
+         SELECT id FROM runs
+         WHERE status IN ('QUEUED', 'RUNNING') AND lease_expires_at < now()
+         ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING id, app_id, function_id`,
+      [limit, requeueAfterMs],
+    );
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id }));
+  }
+
+  /**
+   * Makes every unfinished run due for the reconciler at once. For the
+   * embedded engine after a restart: its in-process bus lost the work
+   * messages and its previous process held no lease any more.
+   */
+  async expireUnfinished(): Promise<void> {
+    await this.sql.query(
+      `UPDATE runs SET lease_expires_at = now() - interval '1 millisecond'
+       WHERE status IN ('QUEUED', 'RUNNING')`,
+    );
+  }
+
+  /** Reads a run with its event and journal. Two round trips; null when unknown. */
+  async getRun(runId: string): Promise<RunView | null> {
+    if (!isUuid(runId)) return null;
+    const runs = await this.sql.query(
+      `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+       FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1`,
+      [runId],
+    );
+    const r = runs[0];
+    if (!r) return null;
+    const steps = await this.sql.query(
+      `SELECT step_key, step_id, attempt, started_at, ended_at, output, output IS NOT NULL AS has_output, error, journaled_at
+       FROM steps WHERE run_id = $1 ORDER BY seq`,
+      [runId],
+    );
+    return {
+      ...toRunView(r),
+      steps: steps.map((s) => ({
+        key: s["step_key"] as string,
+        id: s["step_id"] as string,
+        attempt: Number(s["attempt"]),
+        startedAt: (s["started_at"] as Date | null) ?? null,
+        endedAt: (s["ended_at"] as Date | null) ?? null,
+        output: s["output"],
+        hasOutput: s["has_output"] === true,
+        error: (s["error"] as StoredError | null) ?? null,
+        journaledAt: s["journaled_at"] as Date,
+      })),
+    };
+  }
+
+  /** Lists runs newest first, without steps. One round trip. */
+  async listRuns(filter: RunFilter): Promise<RunView[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (cond: string, value: unknown) => {
+      params.push(value);
+      where.push(cond.replace("?", `$${params.length}`));
+    };
+    if (filter.functionId) add("r.function_id = ?", filter.functionId);
+    if (filter.status) add("r.status = ?", filter.status);
+    if (filter.eventId) add("r.event_id = ?", filter.eventId);
+    if (filter.before) {
+      params.push(filter.before.createdAt, filter.before.id);
+      where.push(`(r.created_at, r.id) < ($${params.length - 1}, $${params.length}::uuid)`);
+    }
+    params.push(filter.limit);
+    const rows = await this.sql.query(
+      `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+       FROM runs r JOIN events e ON e.id = r.event_id
+       ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY r.created_at DESC, r.id DESC LIMIT $${params.length}`,
+      params,
+    );
+    return rows.map((r) => ({ ...toRunView(r), steps: [] }));
+  }
+
+  /** Counts stored events with an id; used by tests and tools. */
+  async hasEvent(eventId: string): Promise<boolean> {
+    const rows = await this.sql.query("SELECT 1 AS ok FROM events WHERE id = $1", [eventId]);
+    return rows.length > 0;
+  }
+}
+
+function toRunView(r: Record<string, unknown>): Omit<RunView, "steps"> {
+  return {
+    id: r["id"] as string,
+    appId: r["app_id"] as string,
+    functionId: r["function_id"] as string,
+    status: r["status"] as RunStatus,
+    lease: Number(r["lease"]),
+    createdAt: r["created_at"] as Date,
+    startedAt: (r["started_at"] as Date | null) ?? null,
+    endedAt: (r["ended_at"] as Date | null) ?? null,
+    output: r["output"],
+    hasOutput: r["has_output"] === true,
+    error: (r["error"] as StoredError | null) ?? null,
+    event: {
+      id: r["event_id"] as string,
+      name: r["event_name"] as string,
+      data: r["event_data"],
+      ts: r["event_ts"] as Date,
+    },
+  };
+}

@@ -1,0 +1,98 @@
+import pg from "pg";
+
+/** A row of a query result, keyed by column name. */
+export type Row = Record<string, unknown>;
+
+/**
+ * Sql is the narrow database surface the journal store needs. Postgres (pg)
+ * and the embedded PGlite both implement it, so the store runs the same SQL
+ * on either.
+ */
+export interface Sql {
+  /** Runs one statement with positional parameters ($1, $2, ...). */
+  query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Runs fn in a transaction on one connection; rolls back if it throws. */
+  transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
+  /** Releases every connection. */
+  close(): Promise<void>;
+}
+
+/** The part of Sql usable inside a transaction. */
+export interface SqlTx {
+  query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
+  /** Runs a script of several statements without parameters. */
+  exec(script: string): Promise<void>;
+}
+
+/** Options of the Postgres pool. */
+export interface PgSqlOptions {
+  /** Postgres connection string. */
+  url: string;
+  /** Maximum connections in the pool. */
+  max?: number;
+  /** Schema to put first on the search_path; created when missing. */
+  schema?: string;
+  /** application_name reported to Postgres. */
+  applicationName?: string;
+}
+
+// Keep jsonb and timestamps as the driver hands them over: jsonb is parsed
+// by pg into JS values, timestamptz into Date.
+
+/** Creates a Sql backed by a pg connection pool. */
+export function createPgSql(options: PgSqlOptions): Sql {
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? "stepwise",
+    ...(options.schema ? { options: `-c search_path=${quoteIdent(options.schema)},public` } : {}),
+  });
+  // A connection dropped by the server surfaces here; pg replaces it on the
+  // next query, so an idle error must not crash the process.
+  pool.on("error", () => {});
+  // Every parameterised statement becomes a named prepared statement, so
+  // Postgres parses and plans each hot query once per connection.
+  const names = new Map<string, string>();
+  const named = (text: string, params: unknown[] | undefined) => {
+    if (!params || params.length === 0) return { text };
+    let name = names.get(text);
+    if (!name) names.set(text, (name = `sw${names.size}`));
+    return { name, text, values: params };
+  };
+  return {
+    async query<T extends Row>(text: string, params?: unknown[]) {
+      const res = await pool.query<T>(named(text, params));
+      return res.rows;
+    },
+    async transaction<T>(fn: (tx: SqlTx) => Promise<T>) {
+      const client = await pool.connect();
+      try {
+        await client.query("BEGIN");
+        const result = await fn({
+          async query<R extends Row>(text: string, params?: unknown[]) {
+            const res = await client.query<R>(named(text, params));
+            return res.rows;
+          },
+          async exec(script: string) {
+            await client.query(script);
+          },
+        });
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async close() {
+      await pool.end();
+    },
+  };
+}
+
+/** Quotes an SQL identifier. */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}

@@ -1,0 +1,396 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import {
+  errorFromProto,
+  errorToProto,
+  type Bus,
+  type ClaimedRun,
+  type Delivery,
+  type JournalEntry,
+  type JournalStore,
+  type Logger,
+} from "@stepwise/core";
+import {
+  CancelRunSchema,
+  ConnectResponseSchema,
+  DrainSchema,
+  HeartbeatSchema,
+  JournalEntrySchema,
+  RegisteredSchema,
+  RunEventSchema,
+  RunWorkSchema,
+  StartRunSchema,
+  StepAckSchema,
+  WorkerService,
+  type ConnectRequest,
+  type ConnectResponse,
+  type RunResult,
+  type RunWork,
+  type StepResult,
+} from "@stepwise/proto";
+import { validateRegistration } from "./registration.js";
+import { WorkPuller } from "./work-puller.js";
+import { WorkerRegistry } from "./worker-registry.js";
+import { WorkerSession } from "./worker-session.js";
+
+/** Options of the executor. */
+export interface ExecutorOptions {
+  store: JournalStore;
+  bus: Bus;
+  log: Logger;
+  /** How long a claimed run stays held without renewal. */
+  leaseMs: number;
+  /** When the reconciler publishes a requeued run's work again if the publish below was lost. */
+  requeueAfterMs: number;
+  /** Heartbeat interval asked of workers; silence for 3 intervals ends a session. */
+  heartbeatMs: number;
+  /** How long stop() lets workers finish their runs before handing them back. */
+  drainTimeoutMs?: number;
+}
+
+/**
+ * The executor hosts WorkerService.Connect. It pulls run work only for apps
+ * it has workers with free slots for, claims each run in Postgres (a lease
+ * that fences older executions), streams it to a worker with its journal,
+ * journals every step result before acknowledging it, records how the run
+ * ended, and hands the runs of a vanished worker back to the queue.
+ */
+export class Executor {
+  /** Identifies this process's leases in the runs table. */
+  readonly id = randomUUID();
+  private readonly registry = new WorkerRegistry();
+  private readonly pullers = new Map<string, WorkPuller>();
+  private readonly tasks = new Set<Promise<unknown>>();
+  private renewTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+
+  constructor(private readonly options: ExecutorOptions) {}
+
+  /** Registers WorkerService on a router. */
+  routes = (router: ConnectRouter): void => {
+    router.service(WorkerService, {
+      connect: (requests, ctx) => this.connect(requests, ctx),
+    });
+  };
+
+  start(): void {
+    const renewEvery = Math.max(100, Math.floor(this.options.leaseMs / 3));
+    const renew = () => {
+      this.track(
+        this.options.store.renewLeases(this.id, this.options.leaseMs).catch((err: unknown) => {
+          this.options.log.warn({ err }, "renewing run leases failed");
+        }),
+      );
+    };
+    this.renewTimer = setInterval(renew, renewEvery);
+    this.heartbeatTimer = setInterval(() => this.expireSilentWorkers(), this.options.heartbeatMs);
+  }
+
+  /**
+   * Drains: stops taking work, asks workers to finish what they hold, and
+   * after drainTimeoutMs hands what is left back to the queue.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.renewTimer);
+    clearInterval(this.heartbeatTimer);
+    await Promise.all([...this.pullers.values()].map((p) => p.stop()));
+    const sessions = this.registry.all();
+    for (const s of sessions) {
+      s.draining = true;
+      s.send(create(ConnectResponseSchema, { message: { case: "drain", value: create(DrainSchema, { reason: "executor shutting down" }) } }));
+    }
+    const deadline = Date.now() + (this.options.drainTimeoutMs ?? 10_000);
+    while (Date.now() < deadline && sessions.some((s) => s.runs.size > 0 && !s.closed)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const s of sessions) s.close();
+    await Promise.allSettled([...this.tasks]);
+  }
+
+  /** Number of connected workers, for health and tests. */
+  get workerCount(): number {
+    return this.registry.all().length;
+  }
+
+  private async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncIterable<ConnectResponse> {
+    if (this.stopping) throw new ConnectError("executor is shutting down", Code.Unavailable);
+    const it = requests[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done || first.value.message.case !== "register") {
+      throw new ConnectError("the first message on the stream must be register", Code.InvalidArgument);
+    }
+    const reg = first.value.message.value;
+    const functions = validateRegistration(reg);
+    await this.options.store.registerFunctions(reg.appId, functions);
+    const session = new WorkerSession(
+      reg.workerId || randomUUID(),
+      reg.appId,
+      new Set(functions.map((f) => f.id)),
+      reg.capacity,
+    );
+    const log = this.options.log.child({ worker: session.id, app: session.appId });
+    this.registry.add(session);
+    log.info({ functions: functions.map((f) => f.id), capacity: reg.capacity }, "worker connected");
+    session.send(
+      create(ConnectResponseSchema, {
+        message: {
+          case: "registered",
+          value: create(RegisteredSchema, { workerId: session.id, heartbeatIntervalMs: this.options.heartbeatMs }),
+        },
+      }),
+    );
+    const onAbort = () => session.close();
+    ctx.signal.addEventListener("abort", onAbort);
+    const reader = (async () => {
+      for (;;) {
+        const next = await it.next();
+        if (next.done) return;
+        session.lastSeen = Date.now();
+        this.onMessage(session, next.value);
+      }
+    })()
+      .catch((err: unknown) => log.debug({ err }, "worker stream ended with an error"))
+      .finally(() => session.close());
+    this.track(reader);
+    this.puller(session.appId).kick();
+    try {
+      for await (const msg of session.outbox) yield msg;
+    } finally {
+      ctx.signal.removeEventListener("abort", onAbort);
+      session.close();
+      this.registry.remove(session);
+      log.info({ runs: session.runs.size }, "worker disconnected");
+      await this.handBack(session);
+    }
+  }
+
+  private onMessage(session: WorkerSession, req: ConnectRequest): void {
+    const m = req.message;
+    switch (m.case) {
+      case "stepResult":
+        this.track(this.onStepResult(session, m.value));
+        return;
+      case "runResult":
+        this.track(this.onRunResult(session, m.value));
+        return;
+      case "heartbeat":
+        session.send(
+          create(ConnectResponseSchema, {
+            message: { case: "heartbeat", value: create(HeartbeatSchema, { sentAtMs: BigInt(Date.now()) }) },
+          }),
+        );
+        return;
+      case "drain":
+        session.draining = true;
+        return;
+      default:
+        // A second register or an unknown message: ignored, the stream stays up.
+        return;
+    }
+  }
+
+  private async onStepResult(session: WorkerSession, m: StepResult): Promise<void> {
+    const held = session.runs.get(m.runId);
+    if (!held || held.lease !== m.lease) {
+      this.cancelOnWorker(session, m.runId, "the run is no longer held by this worker");
+      return;
+    }
+    const result = m.result;
+    const outcome = await this.withRetry(() =>
+      this.options.store.journalStep({
+        runId: m.runId,
+        lease: m.lease,
+        stepKey: m.stepKey,
+        stepId: m.stepId,
+        attempt: m.attempt,
+        startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
+        endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
+        outputJson: result.case === "outputJson" ? result.value : undefined,
+        error: result.case === "error" ? errorFromProto(result.value) : undefined,
+      }),
+    );
+    if (!outcome || outcome.kind === "lease-lost") {
+      // Journal unreachable past the lease, or another execution took over:
+      // this one must not proceed. The reconciler hands the run on.
+      this.release(session, m.runId);
+      this.cancelOnWorker(session, m.runId, "the run's lease was lost");
+      return;
+    }
+    session.send(
+      create(ConnectResponseSchema, {
+        message: {
+          case: "stepAck",
+          value: create(StepAckSchema, {
+            runId: m.runId,
+            stepKey: m.stepKey,
+            ...(outcome.kind === "existing" ? { journaled: toProtoEntry(outcome.entry) } : {}),
+          }),
+        },
+      }),
+    );
+  }
+
+  private async onRunResult(session: WorkerSession, m: RunResult): Promise<void> {
+    const held = session.runs.get(m.runId);
+    if (!held || held.lease !== m.lease) return;
+    const { store } = this.options;
+    const result = m.result;
+    const ok = await this.withRetry(() =>
+      result.case === "error"
+        ? store.failRun(m.runId, m.lease, errorFromProto(result.value))
+        : store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"),
+    );
+    if (ok === undefined) this.options.log.warn({ run: m.runId }, "recording the end of a run failed; the reconciler will retry it");
+    this.release(session, m.runId);
+  }
+
+  private release(session: WorkerSession, runId: string): void {
+    if (session.runs.delete(runId)) this.puller(session.appId).kick();
+  }
+
+  private dispatch(appId: string, delivery: Delivery<RunWork>): void {
+    this.track(
+      this.startRun(appId, delivery).catch((err: unknown) => {
+        this.options.log.warn({ err, run: delivery.data.runId }, "starting a run failed");
+        delivery.nak(1000);
+      }),
+    );
+  }
+
+  private async startRun(appId: string, delivery: Delivery<RunWork>): Promise<void> {
+    const work = delivery.data;
+    const session = this.registry.pick(appId, work.functionId);
+    if (!session) {
+      // No worker of this app serves the function (or the slot went away):
+      // leave it for a worker that does.
+      delivery.nak(500);
+      return;
+    }
+    session.claiming++;
+    let claimed: ClaimedRun | null;
+    try {
+      claimed = await this.options.store.claimRun(work.runId, this.id, this.options.leaseMs);
+    } finally {
+      session.claiming--;
+    }
+    delivery.ack();
+    if (!claimed) {
+      // Finished, or held by another live execution: the message was a duplicate.
+      this.puller(appId).kick();
+      return;
+    }
+    if (session.closed || claimed.appId !== session.appId) {
+      await this.requeue(claimed.runId, claimed.lease, claimed.appId, claimed.functionId);
+      this.puller(appId).kick();
+      return;
+    }
+    session.runs.set(claimed.runId, { runId: claimed.runId, functionId: claimed.functionId, lease: claimed.lease });
+    session.send(
+      create(ConnectResponseSchema, {
+        message: {
+          case: "startRun",
+          value: create(StartRunSchema, {
+            runId: claimed.runId,
+            functionId: claimed.functionId,
+            lease: claimed.lease,
+            event: create(RunEventSchema, {
+              id: claimed.event.id,
+              name: claimed.event.name,
+              dataJson: claimed.event.dataJson,
+              ts: timestampFromMs(claimed.event.tsMs),
+            }),
+            journal: claimed.journal.map(toProtoEntry),
+          }),
+        },
+      }),
+    );
+  }
+
+  /** Hands the runs of a session that ended back to the queue. */
+  private async handBack(session: WorkerSession): Promise<void> {
+    const runs = [...session.runs.values()];
+    session.runs.clear();
+    await Promise.all(runs.map((r) => this.requeue(r.runId, r.lease, session.appId, r.functionId)));
+    if (!this.stopping) this.puller(session.appId).kick();
+  }
+
+  private async requeue(runId: string, lease: number, appId: string, functionId: string): Promise<void> {
+    try {
+      const ok = await this.options.store.requeueRun(runId, lease, this.options.requeueAfterMs);
+      if (ok) await this.options.bus.publishWork([create(RunWorkSchema, { runId, appId, functionId })]);
+    } catch (err) {
+      // The lease lapses and the reconciler hands the run on.
+      this.options.log.warn({ err, run: runId }, "handing a run back failed");
+    }
+  }
+
+  private cancelOnWorker(session: WorkerSession, runId: string, reason: string): void {
+    session.send(
+      create(ConnectResponseSchema, {
+        message: { case: "cancelRun", value: create(CancelRunSchema, { runId, reason }) },
+      }),
+    );
+  }
+
+  private expireSilentWorkers(): void {
+    const limit = Date.now() - 3 * this.options.heartbeatMs;
+    for (const s of this.registry.all()) {
+      if (s.lastSeen < limit) {
+        this.options.log.warn({ worker: s.id }, "worker missed its heartbeats");
+        s.close();
+      }
+    }
+  }
+
+  private puller(appId: string): WorkPuller {
+    let p = this.pullers.get(appId);
+    if (!p) {
+      p = new WorkPuller(
+        appId,
+        this.options.bus,
+        () => (this.stopping ? 0 : this.registry.freeSlots(appId)),
+        (d) => this.dispatch(appId, d),
+        this.options.log,
+      );
+      this.pullers.set(appId, p);
+    }
+    return p;
+  }
+
+  /** Retries a journal write through short outages, within the lease. Undefined if it never succeeded. */
+  private async withRetry<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    const deadline = Date.now() + this.options.leaseMs;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (Date.now() + delay > deadline || this.stopping) {
+          this.options.log.error({ err }, "journal write failed");
+          return undefined;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  /** Keeps a promise referenced until it settles, so stop() can wait for it and none is dropped. */
+  private track(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => undefined,
+      (err: unknown) => this.options.log.error({ err }, "executor task failed"),
+    );
+    this.tasks.add(settled);
+    void settled.finally(() => this.tasks.delete(settled));
+  }
+}
+
+function toProtoEntry(e: JournalEntry) {
+  return create(JournalEntrySchema, {
+    stepKey: e.stepKey,
+    result: e.error ? { case: "error", value: errorToProto(e.error) } : { case: "outputJson", value: e.outputJson },
+  });
+}

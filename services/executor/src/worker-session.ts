@@ -1,0 +1,47 @@
+import { pushable, type Pushable } from "it-pushable";
+import type { ConnectResponse } from "@stepwise/proto";
+
+/** A run an executor holds on a worker. */
+export interface HeldRun {
+  runId: string;
+  functionId: string;
+  lease: number;
+}
+
+/**
+ * One connected worker: its stream, its functions and the runs it holds.
+ */
+export class WorkerSession {
+  /** Messages to the worker, in order. */
+  readonly outbox: Pushable<ConnectResponse> = pushable({ objectMode: true });
+  /** Runs held, by run id. */
+  readonly runs = new Map<string, HeldRun>();
+  /** Slots taken by runs being claimed. */
+  claiming = 0;
+  lastSeen = Date.now();
+  draining = false;
+  closed = false;
+
+  constructor(
+    readonly id: string,
+    readonly appId: string,
+    readonly functions: ReadonlySet<string>,
+    readonly capacity: number,
+  ) {}
+
+  /** Slots neither used by a run nor taken by a claim in progress. */
+  get free(): number {
+    if (this.draining || this.closed) return 0;
+    return this.capacity - this.runs.size - this.claiming;
+  }
+
+  send(message: ConnectResponse): void {
+    if (!this.closed) this.outbox.push(message);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.outbox.end();
+  }
+}

@@ -1,0 +1,66 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { EventRecord, SendRequest } from "@stepwise/proto";
+import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { EventRecordSchema } from "@stepwise/proto";
+import { v7 as uuidv7 } from "uuid";
+import { z } from "zod";
+
+/** Limits on what Send accepts. */
+export const EVENT_LIMITS = {
+  maxEventsPerSend: 5_000,
+  maxNameLength: 256,
+  maxIdLength: 128,
+  maxDataBytes: 512 * 1024,
+} as const;
+
+const eventSchema = z.object({
+  id: z
+    .string()
+    .max(EVENT_LIMITS.maxIdLength, `must be at most ${EVENT_LIMITS.maxIdLength} characters`)
+    .regex(/^[\x21-\x7e]*$/, "must be printable ASCII without spaces"),
+  name: z
+    .string()
+    .min(1, "must not be empty")
+    .max(EVENT_LIMITS.maxNameLength, `must be at most ${EVENT_LIMITS.maxNameLength} characters`),
+});
+
+/**
+ * Validates a Send request and turns its events into records for the event
+ * stream: ids assigned where missing, data encoded once as JSON. Throws
+ * INVALID_ARGUMENT naming the first offending event and field.
+ */
+export function toEventRecords(req: SendRequest, now = Date.now()): EventRecord[] {
+  const n = req.events.length;
+  if (n === 0) throw new ConnectError("events: at least one event is required", Code.InvalidArgument);
+  if (n > EVENT_LIMITS.maxEventsPerSend) {
+    throw new ConnectError(
+      `events: ${n} events in one call, at most ${EVENT_LIMITS.maxEventsPerSend} are accepted`,
+      Code.InvalidArgument,
+    );
+  }
+  const records: EventRecord[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const ev = req.events[i]!;
+    const checked = eventSchema.safeParse({ id: ev.id, name: ev.name });
+    if (!checked.success) {
+      const issue = checked.error.issues[0]!;
+      throw new ConnectError(`events[${i}].${issue.path.join(".")}: ${issue.message}`, Code.InvalidArgument);
+    }
+    const dataJson = ev.data === undefined ? "{}" : JSON.stringify(ev.data);
+    if (Buffer.byteLength(dataJson) > EVENT_LIMITS.maxDataBytes) {
+      throw new ConnectError(
+        `events[${i}].data: ${Buffer.byteLength(dataJson)} bytes encoded, at most ${EVENT_LIMITS.maxDataBytes} are accepted`,
+        Code.InvalidArgument,
+      );
+    }
+    records[i] = create(EventRecordSchema, {
+      id: ev.id || uuidv7(),
+      name: ev.name,
+      dataJson,
+      tsMs: BigInt(ev.ts ? timestampMs(ev.ts) : now),
+      receivedAtMs: BigInt(now),
+    });
+  }
+  return records;
+}

@@ -1,0 +1,17 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Bus, JournalStore, Logger } from "@stepwise/core";
+import { IngestService, RunService } from "@stepwise/proto";
+import { createIngestService } from "./ingest-service.js";
+import { createRunService } from "./run-service.js";
+
+export { EVENT_LIMITS, toEventRecords } from "./event-validation.js";
+export { createIngestService } from "./ingest-service.js";
+export { createRunService } from "./run-service.js";
+
+/** Registers the ingest service's RPCs (IngestService and RunService) on a router. */
+export function ingestRoutes(deps: { bus: Bus; store: JournalStore; log: Logger }) {
+  return (router: ConnectRouter) => {
+    router.service(IngestService, createIngestService(deps.bus, deps.log));
+    router.service(RunService, createRunService(deps.store));
+  };
+}
