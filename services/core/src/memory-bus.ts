@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import type { EventRecord, RunWork } from "@stepwise/proto";
 import type { Bus, ConsumeEventsOptions, Delivery, Subscription } from "./bus.js";
 import { backoffMs } from "./jetstream-bus.js";
@@ -45,6 +46,10 @@ class Queue<T> {
     });
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   close(): void {
     this.closed = true;
     for (const w of this.waiters.splice(0)) w(undefined);
@@ -80,7 +85,6 @@ export class MemoryBus implements Bus {
   private readonly events = new Queue<EventRecord>();
   private readonly work = new Map<string, Queue<RunWork>>();
   private readonly seen = new Map<string, number>();
-  private readonly aborter = new AbortController();
 
   constructor(private readonly duplicateWindowMs = 10 * 60 * 1000) {}
 
@@ -102,11 +106,16 @@ export class MemoryBus implements Bus {
     options: ConsumeEventsOptions,
   ): Promise<Subscription> {
     const stop = new AbortController();
-    const signal = AbortSignal.any([stop.signal, this.aborter.signal]);
+    const signal = stop.signal;
+    // One listener per concurrent handler is expected, not a leak.
+    setMaxListeners(options.concurrency + 10, signal);
     const workers = Array.from({ length: options.concurrency }, async () => {
       while (!signal.aborted) {
         const entry = await this.events.take(signal, 60_000);
-        if (!entry) continue;
+        if (!entry) {
+          if (this.events.isClosed) return;
+          continue;
+        }
         const d = delivery(this.events, entry);
         await handler(d.data, d).then(
           () => d.ack(),
@@ -134,11 +143,11 @@ export class MemoryBus implements Bus {
   ): AsyncIterable<Delivery<RunWork>> {
     const q = this.queue(appId);
     const deadline = Date.now() + expiresMs;
-    const all = AbortSignal.any([signal, this.aborter.signal]);
     for (let n = 0; n < max; n++) {
       const left = deadline - Date.now();
       if (left <= 0) return;
-      const entry = await q.take(all, left);
+      // close() ends the queues, which ends this wait too.
+      const entry = await q.take(signal, left);
       if (!entry) return;
       yield delivery(q, entry);
     }
@@ -151,7 +160,6 @@ export class MemoryBus implements Bus {
   }
 
   async close(): Promise<void> {
-    this.aborter.abort();
     this.events.close();
     for (const q of this.work.values()) q.close();
   }

@@ -1,0 +1,72 @@
+/**
+ * Throw NonRetriableError from a step or a handler when trying again cannot
+ * help (bad input, a refused payment): the step is not retried and the
+ * error is journaled as final.
+ *
+ * @example
+ * ```ts
+ * await step.run("charge", () => {
+ *   if (!order.card) throw new NonRetriableError("order has no card");
+ *   return charge(order);
+ * });
+ * ```
+ */
+export class NonRetriableError extends Error {
+  override name = "NonRetriableError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/**
+ * StepError is what a handler receives when a step failed for good. Catch it
+ * to handle the failure and continue; uncaught, it fails the run.
+ */
+export class StepError extends Error {
+  override name = "StepError";
+  /** Id of the step that failed. */
+  readonly stepId: string;
+  constructor(stepId: string, cause: Error) {
+    super(`step ${JSON.stringify(stepId)} failed: ${cause.message}`, { cause });
+    this.stepId = stepId;
+  }
+}
+
+/** An error as it crosses the wire and lives in the journal. */
+export interface SerializedError {
+  name: string;
+  message: string;
+  stack?: string;
+  cause?: SerializedError;
+  nonRetriable?: boolean;
+}
+
+/** Turns anything thrown into its serialised form, keeping causes. */
+export function serializeError(err: unknown, depth = 0): SerializedError {
+  if (err instanceof Error) {
+    const out: SerializedError = { name: err.name, message: err.message };
+    if (err.stack) out.stack = err.stack;
+    if (err instanceof NonRetriableError) out.nonRetriable = true;
+    if (err.cause !== undefined && depth < 8) out.cause = serializeError(err.cause, depth + 1);
+    return out;
+  }
+  let message: string;
+  try {
+    message = typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
+  } catch {
+    message = String(err);
+  }
+  return { name: "Error", message };
+}
+
+/** Rebuilds an Error from its serialised form, with the same name, message, stack and cause. */
+export function deserializeError(s: SerializedError): Error {
+  const cause = s.cause ? deserializeError(s.cause) : undefined;
+  const opts = cause ? { cause } : undefined;
+  let err: Error;
+  if (s.name === "NonRetriableError" || s.nonRetriable) err = new NonRetriableError(s.message, opts);
+  else err = new Error(s.message, opts);
+  err.name = s.name;
+  if (s.stack) err.stack = s.stack;
+  return err;
+}

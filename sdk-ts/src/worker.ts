@@ -1,0 +1,298 @@
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { pushable } from "it-pushable";
+import {
+  ConnectRequestSchema,
+  DrainSchema,
+  EventTriggerSchema,
+  FunctionConfigSchema,
+  HeartbeatSchema,
+  RegisterSchema,
+  TriggerSchema,
+  WorkerService,
+  type ConnectRequest,
+  type ConnectResponse,
+} from "@stepwise/proto";
+import type { StepwiseFunction } from "./function.js";
+import { RunExecution } from "./run-execution.js";
+
+const SDK = "@stepwise/sdk/0.1.0";
+
+/** Options of a Worker. */
+export interface WorkerOptions {
+  /** URL of the executor (or of `stepwise dev`), such as http://127.0.0.1:8289. */
+  url?: string;
+  /** The functions to serve; all of one app. */
+  functions: readonly StepwiseFunction[];
+  /** Runs executed at once. Default 10. */
+  capacity?: number;
+  /** Drain and exit the process on SIGTERM and SIGINT. Default true. */
+  handleSignals?: boolean;
+  /** Longest wait between reconnection attempts. Default 5 s. */
+  maxReconnectDelayMs?: number;
+  /** How long a drain waits for runs in progress. Default 30 s. */
+  drainTimeoutMs?: number;
+  /** Called with connection errors, which the worker retries on its own. */
+  onError?: (err: Error) => void;
+}
+
+/**
+ * A Worker executes an app's functions. It holds one persistent
+ * bidirectional stream to the executor (no inbound endpoint), registers the
+ * functions, runs what it is sent, reconnects with backoff when the stream
+ * drops, and drains on SIGTERM: it takes no new runs and finishes the ones
+ * it holds before it closes.
+ *
+ * @example
+ * ```ts
+ * const worker = new Worker({ url: "http://127.0.0.1:8289", functions: [orderProcessing] });
+ * await worker.connect();
+ * ```
+ */
+export class Worker {
+  private readonly fns = new Map<string, StepwiseFunction>();
+  private readonly appId: string;
+  private readonly executions = new Map<string, RunExecution>();
+  private readonly running = new Set<Promise<void>>();
+  private readonly options: Required<Omit<WorkerOptions, "onError" | "url">> & { onError: ((err: Error) => void) | undefined };
+  private readonly url: string;
+  private closed = false;
+  private draining = false;
+  private loop: Promise<void> | undefined;
+  private current: { send: (m: ConnectRequest) => void; abort: AbortController } | undefined;
+  private onSignal: (() => void) | undefined;
+
+  constructor(options: WorkerOptions) {
+    const first = options.functions[0];
+    if (!first) throw new TypeError("a Worker needs at least one function");
+    for (const fn of options.functions) {
+      if (fn.appId !== first.appId) {
+        throw new TypeError(`all functions of a Worker belong to one app: ${fn.config.id} is of ${fn.appId}, not ${first.appId}`);
+      }
+      if (this.fns.has(fn.config.id)) throw new TypeError(`function ${fn.config.id} is given twice`);
+      this.fns.set(fn.config.id, fn);
+    }
+    this.appId = first.appId;
+    this.url = options.url ?? process.env["STEPWISE_EXECUTOR_URL"] ?? "http://127.0.0.1:8289";
+    this.options = {
+      functions: options.functions,
+      capacity: options.capacity ?? 10,
+      handleSignals: options.handleSignals ?? true,
+      maxReconnectDelayMs: options.maxReconnectDelayMs ?? 5_000,
+      drainTimeoutMs: options.drainTimeoutMs ?? 30_000,
+      onError: options.onError,
+    };
+  }
+
+  /** Number of runs executing now. */
+  get activeRuns(): number {
+    return this.executions.size;
+  }
+
+  /**
+   * Connects and registers. Resolves once the executor accepted the
+   * registration the first time; afterwards the worker keeps reconnecting by
+   * itself until close(). Rejects if the executor refuses the registration.
+   */
+  connect(): Promise<void> {
+    if (this.loop) throw new Error("connect() was already called");
+    let first: { resolve: () => void; reject: (e: Error) => void } | undefined;
+    const registered = new Promise<void>((resolve, reject) => (first = { resolve, reject }));
+    this.loop = this.run(
+      () => {
+        first?.resolve();
+        first = undefined;
+      },
+      (err) => {
+        first?.reject(err);
+        first = undefined;
+      },
+    );
+    if (this.options.handleSignals) {
+      this.onSignal = () => {
+        this.close().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once("SIGTERM", this.onSignal);
+      process.once("SIGINT", this.onSignal);
+    }
+    return registered;
+  }
+
+  /**
+   * Drains and closes: tells the executor to send nothing new, waits for
+   * the runs in progress (up to drainTimeoutMs), then ends the stream.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.draining = true;
+    this.current?.send(
+      create(ConnectRequestSchema, { message: { case: "drain", value: create(DrainSchema, { reason: "worker closing" }) } }),
+    );
+    const deadline = Date.now() + this.options.drainTimeoutMs;
+    while (this.running.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.running]), new Promise((r) => setTimeout(r, 100))]);
+    }
+    this.closed = true;
+    this.current?.abort.abort();
+    if (this.onSignal) {
+      process.off("SIGTERM", this.onSignal);
+      process.off("SIGINT", this.onSignal);
+    }
+    await this.loop?.catch(() => {});
+  }
+
+  /**
+   * Drops the connection at once without draining, as a crash would; runs
+   * in progress are abandoned and the executor hands them to other workers.
+   * For tests of failure handling.
+   */
+  async kill(): Promise<void> {
+    this.closed = true;
+    for (const ex of this.executions.values()) ex.abort("worker killed");
+    this.current?.abort.abort();
+    await this.loop?.catch(() => {});
+  }
+
+  private async run(onRegistered: () => void, onRefused: (e: Error) => void): Promise<void> {
+    let attempt = 0;
+    const client = createClient(WorkerService, createGrpcTransport({ baseUrl: this.url, pingIntervalMs: 15_000 }));
+    while (!this.closed) {
+      let registered = false;
+      try {
+        await this.session(client, () => {
+          registered = true;
+          attempt = 0;
+          onRegistered();
+        });
+      } catch (err) {
+        const e = ConnectError.from(err);
+        // A refused registration will be refused again: report it, stop.
+        if (!registered && e.code === 3 /* INVALID_ARGUMENT */) {
+          this.closed = true;
+          onRefused(e);
+          return;
+        }
+        if (!this.closed) this.options.onError?.(e);
+      }
+      // Whatever this connection held is the executor's to hand on now.
+      for (const ex of this.executions.values()) ex.abort("connection to the executor lost");
+      this.executions.clear();
+      if (this.closed || this.draining) return;
+      const delay = Math.min(this.options.maxReconnectDelayMs, 100 * 2 ** attempt++);
+      await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));
+    }
+  }
+
+  private async session(
+    client: ReturnType<typeof createClient<typeof WorkerService>>,
+    onRegistered: () => void,
+  ): Promise<void> {
+    const outbox = pushable<ConnectRequest>({ objectMode: true });
+    const abort = new AbortController();
+    const send = (m: ConnectRequest) => outbox.push(m);
+    this.current = { send, abort };
+    outbox.push(this.registerMessage());
+    let heartbeat: NodeJS.Timeout | undefined;
+    let lastHeard = Date.now();
+    try {
+      for await (const res of client.connect(requests(outbox), { signal: abort.signal })) {
+        lastHeard = Date.now();
+        const m = res.message;
+        if (m.case === "registered") {
+          const every = m.value.heartbeatIntervalMs || 5_000;
+          heartbeat = setInterval(() => {
+            if (Date.now() - lastHeard > every * 3) {
+              abort.abort(new Error("the executor stopped answering heartbeats"));
+              return;
+            }
+            send(
+              create(ConnectRequestSchema, {
+                message: { case: "heartbeat", value: create(HeartbeatSchema, { sentAtMs: BigInt(Date.now()) }) },
+              }),
+            );
+          }, every);
+          onRegistered();
+        } else {
+          this.onMessage(res, send);
+        }
+      }
+    } finally {
+      clearInterval(heartbeat);
+      outbox.end();
+      this.current = undefined;
+    }
+  }
+
+  private onMessage(res: ConnectResponse, send: (m: ConnectRequest) => void): void {
+    const m = res.message;
+    switch (m.case) {
+      case "startRun": {
+        const start = m.value;
+        const fn = this.fns.get(start.functionId);
+        if (!fn || this.executions.has(start.runId)) return;
+        const ex = new RunExecution(start, fn, send);
+        this.executions.set(start.runId, ex);
+        const p = ex
+          .execute()
+          .catch((err: unknown) => this.options.onError?.(err instanceof Error ? err : new Error(String(err))))
+          .finally(() => {
+            if (this.executions.get(start.runId) === ex) this.executions.delete(start.runId);
+            this.running.delete(p);
+          });
+        this.running.add(p);
+        return;
+      }
+      case "stepAck":
+        this.executions.get(m.value.runId)?.onAck(m.value);
+        return;
+      case "cancelRun": {
+        const ex = this.executions.get(m.value.runId);
+        ex?.abort(m.value.reason || "cancelled");
+        this.executions.delete(m.value.runId);
+        return;
+      }
+      case "drain":
+        // The executor is going away; once it closes the stream we reconnect.
+        return;
+      default:
+        return;
+    }
+  }
+
+  private registerMessage(): ConnectRequest {
+    return create(ConnectRequestSchema, {
+      message: {
+        case: "register",
+        value: create(RegisterSchema, {
+          appId: this.appId,
+          workerId: `${this.appId}-${randomUUID()}`,
+          capacity: this.options.capacity,
+          sdk: SDK,
+          functions: [...this.fns.values()].map((fn) =>
+            create(FunctionConfigSchema, {
+              id: fn.config.id,
+              name: fn.config.name ?? fn.config.id,
+              triggers: fn.config.triggers.map((t) =>
+                create(TriggerSchema, { kind: { case: "event", value: create(EventTriggerSchema, { event: t.event }) } }),
+              ),
+              ...(fn.config.retries !== undefined ? { retries: fn.config.retries } : {}),
+            }),
+          ),
+        }),
+      },
+    });
+  }
+}
+
+/**
+ * Wraps the outbox in an async generator: Connect calls return() on the
+ * request iterable when a call ends and expects the promise a generator gives.
+ */
+async function* requests(outbox: AsyncIterable<ConnectRequest>): AsyncGenerator<ConnectRequest> {
+  yield* outbox;
+}
