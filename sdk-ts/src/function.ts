@@ -5,9 +5,11 @@ import type { StepTools } from "./step-tools.js";
 export type EventSchemas = Record<string, z.ZodType>;
 
 /** The data type of an event: its schema's output, or any JSON object. */
-export type EventData<S extends EventSchemas, N extends string> = N extends keyof S
-  ? z.output<S[N]>
-  : Record<string, unknown>;
+export type EventData<S extends EventSchemas, N extends string> = string extends keyof S
+  ? Record<string, unknown>
+  : N extends keyof S
+    ? z.output<S[N]>
+    : Record<string, unknown>;
 
 /** An event as a handler receives it. */
 export interface ReceivedEvent<N extends string = string, D = Record<string, unknown>> {

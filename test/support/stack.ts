@@ -1,0 +1,182 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+export const CLI = `${ROOT}services/cli/dist/main.js`;
+export const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+export const NATS_URL = process.env["TEST_NATS_URL"] ?? "nats://127.0.0.1:4222";
+
+type Service = "ingest" | "scheduler" | "executor";
+
+/** Free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  const net = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+/**
+ * The engine as a user deploys it: ingest, scheduler and executor as
+ * separate `stepwise start` processes against the real Postgres and NATS,
+ * in a schema and a stream prefix of their own, removed by stop().
+ */
+export class Stack {
+  readonly id = `t${randomBytes(5).toString("hex")}`;
+  readonly schema = `sw_${this.id}`;
+  readonly prefix = `sw-${this.id}`;
+  ingestPort = 0;
+  executorPort = 0;
+  readonly procs = new Map<Service, ChildProcess>();
+  readonly logs = new Map<Service, string[]>();
+  readonly db: pg.Pool;
+
+  constructor(private readonly env: Record<string, string> = {}) {
+    this.db = new pg.Pool({ connectionString: DATABASE_URL, max: 2, options: `-c search_path=${this.schema}` });
+    this.db.on("error", () => {});
+  }
+
+  get ingestUrl(): string {
+    return `http://127.0.0.1:${this.ingestPort}`;
+  }
+
+  get executorUrl(): string {
+    return `http://127.0.0.1:${this.executorPort}`;
+  }
+
+  async start(): Promise<this> {
+    this.ingestPort = await freePort();
+    this.executorPort = await freePort();
+    // Migrate once up front so the services do not race on a fresh schema in the logs.
+    await this.run(["migrate"]);
+    await Promise.all((["ingest", "scheduler", "executor"] as const).map((s) => this.startService(s)));
+    return this;
+  }
+
+  private baseEnv(): NodeJS.ProcessEnv {
+    return {
+      ...process.env,
+      DATABASE_URL,
+      DATABASE_SCHEMA: this.schema,
+      DATABASE_POOL_SIZE: "8",
+      NATS_URL,
+      STEPWISE_PREFIX: this.prefix,
+      HOST: "127.0.0.1",
+      INGEST_PORT: String(this.ingestPort),
+      EXECUTOR_PORT: String(this.executorPort),
+      STEPWISE_LEASE_MS: "2000",
+      STEPWISE_RECONCILE_INTERVAL_MS: "250",
+      STEPWISE_HEARTBEAT_MS: "1000",
+      LOG_LEVEL: "info",
+      ...this.env,
+    };
+  }
+
+  private run(args: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const p = spawn(process.execPath, [CLI, ...args], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (out += d.toString()));
+      p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`stepwise ${args.join(" ")} exited ${code}: ${out}`))));
+    });
+  }
+
+  /** Starts (or restarts) one service and waits until it serves. */
+  async startService(name: Service): Promise<void> {
+    const p = spawn(process.execPath, [CLI, "start", name], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const log: string[] = this.logs.get(name) ?? [];
+    this.logs.set(name, log);
+    this.procs.set(name, p);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${log.join("")}`)), 20_000);
+      const onData = (d: Buffer) => {
+        const text = d.toString();
+        log.push(text);
+        if (text.includes(`"${name} started"`)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      p.stdout!.on("data", onData);
+      p.stderr!.on("data", onData);
+      p.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited with ${code} while starting:\n${log.join("")}`));
+      });
+    });
+  }
+
+  /** Kills one service with a signal and waits for it to be gone. */
+  async kill(name: Service, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    const p = this.procs.get(name);
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((r) => p.once("exit", () => r()));
+    p.kill(signal);
+    await exited;
+    this.procs.delete(name);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.procs.keys()].map((s) => this.kill(s, "SIGKILL")));
+    await this.db.end();
+    const admin = new pg.Client({ connectionString: DATABASE_URL });
+    await admin.connect();
+    await admin.query(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
+    await admin.end();
+    const nc = await connect({ servers: NATS_URL });
+    const jsm = await jetstreamManager(nc);
+    const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+    for (const s of [`${upper}_EVENTS`, `${upper}_WORK`]) await jsm.streams.delete(s).catch(() => false);
+    await nc.close();
+  }
+
+  /** Message count of the event stream. */
+  async eventStreamCount(): Promise<number> {
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+      const info = await jsm.streams.info(`${upper}_EVENTS`);
+      return info.state.messages;
+    } finally {
+      await nc.close();
+    }
+  }
+
+  async query<T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[]> {
+    return (await this.db.query<T>(text, params)).rows;
+  }
+}
+
+/** Polls until fn returns a value that is not undefined, or fails after timeoutMs. */
+export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 20_000, what = "condition"): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${String(lastErr)}` : ""}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A promise with its resolver, for steps a test holds open. */
+export function gate<T = void>(): { promise: Promise<T>; open: (v: T) => void } {
+  let open!: (v: T) => void;
+  const promise = new Promise<T>((r) => (open = r));
+  return { promise, open };
+}

@@ -1,0 +1,15 @@
+import { defineConfig } from "vitest/config";
+
+// Unit tests live next to the code (services/*/src, sdk-ts/src); whole-system
+// tests in test/ start the services as processes against the real NATS and
+// Postgres. `npm test` builds first: the system tests run the built CLI.
+export default defineConfig({
+  test: {
+    include: ["services/*/src/**/*.test.ts", "sdk-ts/src/**/*.test.ts", "test/**/*.test.ts"],
+    exclude: ["**/node_modules/**", "**/dist/**"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    pool: "forks",
+    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+  },
+});
