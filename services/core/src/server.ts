@@ -1,8 +1,14 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import {
+  compressionBrotli,
+  compressionGzip,
+  universalRequestFromNodeRequest,
+  universalResponseToNodeResponse,
+} from "@connectrpc/connect-node";
 
 /** A listening Connect server. */
 export interface RunningServer {
@@ -24,18 +30,7 @@ export async function serveConnect(
   port: number,
   host: string,
 ): Promise<RunningServer> {
-  const handler = connectNodeAdapter({
-    routes,
-    fallback(req, res) {
-      if (req.url === "/healthz") {
-        res.writeHead(200, { "content-type": "text/plain" });
-        res.end("ok\n");
-        return;
-      }
-      res.writeHead(404);
-      res.end();
-    },
-  });
+  const handler = createNodeHandler(routes);
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } }, handler);
@@ -69,4 +64,74 @@ export async function serveConnect(
         for (const s of sockets) s.destroy();
       }),
   };
+}
+
+
+/**
+ * connect-node's adapter, with one change: a request body that does not
+ * decode as protobuf is answered INVALID_ARGUMENT (the caller's fault, as
+ * Connect already answers for malformed JSON) instead of INTERNAL.
+ */
+function createNodeHandler(routes: (router: ConnectRouter) => void) {
+  const router = createConnectRouter({
+    acceptCompression: [compressionGzip, compressionBrotli],
+    // Send takes up to 5,000 events; larger requests are refused with
+    // RESOURCE_EXHAUSTED before they are read whole.
+    readMaxBytes: 64 * 1024 * 1024,
+  });
+  routes(router);
+  const paths = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
+  return (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const path = req.url?.split("?", 2)[0] ?? "";
+    const uHandler = paths.get(path);
+    if (!uHandler) {
+      if (path === "/healthz") {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end("ok\n");
+        return;
+      }
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    uHandler(universalRequestFromNodeRequest(req as never, res as never, undefined, undefined))
+      .then(malformedInputIsInvalidArgument)
+      .then((uRes) => universalResponseToNodeResponse(uRes, res as never))
+      .catch((reason: unknown) => {
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        process.stderr.write(`handler for ${path} failed: ${String(reason)}\n`);
+      });
+  };
+}
+
+const PARSE_FAILED = "parse binary";
+
+async function malformedInputIsInvalidArgument(res: UniversalServerResponse): Promise<UniversalServerResponse> {
+  // gRPC and gRPC-Web: the status travels in headers (trailers-only) or trailers.
+  for (const h of [res.header, res.trailer]) {
+    if (h?.get("grpc-status") === String(Code.Internal) && decodeURIComponent(h.get("grpc-message") ?? "").startsWith(PARSE_FAILED)) {
+      h.set("grpc-status", String(Code.InvalidArgument));
+    }
+  }
+  // Connect unary: a JSON error body with an HTTP status.
+  if (res.status === 500 && res.body && res.header?.get("content-type")?.startsWith("application/json")) {
+    const chunks: Uint8Array[] = [];
+    for await (const c of res.body) chunks.push(c);
+    const text = Buffer.concat(chunks).toString();
+    let body = text;
+    let status = res.status;
+    try {
+      const err = JSON.parse(text) as { code?: string; message?: string };
+      if (err.code === "internal" && err.message?.startsWith(PARSE_FAILED)) {
+        status = 400;
+        body = JSON.stringify({ ...err, code: "invalid_argument" });
+      }
+    } catch {
+      // Not JSON after all: pass it through unchanged.
+    }
+    const header = new Headers(res.header);
+    header.delete("content-length");
+    return { ...res, status, header, body: (async function* () { yield Buffer.from(body); })() };
+  }
+  return res;
 }

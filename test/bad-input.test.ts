@@ -1,0 +1,142 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { create } from "@bufbuild/protobuf";
+import { EventSchema, IngestService, RunService } from "@stepwise/proto";
+import * as grpc from "@grpc/grpc-js";
+import { Stack } from "./support/stack.js";
+
+// Bad input gets INVALID_ARGUMENT (or NOT_FOUND), publishes nothing, stores
+// nothing, and the service keeps serving.
+describe("ingest rejects bad input", () => {
+  const stack = new Stack();
+  let ingest: ReturnType<typeof createClient<typeof IngestService>>;
+  let runs: ReturnType<typeof createClient<typeof RunService>>;
+
+  beforeAll(async () => {
+    await stack.start();
+    const transport = createGrpcTransport({ baseUrl: stack.ingestUrl });
+    ingest = createClient(IngestService, transport);
+    runs = createClient(RunService, transport);
+  });
+
+  afterAll(async () => {
+    await stack.stop();
+  });
+
+  async function expectNothingStored(action: () => Promise<unknown>): Promise<void> {
+    const streamBefore = await stack.eventStreamCount();
+    const rowsBefore = await stack.query<{ n: string }>("SELECT count(*) AS n FROM events");
+    await action();
+    // A valid event afterwards proves the service still serves, and gives the
+    // scheduler time to have stored anything that slipped through.
+    const [okId] = (await ingest.send({ events: [create(EventSchema, { name: "after.bad", data: { ok: true } })] })).ids;
+    await waitForEvent(okId!);
+    expect(await stack.eventStreamCount()).toBe(streamBefore + 1);
+    const rowsAfter = await stack.query<{ n: string }>("SELECT count(*) AS n FROM events");
+    expect(Number(rowsAfter[0]!.n)).toBe(Number(rowsBefore[0]!.n) + 1);
+  }
+
+  async function waitForEvent(id: string): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      if ((await stack.query("SELECT 1 FROM events WHERE id = $1", [id])).length) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`event ${id} was not stored`);
+  }
+
+  async function expectCode(p: Promise<unknown>, code: Code, message: RegExp): Promise<void> {
+    const err = await p.then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(err, "the call should have failed").toBeInstanceOf(ConnectError);
+    expect(Code[err!.code]).toBe(Code[code]);
+    expect(err!.rawMessage).toMatch(message);
+  }
+
+  it("empty name", async () => {
+    await expectNothingStored(() =>
+      expectCode(
+        ingest.send({ events: [create(EventSchema, { name: "ok" }), create(EventSchema, { name: "" })] }),
+        Code.InvalidArgument,
+        /events\[1\]\.name: must not be empty/,
+      ),
+    );
+  });
+
+  it("name over 256 characters", async () => {
+    await expectNothingStored(() =>
+      expectCode(ingest.send({ events: [create(EventSchema, { name: "x".repeat(257) })] }), Code.InvalidArgument, /events\[0\]\.name/),
+    );
+  });
+
+  it("data that is not an object (Connect JSON)", async () => {
+    await expectNothingStored(async () => {
+      for (const data of ["[1,2]", '"text"', "42", "true"]) {
+        const res = await fetch(`${stack.ingestUrl}/stepwise.v1.IngestService/Send`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: `{"events":[{"name":"bad.data","data":${data}}]}`,
+        });
+        expect(res.status).toBe(400);
+        const body = (await res.json()) as { code: string };
+        expect(body.code).toBe("invalid_argument");
+      }
+    });
+  });
+
+  it("an event over 512 KiB", async () => {
+    await expectNothingStored(() =>
+      expectCode(
+        ingest.send({ events: [create(EventSchema, { name: "big", data: { blob: "x".repeat(600 * 1024) } })] }),
+        Code.InvalidArgument,
+        /events\[0\]\.data: \d+ bytes encoded, at most 524288/,
+      ),
+    );
+  });
+
+  it("more than 5,000 events in one call", async () => {
+    const events = Array.from({ length: 5_001 }, (_, i) => create(EventSchema, { name: "many", data: { i } }));
+    await expectNothingStored(() => expectCode(ingest.send({ events }), Code.InvalidArgument, /5001 events in one call, at most 5000/));
+  });
+
+  it("no events", async () => {
+    await expectNothingStored(() => expectCode(ingest.send({ events: [] }), Code.InvalidArgument, /at least one event/));
+  });
+
+  it("malformed protobuf", async () => {
+    await expectNothingStored(async () => {
+      const res = await fetch(`${stack.ingestUrl}/stepwise.v1.IngestService/Send`, {
+        method: "POST",
+        headers: { "content-type": "application/proto" },
+        body: new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]),
+      });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { code: string };
+      expect(body.code).toBe("invalid_argument");
+    });
+  });
+
+  it("malformed protobuf over gRPC", async () => {
+    await expectNothingStored(async () => {
+      const client = new grpc.Client(`127.0.0.1:${stack.ingestPort}`, grpc.credentials.createInsecure());
+      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+        client.makeUnaryRequest(
+          "/stepwise.v1.IngestService/Send",
+          () => Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]),
+          (b: Buffer) => b,
+          {},
+          (e) => resolve(e),
+        ),
+      );
+      client.close();
+      expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    });
+  });
+
+  it("GetRun of an unknown id is NOT_FOUND", async () => {
+    await expectCode(runs.getRun({ runId: "00000000-0000-4000-8000-000000000000" }), Code.NotFound, /not found/);
+    await expectCode(runs.getRun({ runId: "not-a-uuid" }), Code.NotFound, /not found/);
+  });
+});
