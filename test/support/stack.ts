@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -7,7 +8,7 @@ import { connect } from "@nats-io/transport-node";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const CLI = `${ROOT}services/cli/dist/main.js`;
-export const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+export const DEFAULT_DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
 export const NATS_URL = process.env["TEST_NATS_URL"] ?? "nats://127.0.0.1:4222";
 
 type Service = "ingest" | "scheduler" | "executor";
@@ -40,8 +41,13 @@ export class Stack {
   readonly logs = new Map<Service, string[]>();
   readonly db: pg.Pool;
 
+  readonly natsUrl: string;
+  readonly databaseUrl: string;
+
   constructor(private readonly env: Record<string, string> = {}) {
-    this.db = new pg.Pool({ connectionString: DATABASE_URL, max: 2, options: `-c search_path=${this.schema}` });
+    this.natsUrl = env["NATS_URL"] ?? NATS_URL;
+    this.databaseUrl = env["DATABASE_URL"] ?? DEFAULT_DATABASE_URL;
+    this.db = new pg.Pool({ connectionString: this.databaseUrl, max: 2, options: `-c search_path=${this.schema}` });
     this.db.on("error", () => {});
   }
 
@@ -65,10 +71,10 @@ export class Stack {
   private baseEnv(): NodeJS.ProcessEnv {
     return {
       ...process.env,
-      DATABASE_URL,
+      DATABASE_URL: this.databaseUrl,
       DATABASE_SCHEMA: this.schema,
       DATABASE_POOL_SIZE: "8",
-      NATS_URL,
+      NATS_URL: this.natsUrl,
       STEPWISE_PREFIX: this.prefix,
       HOST: "127.0.0.1",
       INGEST_PORT: String(this.ingestPort),
@@ -129,11 +135,11 @@ export class Stack {
   async stop(): Promise<void> {
     await Promise.all([...this.procs.keys()].map((s) => this.kill(s, "SIGKILL")));
     await this.db.end();
-    const admin = new pg.Client({ connectionString: DATABASE_URL });
+    const admin = new pg.Client({ connectionString: this.databaseUrl });
     await admin.connect();
     await admin.query(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
     await admin.end();
-    const nc = await connect({ servers: NATS_URL });
+    const nc = await connect({ servers: this.natsUrl });
     const jsm = await jetstreamManager(nc);
     const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
     for (const s of [`${upper}_EVENTS`, `${upper}_WORK`]) await jsm.streams.delete(s).catch(() => false);
@@ -142,7 +148,7 @@ export class Stack {
 
   /** Message count of the event stream. */
   async eventStreamCount(): Promise<number> {
-    const nc = await connect({ servers: NATS_URL });
+    const nc = await connect({ servers: this.natsUrl });
     try {
       const jsm = await jetstreamManager(nc);
       const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
@@ -179,4 +185,149 @@ export function gate<T = void>(): { promise: Promise<T>; open: (v: T) => void } 
   let open!: (v: T) => void;
   const promise = new Promise<T>((r) => (open = r));
   return { promise, open };
+}
+
+/**
+ * A NATS server of the test's own, with JetStream in a temporary folder, so
+ * a test can kill and restart it without touching the machine's NATS.
+ */
+export class PrivateNats {
+  proc: ChildProcess | undefined;
+  port = 0;
+  readonly dir: string;
+
+  constructor() {
+    this.dir = `/tmp/stepwise-nats-${randomBytes(4).toString("hex")}`;
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.port === 0) this.port = await freePort();
+    const proc = spawn(process.env["NATS_SERVER_BIN"] ?? "/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.dir], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    this.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${out}`)), 10_000);
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (out.includes("Server is ready")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      proc.stdout!.on("data", onData);
+      proc.stderr!.on("data", onData);
+      proc.once("exit", (code) => reject(new Error(`nats-server exited ${code}: ${out}`)));
+    });
+  }
+
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    const { rmSync } = await import("node:fs");
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A Postgres server of the test's own (initdb into a temporary folder, run
+ * as the postgres user), so a test can kill -9 and restart it without
+ * touching the machine's Postgres.
+ */
+export class PrivatePostgres {
+  proc: ChildProcess | undefined;
+  port = 0;
+  readonly dir = `/tmp/stepwise-pg-${randomBytes(4).toString("hex")}`;
+  private readonly bin: string;
+
+  constructor() {
+    const version = readdirSync("/usr/lib/postgresql").sort().pop();
+    this.bin = `/usr/lib/postgresql/${version}/bin`;
+  }
+
+  get url(): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
+  }
+
+  /** Runs a Postgres binary as the postgres user (Postgres refuses root), as a direct child so it is reaped. */
+  private asPostgres(args: string[]): ChildProcess {
+    const [cmd, ...rest] = args;
+    const ids = process.getuid?.() === 0 ? postgresIds() : {};
+    return spawn(cmd!, rest, { stdio: ["ignore", "pipe", "pipe"], ...ids });
+  }
+
+  async init(): Promise<void> {
+    const { mkdirSync, chownSync } = await import("node:fs");
+    mkdirSync(this.dir, { recursive: true });
+    if (process.getuid?.() === 0) {
+      const { uid, gid } = postgresIds();
+      chownSync(this.dir, uid, gid);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const p = this.asPostgres([`${this.bin}/initdb`, "-D", this.dir, "-A", "trust", "-U", "postgres", "--no-sync"]);
+      let out = "";
+      p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      p.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+      p.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed: ${out}`))));
+    });
+    this.port = await freePort();
+  }
+
+  async start(): Promise<void> {
+    const proc = this.asPostgres([
+      `${this.bin}/postgres`, "-D", this.dir, "-p", String(this.port), "-k", this.dir,
+      "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100",
+    ]);
+    this.proc = proc;
+    await new Promise<void>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error(`postgres did not start: ${out}`)), 20_000);
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (out.includes("ready to accept connections")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      proc.stdout!.on("data", onData);
+      proc.stderr!.on("data", onData);
+      proc.once("exit", (code) => reject(new Error(`postgres exited ${code}: ${out}`)));
+    });
+  }
+
+  /** kill -9 of the postmaster, as a crash would; its backends exit on their own. */
+  async kill(): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGKILL");
+    await exited;
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    const { rmSync } = await import("node:fs");
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function postgresIds(): { uid: number; gid: number } {
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("postgres:"));
+  if (!line) throw new Error("no postgres user on this machine");
+  const [, , uid, gid] = line.split(":");
+  return { uid: Number(uid), gid: Number(gid) };
 }
