@@ -234,7 +234,10 @@ export class Worker {
       case "startRun": {
         const start = m.value;
         const fn = this.fns.get(start.functionId);
-        if (!fn || this.executions.has(start.runId)) return;
+        if (!fn) return;
+        // A newer lease of a run this worker still executes supersedes the
+        // old execution, whose results the executor would refuse anyway.
+        this.executions.get(start.runId)?.abort("superseded by a newer execution of the run");
         const ex = new RunExecution(start, fn, send);
         this.executions.set(start.runId, ex);
         const p = ex
