@@ -1,3 +1,5 @@
+import { inspect } from "node:util";
+
 /**
  * Throw NonRetriableError from a step or a handler when trying again cannot
  * help (bad input, a refused payment): the step is not retried and the
@@ -54,7 +56,9 @@ export function serializeError(err: unknown, depth = 0): SerializedError {
   try {
     message = typeof err === "string" ? err : JSON.stringify(err) ?? String(err);
   } catch {
-    message = String(err);
+    // JSON cannot encode it (a cycle, a BigInt inside): inspect still shows
+    // its content, where String() would only give "[object Object]".
+    message = typeof err === "object" && err !== null ? inspect(err, { depth: 4, breakLength: Infinity }) : String(err);
   }
   return { name: "Error", message };
 }

@@ -11,7 +11,7 @@ const fn = (id: string, ...events: string[]): FunctionInit => ({
   triggers: events.map((event) => ({ kind: { case: "event", value: { event } } })),
 });
 
-function register(over: Partial<MessageInitShape<typeof RegisterSchema>> = {}) {
+function register(over: { appId?: string; capacity?: number; functions?: FunctionInit[] } = {}) {
   return create(RegisterSchema, {
     appId: "shop",
     workerId: "w-1",

@@ -155,8 +155,8 @@ export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
  */
 export type Register = Message<"stepwise.v1.Register"> & {
   /**
-   * Id of the app the functions belong to. A worker only receives runs of
-   * its own app.
+   * Id of the app the functions belong to: 1 to 128 letters, digits, "-"
+   * and "_". A worker only receives runs of its own app.
    *
    * @generated from field: string app_id = 1;
    */
@@ -205,8 +205,8 @@ export const RegisterSchema: GenMessage<Register> = /*@__PURE__*/
  */
 export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
   /**
-   * Id of the function, unique within its app: letters, digits, "-", "_"
-   * and ".", at most 128 characters.
+   * Id of the function, unique within its app: 1 to 128 letters, digits,
+   * "-" and "_" (it names NATS subjects and consumers).
    *
    * @generated from field: string id = 1;
    */
