@@ -25,7 +25,7 @@ export interface ConsumeEventsOptions {
 /**
  * Bus moves events and run work between the services. JetStream implements
  * it for real deployments and an in-process queue for `stepwise dev`; both
- * pass the same behavioural tests (bus.conformance.ts).
+ * pass the same behavioural tests (bus.test.ts).
  *
  * Events are deduplicated by id and delivered at least once to the durable
  * consumer of the schedulers. Run work is a queue per app (subjects per app
@@ -50,7 +50,8 @@ export interface Bus {
   publishWork(work: readonly RunWork[]): Promise<void>;
   /**
    * Pulls at most max work messages of one app, yielding each as it
-   * arrives; ends once max arrived, after expiresMs, or when signal aborts.
+   * arrives; ends once max arrived, after expiresMs (JetStream's floor is
+   * 1 s), or when signal aborts.
    */
   pullWork(
     appId: string,

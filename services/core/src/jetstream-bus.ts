@@ -178,9 +178,14 @@ export class JetStreamBus implements Bus {
   ): AsyncIterable<Delivery<RunWork>> {
     const durable = await this.workConsumer(appId);
     const consumer = await this.js.consumers.get(this.workStream, durable);
+    // Aborted before the pull was sent (or while the consumer was looked up):
+    // send none, so no message is handed to a pull nobody reads.
+    if (signal.aborted) return;
     const batch = await consumer.fetch({ max_messages: max, expires: Math.max(1000, expiresMs) });
     const onAbort = () => void batch.close();
     signal.addEventListener("abort", onAbort, { once: true });
+    // The listener never fires for an abort that came while fetch() was awaited.
+    if (signal.aborted) onAbort();
     try {
       for await (const m of batch) {
         yield toDelivery(m, fromBinary(RunWorkSchema, m.data));

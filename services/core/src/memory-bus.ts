@@ -145,7 +145,8 @@ export class MemoryBus implements Bus {
     const deadline = Date.now() + expiresMs;
     for (let n = 0; n < max; n++) {
       const left = deadline - Date.now();
-      if (left <= 0) return;
+      // An aborted pull takes nothing more, not even messages already waiting.
+      if (left <= 0 || signal.aborted) return;
       // close() ends the queues, which ends this wait too.
       const entry = await q.take(signal, left);
       if (!entry) return;

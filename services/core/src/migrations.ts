@@ -56,7 +56,9 @@ CREATE TABLE runs (
   lease            integer NOT NULL DEFAULT 0,
   executor_id      text,
   lease_expires_at timestamptz,
-  created_at       timestamptz NOT NULL DEFAULT now(),
+  -- Milliseconds, like the JS Date of ListRuns' keyset cursor: a finer
+  -- value would make paging skip the runs of one millisecond.
+  created_at       timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
   started_at       timestamptz,
   ended_at         timestamptz,
   output           jsonb,
@@ -96,11 +98,10 @@ const MIGRATION_LOCK = 7_310_524_091;
  * it applied.
  */
 export async function migrate(sql: Sql, options: { schema?: string } = {}): Promise<number[]> {
-  if (options.schema) {
-    await sql.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.schema)}`);
-  }
   return sql.transaction(async (tx) => {
     await tx.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
+    // Under the lock: concurrent CREATE SCHEMA IF NOT EXISTS of one name race in Postgres.
+    if (options.schema) await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(options.schema)}`);
     await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY,
       name text NOT NULL,

@@ -1,0 +1,425 @@
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { EventRecordSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import type { Bus, Delivery, Subscription } from "./bus.js";
+import { JetStreamBus } from "./jetstream-bus.js";
+import { MemoryBus } from "./memory-bus.js";
+
+// One conformance suite for both buses: `stepwise dev` runs on the in-process
+// one and deployments on JetStream, and the services must not notice.
+
+const NATS_URL = process.env["TEST_NATS_URL"] ?? "nats://127.0.0.1:4222";
+
+interface OpenBus {
+  bus: Bus;
+  /** Cleans up; `closed` says the test closed the bus itself. */
+  dispose(closed: boolean): Promise<void>;
+}
+
+interface BusKind {
+  name: string;
+  open(): Promise<OpenBus>;
+  /** The shortest pull expiry the bus honours, used where a pull must run out. */
+  expiresMs: number;
+}
+
+const suitePrefix = `bt-${randomBytes(4).toString("hex")}`;
+let busCount = 0;
+
+const kinds: BusKind[] = [
+  {
+    name: "MemoryBus",
+    expiresMs: 300,
+    async open() {
+      const bus = new MemoryBus();
+      return { bus, dispose: () => bus.close() };
+    },
+  },
+  {
+    name: "JetStreamBus",
+    // JetStream refuses pull expiries under a second.
+    expiresMs: 1000,
+    async open() {
+      // A stream pair per test: the event consumer is durable and shared, so
+      // tests on one prefix would meet each other's events.
+      const prefix = `${suitePrefix}-${++busCount}`;
+      const options = { url: NATS_URL, prefix, name: "bus-test" };
+      const bus = await JetStreamBus.connect(options);
+      return {
+        bus,
+        async dispose(closed) {
+          const owner = closed ? await JetStreamBus.connect(options) : bus;
+          await owner.destroy();
+          await owner.close();
+        },
+      };
+    },
+  },
+];
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function eventRecord(id: string, dataJson = `{"id":"${id}"}`): EventRecord {
+  return create(EventRecordSchema, {
+    id,
+    name: "order.placed",
+    dataJson,
+    tsMs: 1_700_000_000_123n,
+    receivedAtMs: 1_700_000_000_456n,
+  });
+}
+
+function runWork(appId: string, functionId: string, runId: string): RunWork {
+  return create(RunWorkSchema, { appId, functionId, runId });
+}
+
+/** Drains one pull, leaving settlement to the caller. */
+async function pullFrom(
+  bus: Bus,
+  appId: string,
+  max: number,
+  expiresMs: number,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<{ deliveries: Delivery<RunWork>[]; elapsedMs: number }> {
+  const started = Date.now();
+  const deliveries: Delivery<RunWork>[] = [];
+  for await (const d of bus.pullWork(appId, max, expiresMs, signal)) deliveries.push(d);
+  return { deliveries, elapsedMs: Date.now() - started };
+}
+
+function runIds(deliveries: readonly Delivery<RunWork>[]): string[] {
+  return deliveries.map((d) => d.data.runId).sort();
+}
+
+function count<T>(items: readonly T[]): Map<T, number> {
+  const m = new Map<T, number>();
+  for (const i of items) m.set(i, (m.get(i) ?? 0) + 1);
+  return m;
+}
+
+function busSuite(kind: BusKind): void {
+  describe(`Bus conformance: ${kind.name}`, () => {
+    const open: OpenBus[] = [];
+    const subscriptions: Subscription[] = [];
+    let closedByTest = false;
+
+    const pull = (bus: Bus, appId: string, max: number, expiresMs = kind.expiresMs, signal?: AbortSignal) =>
+      pullFrom(bus, appId, max, expiresMs, signal);
+
+    async function newBus(): Promise<Bus> {
+      const o = await kind.open();
+      open.push(o);
+      return o.bus;
+    }
+
+    async function consume(
+      bus: Bus,
+      handler: (record: EventRecord, delivery: Delivery<EventRecord>) => Promise<void>,
+      concurrency = 4,
+    ): Promise<Subscription> {
+      const sub = await bus.consumeEvents(handler, { concurrency });
+      subscriptions.push(sub);
+      return sub;
+    }
+
+    afterEach(async () => {
+      for (const s of subscriptions.splice(0)) await s.stop();
+      for (const o of open.splice(0)) await o.dispose(closedByTest);
+      closedByTest = false;
+    });
+
+    afterAll(async () => {
+      for (const o of open.splice(0)) await o.dispose(false);
+    });
+
+    it("publishEvents then consumeEvents delivers each event once, with deliveryCount 1", async () => {
+      const bus = await newBus();
+      const before = ["e-1", "e-2", "e-3", "e-4", "e-5"].map((id) => eventRecord(id));
+      await bus.publishEvents(before);
+      const seen: Array<{ record: EventRecord; deliveryCount: number }> = [];
+      await consume(bus, async (record, d) => {
+        seen.push({ record, deliveryCount: d.deliveryCount });
+      });
+      await waitFor("5 events", () => seen.length >= 5);
+
+      // Events published while the consumer runs arrive too.
+      await bus.publishEvents([eventRecord("e-6"), eventRecord("e-7")]);
+      await waitFor("7 events", () => seen.length >= 7);
+      await sleep(300);
+
+      expect(seen.map((s) => s.record.id).sort()).toEqual(["e-1", "e-2", "e-3", "e-4", "e-5", "e-6", "e-7"]);
+      expect(seen.every((s) => s.deliveryCount === 1)).toBe(true);
+      const first = seen.find((s) => s.record.id === "e-1")!.record;
+      expect(first).toMatchObject({
+        id: "e-1",
+        name: "order.placed",
+        dataJson: '{"id":"e-1"}',
+        tsMs: 1_700_000_000_123n,
+        receivedAtMs: 1_700_000_000_456n,
+      });
+    });
+
+    it("an event id published twice, in one call or in two, is delivered once", async () => {
+      const bus = await newBus();
+      await bus.publishEvents([eventRecord("same-call", '{"copy":1}'), eventRecord("same-call", '{"copy":2}')]);
+      await bus.publishEvents([eventRecord("two-calls", '{"copy":1}')]);
+      await bus.publishEvents([eventRecord("two-calls", '{"copy":2}'), eventRecord("same-call", '{"copy":3}')]);
+      const seen: EventRecord[] = [];
+      await consume(bus, async (record) => {
+        seen.push(record);
+      });
+      await waitFor("both events", () => seen.length >= 2);
+
+      // A later duplicate, while the consumer runs, is dropped as well.
+      await bus.publishEvents([eventRecord("two-calls", '{"copy":4}'), eventRecord("last")]);
+      await waitFor("the last event", () => seen.some((r) => r.id === "last"));
+      await sleep(300);
+
+      expect(count(seen.map((r) => r.id))).toEqual(
+        new Map([
+          ["same-call", 1],
+          ["two-calls", 1],
+          ["last", 1],
+        ]),
+      );
+      // The first copy is the one kept.
+      expect(seen.filter((r) => r.id !== "last").map((r) => r.dataJson)).toEqual(['{"copy":1}', '{"copy":1}']);
+    });
+
+    it("a handler that throws gets its event again after a backoff, and success acks it", async () => {
+      const bus = await newBus();
+      const deliveries: Array<{ id: string; deliveryCount: number; at: number }> = [];
+      await consume(bus, async (record, d) => {
+        deliveries.push({ id: record.id, deliveryCount: d.deliveryCount, at: Date.now() });
+        if (d.deliveryCount === 1) throw new Error("database down");
+      });
+      await bus.publishEvents([eventRecord("flaky")]);
+      await waitFor("a redelivery", () => deliveries.length >= 2);
+      // Past the next backoff step (500 ms): a third delivery would have come by now.
+      await sleep(700);
+
+      expect(deliveries.map((d) => [d.id, d.deliveryCount])).toEqual([
+        ["flaky", 1],
+        ["flaky", 2],
+      ]);
+      const gap = deliveries[1]!.at - deliveries[0]!.at;
+      expect(gap).toBeGreaterThanOrEqual(200);
+      expect(gap).toBeLessThan(2000);
+    });
+
+    it("consumeEvents never runs more handlers at once than its concurrency", async () => {
+      for (const concurrency of [1, 3]) {
+        const bus = await newBus();
+        await bus.publishEvents(Array.from({ length: 12 }, (_, i) => eventRecord(`c${concurrency}-${i}`)));
+        let active = 0;
+        let peak = 0;
+        const done: string[] = [];
+        await consume(
+          bus,
+          async (record) => {
+            active++;
+            peak = Math.max(peak, active);
+            await sleep(30);
+            active--;
+            done.push(record.id);
+          },
+          concurrency,
+        );
+        await waitFor("12 handled events", () => done.length >= 12);
+        expect({ concurrency, peak }).toEqual({ concurrency, peak: concurrency });
+        expect(new Set(done).size).toBe(12);
+      }
+    });
+
+    it("stop() ends delivery and waits for the handlers in progress", async () => {
+      const bus = await newBus();
+      const started: string[] = [];
+      const finished: string[] = [];
+      const sub = await consume(bus, async (record) => {
+        started.push(record.id);
+        await sleep(200);
+        finished.push(record.id);
+      });
+      await bus.publishEvents([eventRecord("before-stop")]);
+      await waitFor("the first event", () => started.length === 1);
+      await sub.stop();
+      expect(finished).toEqual(["before-stop"]);
+
+      await bus.publishEvents([eventRecord("after-stop")]);
+      await sleep(400);
+      expect(started).toEqual(["before-stop"]);
+
+      // Not lost: the next consumer gets it, as a first delivery.
+      const next: Array<[string, number]> = [];
+      await consume(bus, async (record, d) => {
+        next.push([record.id, d.deliveryCount]);
+      });
+      await waitFor("the event published after stop", () => next.length >= 1);
+      await sleep(100);
+      expect(next).toEqual([["after-stop", 1]]);
+    });
+
+    it("pullWork yields at most max messages", async () => {
+      const bus = await newBus();
+      await bus.publishWork(Array.from({ length: 5 }, (_, i) => runWork("shop", i % 2 ? "ship" : "pay", `run-${i}`)));
+
+      const first = await pull(bus, "shop", 3, 5000);
+      expect(first.deliveries).toHaveLength(3);
+      // Ending on max, not on expiry.
+      expect(first.elapsedMs).toBeLessThan(2000);
+      for (const d of first.deliveries) {
+        expect(d.deliveryCount).toBe(1);
+        expect(d.data.appId).toBe("shop");
+        d.ack();
+      }
+
+      const rest = await pull(bus, "shop", 10);
+      expect(rest.deliveries).toHaveLength(2);
+      for (const d of rest.deliveries) d.ack();
+      expect([...runIds(first.deliveries), ...runIds(rest.deliveries)].sort()).toEqual(
+        ["run-0", "run-1", "run-2", "run-3", "run-4"].sort(),
+      );
+      const pay = rest.deliveries.concat(first.deliveries).find((d) => d.data.runId === "run-0");
+      expect(pay?.data.functionId).toBe("pay");
+    });
+
+    it("pullWork ends at expiry when fewer messages are available", async () => {
+      const bus = await newBus();
+      await bus.publishWork([runWork("shop", "pay", "only-one")]);
+      const [some, none] = await Promise.all([pull(bus, "shop", 5), pull(bus, "idle", 5)]);
+      expect(runIds(some.deliveries)).toEqual(["only-one"]);
+      some.deliveries[0]!.ack();
+      expect(none.deliveries).toEqual([]);
+      for (const { elapsedMs } of [some, none]) {
+        // Neither ends early (an executor would spin) nor lingers past its expiry.
+        expect(elapsedMs).toBeGreaterThanOrEqual(kind.expiresMs * 0.8);
+        expect(elapsedMs).toBeLessThan(kind.expiresMs + 1000);
+      }
+    });
+
+    it("pullWork of one app never receives another app's work", async () => {
+      const bus = await newBus();
+      await bus.publishWork([
+        runWork("shop", "pay", "shop-1"),
+        runWork("billing", "invoice", "billing-1"),
+        runWork("shop-admin", "pay", "shop-admin-1"),
+        runWork("shop", "ship", "shop-2"),
+      ]);
+      // Every pull asks for more than its app has, so each runs to expiry.
+      const [billing, shop, admin, nobody] = await Promise.all([
+        pull(bus, "billing", 10),
+        pull(bus, "shop", 10),
+        pull(bus, "shop-admin", 10),
+        pull(bus, "nobody", 10),
+      ]);
+      expect(runIds(billing.deliveries)).toEqual(["billing-1"]);
+      expect(runIds(shop.deliveries)).toEqual(["shop-1", "shop-2"]);
+      expect(runIds(admin.deliveries)).toEqual(["shop-admin-1"]);
+      expect(nobody.deliveries).toEqual([]);
+      for (const d of [...billing.deliveries, ...shop.deliveries, ...admin.deliveries]) {
+        expect(d.deliveryCount).toBe(1);
+        d.ack();
+      }
+    });
+
+    it("a message nak'd by one pull is delivered to a later pull, and an acked one never again", async () => {
+      const bus = await newBus();
+      await bus.publishWork([runWork("shop", "pay", "run-nak")]);
+      const first = await pull(bus, "shop", 1);
+      expect(first.deliveries.map((d) => [d.data.runId, d.deliveryCount])).toEqual([["run-nak", 1]]);
+      first.deliveries[0]!.nak();
+
+      const second = await pull(bus, "shop", 1);
+      expect(second.deliveries.map((d) => [d.data.runId, d.deliveryCount])).toEqual([["run-nak", 2]]);
+      second.deliveries[0]!.ack();
+
+      const third = await pull(bus, "shop", 1);
+      expect(third.deliveries).toEqual([]);
+    });
+
+    it("nak with a delay holds the message back for that long", async () => {
+      const bus = await newBus();
+      await bus.publishWork([runWork("shop", "pay", "run-later")]);
+      const first = await pull(bus, "shop", 1);
+      const nakAt = Date.now();
+      first.deliveries[0]!.nak(400);
+      const second = await pull(bus, "shop", 1, 3000);
+      expect(second.deliveries.map((d) => [d.data.runId, d.deliveryCount])).toEqual([["run-later", 2]]);
+      expect(Date.now() - nakAt).toBeGreaterThanOrEqual(350);
+      second.deliveries[0]!.ack();
+    });
+
+    it("an acked message is not delivered again, and later work still is", async () => {
+      const bus = await newBus();
+      await bus.publishWork([runWork("shop", "pay", "a"), runWork("shop", "pay", "b")]);
+      const first = await pull(bus, "shop", 2);
+      expect(runIds(first.deliveries)).toEqual(["a", "b"]);
+      for (const d of first.deliveries) d.ack();
+      await bus.publishWork([runWork("shop", "pay", "c")]);
+      const next = await pull(bus, "shop", 5);
+      expect(runIds(next.deliveries)).toEqual(["c"]);
+      next.deliveries[0]!.ack();
+    });
+
+    it("aborting the signal ends a pending pull promptly", async () => {
+      const bus = await newBus();
+      const controller = new AbortController();
+      const pending = pull(bus, "shop", 5, 10_000, controller.signal);
+      await sleep(200);
+      const abortedAt = Date.now();
+      controller.abort();
+      const result = await pending;
+      expect(result.deliveries).toEqual([]);
+      expect(Date.now() - abortedAt).toBeLessThan(500);
+    });
+
+    it("a pull whose signal is already aborted yields nothing and takes nothing", async () => {
+      const bus = await newBus();
+      await bus.publishWork([runWork("shop", "pay", "untouched")]);
+      const result = await pull(bus, "shop", 5, 10_000, AbortSignal.abort());
+      expect(result.deliveries).toEqual([]);
+      expect(result.elapsedMs).toBeLessThan(500);
+
+      const next = await pull(bus, "shop", 1);
+      expect(next.deliveries.map((d) => [d.data.runId, d.deliveryCount])).toEqual([["untouched", 1]]);
+      next.deliveries[0]!.ack();
+    });
+
+    it("work published after an aborted pull goes to the next pull", async () => {
+      const bus = await newBus();
+      const controller = new AbortController();
+      const pending = pull(bus, "shop", 5, 10_000, controller.signal);
+      await sleep(200);
+      controller.abort();
+      expect((await pending).deliveries).toEqual([]);
+
+      await bus.publishWork([runWork("shop", "pay", "after-abort")]);
+      const next = await pull(bus, "shop", 1);
+      expect(next.deliveries.map((d) => d.data.runId)).toEqual(["after-abort"]);
+      next.deliveries[0]!.ack();
+    });
+
+    it("close() ends a pending pull", async () => {
+      const bus = await newBus();
+      const pending = pull(bus, "shop", 5, 10_000);
+      await sleep(200);
+      const closedAt = Date.now();
+      closedByTest = true;
+      await bus.close();
+      const result = await pending.catch(() => ({ deliveries: [] }));
+      expect(result.deliveries).toEqual([]);
+      expect(Date.now() - closedAt).toBeLessThan(1000);
+    });
+  });
+}
+
+for (const kind of kinds) busSuite(kind);

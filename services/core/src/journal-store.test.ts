@@ -1,0 +1,674 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  JournalStore,
+  type EventInput,
+  type JournalEntry,
+  type RunRef,
+  type RunView,
+  type StepRecord,
+  type StoredError,
+} from "./journal-store.js";
+import { migrate, migrations } from "./migrations.js";
+import { createPgliteSql } from "./pglite-sql.js";
+import { createPgSql, quoteIdent, type Sql } from "./sql.js";
+
+// One conformance suite, run against real Postgres and against PGlite: the
+// store must behave the same on both, since `stepwise dev` runs on the one
+// and deployments on the other.
+
+const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+
+/** A fresh, empty database (or schema) for one suite. */
+interface Database {
+  sql: Sql;
+  /** What migrate needs to target this database. */
+  migrateOptions: { schema?: string };
+  drop(): Promise<void>;
+}
+
+interface Backend {
+  name: string;
+  open(): Promise<Database>;
+  /** Several connections at once: concurrent migrations really race. */
+  pooled: boolean;
+}
+
+async function openPgSchema(): Promise<Database> {
+  const schema = `js_${randomBytes(6).toString("hex")}`;
+  const sql = createPgSql({ url: DATABASE_URL, schema, max: 5, applicationName: "journal-store-test" });
+  return {
+    sql,
+    migrateOptions: { schema },
+    async drop() {
+      await sql.close();
+      const admin = new pg.Client({ connectionString: DATABASE_URL });
+      await admin.connect();
+      try {
+        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
+      } finally {
+        await admin.end();
+      }
+    },
+  };
+}
+
+async function openPglite(): Promise<Database> {
+  const sql = await createPgliteSql();
+  return { sql, migrateOptions: {}, drop: () => sql.close() };
+}
+
+const backends: Backend[] = [
+  { name: "Postgres", open: openPgSchema, pooled: true },
+  { name: "PGlite", open: openPglite, pooled: false },
+];
+
+const allVersions = migrations.map((m) => m.version);
+const T0 = 1_700_000_000_123;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+let counter = 0;
+/** A name no other test (or earlier run against the same database) uses. */
+function uniq(base: string): string {
+  return `${base}-${++counter}-${randomBytes(3).toString("hex")}`;
+}
+
+function eventInput(name: string, over: Partial<EventInput> = {}): EventInput {
+  return {
+    id: uniq("ev"),
+    name,
+    dataJson: '{"order":{"id":"o-1","total":12.5},"tags":["a","b"]}',
+    tsMs: T0,
+    receivedAtMs: T0 + 1000,
+    ...over,
+  };
+}
+
+function stepRecord(runId: string, lease: number, stepKey: string, over: Partial<StepRecord> = {}): StepRecord {
+  return {
+    runId,
+    lease,
+    stepKey,
+    stepId: stepKey.split(":")[0] ?? stepKey,
+    attempt: 1,
+    startedAtMs: T0 + 10,
+    endedAtMs: T0 + 20,
+    outputJson: "1",
+    ...over,
+  };
+}
+
+/** A journal entry with its JSON text parsed, so jsonb's re-serialisation does not matter. */
+function parsedEntry(e: JournalEntry): { stepKey: string; output?: unknown; error?: StoredError } {
+  return e.error === undefined ? { stepKey: e.stepKey, output: JSON.parse(e.outputJson) } : { stepKey: e.stepKey, error: e.error };
+}
+
+function ids(refs: readonly { runId: string }[]): string[] {
+  return refs.map((r) => r.runId).sort();
+}
+
+function storeSuite(backend: Backend): void {
+  describe(`JournalStore on ${backend.name}`, () => {
+    let db: Database;
+    let store: JournalStore;
+    let firstMigration: number[];
+    const extra: Database[] = [];
+
+    beforeAll(async () => {
+      db = await backend.open();
+      firstMigration = await migrate(db.sql, db.migrateOptions);
+      store = new JournalStore(db.sql);
+    });
+
+    afterAll(async () => {
+      for (const d of extra) await d.drop();
+      await db?.drop();
+    });
+
+    /** Registers one function triggered by a fresh event name and records one event for it. */
+    async function queuedRun(requeueAfterMs = 60_000): Promise<RunRef & { event: EventInput }> {
+      const appId = uniq("app");
+      const name = uniq("evt");
+      await store.registerFunctions(appId, [{ id: "fn", name: "Fn", eventTriggers: [name], config: {} }]);
+      const event = eventInput(name);
+      const refs = await store.recordEvent(event, requeueAfterMs);
+      expect(refs).toHaveLength(1);
+      return { ...refs[0]!, event };
+    }
+
+    async function claimed(executorId: string, leaseMs = 60_000) {
+      const ref = await queuedRun();
+      const claim = await store.claimRun(ref.runId, executorId, leaseMs);
+      expect(claim).not.toBeNull();
+      return { ...ref, lease: claim!.lease };
+    }
+
+    /** Pushes every run earlier tests left due into the future, so a sweep sees only this test's runs. */
+    async function settleSweep(): Promise<void> {
+      let swept: RunRef[];
+      do swept = await store.reclaimStale(1000, 600_000);
+      while (swept.length > 0);
+    }
+
+    async function mustGet(runId: string): Promise<RunView> {
+      const run = await store.getRun(runId);
+      expect(run).not.toBeNull();
+      return run!;
+    }
+
+    it("migrate applies every version once; a second call applies nothing", async () => {
+      expect(firstMigration).toEqual(allVersions);
+      expect(await migrate(db.sql, db.migrateOptions)).toEqual([]);
+      const rows = await db.sql.query<{ version: number }>("SELECT version FROM schema_migrations ORDER BY version");
+      expect(rows.map((r) => Number(r.version))).toEqual(allVersions);
+    });
+
+    /** Three services starting together: each migrates over its own, already open, connection. */
+    async function migrateConcurrently(fresh: Database): Promise<void> {
+      await Promise.all([1, 2, 3].map(() => fresh.sql.query("SELECT pg_sleep(0.02)")));
+      const results = await Promise.all([1, 2, 3].map(() => migrate(fresh.sql, fresh.migrateOptions)));
+      expect(results.flat().sort()).toEqual(allVersions);
+      expect(results.filter((r) => r.length > 0)).toHaveLength(1);
+      const rows = await fresh.sql.query<{ n: string | number }>("SELECT count(*) AS n FROM schema_migrations");
+      expect(Number(rows[0]?.n)).toBe(allVersions.length);
+      // The schema works: a run can be created in it.
+      const freshStore = new JournalStore(fresh.sql);
+      await freshStore.registerFunctions("app", [{ id: "fn", name: "Fn", eventTriggers: ["e"], config: {} }]);
+      expect(await freshStore.recordEvent(eventInput("e"), 1000)).toHaveLength(1);
+    }
+
+    if (backend.pooled) it("concurrent migrate calls into an existing empty schema apply the migrations once", async () => {
+      const fresh = await backend.open();
+      extra.push(fresh);
+      if (fresh.migrateOptions.schema) {
+        await fresh.sql.query(`CREATE SCHEMA ${quoteIdent(fresh.migrateOptions.schema)}`);
+      }
+      await migrateConcurrently(fresh);
+    });
+
+    // Concurrent CREATE SCHEMA IF NOT EXISTS of one name race in Postgres
+    // (duplicate key in pg_namespace_nspname_index): migrate() must create
+    // the schema under its advisory lock. PGlite has a single connection, so
+    // these two only apply to Postgres.
+    if (backend.pooled) it("concurrent migrate calls that create the schema apply the migrations once", async () => {
+      // A race: several rounds, so that it loses reliably when it can lose.
+      for (let round = 0; round < 5; round++) {
+        const fresh = await backend.open();
+        extra.push(fresh);
+        await migrateConcurrently(fresh);
+      }
+    });
+
+    it("recordEvent creates one QUEUED run per function whose trigger matches, none for other names", async () => {
+      const name = uniq("order.placed");
+      const other = uniq("order.cancelled");
+      const app1 = uniq("app");
+      const app2 = uniq("app");
+      await store.registerFunctions(app1, [
+        { id: "fn-a", name: "A", eventTriggers: [name, other, name], config: { retries: 3 } },
+        { id: "fn-b", name: "B", eventTriggers: [name], config: {} },
+        { id: "fn-c", name: "C", eventTriggers: [other], config: {} },
+      ]);
+      await store.registerFunctions(app2, [{ id: "fn-a", name: "A", eventTriggers: [name], config: null }]);
+
+      const ev = eventInput(name);
+      const refs = await store.recordEvent(ev, 60_000);
+      expect(refs.map((r) => `${r.appId}/${r.functionId}`).sort()).toEqual(
+        [`${app1}/fn-a`, `${app1}/fn-b`, `${app2}/fn-a`].sort(),
+      );
+      expect(new Set(refs.map((r) => r.runId)).size).toBe(3);
+
+      const runs = await store.listRuns({ eventId: ev.id, limit: 100 });
+      expect(ids(runs.map((r) => ({ runId: r.id })))).toEqual(ids(refs));
+      for (const run of runs) {
+        expect(run.status).toBe("QUEUED");
+        expect(run.lease).toBe(0);
+        expect(run.startedAt).toBeNull();
+        expect(run.endedAt).toBeNull();
+        expect(run.hasOutput).toBe(false);
+        expect(run.error).toBeNull();
+        expect(run.event.id).toBe(ev.id);
+        expect(run.event.name).toBe(name);
+        expect(run.event.data).toEqual(JSON.parse(ev.dataJson));
+        expect(run.event.ts.getTime()).toBe(ev.tsMs);
+      }
+
+      // An event no function listens to is still stored, and creates no run.
+      const unmatched = eventInput(uniq("nobody.listens"));
+      expect(await store.recordEvent(unmatched, 60_000)).toEqual([]);
+      expect(await store.hasEvent(unmatched.id)).toBe(true);
+      expect(await store.listRuns({ eventId: unmatched.id, limit: 100 })).toEqual([]);
+      expect(await store.hasEvent(uniq("never-sent"))).toBe(false);
+
+      // Registering again replaces the triggers.
+      await store.registerFunctions(app1, [{ id: "fn-a", name: "A", eventTriggers: [], config: {} }]);
+      const again = await store.recordEvent(eventInput(name), 60_000);
+      expect(again.map((r) => `${r.appId}/${r.functionId}`).sort()).toEqual([`${app1}/fn-b`, `${app2}/fn-a`].sort());
+    });
+
+    it("recordEvent with a known id creates no second run and returns the runs still QUEUED", async () => {
+      const name = uniq("evt");
+      const appId = uniq("app");
+      await store.registerFunctions(appId, [
+        { id: "fn-1", name: "One", eventTriggers: [name], config: {} },
+        { id: "fn-2", name: "Two", eventTriggers: [name], config: {} },
+      ]);
+      const ev = eventInput(name);
+      const first = await store.recordEvent(ev, 60_000);
+      expect(first).toHaveLength(2);
+
+      // Redelivery of the same event: same runs handed back so their work is published again.
+      const redelivered = await store.recordEvent(ev, 60_000);
+      expect(ids(redelivered)).toEqual(ids(first));
+      expect(await store.listRuns({ eventId: ev.id, limit: 100 })).toHaveLength(2);
+
+      // Once a run is claimed it is no longer handed back; the other still is.
+      const one = first.find((r) => r.functionId === "fn-1")!;
+      const two = first.find((r) => r.functionId === "fn-2")!;
+      expect(await store.claimRun(one.runId, uniq("exec"), 60_000)).not.toBeNull();
+      expect(await store.recordEvent(ev, 60_000)).toEqual([two]);
+      expect(await store.claimRun(two.runId, uniq("exec"), 60_000)).not.toBeNull();
+      expect(await store.recordEvent(ev, 60_000)).toEqual([]);
+      expect(await store.listRuns({ eventId: ev.id, limit: 100 })).toHaveLength(2);
+    });
+
+    it("claimRun returns the event and an empty journal, and bumps the lease", async () => {
+      const ref = await queuedRun();
+      const executor = uniq("exec");
+      const claim = await store.claimRun(ref.runId, executor, 60_000);
+      expect(claim).not.toBeNull();
+      expect(claim!.runId).toBe(ref.runId);
+      expect(claim!.appId).toBe(ref.appId);
+      expect(claim!.functionId).toBe(ref.functionId);
+      expect(claim!.lease).toBe(1);
+      expect(claim!.event.id).toBe(ref.event.id);
+      expect(claim!.event.name).toBe(ref.event.name);
+      expect(JSON.parse(claim!.event.dataJson)).toEqual(JSON.parse(ref.event.dataJson));
+      expect(claim!.event.tsMs).toBe(ref.event.tsMs);
+      expect(claim!.journal).toEqual([]);
+
+      const run = await mustGet(ref.runId);
+      expect(run.status).toBe("RUNNING");
+      expect(run.lease).toBe(1);
+      expect(run.startedAt).toBeInstanceOf(Date);
+      expect(run.endedAt).toBeNull();
+
+      expect(await store.claimRun(randomUUID(), executor, 60_000)).toBeNull();
+    });
+
+    it("a run under a valid lease cannot be claimed; after the lease lapses another executor can", async () => {
+      const ref = await queuedRun();
+      const first = await store.claimRun(ref.runId, uniq("exec"), 50);
+      expect(first?.lease).toBe(1);
+      expect(await store.claimRun(ref.runId, uniq("exec"), 50)).toBeNull();
+
+      await sleep(120);
+      const second = await store.claimRun(ref.runId, uniq("exec"), 60_000);
+      expect(second?.lease).toBe(2);
+      expect(await store.claimRun(ref.runId, uniq("exec"), 60_000)).toBeNull();
+      expect((await mustGet(ref.runId)).lease).toBe(2);
+    });
+
+    it("journalStep: the first write of a step key wins, a second write gets the first result", async () => {
+      const run = await claimed(uniq("exec"));
+      expect(await store.journalStep(stepRecord(run.runId, run.lease, "charge:0", { outputJson: '{"paid":1}' }))).toEqual({
+        kind: "journaled",
+      });
+
+      const second = await store.journalStep(stepRecord(run.runId, run.lease, "charge:0", { outputJson: '{"paid":2}' }));
+      expect(second.kind).toBe("existing");
+      if (second.kind !== "existing") return;
+      expect(parsedEntry(second.entry)).toEqual({ stepKey: "charge:0", output: { paid: 1 } });
+
+      // An error is a result too: it wins over a later output.
+      const err: StoredError = { name: "Error", message: "card declined", nonRetriable: true };
+      expect(
+        await store.journalStep(stepRecord(run.runId, run.lease, "notify:0", { outputJson: undefined, error: err })),
+      ).toEqual({ kind: "journaled" });
+      const late = await store.journalStep(stepRecord(run.runId, run.lease, "notify:0", { outputJson: '"sent"' }));
+      expect(late).toEqual({ kind: "existing", entry: { stepKey: "notify:0", error: err } });
+
+      const view = await mustGet(run.runId);
+      expect(view.steps.map((s) => [s.key, s.output, s.error])).toEqual([
+        ["charge:0", { paid: 1 }, null],
+        ["notify:0", null, err],
+      ]);
+    });
+
+    it("journalStep under a lost lease is refused and writes nothing", async () => {
+      const ref = await queuedRun();
+      const stale = await store.claimRun(ref.runId, uniq("exec"), 50);
+      expect(stale).not.toBeNull();
+      await sleep(120);
+      const current = await store.claimRun(ref.runId, uniq("exec"), 60_000);
+      expect(current?.lease).toBe(2);
+
+      expect(await store.journalStep(stepRecord(ref.runId, stale!.lease, "a:0"))).toEqual({ kind: "lease-lost" });
+      expect((await mustGet(ref.runId)).steps).toEqual([]);
+
+      // The holder writes; a stale write of the same key is still refused, not answered with the result.
+      expect(await store.journalStep(stepRecord(ref.runId, current!.lease, "a:0", { outputJson: '"new"' }))).toEqual({
+        kind: "journaled",
+      });
+      expect(await store.journalStep(stepRecord(ref.runId, stale!.lease, "a:0"))).toEqual({ kind: "lease-lost" });
+
+      // Nothing is journaled for a finished run, nor for an unknown one.
+      expect(await store.completeRun(ref.runId, current!.lease, "null")).toBe(true);
+      expect(await store.journalStep(stepRecord(ref.runId, current!.lease, "b:0"))).toEqual({ kind: "lease-lost" });
+      expect(await store.journalStep(stepRecord(randomUUID(), 1, "a:0"))).toEqual({ kind: "lease-lost" });
+      expect((await mustGet(ref.runId)).steps.map((s) => [s.key, s.output])).toEqual([["a:0", "new"]]);
+    });
+
+    it("claimRun returns the journal in write order, with output text and errors", async () => {
+      const run = await claimed(uniq("exec"));
+      const err: StoredError = {
+        name: "RetryAfterError",
+        message: "rate limited",
+        stack: "RetryAfterError: rate limited\n    at step",
+        cause: { name: "Error", message: "429" },
+      };
+      const writes: StepRecord[] = [
+        stepRecord(run.runId, run.lease, "second:0", { outputJson: '"B"' }),
+        stepRecord(run.runId, run.lease, "first:0", { outputJson: undefined, error: err, attempt: 2 }),
+        stepRecord(run.runId, run.lease, "parallel:1", { outputJson: '{"nested":[1,{"x":null}],"s":"a\\"b"}' }),
+        stepRecord(run.runId, run.lease, "nothing:0", { outputJson: undefined }),
+        stepRecord(run.runId, run.lease, "zero:0", { outputJson: "0" }),
+      ];
+      for (const w of writes) expect(await store.journalStep(w)).toEqual({ kind: "journaled" });
+      expect(await store.requeueRun(run.runId, run.lease, 60_000)).toBe(true);
+
+      const again = await store.claimRun(run.runId, uniq("exec"), 60_000);
+      expect(again?.lease).toBe(run.lease + 1);
+      expect(again!.journal.map(parsedEntry)).toEqual([
+        { stepKey: "second:0", output: "B" },
+        { stepKey: "first:0", error: err },
+        { stepKey: "parallel:1", output: { nested: [1, { x: null }], s: 'a"b' } },
+        { stepKey: "nothing:0", output: null },
+        { stepKey: "zero:0", output: 0 },
+      ]);
+      for (const entry of again!.journal) {
+        if (entry.error === undefined) expect(typeof entry.outputJson).toBe("string");
+        else expect(entry.outputJson).toBeUndefined();
+      }
+    });
+
+    it("completeRun needs the current lease and stores the output", async () => {
+      const run = await claimed(uniq("exec"));
+      expect(
+        await store.journalStep(stepRecord(run.runId, run.lease, "pay:0", { outputJson: '{"id":"p1"}', attempt: 3 })),
+      ).toEqual({ kind: "journaled" });
+      expect(
+        await store.journalStep(
+          stepRecord(run.runId, run.lease, "ship:0", { outputJson: '"s1"', startedAtMs: T0 + 30, endedAtMs: T0 + 45 }),
+        ),
+      ).toEqual({ kind: "journaled" });
+
+      expect(await store.completeRun(run.runId, run.lease - 1, '{"stale":true}')).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease + 1, '{"future":true}')).toBe(false);
+      expect((await mustGet(run.runId)).status).toBe("RUNNING");
+
+      expect(await store.completeRun(run.runId, run.lease, '{"ok":true}')).toBe(true);
+      // Finished: a second end, a failure or a claim are all refused.
+      expect(await store.completeRun(run.runId, run.lease, '{"twice":true}')).toBe(false);
+      expect(await store.failRun(run.runId, run.lease, { name: "Error", message: "late" })).toBe(false);
+      expect(await store.claimRun(run.runId, uniq("exec"), 60_000)).toBeNull();
+
+      const view = await mustGet(run.runId);
+      expect(view).toMatchObject({
+        id: run.runId,
+        appId: run.appId,
+        functionId: run.functionId,
+        status: "COMPLETED",
+        lease: run.lease,
+        output: { ok: true },
+        hasOutput: true,
+        error: null,
+        event: { id: run.event.id, name: run.event.name, data: JSON.parse(run.event.dataJson) },
+      });
+      expect(view.event.ts.getTime()).toBe(T0);
+      expect(view.createdAt).toBeInstanceOf(Date);
+      expect(view.startedAt).toBeInstanceOf(Date);
+      expect(view.endedAt).toBeInstanceOf(Date);
+      expect(view.startedAt!.getTime()).toBeGreaterThanOrEqual(view.createdAt.getTime());
+      expect(view.endedAt!.getTime()).toBeGreaterThanOrEqual(view.startedAt!.getTime());
+
+      expect(view.steps).toHaveLength(2);
+      const [pay, ship] = view.steps;
+      expect(pay).toMatchObject({ key: "pay:0", id: "pay", attempt: 3, output: { id: "p1" }, hasOutput: true, error: null });
+      expect(pay!.startedAt?.getTime()).toBe(T0 + 10);
+      expect(pay!.endedAt?.getTime()).toBe(T0 + 20);
+      expect(pay!.journaledAt).toBeInstanceOf(Date);
+      expect(ship).toMatchObject({ key: "ship:0", id: "ship", attempt: 1, output: "s1", hasOutput: true, error: null });
+      expect(ship!.startedAt?.getTime()).toBe(T0 + 30);
+      expect(ship!.endedAt?.getTime()).toBe(T0 + 45);
+      expect(ship!.journaledAt.getTime()).toBeGreaterThanOrEqual(pay!.journaledAt.getTime());
+
+      // A JSON null is an output, not the absence of one.
+      const nullRun = await claimed(uniq("exec"));
+      expect(await store.completeRun(nullRun.runId, nullRun.lease, "null")).toBe(true);
+      expect(await mustGet(nullRun.runId)).toMatchObject({ status: "COMPLETED", output: null, hasOutput: true });
+    });
+
+    it("failRun needs the current lease and stores the error", async () => {
+      const run = await claimed(uniq("exec"));
+      const stepError: StoredError = { name: "TypeError", message: "x is undefined" };
+      expect(
+        await store.journalStep(stepRecord(run.runId, run.lease, "boom:0", { outputJson: undefined, error: stepError })),
+      ).toEqual({ kind: "journaled" });
+      const error: StoredError = {
+        name: "NonRetriableError",
+        message: "order invalid",
+        nonRetriable: true,
+        cause: { name: "ZodError", message: "total: expected number", cause: { name: "Error", message: "root" } },
+      };
+      expect(await store.failRun(run.runId, run.lease - 1, error)).toBe(false);
+      expect((await mustGet(run.runId)).status).toBe("RUNNING");
+      expect(await store.failRun(run.runId, run.lease, error)).toBe(true);
+      expect(await store.failRun(run.runId, run.lease, error)).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
+
+      const view = await mustGet(run.runId);
+      expect(view).toMatchObject({ status: "FAILED", error, hasOutput: false, output: null, lease: run.lease });
+      expect(view.endedAt).toBeInstanceOf(Date);
+      expect(view.steps).toHaveLength(1);
+      expect(view.steps[0]).toMatchObject({ key: "boom:0", hasOutput: false, output: null, error: stepError });
+    });
+
+    it("requeueRun hands a held run back to the queue, fencing its old lease", async () => {
+      const run = await claimed(uniq("exec"));
+      expect(await store.journalStep(stepRecord(run.runId, run.lease, "a:0"))).toEqual({ kind: "journaled" });
+      expect(await store.requeueRun(run.runId, run.lease - 1, 60_000)).toBe(false);
+      expect((await mustGet(run.runId)).status).toBe("RUNNING");
+
+      expect(await store.requeueRun(run.runId, run.lease, 60_000)).toBe(true);
+      expect(await store.requeueRun(run.runId, run.lease, 60_000)).toBe(false);
+      expect((await mustGet(run.runId)).status).toBe("QUEUED");
+      // Redelivery of its event hands it out again, and the old lease can do nothing more.
+      expect(ids(await store.recordEvent(run.event, 60_000))).toEqual([run.runId]);
+      expect(await store.journalStep(stepRecord(run.runId, run.lease, "b:0"))).toEqual({ kind: "lease-lost" });
+      expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
+
+      const again = await store.claimRun(run.runId, uniq("exec"), 60_000);
+      expect(again?.lease).toBe(run.lease + 1);
+      expect(again!.journal.map((e) => e.stepKey)).toEqual(["a:0"]);
+    });
+
+    it("renewLeases extends only the RUNNING runs of that executor", async () => {
+      const mine = uniq("exec");
+      const theirs = uniq("exec");
+      const a = await claimed(mine, 80);
+      const b = await claimed(mine, 80);
+      const c = await claimed(theirs, 80);
+      const done = await claimed(mine, 80);
+      expect(await store.completeRun(done.runId, done.lease, "1")).toBe(true);
+
+      expect(await store.renewLeases(mine, 60_000)).toBe(2);
+      await sleep(150);
+      expect(await store.claimRun(a.runId, uniq("exec"), 60_000)).toBeNull();
+      expect(await store.claimRun(b.runId, uniq("exec"), 60_000)).toBeNull();
+      expect((await store.claimRun(c.runId, uniq("exec"), 60_000))?.lease).toBe(2);
+      expect(await store.renewLeases(uniq("exec"), 60_000)).toBe(0);
+    });
+
+    it("reclaimStale returns expired RUNNING runs and overdue QUEUED runs once, as QUEUED", async () => {
+      await settleSweep();
+      const overdue = await queuedRun(1);
+      const notYetDue = await queuedRun(60_000);
+      const expired = await claimed(uniq("exec"), 1);
+      const held = await claimed(uniq("exec"), 60_000);
+      const finished = await claimed(uniq("exec"), 1);
+      expect(await store.completeRun(finished.runId, finished.lease, "1")).toBe(true);
+      const failed = await claimed(uniq("exec"), 1);
+      expect(await store.failRun(failed.runId, failed.lease, { name: "Error", message: "x" })).toBe(true);
+      await sleep(30);
+
+      const swept = await store.reclaimStale(100, 60_000);
+      expect(ids(swept)).toEqual(ids([overdue, expired]));
+      expect(swept.find((r) => r.runId === expired.runId)).toEqual({
+        runId: expired.runId,
+        appId: expired.appId,
+        functionId: expired.functionId,
+      });
+      expect(await store.reclaimStale(100, 60_000)).toEqual([]);
+
+      expect((await mustGet(expired.runId)).status).toBe("QUEUED");
+      expect((await mustGet(overdue.runId)).status).toBe("QUEUED");
+      expect((await mustGet(held.runId)).status).toBe("RUNNING");
+      expect((await mustGet(notYetDue.runId)).status).toBe("QUEUED");
+      // The executor that let its lease lapse is fenced off; the next claim bumps the lease.
+      expect(await store.completeRun(expired.runId, expired.lease, "1")).toBe(false);
+      expect((await store.claimRun(expired.runId, uniq("exec"), 60_000))?.lease).toBe(expired.lease + 1);
+    });
+
+    it("reclaimStale sets a new deadline and honours its limit", async () => {
+      await settleSweep();
+      const runs = [await queuedRun(1), await queuedRun(1), await queuedRun(1)];
+      await sleep(30);
+      const firstTwo = await store.reclaimStale(2, 80);
+      expect(firstTwo).toHaveLength(2);
+      const last = await store.reclaimStale(2, 80);
+      expect(last).toHaveLength(1);
+      expect(ids([...firstTwo, ...last])).toEqual(ids(runs));
+      expect(await store.reclaimStale(10, 80)).toEqual([]);
+
+      // Past the new deadline they are due again.
+      await sleep(150);
+      expect(ids(await store.reclaimStale(10, 600_000))).toEqual(ids(runs));
+    });
+
+    it("listRuns filters by function, status and event", async () => {
+      const name = uniq("evt");
+      const appId = uniq("app");
+      const fnX = uniq("fn-x");
+      const fnY = uniq("fn-y");
+      await store.registerFunctions(appId, [
+        { id: fnX, name: "X", eventTriggers: [name], config: {} },
+        { id: fnY, name: "Y", eventTriggers: [name], config: {} },
+      ]);
+      const events = [eventInput(name), eventInput(name), eventInput(name)];
+      const refs: RunRef[] = [];
+      for (const ev of events) refs.push(...(await store.recordEvent(ev, 60_000)));
+      expect(refs).toHaveLength(6);
+
+      const xRuns = refs.filter((r) => r.functionId === fnX);
+      const claim = await store.claimRun(xRuns[0]!.runId, uniq("exec"), 60_000);
+      expect(await store.completeRun(xRuns[0]!.runId, claim!.lease, "1")).toBe(true);
+      await store.claimRun(xRuns[1]!.runId, uniq("exec"), 60_000);
+
+      const byFunction = await store.listRuns({ functionId: fnX, limit: 100 });
+      expect(ids(byFunction.map((r) => ({ runId: r.id })))).toEqual(ids(xRuns));
+      expect(byFunction.every((r) => r.steps.length === 0)).toBe(true);
+
+      const completed = await store.listRuns({ functionId: fnX, status: "COMPLETED", limit: 100 });
+      expect(completed.map((r) => r.id)).toEqual([xRuns[0]!.runId]);
+      expect(completed[0]!.hasOutput).toBe(true);
+      const queued = await store.listRuns({ functionId: fnX, status: "QUEUED", limit: 100 });
+      expect(queued.map((r) => r.id)).toEqual([xRuns[2]!.runId]);
+
+      const byEvent = await store.listRuns({ eventId: events[1]!.id, limit: 100 });
+      expect(byEvent.map((r) => r.functionId).sort()).toEqual([fnX, fnY].sort());
+      expect(byEvent.every((r) => r.event.id === events[1]!.id)).toBe(true);
+      const both = await store.listRuns({ eventId: events[0]!.id, functionId: fnY, status: "QUEUED", limit: 100 });
+      expect(both.map((r) => r.id)).toEqual(refs.filter((r) => r.functionId === fnY).slice(0, 1).map((r) => r.runId));
+
+      const anyCompleted = await store.listRuns({ status: "COMPLETED", limit: 1000 });
+      expect(anyCompleted.some((r) => r.id === xRuns[0]!.runId)).toBe(true);
+      expect(anyCompleted.every((r) => r.status === "COMPLETED")).toBe(true);
+      expect(await store.listRuns({ functionId: uniq("no-such-fn"), limit: 100 })).toEqual([]);
+    });
+
+    it("listRuns pages newest first with a (createdAt, id) keyset", async () => {
+      // Two apps share the function id, so each event creates two runs in one
+      // transaction: equal created_at, ordered by id.
+      const name = uniq("evt");
+      const fn = uniq("fn-page");
+      const appA = uniq("app");
+      const appB = uniq("app");
+      await store.registerFunctions(appA, [{ id: fn, name: "P", eventTriggers: [name], config: {} }]);
+      await store.registerFunctions(appB, [{ id: fn, name: "P", eventTriggers: [name], config: {} }]);
+      const perEvent: string[][] = [];
+      for (let i = 0; i < 3; i++) {
+        perEvent.push(ids(await store.recordEvent(eventInput(name), 60_000)));
+        await sleep(5);
+      }
+
+      const all = await store.listRuns({ functionId: fn, limit: 100 });
+      expect(all).toHaveLength(6);
+      // Newest event first; within one event, id descending.
+      expect(all.map((r) => r.id)).toEqual(perEvent.reverse().flatMap((pair) => [...pair].reverse()));
+
+      for (const pageSize of [1, 2, 4]) {
+        const paged: string[] = [];
+        let before: { createdAt: Date; id: string } | undefined;
+        for (let pages = 0; pages < 10; pages++) {
+          const page = await store.listRuns({ functionId: fn, limit: pageSize, before });
+          expect(page.length).toBeLessThanOrEqual(pageSize);
+          paged.push(...page.map((r) => r.id));
+          const last = page[page.length - 1];
+          if (!last || page.length < pageSize) break;
+          before = { createdAt: last.createdAt, id: last.id };
+        }
+        expect({ pageSize, ids: paged }).toEqual({ pageSize, ids: all.map((r) => r.id) });
+      }
+    });
+
+    it("getRun of an unknown or malformed id returns null", async () => {
+      expect(await store.getRun(randomUUID())).toBeNull();
+      expect(await store.getRun("not-a-uuid")).toBeNull();
+      expect(await store.getRun("")).toBeNull();
+      expect(await store.getRun("'; DROP TABLE runs; --")).toBeNull();
+      const ref = await queuedRun();
+      expect(await store.getRun(ref.runId.toUpperCase())).toMatchObject({ id: ref.runId });
+    });
+
+    it("expireUnfinished makes every unfinished run reclaimable at once", async () => {
+      await settleSweep();
+      const queued = await queuedRun(600_000);
+      const running = await claimed(uniq("exec"), 600_000);
+      const stillRunning = await claimed(uniq("exec"), 600_000);
+      const finished = await claimed(uniq("exec"), 600_000);
+      expect(await store.completeRun(finished.runId, finished.lease, "1")).toBe(true);
+
+      await store.expireUnfinished();
+      // A run held by a previous process is claimable straight away...
+      expect((await store.claimRun(running.runId, uniq("exec"), 600_000))?.lease).toBe(running.lease + 1);
+      // ...and the sweep returns every other unfinished one, never a finished one.
+      const swept = ids(await store.reclaimStale(10_000, 600_000));
+      expect(swept).toContain(queued.runId);
+      expect(swept).toContain(stillRunning.runId);
+      expect(swept).not.toContain(running.runId);
+      expect(swept).not.toContain(finished.runId);
+      const unfinished = [
+        ...(await store.listRuns({ status: "QUEUED", limit: 10_000 })),
+        ...(await store.listRuns({ status: "RUNNING", limit: 10_000 })),
+      ]
+        .map((r) => r.id)
+        .filter((id) => id !== running.runId);
+      expect(swept).toEqual([...unfinished].sort());
+      expect((await mustGet(stillRunning.runId)).status).toBe("QUEUED");
+    });
+  });
+}
+
+for (const backend of backends) storeSuite(backend);
