@@ -68,4 +68,36 @@ describe("executor killed mid-run", () => {
     expect(rows.map((r) => [r.step_id, Number(r.n)])).toEqual([["s1", 1], ["s2", 1], ["s3", 1], ["s4", 1]]);
     expect(run.attempts).toBeGreaterThanOrEqual(2);
   });
+
+  it("on SIGTERM drains: the run in progress finishes in place and the executor exits 0", async () => {
+    const client = new Stepwise({ appId: "graceful", url: stack.ingestUrl });
+    let runs = 0;
+    const inStep = gate();
+    const fn = client.createFunction({ id: "graceful", triggers: [{ event: "graceful.go" }] }, async ({ step }) => {
+      await step.run("slow", async () => {
+        runs++;
+        inStep.open();
+        await new Promise((r) => setTimeout(r, 700));
+        return "slow";
+      });
+      return "done";
+    });
+    const w = new Worker({ url: stack.executorUrl, functions: [fn], handleSignals: false, maxReconnectDelayMs: 300 });
+    await w.connect();
+    try {
+      const [eventId] = await client.send({ name: "graceful.go", data: {} });
+      await inStep.promise;
+      const executor = stack.procs.get("executor")!;
+      const exited = new Promise<number | null>((r) => executor.once("exit", (code) => r(code)));
+      executor.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      const [run] = await client.listRunsOfEvent(eventId!);
+      expect(run?.status).toBe("COMPLETED");
+      expect(run!.attempts).toBe(1);
+      expect(runs).toBe(1);
+    } finally {
+      await w.kill();
+      await stack.startService("executor");
+    }
+  });
 });

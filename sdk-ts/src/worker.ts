@@ -61,7 +61,7 @@ export class Worker {
   private closed = false;
   private draining = false;
   private loop: Promise<void> | undefined;
-  private current: { send: (m: ConnectRequest) => void; abort: AbortController } | undefined;
+  private current: { send: (m: ConnectRequest) => void; end: () => void; abort: AbortController } | undefined;
   private onSignal: (() => void) | undefined;
 
   constructor(options: WorkerOptions) {
@@ -138,7 +138,14 @@ export class Worker {
       await Promise.race([Promise.allSettled([...this.running]), new Promise((r) => setTimeout(r, 100))]);
     }
     this.closed = true;
-    this.current?.abort.abort();
+    // Half-close: what is queued (the last run results) still goes out, and
+    // the executor ends the stream once it has recorded it.
+    this.current?.end();
+    const ended = await Promise.race([
+      this.loop?.then(() => true, () => true),
+      new Promise<false>((r) => setTimeout(() => r(false), 5_000).unref()),
+    ]);
+    if (!ended) this.current?.abort.abort();
     if (this.onSignal) {
       process.off("SIGTERM", this.onSignal);
       process.off("SIGINT", this.onSignal);
@@ -195,7 +202,7 @@ export class Worker {
     const outbox = pushable<ConnectRequest>({ objectMode: true });
     const abort = new AbortController();
     const send = (m: ConnectRequest) => outbox.push(m);
-    this.current = { send, abort };
+    this.current = { send, end: () => outbox.end(), abort };
     outbox.push(this.registerMessage());
     let heartbeat: NodeJS.Timeout | undefined;
     let lastHeard = Date.now();

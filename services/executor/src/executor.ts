@@ -163,6 +163,9 @@ export class Executor {
       ctx.signal.removeEventListener("abort", onAbort);
       session.close();
       this.registry.remove(session);
+      // Results that arrived before the stream ended are recorded first: a
+      // run the worker finished is completed, not handed back.
+      await Promise.allSettled([...session.pending]);
       log.info({ runs: session.runs.size }, "worker disconnected");
       await this.handBack(session);
     }
@@ -172,10 +175,10 @@ export class Executor {
     const m = req.message;
     switch (m.case) {
       case "stepResult":
-        this.track(this.onStepResult(session, m.value));
+        this.trackFor(session, this.onStepResult(session, m.value));
         return;
       case "runResult":
-        this.track(this.onRunResult(session, m.value));
+        this.trackFor(session, this.onRunResult(session, m.value));
         return;
       case "heartbeat":
         session.send(
@@ -375,6 +378,16 @@ export class Executor {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  /** Tracks a result being recorded for a session, so the session's end waits for it. */
+  private trackFor(session: WorkerSession, p: Promise<unknown>): void {
+    session.pending.add(p);
+    void p.then(
+      () => session.pending.delete(p),
+      () => session.pending.delete(p),
+    );
+    this.track(p);
   }
 
   /** Keeps a promise referenced until it settles, so stop() can wait for it and none is dropped. */

@@ -18,6 +18,8 @@ export class WorkerSession {
   readonly runs = new Map<string, HeldRun>();
   /** Slots taken by runs being claimed. */
   claiming = 0;
+  /** Step and run results being recorded, settled before the session's runs are handed back. */
+  readonly pending = new Set<Promise<unknown>>();
   lastSeen = Date.now();
   draining = false;
   closed = false;
