@@ -35,7 +35,8 @@ export async function serveConnect(
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } }, handler);
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
+  // noDelay: a step result and its ack are small writes that must not wait for Nagle.
+  const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.once("readable", () => {
