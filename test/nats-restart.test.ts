@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Stepwise, Worker } from "@stepwise/sdk";
-import { PrivateNats, Stack, eventually } from "./support/stack.js";
+import { PrivateNats, Stack, expectEveryRunCompletedOnce } from "./support/stack.js";
 
 // Every run ends COMPLETED across a kill -9 of NATS: the journal is in
 // Postgres, JetStream keeps what it acknowledged on disk, and the services
@@ -64,15 +64,6 @@ describe("NATS killed and restarted under load", () => {
     await duringOutage;
     expect(accepted).toHaveLength(30);
 
-    await eventually(async () => {
-      const rows = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs WHERE status = 'COMPLETED'");
-      return Number(rows[0]!.n) === 30 ? true : undefined;
-    }, 45_000, "all 30 runs to complete");
-    const dupes = await stack.query("SELECT run_id, step_key FROM steps GROUP BY run_id, step_key HAVING count(*) > 1");
-    expect(dupes).toEqual([]);
-    const steps = await stack.query<{ n: string }>("SELECT count(*) AS n FROM steps");
-    expect(Number(steps[0]!.n)).toBe(90);
-    const runs = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs");
-    expect(Number(runs[0]!.n)).toBe(30);
+    await expectEveryRunCompletedOnce(stack, 30, 3);
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, Worker } from "@stepwise/sdk";
-import { PrivatePostgres, Stack, eventually } from "./support/stack.js";
+import { PrivatePostgres, Stack, eventually, expectEveryRunCompletedOnce } from "./support/stack.js";
 
 // Every run ends COMPLETED across a kill -9 of Postgres in the middle of
 // runs: journal writes that failed are not acknowledged, so the handler
@@ -52,15 +52,6 @@ describe("Postgres killed and restarted under load", () => {
     await new Promise((r) => setTimeout(r, 1500));
     await postgres.start();
 
-    await eventually(async () => {
-      const rows = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs WHERE status = 'COMPLETED'");
-      return Number(rows[0]!.n) === 30 ? true : undefined;
-    }, 60_000, "all 30 runs to complete");
-    const dupes = await stack.query("SELECT run_id, step_key FROM steps GROUP BY run_id, step_key HAVING count(*) > 1");
-    expect(dupes).toEqual([]);
-    const steps = await stack.query<{ n: string }>("SELECT count(*) AS n FROM steps");
-    expect(Number(steps[0]!.n)).toBe(90);
-    const runs = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs");
-    expect(Number(runs[0]!.n)).toBe(30);
+    await expectEveryRunCompletedOnce(stack, 30, 3);
   });
 });

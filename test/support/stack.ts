@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
@@ -103,32 +103,12 @@ export class Stack {
     const log: string[] = this.logs.get(name) ?? [];
     this.logs.set(name, log);
     this.procs.set(name, p);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${log.join("")}`)), 20_000);
-      const onData = (d: Buffer) => {
-        const text = d.toString();
-        log.push(text);
-        if (text.includes(`"${name} started"`)) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      p.stdout!.on("data", onData);
-      p.stderr!.on("data", onData);
-      p.once("exit", (code) => {
-        clearTimeout(timer);
-        reject(new Error(`${name} exited with ${code} while starting:\n${log.join("")}`));
-      });
-    });
+    await waitForOutput(p, `"${name} started"`, name, 20_000, log);
   }
 
   /** Kills one service with a signal and waits for it to be gone. */
   async kill(name: Service, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-    const p = this.procs.get(name);
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise<void>((r) => p.once("exit", () => r()));
-    p.kill(signal);
-    await exited;
+    await killProcess(this.procs.get(name), signal);
     this.procs.delete(name);
   }
 
@@ -162,6 +142,38 @@ export class Stack {
   async query<T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[]> {
     return (await this.db.query<T>(text, params)).rows;
   }
+}
+
+/** Resolves once a process printed `ready` (on stdout or stderr); rejects if it exits or times out first. */
+export function waitForOutput(proc: ChildProcess, ready: string, what: string, timeoutMs: number, log: string[] = []): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${log.join("")}`)), timeoutMs);
+    let seen = "";
+    const onData = (d: Buffer) => {
+      const text = d.toString();
+      log.push(text);
+      // Only this process's output counts: log may hold an earlier run's.
+      seen = (seen + text).slice(-4096);
+      if (seen.includes(ready)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", onData);
+    proc.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code} while starting:\n${log.join("")}`));
+    });
+  });
+}
+
+/** Sends a signal and waits for the process to be gone; no-op if it already is. */
+export async function killProcess(proc: ChildProcess | undefined, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  proc.kill(signal);
+  await exited;
 }
 
 /** Polls until fn returns a value that is not undefined, or fails after timeoutMs. */
@@ -210,33 +222,15 @@ export class PrivateNats {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.proc = proc;
-    await new Promise<void>((resolve, reject) => {
-      let out = "";
-      const timer = setTimeout(() => reject(new Error(`nats-server did not start: ${out}`)), 10_000);
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        if (out.includes("Server is ready")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout!.on("data", onData);
-      proc.stderr!.on("data", onData);
-      proc.once("exit", (code) => reject(new Error(`nats-server exited ${code}: ${out}`)));
-    });
+    await waitForOutput(proc, "Server is ready", "nats-server", 10_000);
   }
 
   async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGKILL");
-    await exited;
+    await killProcess(this.proc);
   }
 
   async stop(): Promise<void> {
     await this.kill();
-    const { rmSync } = await import("node:fs");
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -291,34 +285,16 @@ export class PrivatePostgres {
       "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100",
     ]);
     this.proc = proc;
-    await new Promise<void>((resolve, reject) => {
-      let out = "";
-      const timer = setTimeout(() => reject(new Error(`postgres did not start: ${out}`)), 20_000);
-      const onData = (d: Buffer) => {
-        out += d.toString();
-        if (out.includes("ready to accept connections")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout!.on("data", onData);
-      proc.stderr!.on("data", onData);
-      proc.once("exit", (code) => reject(new Error(`postgres exited ${code}: ${out}`)));
-    });
+    await waitForOutput(proc, "ready to accept connections", "postgres", 20_000);
   }
 
   /** kill -9 of the postmaster, as a crash would; its backends exit on their own. */
   async kill(): Promise<void> {
-    const p = this.proc;
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGKILL");
-    await exited;
+    await killProcess(this.proc);
   }
 
   async stop(): Promise<void> {
     await this.kill();
-    const { rmSync } = await import("node:fs");
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -330,4 +306,19 @@ function postgresIds(): { uid: number; gid: number } {
   if (!line) throw new Error("no postgres user on this machine");
   const [, , uid, gid] = line.split(":");
   return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** Asserts the end state of a chaos test: every run COMPLETED, each step key journaled once. */
+export async function expectEveryRunCompletedOnce(stack: Stack, runs: number, stepsPerRun: number): Promise<void> {
+  const { expect } = await import("vitest");
+  await eventually(async () => {
+    const rows = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs WHERE status = 'COMPLETED'");
+    return Number(rows[0]!.n) === runs ? true : undefined;
+  }, 60_000, `all ${runs} runs to complete`);
+  const dupes = await stack.query("SELECT run_id, step_key FROM steps GROUP BY run_id, step_key HAVING count(*) > 1");
+  expect(dupes).toEqual([]);
+  const steps = await stack.query<{ n: string }>("SELECT count(*) AS n FROM steps");
+  expect(Number(steps[0]!.n)).toBe(runs * stepsPerRun);
+  const all = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs");
+  expect(Number(all[0]!.n)).toBe(runs);
 }
