@@ -5,6 +5,12 @@ import type { RunWork } from "@stepwise/proto";
 const MAX_BATCH = 256;
 /** How long a pull waits on the server for work before it is renewed. */
 const PULL_EXPIRES_MS = 30_000;
+/**
+ * Pulls in flight per app. JetStream keeps at most 512 waiting pulls per
+ * consumer; a few batches cover the free slots, and a batch that fills up
+ * ends at once and makes room for the next.
+ */
+const MAX_PULLS = 8;
 
 /**
  * Pulls an app's run work from the bus, never more than the app's workers
@@ -26,7 +32,7 @@ export class WorkPuller {
 
   /** Starts a pull for the slots not yet covered by pulls in flight. */
   kick(): void {
-    if (this.aborter.signal.aborted) return;
+    if (this.aborter.signal.aborted || this.loops.size >= MAX_PULLS) return;
     const want = Math.min(MAX_BATCH, this.freeSlots() - this.outstanding);
     if (want <= 0) return;
     this.outstanding += want;
