@@ -46,8 +46,8 @@ export interface SerializedError {
 /** Turns anything thrown into its serialised form, keeping causes. */
 export function serializeError(err: unknown, depth = 0): SerializedError {
   if (err instanceof Error) {
-    const out: SerializedError = { name: err.name, message: err.message };
-    if (err.stack) out.stack = err.stack;
+    const out: SerializedError = { name: withoutNul(err.name), message: withoutNul(err.message) };
+    if (err.stack) out.stack = withoutNul(err.stack);
     if (err instanceof NonRetriableError) out.nonRetriable = true;
     if (err.cause !== undefined && depth < 8) out.cause = serializeError(err.cause, depth + 1);
     return out;
@@ -60,7 +60,12 @@ export function serializeError(err: unknown, depth = 0): SerializedError {
     // its content, where String() would only give "[object Object]".
     message = typeof err === "object" && err !== null ? inspect(err, { depth: 4, breakLength: Infinity }) : String(err);
   }
-  return { name: "Error", message };
+  return { name: "Error", message: withoutNul(message) };
+}
+
+/** The journal cannot store NUL characters (Postgres text and jsonb); shown as U+FFFD instead. */
+function withoutNul(s: string): string {
+  return s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s;
 }
 
 /** Rebuilds an Error from its serialised form, with the same name, message, stack and cause. */

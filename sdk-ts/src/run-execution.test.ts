@@ -543,6 +543,23 @@ describe("RunExecution", () => {
       expect((caught as StepError).cause).toBeInstanceOf(NonRetriableError);
     });
 
+    it("a step output Postgres cannot store (NUL) gives a non-retriable error result; NUL in an error is replaced", async () => {
+      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
+        await step.run("nul", () => "a\u0000b").catch(() => null);
+        await step.run("throws", () => {
+          throw new Error("bad\u0000byte");
+        }).catch(() => null);
+        return "ok";
+      });
+      const h = new Harness(fn, { autoAck: true });
+      await h.done;
+      expect(h.stepKeys).toEqual(["nul:0", "throws:0"]);
+      const first = errorOf(h.stepResults[0]);
+      expect(first.nonRetriable).toBe(true);
+      expect(first.message).toMatch(/NUL character or a lone surrogate/);
+      expect(errorOf(h.stepResults[1]).message).toBe("bad\uFFFDbyte");
+    });
+
     it("a step output over the size limit gives a non-retriable error result", async () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
         await step.run("huge", () => "x".repeat(MAX_OUTPUT_BYTES));

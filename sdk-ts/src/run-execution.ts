@@ -17,6 +17,13 @@ import { fromErrorDetail, toErrorDetail } from "./wire.js";
 /** Largest JSON a step or a run may return. */
 export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 
+/**
+ * JSON that Postgres's jsonb refuses: an escaped NUL (\u0000) or lone
+ * surrogate (JSON.stringify escapes those; well-formed pairs stay raw), not
+ * preceded by an escaping backslash.
+ */
+const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
+
 type Outcome = { outputJson: string } | { error: SerializedError };
 
 /** Raised inside a handler whose run was taken away (cancelled, or the stream dropped). */
@@ -46,6 +53,11 @@ export class RunExecution {
 
   get runId(): string {
     return this.start.runId;
+  }
+
+  /** The lease of this execution; messages for another lease are not for it. */
+  get lease(): number {
+    return this.start.lease;
   }
 
   /** Runs the handler to its end and reports the outcome, unless aborted first. */
@@ -169,6 +181,9 @@ function encodeOutput(value: unknown, what: string): Outcome {
     throw new NonRetriableError(`${what} is not JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
   json ??= "null";
+  if (UNSTORABLE_JSON.test(json)) {
+    throw new NonRetriableError(`${what} contains a NUL character or a lone surrogate, which cannot be journaled`);
+  }
   if (json.length > MAX_OUTPUT_BYTES / 4 && Buffer.byteLength(json) > MAX_OUTPUT_BYTES) {
     throw new NonRetriableError(`${what} is ${Buffer.byteLength(json)} bytes of JSON, more than the ${MAX_OUTPUT_BYTES} allowed`);
   }

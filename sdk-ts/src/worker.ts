@@ -257,12 +257,16 @@ export class Worker {
         this.running.add(p);
         return;
       }
-      case "stepAck":
-        this.executions.get(m.value.runId)?.onAck(m.value);
-        return;
-      case "cancelRun": {
+      case "stepAck": {
         const ex = this.executions.get(m.value.runId);
-        ex?.abort(m.value.reason || "cancelled");
+        if (ex?.lease === m.value.lease) ex.onAck(m.value);
+        return;
+      }
+      case "cancelRun": {
+        // Only the execution the cancel names: a newer one of the run keeps going.
+        const ex = this.executions.get(m.value.runId);
+        if (ex?.lease !== m.value.lease) return;
+        ex.abort(m.value.reason || "cancelled");
         this.executions.delete(m.value.runId);
         return;
       }

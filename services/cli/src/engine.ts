@@ -43,7 +43,7 @@ async function openStore(config: Config, name: string): Promise<{ sql: Sql; stor
 export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
   const logger = log ?? createLogger(name, config.logLevel);
   const { sql, store } = await openStore(config, name);
-  const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}` });
+  const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger });
   let server: RunningServer | undefined;
   let stopService: () => Promise<void>;
   switch (name) {

@@ -423,3 +423,39 @@ function busSuite(kind: BusKind): void {
 }
 
 for (const kind of kinds) busSuite(kind);
+
+// Only JetStream can hold bytes that are not a message of ours (anything can
+// publish on its subjects); the in-process bus holds decoded values.
+describe("JetStreamBus with messages that do not decode", () => {
+  it("drops them and keeps consuming events and pulling work", async () => {
+    const prefix = `bt-poison-${randomBytes(4).toString("hex")}`;
+    const bus = await JetStreamBus.connect({ url: "nats://127.0.0.1:4222", prefix });
+    const { connect } = await import("@nats-io/transport-node");
+    const { jetstream } = await import("@nats-io/jetstream");
+    const nc = await connect({ servers: "nats://127.0.0.1:4222" });
+    try {
+      const js = jetstream(nc);
+      const garbage = new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+      await js.publish(`${prefix}.events`, garbage);
+      await bus.publishEvents([create(EventRecordSchema, { id: "good-1", name: "n", dataJson: "{}" })]);
+      const got: string[] = [];
+      const sub = await bus.consumeEvents(async (r) => void got.push(r.id), { concurrency: 2 });
+      for (let i = 0; i < 200 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      await sub.stop();
+      expect(got).toEqual(["good-1"]);
+
+      await js.publish(`${prefix}.work.app.fn`, garbage);
+      await bus.publishWork([create(RunWorkSchema, { runId: "r-1", appId: "app", functionId: "fn" })]);
+      const pulled: string[] = [];
+      for await (const d of bus.pullWork("app", 2, 1000, new AbortController().signal)) {
+        pulled.push(d.data.runId);
+        d.ack();
+      }
+      expect(pulled).toEqual(["r-1"]);
+    } finally {
+      await nc.close();
+      await bus.destroy();
+      await bus.close();
+    }
+  });
+});

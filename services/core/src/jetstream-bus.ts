@@ -1,4 +1,4 @@
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -15,6 +15,7 @@ import {
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
 import { EventRecordSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
 import type { Bus, ConsumeEventsOptions, Delivery, Subscription } from "./bus.js";
+import type { Logger } from "./log.js";
 
 /** Options of the JetStream bus. */
 export interface JetStreamBusOptions {
@@ -31,6 +32,8 @@ export interface JetStreamBusOptions {
   eventAckWaitMs?: number;
   /** How long JetStream remembers event ids for deduplication. */
   duplicateWindowMs?: number;
+  /** Where to report messages that had to be dropped. */
+  log?: Logger;
 }
 
 /**
@@ -137,9 +140,11 @@ export class JetStreamBus implements Bus {
     let wake: (() => void) | undefined;
     const loop = (async () => {
       for await (const m of messages) {
+        const record = this.decode(m, EventRecordSchema);
+        if (!record) continue;
         while (slots === 0) await new Promise<void>((r) => (wake = r));
         slots--;
-        const delivery = toDelivery(m, fromBinary(EventRecordSchema, m.data));
+        const delivery = toDelivery(m, record);
         const p = handler(delivery.data, delivery)
           .then(
             () => delivery.ack(),
@@ -154,6 +159,8 @@ export class JetStreamBus implements Bus {
         inflight.add(p);
       }
     })();
+    // The loop only ends by stop() or a closed connection; never unhandled.
+    loop.catch(() => {});
     return {
       async stop() {
         await messages.close();
@@ -177,7 +184,11 @@ export class JetStreamBus implements Bus {
     signal: AbortSignal,
   ): AsyncIterable<Delivery<RunWork>> {
     const durable = await this.workConsumer(appId);
-    const consumer = await this.js.consumers.get(this.workStream, durable);
+    const consumer = await this.js.consumers.get(this.workStream, durable).catch((err: unknown) => {
+      // Deleted behind our back (or NATS lost its store): create it anew next time.
+      if (isNotFound(err)) this.consumersReady.delete(appId);
+      throw err;
+    });
     // Aborted before the pull was sent (or while the consumer was looked up):
     // send none, so no message is handed to a pull nobody reads.
     if (signal.aborted) return;
@@ -188,7 +199,8 @@ export class JetStreamBus implements Bus {
     if (signal.aborted) onAbort();
     try {
       for await (const m of batch) {
-        yield toDelivery(m, fromBinary(RunWorkSchema, m.data));
+        const work = this.decode(m, RunWorkSchema);
+        if (work) yield toDelivery(m, work);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -225,6 +237,20 @@ export class JetStreamBus implements Bus {
     } catch (err) {
       if (!isNotFound(err)) throw err;
       await this.jsm.consumers.add(stream, config);
+    }
+  }
+
+  /**
+   * Decodes a message; one that does not decode can never be handled, so it
+   * is terminated (not redelivered) instead of stopping the consumer.
+   */
+  private decode<Desc extends DescMessage>(m: JsMsg, schema: Desc): MessageShape<Desc> | undefined {
+    try {
+      return fromBinary(schema, m.data);
+    } catch (err) {
+      this.options.log?.error({ err, subject: m.subject, seq: m.seq }, "dropping a message that does not decode");
+      m.term();
+      return undefined;
     }
   }
 

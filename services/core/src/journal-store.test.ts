@@ -494,21 +494,24 @@ function storeSuite(backend: Backend): void {
       expect(again!.journal.map((e) => e.stepKey)).toEqual(["a:0"]);
     });
 
-    it("renewLeases extends only the RUNNING runs of that executor", async () => {
+    it("renewLeases extends only the named RUNNING runs of that executor", async () => {
       const mine = uniq("exec");
       const theirs = uniq("exec");
       const a = await claimed(mine, 80);
       const b = await claimed(mine, 80);
+      const dropped = await claimed(mine, 80);
       const c = await claimed(theirs, 80);
       const done = await claimed(mine, 80);
       expect(await store.completeRun(done.runId, done.lease, "1")).toBe(true);
 
-      expect(await store.renewLeases(mine, 60_000)).toBe(2);
+      // `dropped` is no longer held by the executor: not named, not renewed.
+      expect(await store.renewLeases(mine, [a.runId, b.runId, c.runId, done.runId], 60_000)).toBe(2);
       await sleep(150);
       expect(await store.claimRun(a.runId, uniq("exec"), 60_000)).toBeNull();
       expect(await store.claimRun(b.runId, uniq("exec"), 60_000)).toBeNull();
       expect((await store.claimRun(c.runId, uniq("exec"), 60_000))?.lease).toBe(2);
-      expect(await store.renewLeases(uniq("exec"), 60_000)).toBe(0);
+      expect((await store.claimRun(dropped.runId, uniq("exec"), 60_000))?.lease).toBe(2);
+      expect(await store.renewLeases(uniq("exec"), [a.runId], 60_000)).toBe(0);
     });
 
     it("reclaimStale returns expired RUNNING runs and overdue QUEUED runs once, as QUEUED", async () => {

@@ -304,12 +304,15 @@ export class JournalStore {
     return rows.length > 0;
   }
 
-  /** Extends the leases of every run an executor holds. One round trip for all of them. */
-  async renewLeases(executorId: string, leaseMs: number): Promise<number> {
+  /**
+   * Extends the leases of the runs an executor still holds (runIds): a run
+   * it dropped keeps its lease lapsing. One round trip for all of them.
+   */
+  async renewLeases(executorId: string, runIds: readonly string[], leaseMs: number): Promise<number> {
     const rows = await this.sql.query(
-      `UPDATE runs SET lease_expires_at = now() + $2 * interval '1 millisecond'
-       WHERE executor_id = $1 AND status = 'RUNNING' RETURNING 1 AS ok`,
-      [executorId, leaseMs],
+      `UPDATE runs SET lease_expires_at = now() + $3 * interval '1 millisecond'
+       WHERE executor_id = $1 AND status = 'RUNNING' AND id = ANY($2::uuid[]) RETURNING 1 AS ok`,
+      [executorId, runIds, leaseMs],
     );
     return rows.length;
   }

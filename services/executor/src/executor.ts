@@ -11,6 +11,8 @@ import {
   type JournalEntry,
   type JournalStore,
   type Logger,
+  type StepRecord,
+  type StoredError,
 } from "@stepwise/core";
 import {
   CancelRunSchema,
@@ -66,6 +68,7 @@ export class Executor {
   private renewTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private readonly sessionsEnding = new Set<Promise<void>>();
 
   constructor(private readonly options: ExecutorOptions) {}
 
@@ -79,8 +82,12 @@ export class Executor {
   start(): void {
     const renewEvery = Math.max(100, Math.floor(this.options.leaseMs / 3));
     const renew = () => {
+      // Only the runs a session still holds: a run dropped on an error path
+      // must see its lease lapse so the reconciler hands it on.
+      const held = this.registry.all().flatMap((s) => [...s.runs.keys()]);
+      if (held.length === 0) return;
       this.track(
-        this.options.store.renewLeases(this.id, this.options.leaseMs).catch((err: unknown) => {
+        this.options.store.renewLeases(this.id, held, this.options.leaseMs).catch((err: unknown) => {
           this.options.log.warn({ err }, "renewing run leases failed");
         }),
       );
@@ -108,7 +115,12 @@ export class Executor {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const s of sessions) s.close();
-    await Promise.allSettled([...this.tasks]);
+    // Each session's end hands its runs back; wait for that, and for results
+    // being recorded, but not for a peer that never hangs up.
+    await Promise.race([
+      Promise.allSettled([...this.sessionsEnding, ...this.tasks]),
+      new Promise((r) => setTimeout(r, 5_000).unref()),
+    ]);
   }
 
   /** Number of connected workers, for health and tests. */
@@ -119,7 +131,16 @@ export class Executor {
   private async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncIterable<ConnectResponse> {
     if (this.stopping) throw new ConnectError("executor is shutting down", Code.Unavailable);
     const it = requests[Symbol.asyncIterator]();
-    const first = await it.next();
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([
+      it.next(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new ConnectError("no register message within 10 s", Code.DeadlineExceeded)),
+          REGISTER_TIMEOUT_MS,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
     if (first.done || first.value.message.case !== "register") {
       throw new ConnectError("the first message on the stream must be register", Code.InvalidArgument);
     }
@@ -157,17 +178,27 @@ export class Executor {
       .finally(() => session.close());
     this.track(reader);
     this.puller(session.appId).kick();
+    let ended!: () => void;
+    const ending = new Promise<void>((r) => (ended = r));
     try {
       for await (const msg of session.outbox) yield msg;
     } finally {
+      this.sessionsEnding.add(ending);
       ctx.signal.removeEventListener("abort", onAbort);
       session.close();
       this.registry.remove(session);
-      // Results that arrived before the stream ended are recorded first: a
-      // run the worker finished is completed, not handed back.
-      await Promise.allSettled([...session.pending]);
-      log.info({ runs: session.runs.size }, "worker disconnected");
-      await this.handBack(session);
+      // A peer that keeps its side open must not keep the reader waiting.
+      void Promise.resolve(it.return?.()).catch(() => {});
+      try {
+        // Results that arrived before the stream ended are recorded first: a
+        // run the worker finished is completed, not handed back.
+        await Promise.allSettled([...session.pending]);
+        log.info({ runs: session.runs.size }, "worker disconnected");
+        await this.handBack(session);
+      } finally {
+        ended();
+        this.sessionsEnding.delete(ending);
+      }
     }
   }
 
@@ -199,28 +230,40 @@ export class Executor {
   private async onStepResult(session: WorkerSession, m: StepResult): Promise<void> {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) {
-      this.cancelOnWorker(session, m.runId, "the run is no longer held by this worker");
+      this.cancelOnWorker(session, m.runId, m.lease, "the run is no longer held by this worker");
       return;
     }
     const result = m.result;
-    const outcome = await this.withRetry(() =>
-      this.options.store.journalStep({
-        runId: m.runId,
-        lease: m.lease,
-        stepKey: m.stepKey,
-        stepId: m.stepId,
-        attempt: m.attempt,
-        startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
-        endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
-        outputJson: result.case === "outputJson" ? result.value : undefined,
-        error: result.case === "error" ? errorFromProto(result.value) : undefined,
-      }),
-    );
-    if (!outcome || outcome.kind === "lease-lost") {
+    const record: StepRecord = {
+      runId: m.runId,
+      lease: m.lease,
+      stepKey: m.stepKey,
+      stepId: m.stepId,
+      attempt: m.attempt,
+      startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
+      endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
+      outputJson: result.case === "outputJson" ? result.value : undefined,
+      error: result.case === "error" ? errorFromProto(result.value) : undefined,
+    };
+    let outcome = await this.withRetry(() => this.options.store.journalStep(record));
+    if (outcome instanceof UnstorableResult) {
+      // Postgres refuses this result whatever we do (such as a NUL character
+      // in JSON): journal a non-retriable error in its place, so the run
+      // moves on instead of failing the same write forever.
+      const substitute: StoredError = { name: "UnstorableStepResult", message: outcome.message, nonRetriable: true };
+      outcome = await this.withRetry(() =>
+        this.options.store.journalStep({ ...record, outputJson: undefined, error: substitute }),
+      );
+      if (outcome && !(outcome instanceof UnstorableResult) && outcome.kind === "journaled") {
+        outcome = { kind: "existing", entry: { stepKey: m.stepKey, error: substitute } };
+      }
+    }
+    if (!outcome || outcome instanceof UnstorableResult || outcome.kind === "lease-lost") {
       // Journal unreachable past the lease, or another execution took over:
-      // this one must not proceed. The reconciler hands the run on.
-      this.release(session, m.runId);
-      this.cancelOnWorker(session, m.runId, "the run's lease was lost");
+      // this one must not proceed. The lease lapses (it is no longer renewed)
+      // and the reconciler hands the run on.
+      this.release(session, m.runId, m.lease);
+      this.cancelOnWorker(session, m.runId, m.lease, "the run's lease was lost");
       return;
     }
     session.send(
@@ -230,6 +273,7 @@ export class Executor {
           value: create(StepAckSchema, {
             runId: m.runId,
             stepKey: m.stepKey,
+            lease: m.lease,
             ...(outcome.kind === "existing" ? { journaled: toProtoEntry(outcome.entry) } : {}),
           }),
         },
@@ -242,17 +286,26 @@ export class Executor {
     if (!held || held.lease !== m.lease) return;
     const { store } = this.options;
     const result = m.result;
-    const ok = await this.withRetry(() =>
+    let ok = await this.withRetry(() =>
       result.case === "error"
         ? store.failRun(m.runId, m.lease, errorFromProto(result.value))
         : store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"),
     );
-    if (ok === undefined) this.options.log.warn({ run: m.runId }, "recording the end of a run failed; the reconciler will retry it");
-    this.release(session, m.runId);
+    if (ok instanceof UnstorableResult) {
+      const substitute: StoredError = { name: "UnstorableRunResult", message: ok.message, nonRetriable: true };
+      ok = await this.withRetry(() => store.failRun(m.runId, m.lease, substitute));
+    }
+    if (ok === undefined || ok instanceof UnstorableResult) {
+      this.options.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
+    }
+    this.release(session, m.runId, m.lease);
   }
 
-  private release(session: WorkerSession, runId: string): void {
-    if (session.runs.delete(runId)) this.puller(session.appId).kick();
+  /** Frees the slot of one execution of a run; a newer execution of the run keeps its slot. */
+  private release(session: WorkerSession, runId: string, lease: number): void {
+    if (session.runs.get(runId)?.lease !== lease) return;
+    session.runs.delete(runId);
+    this.puller(session.appId).kick();
   }
 
   private dispatch(appId: string, delivery: Delivery<RunWork>): void {
@@ -260,6 +313,7 @@ export class Executor {
       this.startRun(appId, delivery).catch((err: unknown) => {
         this.options.log.warn({ err, run: delivery.data.runId }, "starting a run failed");
         delivery.nak(1000);
+        this.puller(appId).kick();
       }),
     );
   }
@@ -331,10 +385,10 @@ export class Executor {
     }
   }
 
-  private cancelOnWorker(session: WorkerSession, runId: string, reason: string): void {
+  private cancelOnWorker(session: WorkerSession, runId: string, lease: number, reason: string): void {
     session.send(
       create(ConnectResponseSchema, {
-        message: { case: "cancelRun", value: create(CancelRunSchema, { runId, reason }) },
+        message: { case: "cancelRun", value: create(CancelRunSchema, { runId, lease, reason }) },
       }),
     );
   }
@@ -364,13 +418,21 @@ export class Executor {
     return p;
   }
 
-  /** Retries a journal write through short outages, within the lease. Undefined if it never succeeded. */
-  private async withRetry<T>(fn: () => Promise<T>): Promise<T | undefined> {
+  /**
+   * Retries a journal write through short outages, within the lease.
+   * Undefined if it never succeeded; UnstorableResult, without retrying, if
+   * Postgres refused the data itself.
+   */
+  private async withRetry<T>(fn: () => Promise<T>): Promise<T | UnstorableResult | undefined> {
     const deadline = Date.now() + this.options.leaseMs;
     for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
       try {
         return await fn();
       } catch (err) {
+        if (isDataException(err)) {
+          this.options.log.warn({ err }, "Postgres refused a result");
+          return new UnstorableResult(err);
+        }
         if (Date.now() + delay > deadline || this.stopping) {
           this.options.log.error({ err }, "journal write failed");
           return undefined;
@@ -399,6 +461,23 @@ export class Executor {
     this.tasks.add(settled);
     void settled.finally(() => this.tasks.delete(settled));
   }
+}
+
+/** Most a worker may take between opening the stream and registering. */
+const REGISTER_TIMEOUT_MS = 10_000;
+
+/** A result Postgres refused as data (SQLSTATE class 22), which no retry can store. */
+class UnstorableResult {
+  readonly message: string;
+  constructor(err: unknown) {
+    const detail = err instanceof Error ? err.message : String(err);
+    this.message = `the result could not be journaled: ${detail}`;
+  }
+}
+
+function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("22");
 }
 
 function toProtoEntry(e: JournalEntry) {

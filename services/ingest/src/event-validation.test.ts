@@ -155,4 +155,16 @@ describe("toEventRecords", () => {
       expectInvalid([ok(), { name: "" }, { id: "a b", name: "" }], /^events\[1\]\./);
     });
   });
+
+  it("rejects data Postgres cannot store: a NUL character or a lone surrogate", () => {
+    for (const bad of ["a\u0000b", "x\ud800y"]) {
+      const req = create(SendRequestSchema, { events: [{ name: "ok" }, { name: "n", data: { v: bad } }] });
+      expect(() => toEventRecords(req)).toThrow(/events\[1\]\.data: contains a NUL character or a lone surrogate/);
+    }
+    // A backslash followed by "u0000" is ordinary text, and a well-formed surrogate pair is fine.
+    const ok = create(SendRequestSchema, { events: [{ name: "n", data: { v: "\\u0000", e: "😀" } }] });
+    expect(toEventRecords(ok)).toHaveLength(1);
+    const nulName = create(SendRequestSchema, { events: [{ name: "a\u0000" }] });
+    expect(() => toEventRecords(nulName)).toThrow(/events\[0\]\.name: must not contain a NUL character/);
+  });
 });

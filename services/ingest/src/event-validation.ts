@@ -14,6 +14,13 @@ export const EVENT_LIMITS = {
   maxDataBytes: 512 * 1024,
 } as const;
 
+/**
+ * JSON that Postgres's jsonb refuses: an escaped NUL (\u0000) or lone
+ * surrogate (JSON.stringify escapes those; well-formed pairs stay raw), not
+ * preceded by an escaping backslash.
+ */
+const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
+
 const eventSchema = z.object({
   id: z
     .string()
@@ -22,6 +29,7 @@ const eventSchema = z.object({
   name: z
     .string()
     .min(1, "must not be empty")
+    .regex(/^[^\u0000]*$/, "must not contain a NUL character")
     .max(EVENT_LIMITS.maxNameLength, `must be at most ${EVENT_LIMITS.maxNameLength} characters`),
 });
 
@@ -48,6 +56,12 @@ export function toEventRecords(req: SendRequest, now = Date.now()): EventRecord[
       throw new ConnectError(`events[${i}].${issue.path.join(".")}: ${issue.message}`, Code.InvalidArgument);
     }
     const dataJson = ev.data === undefined ? "{}" : JSON.stringify(ev.data);
+    if (UNSTORABLE_JSON.test(dataJson)) {
+      throw new ConnectError(
+        `events[${i}].data: contains a NUL character or a lone surrogate, which cannot be stored`,
+        Code.InvalidArgument,
+      );
+    }
     if (Buffer.byteLength(dataJson) > EVENT_LIMITS.maxDataBytes) {
       throw new ConnectError(
         `events[${i}].data: ${Buffer.byteLength(dataJson)} bytes encoded, at most ${EVENT_LIMITS.maxDataBytes} are accepted`,
