@@ -70,4 +70,21 @@ describe("a plain gRPC client built from the .proto files", () => {
     ingest.close();
     runs.close();
   });
+
+  it("serves gRPC-Web over HTTP/1.1 on the same port", async () => {
+    // GetRunRequest { run_id = "00000000-0000-4000-8000-000000000000" }, in a gRPC-Web frame.
+    const id = Buffer.from("00000000-0000-4000-8000-000000000000");
+    const message = Buffer.concat([Buffer.from([0x0a, id.length]), id]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    const res = await fetch(`${stack.ingestUrl}/stepwise.v1.RunService/GetRun`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "x-grpc-web": "1" },
+      body: frame,
+    });
+    expect(res.status).toBe(200);
+    const body = Buffer.from(await res.arrayBuffer());
+    // A trailers-only answer carries the status in headers; otherwise in the trailer frame.
+    const status = res.headers.get("grpc-status") ?? /grpc-status:\s*(\d+)/.exec(body.toString("latin1"))?.[1];
+    expect(status).toBe(String(grpc.status.NOT_FOUND));
+  });
 });
