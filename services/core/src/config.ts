@@ -34,7 +34,7 @@ export interface Config {
   executorPort: number;
   /** How long an executor holds a run without renewing; a crashed executor's runs move on after it. */
   leaseMs: number;
-  /** When the reconciler publishes a still-QUEUED run's work again. */
+  /** When the reconciler publishes again the work of a run handed back whose publish was not confirmed. */
   requeueAfterMs: number;
   /** How often the scheduler's reconciler sweeps for stale runs. */
   reconcileIntervalMs: number;

@@ -127,12 +127,12 @@ function storeSuite(backend: Backend): void {
     });
 
     /** Registers one function triggered by a fresh event name and records one event for it. */
-    async function queuedRun(requeueAfterMs = 60_000): Promise<RunRef & { event: EventInput }> {
+    async function queuedRun(): Promise<RunRef & { event: EventInput }> {
       const appId = uniq("app");
       const name = uniq("evt");
       await store.registerFunctions(appId, [{ id: "fn", name: "Fn", eventTriggers: [name], config: {} }]);
       const event = eventInput(name);
-      const refs = await store.recordEvent(event, requeueAfterMs);
+      const refs = await store.recordEvent(event);
       expect(refs).toHaveLength(1);
       return { ...refs[0]!, event };
     }
@@ -142,6 +142,13 @@ function storeSuite(backend: Backend): void {
       const claim = await store.claimRun(ref.runId, executorId, leaseMs);
       expect(claim).not.toBeNull();
       return { ...ref, lease: claim!.lease };
+    }
+
+    /** A run handed back to the queue (as an executor does) whose publish is unconfirmed until deadlineMs. */
+    async function requeuedRun(deadlineMs: number) {
+      const run = await claimed(uniq("exec"));
+      expect(await store.requeueRun(run.runId, run.lease, deadlineMs)).toBe(true);
+      return run;
     }
 
     /** Pushes every run earlier tests left due into the future, so a sweep sees only this test's runs. */
@@ -175,7 +182,7 @@ function storeSuite(backend: Backend): void {
       // The schema works: a run can be created in it.
       const freshStore = new JournalStore(fresh.sql);
       await freshStore.registerFunctions("app", [{ id: "fn", name: "Fn", eventTriggers: ["e"], config: {} }]);
-      expect(await freshStore.recordEvent(eventInput("e"), 1000)).toHaveLength(1);
+      expect(await freshStore.recordEvent(eventInput("e"))).toHaveLength(1);
     }
 
     if (backend.pooled) it("concurrent migrate calls into an existing empty schema apply the migrations once", async () => {
@@ -213,7 +220,7 @@ function storeSuite(backend: Backend): void {
       await store.registerFunctions(app2, [{ id: "fn-a", name: "A", eventTriggers: [name], config: null }]);
 
       const ev = eventInput(name);
-      const refs = await store.recordEvent(ev, 60_000);
+      const refs = await store.recordEvent(ev);
       expect(refs.map((r) => `${r.appId}/${r.functionId}`).sort()).toEqual(
         [`${app1}/fn-a`, `${app1}/fn-b`, `${app2}/fn-a`].sort(),
       );
@@ -236,14 +243,14 @@ function storeSuite(backend: Backend): void {
 
       // An event no function listens to is still stored, and creates no run.
       const unmatched = eventInput(uniq("nobody.listens"));
-      expect(await store.recordEvent(unmatched, 60_000)).toEqual([]);
+      expect(await store.recordEvent(unmatched)).toEqual([]);
       expect(await store.hasEvent(unmatched.id)).toBe(true);
       expect(await store.listRuns({ eventId: unmatched.id, limit: 100 })).toEqual([]);
       expect(await store.hasEvent(uniq("never-sent"))).toBe(false);
 
       // Registering again replaces the triggers.
       await store.registerFunctions(app1, [{ id: "fn-a", name: "A", eventTriggers: [], config: {} }]);
-      const again = await store.recordEvent(eventInput(name), 60_000);
+      const again = await store.recordEvent(eventInput(name));
       expect(again.map((r) => `${r.appId}/${r.functionId}`).sort()).toEqual([`${app1}/fn-b`, `${app2}/fn-a`].sort());
     });
 
@@ -255,11 +262,11 @@ function storeSuite(backend: Backend): void {
         { id: "fn-2", name: "Two", eventTriggers: [name], config: {} },
       ]);
       const ev = eventInput(name);
-      const first = await store.recordEvent(ev, 60_000);
+      const first = await store.recordEvent(ev);
       expect(first).toHaveLength(2);
 
       // Redelivery of the same event: same runs handed back so their work is published again.
-      const redelivered = await store.recordEvent(ev, 60_000);
+      const redelivered = await store.recordEvent(ev);
       expect(ids(redelivered)).toEqual(ids(first));
       expect(await store.listRuns({ eventId: ev.id, limit: 100 })).toHaveLength(2);
 
@@ -267,9 +274,9 @@ function storeSuite(backend: Backend): void {
       const one = first.find((r) => r.functionId === "fn-1")!;
       const two = first.find((r) => r.functionId === "fn-2")!;
       expect(await store.claimRun(one.runId, uniq("exec"), 60_000)).not.toBeNull();
-      expect(await store.recordEvent(ev, 60_000)).toEqual([two]);
+      expect(await store.recordEvent(ev)).toEqual([two]);
       expect(await store.claimRun(two.runId, uniq("exec"), 60_000)).not.toBeNull();
-      expect(await store.recordEvent(ev, 60_000)).toEqual([]);
+      expect(await store.recordEvent(ev)).toEqual([]);
       expect(await store.listRuns({ eventId: ev.id, limit: 100 })).toHaveLength(2);
     });
 
@@ -485,7 +492,7 @@ function storeSuite(backend: Backend): void {
       expect(await store.requeueRun(run.runId, run.lease, 60_000)).toBe(false);
       expect((await mustGet(run.runId)).status).toBe("QUEUED");
       // Redelivery of its event hands it out again, and the old lease can do nothing more.
-      expect(ids(await store.recordEvent(run.event, 60_000))).toEqual([run.runId]);
+      expect(ids(await store.recordEvent(run.event))).toEqual([run.runId]);
       expect(await store.journalStep(stepRecord(run.runId, run.lease, "b:0"))).toEqual({ kind: "lease-lost" });
       expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
 
@@ -516,8 +523,12 @@ function storeSuite(backend: Backend): void {
 
     it("reclaimStale returns expired RUNNING runs and overdue QUEUED runs once, as QUEUED", async () => {
       await settleSweep();
-      const overdue = await queuedRun(1);
-      const notYetDue = await queuedRun(60_000);
+      const overdue = await requeuedRun(1);
+      const notYetDue = await requeuedRun(60_000);
+      // Work confirmed on the bus (a new run, or a requeue followed by markPublished): never swept.
+      const waiting = await queuedRun();
+      const confirmed = await requeuedRun(1);
+      await store.markPublished([confirmed.runId]);
       const expired = await claimed(uniq("exec"), 1);
       const held = await claimed(uniq("exec"), 60_000);
       const finished = await claimed(uniq("exec"), 1);
@@ -539,6 +550,8 @@ function storeSuite(backend: Backend): void {
       expect((await mustGet(overdue.runId)).status).toBe("QUEUED");
       expect((await mustGet(held.runId)).status).toBe("RUNNING");
       expect((await mustGet(notYetDue.runId)).status).toBe("QUEUED");
+      expect((await mustGet(waiting.runId)).status).toBe("QUEUED");
+      expect((await mustGet(confirmed.runId)).status).toBe("QUEUED");
       // The executor that let its lease lapse is fenced off; the next claim bumps the lease.
       expect(await store.completeRun(expired.runId, expired.lease, "1")).toBe(false);
       expect((await store.claimRun(expired.runId, uniq("exec"), 60_000))?.lease).toBe(expired.lease + 1);
@@ -546,7 +559,7 @@ function storeSuite(backend: Backend): void {
 
     it("reclaimStale sets a new deadline and honours its limit", async () => {
       await settleSweep();
-      const runs = [await queuedRun(1), await queuedRun(1), await queuedRun(1)];
+      const runs = [await requeuedRun(1), await requeuedRun(1), await requeuedRun(1)];
       await sleep(30);
       const firstTwo = await store.reclaimStale(2, 80);
       expect(firstTwo).toHaveLength(2);
@@ -571,7 +584,7 @@ function storeSuite(backend: Backend): void {
       ]);
       const events = [eventInput(name), eventInput(name), eventInput(name)];
       const refs: RunRef[] = [];
-      for (const ev of events) refs.push(...(await store.recordEvent(ev, 60_000)));
+      for (const ev of events) refs.push(...(await store.recordEvent(ev)));
       expect(refs).toHaveLength(6);
 
       const xRuns = refs.filter((r) => r.functionId === fnX);
@@ -612,7 +625,7 @@ function storeSuite(backend: Backend): void {
       await store.registerFunctions(appB, [{ id: fn, name: "P", eventTriggers: [name], config: {} }]);
       const perEvent: string[][] = [];
       for (let i = 0; i < 3; i++) {
-        perEvent.push(ids(await store.recordEvent(eventInput(name), 60_000)));
+        perEvent.push(ids(await store.recordEvent(eventInput(name))));
         await sleep(5);
       }
 
@@ -647,7 +660,7 @@ function storeSuite(backend: Backend): void {
 
     it("expireUnfinished makes every unfinished run reclaimable at once", async () => {
       await settleSweep();
-      const queued = await queuedRun(600_000);
+      const queued = await queuedRun();
       const running = await claimed(uniq("exec"), 600_000);
       const stillRunning = await claimed(uniq("exec"), 600_000);
       const finished = await claimed(uniq("exec"), 600_000);

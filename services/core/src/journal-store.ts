@@ -158,17 +158,19 @@ export class JournalStore {
    * Stores an event and creates one QUEUED run per function it triggers,
    * idempotently: a second call for the same event id creates nothing and
    * returns the runs that are still QUEUED, so a redelivered event gets its
-   * work published again. One statement, one round trip.
+   * work published again. The new runs get no requeue deadline: until their
+   * work is published the event stays unacknowledged, and its redelivery is
+   * what re-publishes. One statement, one round trip.
    */
-  async recordEvent(ev: EventInput, requeueAfterMs: number): Promise<RunRef[]> {
+  async recordEvent(ev: EventInput): Promise<RunRef[]> {
     const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(
       `WITH ev AS (
          INSERT INTO events (id, name, data, ts, received_at)
          VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))
          ON CONFLICT (id) DO NOTHING
        ), created AS (
-         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
-         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED', now() + $6 * interval '1 millisecond'
+         INSERT INTO runs (id, app_id, function_id, event_id, status)
+         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED'
          FROM function_triggers t WHERE t.event_name = $2
          ON CONFLICT (app_id, function_id, event_id) DO NOTHING
          RETURNING id, app_id, function_id
@@ -176,7 +178,7 @@ export class JournalStore {
        SELECT id, app_id, function_id FROM created
        UNION ALL
        SELECT id, app_id, function_id FROM runs WHERE event_id = $1 AND status = 'QUEUED'`,
-      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, requeueAfterMs],
+      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs],
     );
     return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id }));
   }
@@ -292,7 +294,9 @@ export class JournalStore {
 
   /**
    * Hands a run this execution holds back to the queue (its worker vanished
-   * or the executor drains). False when the lease was lost.
+   * or the executor drains), with a deadline: unless markPublished confirms
+   * its work was published first, the reconciler publishes it then. False
+   * when the lease was lost.
    */
   async requeueRun(runId: string, lease: number, requeueAfterMs: number): Promise<boolean> {
     const rows = await this.sql.query(
@@ -318,10 +322,25 @@ export class JournalStore {
   }
 
   /**
+   * Confirms that the work of QUEUED runs is on the bus: they no longer need
+   * the reconciler. One round trip for all of them.
+   */
+  async markPublished(runIds: readonly string[]): Promise<void> {
+    if (runIds.length === 0) return;
+    await this.sql.query(
+      `UPDATE runs SET lease_expires_at = NULL WHERE id = ANY($1::uuid[]) AND status = 'QUEUED'`,
+      [runIds],
+    );
+  }
+
+  /**
    * The reconciler's sweep: runs whose executor stopped renewing its lease,
-   * and QUEUED runs whose work may have been lost, go back to QUEUED with a
-   * new deadline and are returned so their work is published again. Several
-   * schedulers share the sweep without overlap (SKIP LOCKED).
+   * and QUEUED runs whose work was not confirmed published by their
+   * deadline, go back to QUEUED with a new deadline and are returned so
+   * their work is published again (then markPublished). Runs waiting for a
+   * worker with their work on the bus carry no deadline and are left alone,
+   * however long they wait. Several schedulers share the sweep without
+   * overlap (SKIP LOCKED).
    */
   async reclaimStale(limit: number, requeueAfterMs: number): Promise<RunRef[]> {
     const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(

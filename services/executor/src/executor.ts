@@ -378,9 +378,11 @@ export class Executor {
   private async requeue(runId: string, lease: number, appId: string, functionId: string): Promise<void> {
     try {
       const ok = await this.options.store.requeueRun(runId, lease, this.options.requeueAfterMs);
-      if (ok) await this.options.bus.publishWork([create(RunWorkSchema, { runId, appId, functionId })]);
+      if (!ok) return;
+      await this.options.bus.publishWork([create(RunWorkSchema, { runId, appId, functionId })]);
+      await this.options.store.markPublished([runId]);
     } catch (err) {
-      // The lease lapses and the reconciler hands the run on.
+      // The lease lapses, or the requeue deadline passes, and the reconciler hands the run on.
       this.options.log.warn({ err, run: runId }, "handing a run back failed");
     }
   }

@@ -33,11 +33,11 @@ export class Scheduler {
   }
 
   async start(): Promise<void> {
-    const { store, bus, log, requeueAfterMs } = this.options;
+    const { store, bus, log } = this.options;
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {
-          await handleEvent(record, { store, bus, requeueAfterMs });
+          await handleEvent(record, { store, bus });
         } catch (err) {
           log.warn({ err, eventId: record.id, delivery: delivery.deliveryCount }, "event handling failed, will retry");
           throw err;

@@ -9,20 +9,14 @@ import { RunWorkSchema, type EventRecord } from "@stepwise/proto";
  * resolves, so a crash anywhere in between redelivers the event, and the
  * redelivery publishes the work of runs still QUEUED.
  */
-export async function handleEvent(
-  record: EventRecord,
-  deps: { store: JournalStore; bus: Bus; requeueAfterMs: number },
-): Promise<RunRef[]> {
-  const runs = await deps.store.recordEvent(
-    {
-      id: record.id,
-      name: record.name,
-      dataJson: record.dataJson,
-      tsMs: Number(record.tsMs),
-      receivedAtMs: Number(record.receivedAtMs),
-    },
-    deps.requeueAfterMs,
-  );
+export async function handleEvent(record: EventRecord, deps: { store: JournalStore; bus: Bus }): Promise<RunRef[]> {
+  const runs = await deps.store.recordEvent({
+    id: record.id,
+    name: record.name,
+    dataJson: record.dataJson,
+    tsMs: Number(record.tsMs),
+    receivedAtMs: Number(record.receivedAtMs),
+  });
   if (runs.length > 0) await publishRunWork(deps.bus, runs);
   return runs;
 }
@@ -36,9 +30,10 @@ export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void>
 
 /**
  * The reconciler closes the gap between a Postgres commit and a NATS
- * publish: runs whose executor stopped renewing its lease, and runs QUEUED
- * for longer than requeueAfterMs, get their work published again. A
- * duplicate work message is harmless: claiming a run is idempotent.
+ * publish: runs whose executor stopped renewing its lease, and runs handed
+ * back to the queue whose publish was not confirmed by their deadline, get
+ * their work published again. A duplicate work message is harmless:
+ * claiming a run is idempotent.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -68,6 +63,7 @@ export class Reconciler {
       const runs = await this.deps.store.reclaimStale(500, this.deps.requeueAfterMs);
       if (runs.length === 0) return total;
       await publishRunWork(this.deps.bus, runs);
+      await this.deps.store.markPublished(runs.map((r) => r.runId));
       total += runs.length;
       this.deps.log.info({ runs: runs.length }, "re-published work of stale runs");
       if (runs.length < 500) return total;

@@ -1,0 +1,81 @@
+import { create } from "@bufbuild/protobuf";
+import { createLogger, createPgliteSql, JournalStore, MemoryBus, migrate, type Sql } from "@stepwise/core";
+import { EventRecordSchema, type RunWork } from "@stepwise/proto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { handleEvent, Reconciler } from "./run-creation.js";
+
+// The scheduler's two jobs on the embedded store and bus (the same SQL as
+// Postgres, the same bus contract as JetStream): events become runs whose
+// work is published, and the reconciler re-publishes only work that may
+// have been lost.
+describe("run creation and reconciliation", () => {
+  let sql: Sql;
+  let store: JournalStore;
+  let bus: MemoryBus;
+  const log = createLogger("test", "silent");
+
+  beforeAll(async () => {
+    sql = await createPgliteSql();
+    await migrate(sql);
+    store = new JournalStore(sql);
+    bus = new MemoryBus();
+    await store.registerFunctions("shop", [
+      { id: "charge", name: "charge", eventTriggers: ["order.placed"], config: {} },
+      { id: "email", name: "email", eventTriggers: ["order.placed"], config: {} },
+    ]);
+  });
+
+  afterAll(async () => {
+    await bus.close();
+    await sql.close();
+  });
+
+  async function drain(appId: string, ms = 50): Promise<RunWork[]> {
+    const got: RunWork[] = [];
+    for await (const d of bus.pullWork(appId, 100, ms, new AbortController().signal)) {
+      got.push(d.data);
+      d.ack();
+    }
+    return got;
+  }
+
+  const event = (id: string, name = "order.placed") =>
+    create(EventRecordSchema, { id, name, dataJson: "{}", tsMs: BigInt(Date.now()), receivedAtMs: BigInt(Date.now()) });
+
+  it("publishes the work of each run an event creates, again on redelivery, and none for an event nobody handles", async () => {
+    const runs = await handleEvent(event("e-1"), { store, bus });
+    expect(runs.map((r) => r.functionId).sort()).toEqual(["charge", "email"]);
+    expect((await drain("shop")).map((w) => w.runId).sort()).toEqual(runs.map((r) => r.runId).sort());
+    // Redelivered before any run was claimed (the ack was lost): the same runs, published again.
+    const again = await handleEvent(event("e-1"), { store, bus });
+    expect(again.map((r) => r.runId).sort()).toEqual(runs.map((r) => r.runId).sort());
+    expect(await drain("shop")).toHaveLength(2);
+    expect(await handleEvent(event("e-2", "nobody.listens"), { store, bus })).toEqual([]);
+    expect(await store.hasEvent("e-2")).toBe(true);
+  });
+
+  it("re-publishes runs handed back without confirmation and runs of a dead executor, once; leaves waiting runs alone", async () => {
+    const reconciler = new Reconciler({ store, bus, log, requeueAfterMs: 60_000, intervalMs: 1_000 });
+    await reconciler.sweep();
+    await drain("shop");
+    const [waiting, handedBack, orphaned] = [
+      ...(await handleEvent(event("e-3"), { store, bus })),
+      ...(await handleEvent(event("e-4"), { store, bus })),
+    ];
+    await drain("shop");
+    // handedBack: an executor requeued it and died before publishing.
+    const a = await store.claimRun(handedBack!.runId, "exec-a", 60_000);
+    expect(await store.requeueRun(handedBack!.runId, a!.lease, 1)).toBe(true);
+    // orphaned: its executor died holding it; the lease lapses.
+    await store.claimRun(orphaned!.runId, "exec-b", 1);
+    await new Promise((r) => setTimeout(r, 20));
+
+    expect(await reconciler.sweep()).toBe(2);
+    expect((await drain("shop")).map((w) => w.runId).sort()).toEqual([handedBack!.runId, orphaned!.runId].sort());
+    // Published and confirmed: a later sweep leaves them, and the waiting run, alone.
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await reconciler.sweep()).toBe(0);
+    expect(await drain("shop")).toEqual([]);
+    expect((await store.getRun(waiting!.runId))?.status).toBe("QUEUED");
+  });
+});
