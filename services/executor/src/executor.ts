@@ -322,9 +322,11 @@ export class Executor {
     const work = delivery.data;
     const session = this.registry.pick(appId, work.functionId);
     if (!session) {
-      // No worker of this app serves the function (or the slot went away):
-      // leave it for a worker that does.
-      delivery.nak(500);
+      // No worker of this app here serves the function (workers of another
+      // version, or the slot went away): leave it for one that does, without
+      // spinning on it.
+      delivery.nak(NO_WORKER_RETRY_MS);
+      this.puller(appId).kick();
       return;
     }
     session.claiming++;
@@ -464,6 +466,9 @@ export class Executor {
     void settled.finally(() => this.tasks.delete(settled));
   }
 }
+
+/** When work no connected worker can serve is offered again. */
+const NO_WORKER_RETRY_MS = 2_000;
 
 /** Most a worker may take between opening the stream and registering. */
 const REGISTER_TIMEOUT_MS = 10_000;
