@@ -234,6 +234,12 @@ export class JournalStore {
    * Journals a step result if this execution still holds the run (lease and
    * status match) and the step has no result yet. One round trip when it is
    * written, two when it is not.
+   *
+   * The lease check takes no row lock, on purpose (it would add a row-lock
+   * write to every step): an insert whose snapshot predates a takeover may
+   * still commit. That execution was presumed dead; the one that took over
+   * finds the key journaled (first write wins) and continues with that
+   * value, and the stale one is refused at its next step.
    */
   async journalStep(s: StepRecord): Promise<JournalOutcome> {
     const written = await this.sql.query(
