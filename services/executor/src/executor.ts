@@ -1,25 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import {
-  errorFromProto,
-  errorToProto,
-  type Bus,
-  type ClaimedRun,
-  type Delivery,
-  type JournalEntry,
-  type JournalStore,
-  type Logger,
-  type StepRecord,
-  type StoredError,
-} from "@stepwise/core";
+import type { Bus, ClaimedRun, Delivery, JournalStore, Logger } from "@stepwise/core";
 import {
   CancelRunSchema,
   ConnectResponseSchema,
   DrainSchema,
   HeartbeatSchema,
-  JournalEntrySchema,
   RegisteredSchema,
   RunEventSchema,
   RunWorkSchema,
@@ -33,6 +21,7 @@ import {
   type StepResult,
 } from "@stepwise/proto";
 import { validateRegistration } from "./registration.js";
+import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
 import { WorkerSession } from "./worker-session.js";
@@ -69,8 +58,11 @@ export class Executor {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private readonly sessionsEnding = new Set<Promise<void>>();
+  private readonly recorder: ResultRecorder;
 
-  constructor(private readonly options: ExecutorOptions) {}
+  constructor(private readonly options: ExecutorOptions) {
+    this.recorder = new ResultRecorder(options.store, options.log, options.leaseMs, () => this.stopping);
+  }
 
   /** Registers WorkerService on a router. */
   routes = (router: ConnectRouter): void => {
@@ -233,32 +225,8 @@ export class Executor {
       this.cancelOnWorker(session, m.runId, m.lease, "the run is no longer held by this worker");
       return;
     }
-    const result = m.result;
-    const record: StepRecord = {
-      runId: m.runId,
-      lease: m.lease,
-      stepKey: m.stepKey,
-      stepId: m.stepId,
-      attempt: m.attempt,
-      startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
-      endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
-      outputJson: result.case === "outputJson" ? result.value : undefined,
-      error: result.case === "error" ? errorFromProto(result.value) : undefined,
-    };
-    let outcome = await this.withRetry(() => this.options.store.journalStep(record));
-    if (outcome instanceof UnstorableResult) {
-      // Postgres refuses this result whatever we do (such as a NUL character
-      // in JSON): journal a non-retriable error in its place, so the run
-      // moves on instead of failing the same write forever.
-      const substitute: StoredError = { name: "UnstorableStepResult", message: outcome.message, nonRetriable: true };
-      outcome = await this.withRetry(() =>
-        this.options.store.journalStep({ ...record, outputJson: undefined, error: substitute }),
-      );
-      if (outcome && !(outcome instanceof UnstorableResult) && outcome.kind === "journaled") {
-        outcome = { kind: "existing", entry: { stepKey: m.stepKey, error: substitute } };
-      }
-    }
-    if (!outcome || outcome instanceof UnstorableResult || outcome.kind === "lease-lost") {
+    const outcome = await this.recorder.recordStep(m);
+    if (outcome.kind === "lease-lost") {
       // Journal unreachable past the lease, or another execution took over:
       // this one must not proceed. The lease lapses (it is no longer renewed)
       // and the reconciler hands the run on.
@@ -284,20 +252,7 @@ export class Executor {
   private async onRunResult(session: WorkerSession, m: RunResult): Promise<void> {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) return;
-    const { store } = this.options;
-    const result = m.result;
-    let ok = await this.withRetry(() =>
-      result.case === "error"
-        ? store.failRun(m.runId, m.lease, errorFromProto(result.value))
-        : store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"),
-    );
-    if (ok instanceof UnstorableResult) {
-      const substitute: StoredError = { name: "UnstorableRunResult", message: ok.message, nonRetriable: true };
-      ok = await this.withRetry(() => store.failRun(m.runId, m.lease, substitute));
-    }
-    if (ok === undefined || ok instanceof UnstorableResult) {
-      this.options.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
-    }
+    await this.recorder.recordEnd(m);
     this.release(session, m.runId, m.lease);
   }
 
@@ -422,30 +377,6 @@ export class Executor {
     return p;
   }
 
-  /**
-   * Retries a journal write through short outages, within the lease.
-   * Undefined if it never succeeded; UnstorableResult, without retrying, if
-   * Postgres refused the data itself.
-   */
-  private async withRetry<T>(fn: () => Promise<T>): Promise<T | UnstorableResult | undefined> {
-    const deadline = Date.now() + this.options.leaseMs;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (isDataException(err)) {
-          this.options.log.warn({ err }, "Postgres refused a result");
-          return new UnstorableResult(err);
-        }
-        if (Date.now() + delay > deadline || this.stopping) {
-          this.options.log.error({ err }, "journal write failed");
-          return undefined;
-        }
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  }
-
   /** Tracks a result being recorded for a session, so the session's end waits for it. */
   private trackFor(session: WorkerSession, p: Promise<unknown>): void {
     session.pending.add(p);
@@ -472,24 +403,3 @@ const NO_WORKER_RETRY_MS = 2_000;
 
 /** Most a worker may take between opening the stream and registering. */
 const REGISTER_TIMEOUT_MS = 10_000;
-
-/** A result Postgres refused as data (SQLSTATE class 22), which no retry can store. */
-class UnstorableResult {
-  readonly message: string;
-  constructor(err: unknown) {
-    const detail = err instanceof Error ? err.message : String(err);
-    this.message = `the result could not be journaled: ${detail}`;
-  }
-}
-
-function isDataException(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && code.startsWith("22");
-}
-
-function toProtoEntry(e: JournalEntry) {
-  return create(JournalEntrySchema, {
-    stepKey: e.stepKey,
-    result: e.error ? { case: "error", value: errorToProto(e.error) } : { case: "outputJson", value: e.outputJson },
-  });
-}

@@ -1,0 +1,125 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import {
+  errorFromProto,
+  errorToProto,
+  type JournalEntry,
+  type JournalOutcome,
+  type JournalStore,
+  type Logger,
+  type StepRecord,
+  type StoredError,
+} from "@stepwise/core";
+import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/proto";
+
+/**
+ * Records what workers report in the journal: step results (first write
+ * wins, fenced by the lease) and how runs ended. Writes are retried through
+ * short Postgres outages, up to the lease; a result Postgres refuses as data
+ * is replaced by a non-retriable error, so the run moves on instead of
+ * failing the same write forever.
+ */
+export class ResultRecorder {
+  constructor(
+    private readonly store: JournalStore,
+    private readonly log: Logger,
+    private readonly leaseMs: number,
+    private readonly stopping: () => boolean,
+  ) {}
+
+  /**
+   * Journals a step result. "lease-lost" when this execution must not
+   * proceed: another one took over, or the journal stayed unreachable.
+   */
+  async recordStep(m: StepResult): Promise<JournalOutcome> {
+    const result = m.result;
+    const record: StepRecord = {
+      runId: m.runId,
+      lease: m.lease,
+      stepKey: m.stepKey,
+      stepId: m.stepId,
+      attempt: m.attempt,
+      startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
+      endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
+      outputJson: result.case === "outputJson" ? result.value : undefined,
+      error: result.case === "error" ? errorFromProto(result.value) : undefined,
+    };
+    let outcome = await this.withRetry(() => this.store.journalStep(record));
+    if (outcome instanceof UnstorableResult) {
+      const substitute: StoredError = { name: "UnstorableStepResult", message: outcome.message, nonRetriable: true };
+      outcome = await this.withRetry(() => this.store.journalStep({ ...record, outputJson: undefined, error: substitute }));
+      // The worker must continue with what the journal holds, not what it sent.
+      if (outcome && !(outcome instanceof UnstorableResult) && outcome.kind === "journaled") {
+        return { kind: "existing", entry: { stepKey: m.stepKey, error: substitute } };
+      }
+    }
+    if (!outcome || outcome instanceof UnstorableResult) return { kind: "lease-lost" };
+    return outcome;
+  }
+
+  /**
+   * Records how a run ended. A failure to record is logged: the lease then
+   * lapses and the run executes again, replaying its journal.
+   */
+  async recordEnd(m: RunResult): Promise<void> {
+    const result = m.result;
+    let ok = await this.withRetry(() =>
+      result.case === "error"
+        ? this.store.failRun(m.runId, m.lease, errorFromProto(result.value))
+        : this.store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"),
+    );
+    if (ok instanceof UnstorableResult) {
+      const substitute: StoredError = { name: "UnstorableRunResult", message: ok.message, nonRetriable: true };
+      ok = await this.withRetry(() => this.store.failRun(m.runId, m.lease, substitute));
+    }
+    if (ok === undefined || ok instanceof UnstorableResult) {
+      this.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
+    }
+  }
+
+  /**
+   * Retries a journal write through short outages, within the lease.
+   * Undefined if it never succeeded; UnstorableResult, without retrying, if
+   * Postgres refused the data itself.
+   */
+  private async withRetry<T>(fn: () => Promise<T>): Promise<T | UnstorableResult | undefined> {
+    const deadline = Date.now() + this.leaseMs;
+    for (let delay = 50; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (isDataException(err)) {
+          this.log.warn({ err }, "Postgres refused a result");
+          return new UnstorableResult(err);
+        }
+        if (Date.now() + delay > deadline || this.stopping()) {
+          this.log.error({ err }, "journal write failed");
+          return undefined;
+        }
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+}
+
+/** A result Postgres refused as data (SQLSTATE class 22), which no retry can store. */
+class UnstorableResult {
+  readonly message: string;
+  constructor(err: unknown) {
+    const detail = err instanceof Error ? err.message : String(err);
+    this.message = `the result could not be journaled: ${detail}`;
+  }
+}
+
+function isDataException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("22");
+}
+
+/** A journal entry as the worker protocol carries it. */
+export function toProtoEntry(e: JournalEntry) {
+  return create(JournalEntrySchema, {
+    stepKey: e.stepKey,
+    result: e.error ? { case: "error", value: errorToProto(e.error) } : { case: "outputJson", value: e.outputJson },
+  });
+}
