@@ -20,6 +20,27 @@ export interface RunningServer {
 const H2_PREFACE = "PRI * HTTP/2.0";
 
 /**
+ * Pings each HTTP/2 connection and destroys it when the peer stops
+ * answering: a worker whose machine vanished holds a stream that TCP alone
+ * would keep open for hours, and with it the executor's session state.
+ */
+function keepAlive(session: http2.ServerHttp2Session, intervalMs: number): void {
+  const timer = setInterval(() => {
+    if (session.closed || session.destroyed) return;
+    // The answer may take as long as the interval.
+    const deadline = setTimeout(() => session.destroy(), intervalMs);
+    deadline.unref();
+    const sent = session.ping((err) => {
+      clearTimeout(deadline);
+      if (err && !session.destroyed) session.destroy();
+    });
+    if (!sent) clearTimeout(deadline);
+  }, intervalMs);
+  timer.unref();
+  session.once("close", () => clearInterval(timer));
+}
+
+/**
  * Serves Connect routes on one port for HTTP/1.1 and cleartext HTTP/2 alike:
  * gRPC and bidirectional streams need HTTP/2 (prior knowledge), while curl
  * and browsers speak Connect JSON or gRPC-Web over HTTP/1.1. The first bytes
@@ -29,11 +50,14 @@ export async function serveConnect(
   routes: (router: ConnectRouter) => void,
   port: number,
   host: string,
+  options: { pingIntervalMs?: number } = {},
 ): Promise<RunningServer> {
   const handler = createNodeHandler(routes);
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } }, handler);
+  const pingIntervalMs = options.pingIntervalMs ?? 15_000;
+  h2.on("session", (session: http2.ServerHttp2Session) => keepAlive(session, pingIntervalMs));
   const sockets = new Set<net.Socket>();
   // noDelay: a step result and its ack are small writes that must not wait for Nagle.
   const server = net.createServer({ noDelay: true }, (socket) => {
