@@ -60,6 +60,7 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         concurrency: config.schedulerConcurrency,
         requeueAfterMs: config.requeueAfterMs,
         reconcileIntervalMs: config.reconcileIntervalMs,
+        queuedBackstopMs: config.queuedBackstopMs,
       });
       await scheduler.start();
       stopService = () => scheduler.stop();
@@ -73,6 +74,7 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         leaseMs: config.leaseMs,
         requeueAfterMs: config.requeueAfterMs,
         heartbeatMs: config.heartbeatMs,
+        queuedBackstopMs: config.queuedBackstopMs,
       });
       server = await serveConnect(executor.routes, config.executorPort, config.host);
       executor.start();

@@ -14,6 +14,7 @@ const schema = z.object({
   EXECUTOR_PORT: port.default(8289),
   STEPWISE_LEASE_MS: ms.default(15_000),
   STEPWISE_REQUEUE_AFTER_MS: ms.default(60_000),
+  STEPWISE_QUEUED_BACKSTOP_MS: ms.default(3_600_000),
   STEPWISE_RECONCILE_INTERVAL_MS: ms.default(1_000),
   STEPWISE_HEARTBEAT_MS: ms.default(5_000),
   STEPWISE_SCHEDULER_CONCURRENCY: z.coerce.number().int().positive().default(64),
@@ -36,6 +37,8 @@ export interface Config {
   leaseMs: number;
   /** When the reconciler publishes again the work of a run handed back whose publish was not confirmed. */
   requeueAfterMs: number;
+  /** When a run waiting in the queue has its work published once more, in case the bus lost it. */
+  queuedBackstopMs: number;
   /** How often the scheduler's reconciler sweeps for stale runs. */
   reconcileIntervalMs: number;
   /** Heartbeat interval asked of workers. */
@@ -67,6 +70,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     executorPort: e.EXECUTOR_PORT,
     leaseMs: e.STEPWISE_LEASE_MS,
     requeueAfterMs: e.STEPWISE_REQUEUE_AFTER_MS,
+    queuedBackstopMs: e.STEPWISE_QUEUED_BACKSTOP_MS,
     reconcileIntervalMs: e.STEPWISE_RECONCILE_INTERVAL_MS,
     heartbeatMs: e.STEPWISE_HEARTBEAT_MS,
     schedulerConcurrency: e.STEPWISE_SCHEDULER_CONCURRENCY,

@@ -134,11 +134,13 @@ export class JetStreamBus implements Bus {
       max_deliver: -1,
     });
     const consumer = await this.js.consumers.get(this.eventsStream, durable);
-    const messages = await consumer.consume({ max_messages: options.concurrency * 2 });
     const inflight = new Set<Promise<void>>();
     let slots = options.concurrency;
     let wake: (() => void) | undefined;
-    const loop = (async () => {
+    let stopped = false;
+    let messages: Awaited<ReturnType<typeof consumer.consume>> | undefined;
+    const consumeOnce = async () => {
+      messages = await consumer.consume({ max_messages: options.concurrency * 2 });
       for await (const m of messages) {
         const record = this.decode(m, EventRecordSchema);
         if (!record) continue;
@@ -158,14 +160,25 @@ export class JetStreamBus implements Bus {
           });
         inflight.add(p);
       }
+    };
+    // Consumes until stop(): a consumer that ends or fails otherwise is
+    // reported and started again, never left dead in silence.
+    const loop = (async () => {
+      while (!stopped) {
+        try {
+          await consumeOnce();
+        } catch (err) {
+          if (!stopped) this.options.log?.error({ err }, "event consumer failed; starting it again");
+        }
+        if (!stopped) await new Promise((r) => setTimeout(r, 1000));
+      }
     })();
-    // The loop only ends by stop() or a closed connection; never unhandled.
-    loop.catch(() => {});
     return {
       async stop() {
-        await messages.close();
+        stopped = true;
+        await messages?.close();
         wake?.();
-        await loop.catch(() => {});
+        await loop;
         await Promise.allSettled([...inflight]);
       },
     };

@@ -525,10 +525,10 @@ function storeSuite(backend: Backend): void {
       await settleSweep();
       const overdue = await requeuedRun(1);
       const notYetDue = await requeuedRun(60_000);
-      // Work confirmed on the bus (a new run, or a requeue followed by markPublished): never swept.
+      // Work confirmed on the bus (a new run, or a requeue followed by markPublished): left until the backstop.
       const waiting = await queuedRun();
       const confirmed = await requeuedRun(1);
-      await store.markPublished([confirmed.runId]);
+      await store.markPublished([{ runId: confirmed.runId, lease: confirmed.lease }]);
       const expired = await claimed(uniq("exec"), 1);
       const held = await claimed(uniq("exec"), 60_000);
       const finished = await claimed(uniq("exec"), 1);
@@ -543,6 +543,7 @@ function storeSuite(backend: Backend): void {
         runId: expired.runId,
         appId: expired.appId,
         functionId: expired.functionId,
+        lease: expired.lease,
       });
       expect(await store.reclaimStale(100, 60_000)).toEqual([]);
 
@@ -555,6 +556,33 @@ function storeSuite(backend: Backend): void {
       // The executor that let its lease lapse is fenced off; the next claim bumps the lease.
       expect(await store.completeRun(expired.runId, expired.lease, "1")).toBe(false);
       expect((await store.claimRun(expired.runId, uniq("exec"), 60_000))?.lease).toBe(expired.lease + 1);
+    });
+
+    it("markPublished confirms only the lease it names: a later hand-back keeps its short deadline", async () => {
+      await settleSweep();
+      const run = await requeuedRun(1);
+      // Claimed again and handed back once more, then a stale confirmation of the first publish arrives.
+      const again = await store.claimRun(run.runId, uniq("exec"), 60_000);
+      expect(await store.requeueRun(run.runId, again!.lease, 1)).toBe(true);
+      await store.markPublished([{ runId: run.runId, lease: run.lease }]);
+      await sleep(20);
+      expect(ids(await store.reclaimStale(100, 60_000))).toEqual([run.runId]);
+    });
+
+    it("runs waiting in the queue are published once more after the backstop, in case the bus lost them", async () => {
+      await settleSweep();
+      const appId = uniq("app");
+      const name = uniq("evt");
+      await store.registerFunctions(appId, [{ id: "fn", name: "Fn", eventTriggers: [name], config: {} }]);
+      const [waiting] = await store.recordEvent(eventInput(name), 50);
+      expect(await store.reclaimStale(100, 60_000)).toEqual([]);
+      await sleep(100);
+      const swept = await store.reclaimStale(100, 60_000);
+      expect(ids(swept)).toEqual([waiting!.runId]);
+      await store.markPublished(swept, 50);
+      expect(await store.reclaimStale(100, 60_000)).toEqual([]);
+      await sleep(100);
+      expect(ids(await store.reclaimStale(100, 60_000))).toEqual([waiting!.runId]);
     });
 
     it("reclaimStale sets a new deadline and honours its limit", async () => {

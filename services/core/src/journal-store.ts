@@ -39,6 +39,23 @@ export interface RunRef {
   functionId: string;
 }
 
+/** A run to publish, with what markPublished needs afterwards. */
+export type PublishedRunRef = RunRef & PublishedRun;
+
+/** A run whose work was published, to confirm with markPublished. */
+export interface PublishedRun {
+  runId: string;
+  /** The lease the run had when its work was published: a later hand-back is not confirmed by it. */
+  lease: number;
+}
+
+/**
+ * How long a QUEUED run whose work is on the bus waits before the
+ * reconciler publishes it once more, in case the bus lost the message (a
+ * wiped stream, a host crash before NATS synced it).
+ */
+export const DEFAULT_QUEUED_BACKSTOP_MS = 3_600_000;
+
 /** One journal entry as handed to a worker: JSON text or an error. */
 export type JournalEntry =
   | { stepKey: string; outputJson: string; error?: undefined }
@@ -158,29 +175,29 @@ export class JournalStore {
    * Stores an event and creates one QUEUED run per function it triggers,
    * idempotently: a second call for the same event id creates nothing and
    * returns the runs that are still QUEUED, so a redelivered event gets its
-   * work published again. The new runs get no requeue deadline: until their
-   * work is published the event stays unacknowledged, and its redelivery is
-   * what re-publishes. One statement, one round trip.
+   * work published again. Until their work is published the event stays
+   * unacknowledged, and its redelivery is what re-publishes; the new runs
+   * only get the long backstop deadline. One statement, one round trip.
    */
-  async recordEvent(ev: EventInput): Promise<RunRef[]> {
-    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(
+  async recordEvent(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<PublishedRunRef[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
       `WITH ev AS (
          INSERT INTO events (id, name, data, ts, received_at)
          VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))
          ON CONFLICT (id) DO NOTHING
        ), created AS (
-         INSERT INTO runs (id, app_id, function_id, event_id, status)
-         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED'
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED', now() + $6 * interval '1 millisecond'
          FROM function_triggers t WHERE t.event_name = $2
          ON CONFLICT (app_id, function_id, event_id) DO NOTHING
-         RETURNING id, app_id, function_id
+         RETURNING id, app_id, function_id, lease
        )
-       SELECT id, app_id, function_id FROM created
+       SELECT id, app_id, function_id, lease FROM created
        UNION ALL
-       SELECT id, app_id, function_id FROM runs WHERE event_id = $1 AND status = 'QUEUED'`,
-      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs],
+       SELECT id, app_id, function_id, lease FROM runs WHERE event_id = $1 AND status = 'QUEUED'`,
+      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, backstopMs],
     );
-    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id }));
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
   }
 
   /**
@@ -328,14 +345,18 @@ export class JournalStore {
   }
 
   /**
-   * Confirms that the work of QUEUED runs is on the bus: they no longer need
-   * the reconciler. One round trip for all of them.
+   * Confirms that the work of QUEUED runs is on the bus: the reconciler
+   * leaves them alone until the long backstop. Only for the lease they had
+   * when published: a run claimed and handed back since keeps its short
+   * deadline. One round trip for all of them.
    */
-  async markPublished(runIds: readonly string[]): Promise<void> {
-    if (runIds.length === 0) return;
+  async markPublished(runs: readonly PublishedRun[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<void> {
+    if (runs.length === 0) return;
     await this.sql.query(
-      `UPDATE runs SET lease_expires_at = NULL WHERE id = ANY($1::uuid[]) AND status = 'QUEUED'`,
-      [runIds],
+      `UPDATE runs r SET lease_expires_at = now() + $3 * interval '1 millisecond'
+       FROM unnest($1::uuid[], $2::int[]) AS p(id, lease)
+       WHERE r.id = p.id AND r.lease = p.lease AND r.status = 'QUEUED'`,
+      [runs.map((r) => r.runId), runs.map((r) => r.lease), backstopMs],
     );
   }
 
@@ -348,18 +369,18 @@ export class JournalStore {
    * however long they wait. Several schedulers share the sweep without
    * overlap (SKIP LOCKED).
    */
-  async reclaimStale(limit: number, requeueAfterMs: number): Promise<RunRef[]> {
-    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string }>(
+  async reclaimStale(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
       `UPDATE runs SET status = 'QUEUED', executor_id = NULL,
          lease_expires_at = now() + $2 * interval '1 millisecond'
        WHERE id IN (
          SELECT id FROM runs
          WHERE status IN ('QUEUED', 'RUNNING') AND lease_expires_at < now()
          ORDER BY lease_expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING id, app_id, function_id`,
+       RETURNING id, app_id, function_id, lease`,
       [limit, requeueAfterMs],
     );
-    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id }));
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
   }
 
   /**

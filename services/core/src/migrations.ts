@@ -45,8 +45,9 @@ CREATE TABLE events (
 -- status: QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED.
 -- lease counts the executions of the run and fences stale ones; executor_id
 -- and lease_expires_at say who holds a RUNNING run and until when. For a
--- QUEUED run lease_expires_at is set only while the publish of its work is
--- unconfirmed: when it passes, the reconciler publishes the work again.
+-- QUEUED run lease_expires_at is when the reconciler publishes its work
+-- again: soon after a hand-back whose publish is unconfirmed, after a long
+-- backstop once the work is known to be on the bus.
 CREATE TABLE runs (
   id               uuid PRIMARY KEY,
   app_id           text NOT NULL,

@@ -39,6 +39,8 @@ export interface ExecutorOptions {
   heartbeatMs: number;
   /** How long stop() lets workers finish their runs before handing them back. */
   drainTimeoutMs?: number;
+  /** When a run waiting in the queue has its work published once more. */
+  queuedBackstopMs?: number;
 }
 
 /**
@@ -170,16 +172,18 @@ export class Executor {
       .finally(() => session.close());
     this.track(reader);
     this.puller(session.appId).kick();
+    // Registered now, so that stop() closing the session also waits for its hand-back.
     let ended!: () => void;
     const ending = new Promise<void>((r) => (ended = r));
+    this.sessionsEnding.add(ending);
     try {
       for await (const msg of session.outbox) yield msg;
     } finally {
-      this.sessionsEnding.add(ending);
       ctx.signal.removeEventListener("abort", onAbort);
       session.close();
       this.registry.remove(session);
-      // A peer that keeps its side open must not keep the reader waiting.
+      // Best effort: the reader ends when the peer's side does (its request
+      // stream ends, the client aborts, or the HTTP/2 keepalive drops it).
       void Promise.resolve(it.return?.()).catch(() => {});
       try {
         // Results that arrived before the stream ended are recorded first: a
@@ -337,7 +341,7 @@ export class Executor {
       const ok = await this.options.store.requeueRun(runId, lease, this.options.requeueAfterMs);
       if (!ok) return;
       await this.options.bus.publishWork([create(RunWorkSchema, { runId, appId, functionId })]);
-      await this.options.store.markPublished([runId]);
+      await this.options.store.markPublished([{ runId, lease }], this.options.queuedBackstopMs);
     } catch (err) {
       // The lease lapses, or the requeue deadline passes, and the reconciler hands the run on.
       this.options.log.warn({ err, run: runId }, "handing a run back failed");

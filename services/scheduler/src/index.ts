@@ -12,6 +12,8 @@ export interface SchedulerOptions {
   concurrency: number;
   requeueAfterMs: number;
   reconcileIntervalMs: number;
+  /** When a run waiting in the queue has its work published once more. */
+  queuedBackstopMs?: number;
 }
 
 /**
@@ -29,15 +31,16 @@ export class Scheduler {
       log: options.log,
       requeueAfterMs: options.requeueAfterMs,
       intervalMs: options.reconcileIntervalMs,
+      ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
     });
   }
 
   async start(): Promise<void> {
-    const { store, bus, log } = this.options;
+    const { store, bus, log, queuedBackstopMs } = this.options;
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {
-          await handleEvent(record, { store, bus });
+          await handleEvent(record, { store, bus, ...(queuedBackstopMs !== undefined ? { backstopMs: queuedBackstopMs } : {}) });
         } catch (err) {
           log.warn({ err, eventId: record.id, delivery: delivery.deliveryCount }, "event handling failed, will retry");
           throw err;

@@ -9,14 +9,20 @@ import { RunWorkSchema, type EventRecord } from "@stepwise/proto";
  * resolves, so a crash anywhere in between redelivers the event, and the
  * redelivery publishes the work of runs still QUEUED.
  */
-export async function handleEvent(record: EventRecord, deps: { store: JournalStore; bus: Bus }): Promise<RunRef[]> {
-  const runs = await deps.store.recordEvent({
-    id: record.id,
-    name: record.name,
-    dataJson: record.dataJson,
-    tsMs: Number(record.tsMs),
-    receivedAtMs: Number(record.receivedAtMs),
-  });
+export async function handleEvent(
+  record: EventRecord,
+  deps: { store: JournalStore; bus: Bus; backstopMs?: number },
+): Promise<RunRef[]> {
+  const runs = await deps.store.recordEvent(
+    {
+      id: record.id,
+      name: record.name,
+      dataJson: record.dataJson,
+      tsMs: Number(record.tsMs),
+      receivedAtMs: Number(record.receivedAtMs),
+    },
+    deps.backstopMs,
+  );
   if (runs.length > 0) await publishRunWork(deps.bus, runs);
   return runs;
 }
@@ -30,17 +36,25 @@ export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void>
 
 /**
  * The reconciler closes the gap between a Postgres commit and a NATS
- * publish: runs whose executor stopped renewing its lease, and runs handed
- * back to the queue whose publish was not confirmed by their deadline, get
- * their work published again. A duplicate work message is harmless:
- * claiming a run is idempotent.
+ * publish: runs whose executor stopped renewing its lease, runs handed back
+ * to the queue whose publish was not confirmed by their deadline, and, once
+ * per long backstop, runs still waiting in the queue (in case the bus lost
+ * their message) get their work published again. A duplicate work message
+ * is harmless: claiming a run is idempotent.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly deps: { store: JournalStore; bus: Bus; log: Logger; requeueAfterMs: number; intervalMs: number },
+    private readonly deps: {
+      store: JournalStore;
+      bus: Bus;
+      log: Logger;
+      requeueAfterMs: number;
+      intervalMs: number;
+      backstopMs?: number;
+    },
   ) {}
 
   start(): void {
@@ -63,7 +77,7 @@ export class Reconciler {
       const runs = await this.deps.store.reclaimStale(500, this.deps.requeueAfterMs);
       if (runs.length === 0) return total;
       await publishRunWork(this.deps.bus, runs);
-      await this.deps.store.markPublished(runs.map((r) => r.runId));
+      await this.deps.store.markPublished(runs, this.deps.backstopMs);
       total += runs.length;
       this.deps.log.info({ runs: runs.length }, "re-published work of stale runs");
       if (runs.length < 500) return total;
