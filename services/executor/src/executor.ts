@@ -170,7 +170,9 @@ export class Executor {
     })()
       .catch((err: unknown) => log.debug({ err }, "worker stream ended with an error"))
       .finally(() => session.close());
-    this.track(reader);
+    // Not tracked for stop(): a reader only ends when the peer's side does,
+    // which a peer that vanished may never do. What it started is tracked.
+    void reader;
     this.puller(session.appId).kick();
     // Registered now, so that stop() closing the session also waits for its hand-back.
     let ended!: () => void;
