@@ -98,10 +98,7 @@ export class JetStreamBus implements Bus {
     try {
       await this.jsm.streams.info(config.name);
     } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.code !== 404) {
-        // Stream info answers 404 through a JetStreamApiError; anything else is real.
-        if (!isNotFound(err)) throw err;
-      }
+      if (!isNotFound(err)) throw err;
       try {
         await this.jsm.streams.add(config);
       } catch (addErr) {

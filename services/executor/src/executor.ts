@@ -117,11 +117,6 @@ export class Executor {
     ]);
   }
 
-  /** Number of connected workers, for health and tests. */
-  get workerCount(): number {
-    return this.registry.all().length;
-  }
-
   private async *connect(requests: AsyncIterable<ConnectRequest>, ctx: HandlerContext): AsyncIterable<ConnectResponse> {
     if (this.stopping) throw new ConnectError("executor is shutting down", Code.Unavailable);
     const it = requests[Symbol.asyncIterator]();

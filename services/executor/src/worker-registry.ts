@@ -32,10 +32,6 @@ export class WorkerRegistry {
     return best;
   }
 
-  apps(): string[] {
-    return [...this.byApp.keys()];
-  }
-
   all(): WorkerSession[] {
     return [...this.byApp.values()].flatMap((set) => [...set]);
   }
