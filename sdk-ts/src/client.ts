@@ -3,11 +3,14 @@ import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobu
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventSchema, IngestService, RunService, RunStatus, type ErrorDetail, type Run } from "@stepwise/proto";
-import { NonRetriableError, type SerializedError } from "./errors.js";
+import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
+import { retryPolicy } from "./retry-policy.js";
 import type {
+  CronTrigger,
   EventData,
   EventSchemas,
   EventTrigger,
+  FailureContext,
   FunctionConfig,
   Handler,
   ReceivedEvent,
@@ -35,8 +38,36 @@ export interface OutgoingEvent<N extends string = string, D = Record<string, unk
   ts?: Date;
 }
 
-/** The status of a run. */
-export type RunState = "QUEUED" | "RUNNING" | "COMPLETED" | "FAILED" | "CANCELLED";
+/** The status of a run; WAITING is a suspended run (sleeping, waiting for an event or a retry). */
+export type RunState = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED" | "CANCELLED";
+
+/** Id suffix of the function that runs a function's onFailure handler. */
+const FAILURE_SUFFIX = "-on-failure";
+
+/** The data of the "stepwise/run.failed" event that starts an onFailure run. */
+interface FailedRunData {
+  function_id: string;
+  run_id: string;
+  error: SerializedError;
+  event: { id: string; name: string; data: Record<string, unknown>; ts: string };
+}
+
+function checkTrigger(t: unknown, where: string): void {
+  if (typeof t !== "object" || t === null) throw new TypeError(`${where}: must be { event } or { cron }`);
+  const o = t as Record<string, unknown>;
+  if ("cron" in o) {
+    if ("event" in o) throw new TypeError(`${where}: has both event and cron`);
+    if (typeof o["cron"] !== "string" || o["cron"].trim() === "") throw new TypeError(`${where}.cron: must be a cron schedule`);
+    if (o["timezone"] !== undefined && typeof o["timezone"] !== "string") throw new TypeError(`${where}.timezone: must be a string`);
+    return;
+  }
+  if (typeof o["event"] !== "string" || o["event"].length === 0 || o["event"].length > 256) {
+    throw new TypeError(`${where}.event: must be an event name of 1-256 characters`);
+  }
+  if (o["if"] !== undefined && (typeof o["if"] !== "string" || o["if"].trim() === "")) {
+    throw new TypeError(`${where}.if: must be a CEL expression`);
+  }
+}
 
 /** A journaled step as GetRun returns it. */
 export interface StepInfo {
@@ -61,8 +92,22 @@ export interface RunInfo {
   endedAt: Date | undefined;
   output: unknown;
   error: SerializedError | undefined;
+  /** Times the run was given to a worker. */
   attempts: number;
   steps: StepInfo[];
+  /** Failed attempts that were retried, of steps and of the handler (key ""), in the order they were journaled. */
+  failedAttempts: AttemptInfo[];
+}
+
+/** A failed attempt that was retried, as GetRun returns it. */
+export interface AttemptInfo {
+  key: string;
+  id: string;
+  attempt: number;
+  startedAt: Date | undefined;
+  endedAt: Date | undefined;
+  error: SerializedError | undefined;
+  retryAt: Date | undefined;
 }
 
 /**
@@ -101,32 +146,84 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
 
   /**
    * Defines a function. Its handler receives the triggering event, typed
-   * by the schema of the trigger's event name, and the step tools.
+   * by the schema of the trigger's event name, and the step tools. With
+   * `onFailure`, each run that ends FAILED starts a durable run of that
+   * handler with the failed run's event and error.
+   *
+   * Throws a TypeError naming the function and the field for a config that
+   * cannot work (a bad id, no trigger, retries out of range, a duration
+   * that does not parse). CEL conditions and cron schedules are checked by
+   * the executor when the worker registers.
    */
   createFunction<N extends Extract<keyof S, string> | (string & {}), R>(
-    config: FunctionConfig<N> & { triggers: readonly EventTrigger<N>[] },
+    config: FunctionConfig<N> & {
+      triggers: readonly (EventTrigger<N> | CronTrigger)[];
+      onFailure?: (ctx: FailureContext<ReceivedEvent<N, EventData<S, N>>>) => unknown;
+    },
     handler: Handler<ReceivedEvent<N, EventData<S, N>>, R>,
   ): StepwiseFunction {
-    if (!/^[A-Za-z0-9_-]{1,128}$/.test(config.id)) {
-      throw new TypeError(`function id ${JSON.stringify(config.id)} must be 1-128 letters, digits, "-" or "_"`);
+    const { onFailure, ...declared } = config;
+    if (typeof declared.id !== "string" || !/^[A-Za-z0-9_-]{1,128}$/.test(declared.id)) {
+      throw new TypeError(`function id ${JSON.stringify(declared.id)} must be 1-128 letters, digits, "-" or "_"`);
     }
-    if (config.triggers.length === 0) throw new TypeError(`function ${config.id}: at least one trigger is required`);
+    const where = `function ${declared.id}`;
+    if (!Array.isArray(declared.triggers) || declared.triggers.length === 0) {
+      throw new TypeError(`${where}: triggers: at least one trigger is required`);
+    }
+    declared.triggers.forEach((t, i) => checkTrigger(t, `${where}: triggers[${i}]`));
+    retryPolicy(where, declared.retries, declared.backoff);
     const schemas = this.schemas;
+    const parseEvent = (event: ReceivedEvent): ReceivedEvent => {
+      const schema = schemas[event.name];
+      if (!schema) return event;
+      const parsed = schema.safeParse(event.data);
+      if (!parsed.success) {
+        throw new NonRetriableError(
+          `event ${event.id} (${event.name}) does not match its schema: ${parsed.error.issues.map((i) => `${i.path.join(".") || "data"}: ${i.message}`).join("; ")}`,
+        );
+      }
+      return { ...event, data: parsed.data as Record<string, unknown> };
+    };
+    let failureHandler: StepwiseFunction | undefined;
+    if (onFailure !== undefined) {
+      if (typeof onFailure !== "function") throw new TypeError(`${where}: onFailure: must be a function`);
+      const id = `${declared.id}${FAILURE_SUFFIX}`;
+      if (id.length > 128) throw new TypeError(`${where}: id: at most ${128 - FAILURE_SUFFIX.length} characters with onFailure`);
+      failureHandler = {
+        appId: this.appId,
+        config: {
+          id,
+          name: `${declared.name ?? declared.id} (onFailure)`,
+          triggers: [],
+          ...(declared.retries !== undefined ? { retries: declared.retries } : {}),
+          ...(declared.backoff !== undefined ? { backoff: declared.backoff } : {}),
+        },
+        handlesFailuresOf: declared.id,
+        parseEvent: (event) => event,
+        handler: async ({ event, step, runId }) => {
+          const failed = event.data as unknown as FailedRunData;
+          let original: ReceivedEvent = { ...failed.event, ts: new Date(failed.event.ts) };
+          try {
+            original = parseEvent(original);
+          } catch {
+            // The handler still gets the event as it was.
+          }
+          return onFailure({
+            event: original as never,
+            error: deserializeError(failed.error),
+            failedRunId: failed.run_id,
+            step,
+            runId,
+          });
+        },
+      };
+    }
     return {
       appId: this.appId,
-      config: config as FunctionConfig,
+      config: declared as FunctionConfig,
+      failureHandler,
       handler: handler as unknown as Handler<ReceivedEvent, unknown>,
-      parseEvent(event) {
-        const schema = schemas[event.name];
-        if (!schema) return event;
-        const parsed = schema.safeParse(event.data);
-        if (!parsed.success) {
-          throw new NonRetriableError(
-            `event ${event.id} (${event.name}) does not match its schema: ${parsed.error.issues.map((i) => `${i.path.join(".") || "data"}: ${i.message}`).join("; ")}`,
-          );
-        }
-        return { ...event, data: parsed.data as Record<string, unknown> };
-      },
+      parseEvent,
     };
   }
 
@@ -185,6 +282,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
 const STATES: Record<number, RunState> = {
   [RunStatus.QUEUED]: "QUEUED",
   [RunStatus.RUNNING]: "RUNNING",
+  [RunStatus.WAITING]: "WAITING",
   [RunStatus.COMPLETED]: "COMPLETED",
   [RunStatus.FAILED]: "FAILED",
   [RunStatus.CANCELLED]: "CANCELLED",
@@ -212,6 +310,15 @@ function toRunInfo(run: Run): RunInfo {
       endedAt: s.endedAt ? timestampDate(s.endedAt) : undefined,
       output: s.output ? toJson(ValueSchema, s.output) : undefined,
       error: err(s.error),
+    })),
+    failedAttempts: run.failedAttempts.map((a) => ({
+      key: a.stepKey,
+      id: a.stepId,
+      attempt: a.attempt,
+      startedAt: a.startedAt ? timestampDate(a.startedAt) : undefined,
+      endedAt: a.endedAt ? timestampDate(a.endedAt) : undefined,
+      error: err(a.error),
+      retryAt: a.retryAt ? timestampDate(a.retryAt) : undefined,
     })),
   };
 }

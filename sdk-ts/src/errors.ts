@@ -1,4 +1,5 @@
 import { inspect } from "node:util";
+import { parseDuration } from "./duration.js";
 
 /**
  * Throw NonRetriableError from a step or a handler when trying again cannot
@@ -17,6 +18,36 @@ export class NonRetriableError extends Error {
   override name = "NonRetriableError";
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
+  }
+}
+
+/**
+ * Throw RetryAfterError from a step or a handler to retry it at a given
+ * time instead of after the backoff (a rate limit's Retry-After, a system
+ * known to be back at some hour). It counts as an attempt: when the
+ * retries are exhausted the step fails as with any error.
+ *
+ * @example
+ * ```ts
+ * await step.run("call-api", async () => {
+ *   const res = await fetch(url);
+ *   if (res.status === 429) throw new RetryAfterError("rate limited", Number(res.headers.get("retry-after")) * 1000);
+ *   return res.json();
+ * });
+ * ```
+ */
+export class RetryAfterError extends Error {
+  override name = "RetryAfterError";
+  /** When the next attempt may start. */
+  readonly retryAt: Date;
+  /**
+   * @param retryAfter the time of the next attempt, or how long from now
+   *   (milliseconds or a duration string such as "30s").
+   */
+  constructor(message: string, retryAfter: Date | number | string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.retryAt =
+      retryAfter instanceof Date ? retryAfter : new Date(Date.now() + parseDuration(retryAfter, "RetryAfterError retryAfter"));
   }
 }
 

@@ -1,4 +1,5 @@
 import type { z } from "zod";
+import type { Duration } from "./duration.js";
 import type { StepTools } from "./step-tools.js";
 
 /** Maps event names to the zod schema of their data. */
@@ -20,9 +21,53 @@ export interface ReceivedEvent<N extends string = string, D = Record<string, unk
   ts: Date;
 }
 
-/** A trigger that starts a run for every event with this name. */
+/** A trigger that starts a run for every event with this name (that its `if` accepts). */
 export interface EventTrigger<N extends string = string> {
   event: N;
+  /**
+   * CEL expression over the event, bound as `event`, that must be true for
+   * a run to start, such as `event.data.total > 100`. Checked when the
+   * worker registers.
+   */
+  if?: string;
+}
+
+/**
+ * A trigger that starts a run at each tick of a cron schedule, once per
+ * tick however many schedulers run. The run's event is named
+ * "stepwise/cron", with data `{ cron, timezone, tick }`.
+ */
+export interface CronTrigger {
+  /** Five fields (minute hour day-of-month month day-of-week), or six with seconds first. */
+  cron: string;
+  /** IANA time zone the schedule is read in, such as "Europe/Paris"; UTC by default. */
+  timezone?: string;
+}
+
+/** How long to wait before retrying: min(cap, base * factor^(attempt-1)), with jitter. */
+export interface Backoff {
+  /** Delay before the first retry. Default 1 s. */
+  base?: Duration;
+  /** Growth of the delay per attempt. Default 2. */
+  factor?: number;
+  /** Longest delay. Default 5 min. */
+  cap?: Duration;
+  /** Spread each delay over its upper half at random, so failures do not retry in lockstep. Default true. */
+  jitter?: boolean;
+}
+
+/** What an onFailure handler receives. */
+export interface FailureContext<E> {
+  /** The event that triggered the failed run. */
+  event: E;
+  /** The error the run failed with. */
+  error: Error;
+  /** Id of the failed run. */
+  failedRunId: string;
+  /** Step tools: the handler is a durable run of its own. */
+  step: StepTools;
+  /** Id of this (the onFailure handler's) run. */
+  runId: string;
 }
 
 /** The declaration of a function. */
@@ -31,10 +76,15 @@ export interface FunctionConfig<N extends string = string> {
   id: string;
   /** Human-readable name; the id by default. */
   name?: string;
-  /** What starts a run. */
-  triggers: readonly EventTrigger<N>[];
-  /** How many times a failed step is retried. */
+  /** What starts a run: events, cron schedules, or both. */
+  triggers: readonly (EventTrigger<N> | CronTrigger)[];
+  /**
+   * How many times a failed step, or a handler failing outside any step,
+   * is retried: 0 to 20, default 4 (5 attempts). A step can override it.
+   */
   retries?: number;
+  /** Delay between attempts; exponential with jitter by default. */
+  backoff?: Backoff;
 }
 
 /** What a handler receives for one run. */
@@ -57,6 +107,10 @@ export type Handler<E, R> = (ctx: HandlerContext<E>) => Promise<R> | R;
 export interface StepwiseFunction {
   readonly appId: string;
   readonly config: FunctionConfig;
+  /** @internal The function that runs the onFailure handler, registered with this one. */
+  readonly failureHandler?: StepwiseFunction | undefined;
+  /** @internal Set on a failure handler: the function whose failed runs it handles. */
+  readonly handlesFailuresOf?: string | undefined;
   /** @internal */
   readonly handler: Handler<ReceivedEvent, unknown>;
   /** @internal Validates and types an event's data against the trigger's schema. */

@@ -1,22 +1,35 @@
 export {
   Stepwise,
+  type AttemptInfo,
   type OutgoingEvent,
   type RunInfo,
   type RunState,
   type StepInfo,
   type StepwiseOptions,
 } from "./client.js";
-export { deserializeError, NonRetriableError, serializeError, StepError, type SerializedError } from "./errors.js";
+export { type Duration, MAX_DURATION_MS } from "./duration.js";
+export {
+  deserializeError,
+  NonRetriableError,
+  RetryAfterError,
+  serializeError,
+  StepError,
+  type SerializedError,
+} from "./errors.js";
 export type {
+  Backoff,
+  CronTrigger,
   EventData,
   EventSchemas,
   EventTrigger,
+  FailureContext,
   FunctionConfig,
   Handler,
   HandlerContext,
   ReceivedEvent,
   StepwiseFunction,
 } from "./function.js";
+export { DEFAULT_RETRIES, MAX_RETRIES } from "./retry-policy.js";
 export { MAX_OUTPUT_BYTES } from "./run-execution.js";
-export type { Jsonified, StepTools } from "./step-tools.js";
+export type { Jsonified, StepId, StepOptions, StepTools, WaitForEventOptions } from "./step-tools.js";
 export { Worker, type WorkerOptions } from "./worker.js";

@@ -201,7 +201,7 @@ describe("RunExecution", () => {
   describe("replay of a recorded journal", () => {
     function orderFunction(calls: Record<string, number>) {
       const count = (id: string) => (calls[id] = (calls[id] ?? 0) + 1);
-      return stepwise.createFunction({ id: "order", triggers: [{ event: "order.placed" }] }, async ({ event, step }) => {
+      return stepwise.createFunction({ id: "order", triggers: [{ event: "order.placed" }], retries: 0 }, async ({ event, step }) => {
         const order = await step.run("load", () => {
           count("load");
           return { id: event.data["orderId"], at: new Date(EVENT_TS), note: undefined };
@@ -375,7 +375,7 @@ describe("RunExecution", () => {
     it("sends an error result and, after the ack, the handler gets StepError", async () => {
       let caught: unknown;
       let proceeded = false;
-      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
+      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], retries: 0 }, async ({ step }) => {
         try {
           await step.run("charge", () => {
             throw new TypeError("gateway down");
@@ -425,7 +425,7 @@ describe("RunExecution", () => {
     });
 
     it("fails the run with StepError when the handler does not catch it", async () => {
-      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
+      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], retries: 0 }, async ({ step }) => {
         await step.run("charge", () => {
           throw new Error("boom");
         });

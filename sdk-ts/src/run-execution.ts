@@ -1,17 +1,25 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
+  AwaitSchema,
   ConnectRequestSchema,
+  RetrySchema,
   RunResultSchema,
+  SleepSchema,
   StepResultSchema,
+  SuspendSchema,
+  WaitForEventSchema,
+  type Await,
   type ConnectRequest,
   type JournalEntry,
   type StartRun,
   type StepAck,
 } from "@stepwise/proto";
+import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { deserializeError, NonRetriableError, serializeError, StepError, type SerializedError } from "./errors.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
-import type { StepTools } from "./step-tools.js";
+import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
+import type { StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 import { fromErrorDetail, toErrorDetail } from "./wire.js";
 
 /** Largest JSON a step or a run may return. */
@@ -31,16 +39,36 @@ export class RunAbortedError extends Error {
   override name = "RunAbortedError";
 }
 
+/** A suspension the run will send once no step is executing. */
+type PendingAwait = Omit<Await, "$typeName"> & { stepKey: string };
+
+const SUSPENDED = Symbol("suspended");
+
+/** A promise that never settles: what a parked step or wait returns to a handler that is about to be dropped. */
+const PARKED = new Promise<never>(() => {});
+
 /**
  * One execution of a run on a worker. Journaled steps return their recorded
  * outcome; new ones run, and their outcome is sent and awaited until the
  * executor acknowledges it is committed. The handler stays in memory across
  * steps: nothing is replayed while the run keeps its slot.
+ *
+ * A sleep, a wait for an event or a step waiting for its next attempt parks
+ * its branch of the handler. Once no step is executing any more, the run
+ * suspends: the awaits are sent, the handler is dropped, and a later
+ * execution replays the journal up to them.
  */
 export class RunExecution {
   private readonly journal = new Map<string, Outcome>();
   private readonly occurrences = new Map<string, number>();
   private readonly acks = new Map<string, { resolve: (a: StepAck) => void; reject: (e: Error) => void }>();
+  private readonly awaits = new Map<string, PendingAwait>();
+  private readonly policy: RetryPolicy;
+  private executing = 0;
+  private suspendCheck: NodeJS.Immediate | undefined;
+  private suspended: (() => void) | undefined;
+  private finished = false;
+  private suspendedNow = false;
   private aborted: RunAbortedError | undefined;
 
   constructor(
@@ -49,6 +77,7 @@ export class RunExecution {
     private readonly send: (msg: ConnectRequest) => void,
   ) {
     for (const e of start.journal) this.journal.set(e.stepKey, fromJournalEntry(e));
+    this.policy = retryPolicy(`function ${fn.config.id}`, fn.config.retries, fn.config.backoff);
   }
 
   get runId(): string {
@@ -60,9 +89,16 @@ export class RunExecution {
     return this.start.lease;
   }
 
-  /** Runs the handler to its end and reports the outcome, unless aborted first. */
+  /** Attempt number of the handler in this execution. */
+  private get attempt(): number {
+    return Math.max(1, this.start.attempt);
+  }
+
+  /** Runs the handler to its end, or to a suspension, and reports it, unless aborted first. */
   async execute(): Promise<void> {
+    const suspended = new Promise<typeof SUSPENDED>((resolve) => (this.suspended = () => resolve(SUSPENDED)));
     let outcome: Outcome;
+    let retryAtMs: number | undefined;
     try {
       const ev = this.start.event;
       const event = this.fn.parseEvent({
@@ -71,12 +107,19 @@ export class RunExecution {
         data: JSON.parse(ev?.dataJson || "{}") as Record<string, unknown>,
         ts: new Date(ev?.ts ? timestampMs(ev.ts) : 0),
       } satisfies ReceivedEvent);
-      const value = await this.fn.handler({ event, step: this.tools(), runId: this.start.runId });
+      const handler = Promise.resolve(this.fn.handler({ event, step: this.tools(), runId: this.start.runId }));
+      // The handler of a suspended run is dropped; whatever it does later is ignored.
+      handler.catch(() => {});
+      const value = await Promise.race([handler, suspended]);
+      if (value === SUSPENDED) return;
       outcome = encodeOutput(value, "the handler's return value");
     } catch (err) {
+      if (this.suspendedNow) return;
       outcome = { error: serializeError(err) };
+      retryAtMs = nextAttemptAt(this.policy, this.policy.retries, this.attempt, err, Date.now());
     }
-    if (this.aborted) return;
+    if (this.aborted || this.suspendedNow) return;
+    this.finished = true;
     this.send(
       create(ConnectRequestSchema, {
         message: {
@@ -88,6 +131,7 @@ export class RunExecution {
               "error" in outcome
                 ? { case: "error", value: toErrorDetail(outcome.error) }
                 : { case: "outputJson", value: outcome.outputJson },
+            ...(retryAtMs !== undefined && "error" in outcome ? { retryAt: timestampFromMs(retryAtMs) } : {}),
           }),
         },
       }),
@@ -108,11 +152,15 @@ export class RunExecution {
     this.aborted = new RunAbortedError(reason);
     for (const w of this.acks.values()) w.reject(this.aborted);
     this.acks.clear();
+    if (this.suspendCheck) clearImmediate(this.suspendCheck);
   }
 
   private tools(): StepTools {
     return {
       run: (id, fn) => this.runStep(id, fn) as never,
+      sleep: (id, duration) => this.sleep(id, duration),
+      sleepUntil: (id, until) => this.sleepUntil(id, until),
+      waitForEvent: (id, options) => this.waitForEvent(id, options),
     };
   }
 
@@ -122,51 +170,185 @@ export class RunExecution {
     return `${id}:${n}`;
   }
 
-  private async runStep(id: string, fn: () => unknown): Promise<unknown> {
+  private async runStep(idOrOptions: StepId, fn: () => unknown): Promise<unknown> {
+    const opts = typeof idOrOptions === "string" ? { id: idOrOptions } : idOrOptions;
+    const id = opts?.id;
     if (typeof id !== "string" || id.length === 0) throw new NonRetriableError("step.run needs a non-empty id");
+    if (opts.retries !== undefined) {
+      try {
+        checkRetries(opts.retries, `step ${JSON.stringify(id)}: retries`);
+      } catch (err) {
+        throw new NonRetriableError((err as Error).message);
+      }
+    }
+    const retries = opts.retries ?? this.policy.retries;
     const key = this.nextKey(id);
     const recorded = this.journal.get(key);
     if (recorded) return settle(id, recorded);
     if (this.aborted) throw this.aborted;
 
-    const startedAt = Date.now();
-    let outcome: Outcome;
+    const attempt = (this.start.stepAttempts[key] ?? 0) + 1;
+    this.executing++;
     try {
-      outcome = encodeOutput(await fn(), `the output of step ${JSON.stringify(id)}`);
-    } catch (err) {
-      outcome = { error: serializeError(err) };
+      const startedAt = Date.now();
+      let outcome: Outcome;
+      let retryAtMs: number | undefined;
+      try {
+        outcome = encodeOutput(await fn(), `the output of step ${JSON.stringify(id)}`);
+      } catch (err) {
+        outcome = { error: serializeError(err) };
+        retryAtMs = nextAttemptAt(this.policy, retries, attempt, err, Date.now());
+      }
+      if (this.aborted) throw this.aborted;
+      const endedAt = Date.now();
+      const acked = new Promise<StepAck>((resolve, reject) => this.acks.set(key, { resolve, reject }));
+      this.send(
+        create(ConnectRequestSchema, {
+          message: {
+            case: "stepResult",
+            value: create(StepResultSchema, {
+              runId: this.start.runId,
+              lease: this.start.lease,
+              stepKey: key,
+              stepId: id,
+              attempt,
+              startedAt: timestampFromMs(startedAt),
+              endedAt: timestampFromMs(endedAt),
+              result:
+                "error" in outcome
+                  ? { case: "error", value: toErrorDetail(outcome.error) }
+                  : { case: "outputJson", value: outcome.outputJson },
+              ...(retryAtMs !== undefined ? { retryAt: timestampFromMs(retryAtMs) } : {}),
+            }),
+          },
+        }),
+      );
+      const ack = await acked;
+      if (retryAtMs !== undefined && !ack.journaled) {
+        // The failed attempt is journaled; the next one runs in a later
+        // execution, once the retry time has come.
+        return this.park({ stepKey: key, stepId: id, kind: { case: "retry", value: create(RetrySchema, { retryAt: timestampFromMs(retryAtMs) }) } });
+      }
+      // An earlier execution journaled this step first: its result is the one
+      // that counts, so every execution proceeds on the same value.
+      const final = ack.journaled ? fromJournalEntry(ack.journaled) : outcome;
+      this.journal.set(key, final);
+      return settle(id, final);
+    } finally {
+      this.executing--;
+      this.scheduleSuspendCheck();
     }
+  }
+
+  private async sleep(id: string, duration: Duration): Promise<void> {
+    const key = this.stepKey(id, "step.sleep");
+    if (this.journal.has(key)) return;
+    const ms = this.guard(() => parseDuration(duration, `step.sleep ${JSON.stringify(id)}: duration`));
+    return this.park({ stepKey: key, stepId: id, kind: { case: "sleep", value: create(SleepSchema, { wakeAt: timestampFromMs(Date.now() + ms) }) } });
+  }
+
+  private async sleepUntil(id: string, until: Date | string): Promise<void> {
+    const key = this.stepKey(id, "step.sleepUntil");
+    if (this.journal.has(key)) return;
+    const at = this.guard(() => {
+      const t = until instanceof Date ? until.getTime() : typeof until === "string" ? Date.parse(until) : NaN;
+      if (Number.isNaN(t)) throw new TypeError(`step.sleepUntil ${JSON.stringify(id)}: ${String(until)} is not a date`);
+      if (t > Date.now() + MAX_DURATION_MS) throw new TypeError(`step.sleepUntil ${JSON.stringify(id)}: more than one year away`);
+      return t;
+    });
+    return this.park({ stepKey: key, stepId: id, kind: { case: "sleep", value: create(SleepSchema, { wakeAt: timestampFromMs(at) }) } });
+  }
+
+  private async waitForEvent(id: string, options: WaitForEventOptions): Promise<ReceivedEvent | null> {
+    const key = this.stepKey(id, "step.waitForEvent");
+    const recorded = this.journal.get(key);
+    if (recorded) {
+      const value = settle(id, recorded) as { id: string; name: string; data: Record<string, unknown>; ts: string } | null;
+      return value === null ? null : { id: value.id, name: value.name, data: value.data, ts: new Date(value.ts) };
+    }
+    const where = `step.waitForEvent ${JSON.stringify(id)}`;
+    const { timeoutMs, condition } = this.guard(() => {
+      if (typeof options?.event !== "string" || options.event.length === 0 || options.event.length > 256) {
+        throw new TypeError(`${where}: event must be an event name of 1-256 characters`);
+      }
+      const conditions: string[] = [];
+      if (options.if !== undefined) {
+        if (typeof options.if !== "string" || options.if.trim() === "") throw new TypeError(`${where}: if must be a CEL expression`);
+        conditions.push(options.if);
+      }
+      if (options.match !== undefined) {
+        if (typeof options.match !== "string" || !FIELD_PATH.test(options.match)) {
+          throw new TypeError(`${where}: match must be a field path such as "data.orderId"`);
+        }
+        conditions.push(`event.${options.match} == async.${options.match}`);
+      }
+      return {
+        timeoutMs: parseDuration(options.timeout, `${where}: timeout`),
+        condition: conditions.length === 2 ? `(${conditions[0]}) && (${conditions[1]})` : (conditions[0] ?? ""),
+      };
+    });
+    return this.park({
+      stepKey: key,
+      stepId: id,
+      kind: {
+        case: "waitForEvent",
+        value: create(WaitForEventSchema, { event: options.event, condition, timeoutAt: timestampFromMs(Date.now() + timeoutMs) }),
+      },
+    });
+  }
+
+  private stepKey(id: string, what: string): string {
+    if (typeof id !== "string" || id.length === 0) throw new NonRetriableError(`${what} needs a non-empty id`);
+    return this.nextKey(id);
+  }
+
+  /** Runs a validation; a bad argument is a bug in the handler, which retrying cannot fix. */
+  private guard<T>(check: () => T): T {
+    try {
+      return check();
+    } catch (err) {
+      throw new NonRetriableError((err as Error).message);
+    }
+  }
+
+  /** Records what this branch of the handler waits for, and parks it for good. */
+  private park(a: PendingAwait): Promise<never> {
     if (this.aborted) throw this.aborted;
-    const endedAt = Date.now();
-    const acked = new Promise<StepAck>((resolve, reject) => this.acks.set(key, { resolve, reject }));
-    this.send(
-      create(ConnectRequestSchema, {
-        message: {
-          case: "stepResult",
-          value: create(StepResultSchema, {
-            runId: this.start.runId,
-            lease: this.start.lease,
-            stepKey: key,
-            stepId: id,
-            attempt: 1,
-            startedAt: timestampFromMs(startedAt),
-            endedAt: timestampFromMs(endedAt),
-            result:
-              "error" in outcome
-                ? { case: "error", value: toErrorDetail(outcome.error) }
-                : { case: "outputJson", value: outcome.outputJson },
-          }),
-        },
-      }),
-    );
-    const ack = await acked;
-    // An earlier execution journaled this step first: its result is the one
-    // that counts, so every execution proceeds on the same value.
-    const final = ack.journaled ? fromJournalEntry(ack.journaled) : outcome;
-    this.journal.set(key, final);
-    return settle(id, final);
+    this.awaits.set(a.stepKey, a);
+    this.scheduleSuspendCheck();
+    return PARKED;
+  }
+
+  /**
+   * Suspends once nothing executes: checked after the handler's
+   * continuations ran (setImmediate), so a branch that goes on to another
+   * step keeps the run going.
+   */
+  private scheduleSuspendCheck(): void {
+    if (this.suspendCheck || this.awaits.size === 0) return;
+    this.suspendCheck = setImmediate(() => {
+      this.suspendCheck = undefined;
+      if (this.executing > 0 || this.awaits.size === 0 || this.aborted || this.finished || this.suspendedNow) return;
+      this.suspendedNow = true;
+      this.send(
+        create(ConnectRequestSchema, {
+          message: {
+            case: "suspend",
+            value: create(SuspendSchema, {
+              runId: this.start.runId,
+              lease: this.start.lease,
+              awaits: [...this.awaits.values()].map((a) => create(AwaitSchema, a)),
+            }),
+          },
+        }),
+      );
+      this.suspended?.();
+    });
   }
 }
+
+/** A dotted field path for `match`, as CEL selects it. */
+const FIELD_PATH = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$/;
 
 function settle(stepId: string, outcome: Outcome): unknown {
   if ("error" in outcome) throw new StepError(stepId, deserializeError(outcome.error));

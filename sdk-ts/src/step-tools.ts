@@ -1,3 +1,36 @@
+import type { Duration } from "./duration.js";
+import type { ReceivedEvent } from "./function.js";
+
+/** A step's id, or its id with options. */
+export type StepId = string | StepOptions;
+
+/** Options of one step. */
+export interface StepOptions {
+  /** Id of the step; an id may repeat (in a loop), each occurrence is its own step. */
+  id: string;
+  /** Retries of this step, overriding the function's (0 to 20). */
+  retries?: number;
+}
+
+/** Options of step.waitForEvent. */
+export interface WaitForEventOptions {
+  /** Name of the awaited event. */
+  event: string;
+  /** How long to wait before resolving with null: ms, or a duration such as "7d" (at most one year). */
+  timeout: Duration;
+  /**
+   * CEL expression a candidate event must make true: the run's triggering
+   * event is `event`, the candidate `async`, as in
+   * `event.data.orderId == async.data.orderId`.
+   */
+  if?: string;
+  /**
+   * Shorthand for the equality of one field in both events: `match:
+   * "data.orderId"` is `event.data.orderId == async.data.orderId`.
+   */
+  match?: string;
+}
+
 /** The step tools a handler receives as `step`. */
 export interface StepTools {
   /**
@@ -6,14 +39,50 @@ export interface StepTools {
    * proceeds only once the result is committed. The result must be JSON
    * (it is returned as JSON would decode it, on the first run too).
    *
+   * A step that throws is retried with backoff (the function's `retries`,
+   * or the step's); RetryAfterError picks the time of the next attempt and
+   * NonRetriableError stops at once. While it waits for its next attempt
+   * the run is suspended and holds no worker slot. When it fails for good
+   * the handler receives a StepError.
+   *
    * A step id may repeat (in a loop); each occurrence is its own step.
    *
    * @example
    * ```ts
    * const payment = await step.run("process-payment", () => charge(order));
+   * const label = await step.run({ id: "print-label", retries: 10 }, () => print(order));
    * ```
    */
-  run<T>(id: string, fn: () => Promise<T> | T): Promise<Jsonified<T>>;
+  run<T>(id: StepId, fn: () => Promise<T> | T): Promise<Jsonified<T>>;
+
+  /**
+   * Suspends the run for a duration (ms, or a string such as "15s" or
+   * "7d", at most one year). The worker drops the handler and frees its
+   * slot; a durable timer wakes the run, which replays from its journal.
+   *
+   * @example
+   * ```ts
+   * await step.sleep("cool-down", "1h");
+   * ```
+   */
+  sleep(id: string, duration: Duration): Promise<void>;
+
+  /** Suspends the run until a time (at most one year away), like sleep. */
+  sleepUntil(id: string, until: Date | string): Promise<void>;
+
+  /**
+   * Suspends the run until an event of a name that matches arrives after
+   * this step began, and resolves with it, or with null at the timeout.
+   * No matching event that arrives after the step began is missed.
+   *
+   * @example
+   * ```ts
+   * const shipment = await step.waitForEvent("wait-for-shipment", {
+   *   event: "shipment.created", timeout: "7d", match: "data.orderId",
+   * });
+   * ```
+   */
+  waitForEvent(id: string, options: WaitForEventOptions): Promise<ReceivedEvent | null>;
 }
 
 /** What a value becomes after a JSON round trip, roughly. */

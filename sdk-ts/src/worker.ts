@@ -5,6 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pushable } from "it-pushable";
 import {
   ConnectRequestSchema,
+  CronTriggerSchema,
   DrainSchema,
   EventTriggerSchema,
   FunctionConfigSchema,
@@ -67,7 +68,8 @@ export class Worker {
   constructor(options: WorkerOptions) {
     const first = options.functions[0];
     if (!first) throw new TypeError("a Worker needs at least one function");
-    for (const fn of options.functions) {
+    const all = options.functions.flatMap((fn) => (fn.failureHandler ? [fn, fn.failureHandler] : [fn]));
+    for (const fn of all) {
       if (fn.appId !== first.appId) {
         throw new TypeError(`all functions of a Worker belong to one app: ${fn.config.id} is of ${fn.appId}, not ${first.appId}`);
       }
@@ -292,9 +294,16 @@ export class Worker {
               id: fn.config.id,
               name: fn.config.name ?? fn.config.id,
               triggers: fn.config.triggers.map((t) =>
-                create(TriggerSchema, { kind: { case: "event", value: create(EventTriggerSchema, { event: t.event }) } }),
+                "cron" in t
+                  ? create(TriggerSchema, {
+                      kind: { case: "cron", value: create(CronTriggerSchema, { cron: t.cron, timezone: t.timezone ?? "" }) },
+                    })
+                  : create(TriggerSchema, {
+                      kind: { case: "event", value: create(EventTriggerSchema, { event: t.event, condition: t.if ?? "" }) },
+                    }),
               ),
               ...(fn.config.retries !== undefined ? { retries: fn.config.retries } : {}),
+              onFailureFunctionId: fn.failureHandler?.config.id ?? "",
             }),
           ),
         }),

@@ -1,6 +1,9 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
   createLogger,
+  DEFAULT_TIMER_CHANNEL,
+  TimerStore,
+  WaitStore,
   createPgliteSql,
   createPgSql,
   JetStreamBus,
@@ -28,7 +31,27 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-async function openStore(config: Config, name: string): Promise<{ sql: Sql; store: JournalStore }> {
+/** The stores of one database and schema, sharing its pool. */
+interface Stores {
+  sql: Sql;
+  store: JournalStore;
+  timers: TimerStore;
+  waits: WaitStore;
+}
+
+function stores(sql: Sql, schema: string | undefined): Stores {
+  // NOTIFY channels are per database: one per schema keeps engines that
+  // share a database from waking each other.
+  const timerChannel = `${DEFAULT_TIMER_CHANNEL}${schema ? `_${schema}` : ""}`.slice(0, 63);
+  return {
+    sql,
+    store: new JournalStore(sql, { timerChannel }),
+    timers: new TimerStore(sql, { channel: timerChannel }),
+    waits: new WaitStore(sql),
+  };
+}
+
+async function openStore(config: Config, name: string): Promise<Stores> {
   const sql = createPgSql({
     url: config.databaseUrl,
     max: config.databasePoolSize,
@@ -36,13 +59,14 @@ async function openStore(config: Config, name: string): Promise<{ sql: Sql; stor
     ...(config.databaseSchema ? { schema: config.databaseSchema } : {}),
   });
   await migrate(sql, config.databaseSchema ? { schema: config.databaseSchema } : {});
-  return { sql, store: new JournalStore(sql) };
+  return stores(sql, config.databaseSchema);
 }
 
 /** Starts one service against Postgres and NATS JetStream, as `stepwise start NAME` does. */
 export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
   const logger = log ?? createLogger(name, config.logLevel);
-  const { sql, store } = await openStore(config, name);
+  const opened = await openStore(config, name);
+  const { sql, store } = opened;
   const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger });
   let server: RunningServer | undefined;
   let stopService: () => Promise<void>;
@@ -54,7 +78,7 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
     }
     case "scheduler": {
       const scheduler = new Scheduler({
-        store,
+        ...opened,
         bus,
         log: logger,
         concurrency: config.schedulerConcurrency,
@@ -68,7 +92,7 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
     }
     case "executor": {
       const executor = new Executor({
-        store,
+        ...opened,
         bus,
         log: logger,
         leaseMs: config.leaseMs,
@@ -114,14 +138,15 @@ export async function startDev(options: DevOptions): Promise<Running> {
   const log = createLogger("dev", options.logLevel);
   const sql = await createPgliteSql(options.dataDir);
   await migrate(sql);
-  const store = new JournalStore(sql);
+  const opened = stores(sql, undefined);
+  const { store } = opened;
   // The in-process bus starts empty: runs left unfinished by an earlier
   // process get their work published again by the first reconciler sweep.
   await store.expireUnfinished();
   const bus: Bus = new MemoryBus();
   const leaseMs = options.leaseMs ?? 15_000;
   const scheduler = new Scheduler({
-    store,
+    ...opened,
     bus,
     log: log.child({ service: "scheduler" }),
     concurrency: 16,
@@ -129,7 +154,7 @@ export async function startDev(options: DevOptions): Promise<Running> {
     reconcileIntervalMs: 1_000,
   });
   const executor = new Executor({
-    store,
+    ...opened,
     bus,
     log: log.child({ service: "executor" }),
     leaseMs,

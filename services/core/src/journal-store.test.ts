@@ -418,7 +418,7 @@ function storeSuite(backend: Backend): void {
       expect(await store.completeRun(run.runId, run.lease, '{"ok":true}')).toBe(true);
       // Finished: a second end, a failure or a claim are all refused.
       expect(await store.completeRun(run.runId, run.lease, '{"twice":true}')).toBe(false);
-      expect(await store.failRun(run.runId, run.lease, { name: "Error", message: "late" })).toBe(false);
+      expect((await store.failRun(run.runId, run.lease, { name: "Error", message: "late" })).ok).toBe(false);
       expect(await store.claimRun(run.runId, uniq("exec"), 60_000)).toBeNull();
 
       const view = await mustGet(run.runId);
@@ -469,10 +469,10 @@ function storeSuite(backend: Backend): void {
         nonRetriable: true,
         cause: { name: "ZodError", message: "total: expected number", cause: { name: "Error", message: "root" } },
       };
-      expect(await store.failRun(run.runId, run.lease - 1, error)).toBe(false);
+      expect((await store.failRun(run.runId, run.lease - 1, error)).ok).toBe(false);
       expect((await mustGet(run.runId)).status).toBe("RUNNING");
-      expect(await store.failRun(run.runId, run.lease, error)).toBe(true);
-      expect(await store.failRun(run.runId, run.lease, error)).toBe(false);
+      expect(await store.failRun(run.runId, run.lease, error)).toEqual({ ok: true, failureRun: undefined });
+      expect((await store.failRun(run.runId, run.lease, error)).ok).toBe(false);
       expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
 
       const view = await mustGet(run.runId);
@@ -534,7 +534,7 @@ function storeSuite(backend: Backend): void {
       const finished = await claimed(uniq("exec"), 1);
       expect(await store.completeRun(finished.runId, finished.lease, "1")).toBe(true);
       const failed = await claimed(uniq("exec"), 1);
-      expect(await store.failRun(failed.runId, failed.lease, { name: "Error", message: "x" })).toBe(true);
+      expect((await store.failRun(failed.runId, failed.lease, { name: "Error", message: "x" })).ok).toBe(true);
       await sleep(30);
 
       const swept = await store.reclaimStale(100, 60_000);

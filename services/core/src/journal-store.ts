@@ -1,7 +1,7 @@
 import type { Sql } from "./sql.js";
 
 /** Where a run is in its life, as stored. */
-export type RunStatus = "QUEUED" | "RUNNING" | "COMPLETED" | "FAILED" | "CANCELLED";
+export type RunStatus = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED" | "CANCELLED";
 
 /** An error as journaled: the SDK's serialised form. */
 export interface StoredError {
@@ -16,10 +16,35 @@ export interface StoredError {
 export interface FunctionRegistration {
   id: string;
   name: string;
-  /** Names of the events that trigger the function. */
+  /** Names of the events that trigger the function, for every event of the name. */
   eventTriggers: string[];
-  /** The full declared config, kept for display and later use. */
+  /** Event triggers with a CEL condition over the event. */
+  conditionalTriggers?: Array<{ event: string; condition: string }>;
+  /** Cron triggers, with the first tick each fires. */
+  cronTriggers?: Array<{ cron: string; timezone: string; firstAt: Date }>;
+  /**
+   * The full declared config, kept for display; `onFailure` names the
+   * function that handles its failed runs.
+   */
   config: unknown;
+}
+
+/** A function whose trigger on an event has conditions to evaluate. */
+export interface ConditionalTrigger {
+  appId: string;
+  functionId: string;
+  /** The trigger fires when any of them is true. */
+  conditions: string[];
+}
+
+/** What recording an event did. */
+export interface RecordedEvent {
+  /** Runs of the functions whose triggers have no condition (or still QUEUED on a redelivery). */
+  runs: PublishedRunRef[];
+  /** Triggers whose conditions decide; their runs are created by createRuns. */
+  conditional: ConditionalTrigger[];
+  /** When the event was first stored, by the database's clock. */
+  storedAtMs: number;
 }
 
 /** An accepted event as the scheduler persists it. */
@@ -66,6 +91,26 @@ export interface ClaimedRun extends RunRef {
   lease: number;
   event: { id: string; name: string; dataJson: string; tsMs: number };
   journal: JournalEntry[];
+  /** Attempt number of the handler, from 1. */
+  attempt: number;
+  /** Failed attempts of steps still being retried, by step key. */
+  stepAttempts: Record<string, number>;
+  /** The run's wake-up count when claimed; suspendRun compares it. */
+  wakes: number;
+}
+
+/** A failed attempt that will be retried. */
+export interface AttemptRecord {
+  runId: string;
+  lease: number;
+  /** '' for the handler itself. */
+  stepKey: string;
+  stepId: string;
+  attempt: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  error: StoredError;
+  retryAtMs: number;
 }
 
 /** A step result to journal. */
@@ -106,6 +151,19 @@ export interface RunView {
   error: StoredError | null;
   event: { id: string; name: string; data: unknown; ts: Date };
   steps: StepView[];
+  /** Failed attempts that were retried, of steps and of the handler (key ''). */
+  failedAttempts: AttemptView[];
+}
+
+/** A failed, retried attempt as read back. */
+export interface AttemptView {
+  key: string;
+  id: string;
+  attempt: number;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  error: StoredError;
+  retryAt: Date;
 }
 
 /** A journaled step as read back. */
@@ -131,6 +189,9 @@ export interface RunFilter {
   before?: { createdAt: Date; id: string } | undefined;
 }
 
+/** Channel name of timer notifications when none is configured. */
+export const DEFAULT_TIMER_CHANNEL = "stepwise_timers";
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** True when s is a UUID in canonical text form. */
@@ -144,9 +205,21 @@ export function isUuid(s: string): boolean {
  * Postgres and on PGlite alike.
  */
 export class JournalStore {
-  constructor(private readonly sql: Sql) {}
+  /** The LISTEN/NOTIFY channel that wakes schedulers when timers or schedules change. */
+  readonly timerChannel: string;
 
-  /** Upserts an app's functions and replaces their event triggers, in one transaction. */
+  constructor(
+    private readonly sql: Sql,
+    options: { timerChannel?: string } = {},
+  ) {
+    this.timerChannel = options.timerChannel ?? DEFAULT_TIMER_CHANNEL;
+  }
+
+  /**
+   * Upserts an app's functions and replaces their triggers, in one
+   * transaction. A cron trigger whose schedule did not change keeps its next
+   * tick, so a worker reconnecting neither skips nor repeats one.
+   */
   async registerFunctions(appId: string, functions: FunctionRegistration[]): Promise<void> {
     const sorted = [...functions].sort((a, b) => a.id.localeCompare(b.id));
     await this.sql.transaction(async (tx) => {
@@ -159,43 +232,132 @@ export class JournalStore {
           [appId, fn.id, fn.name, JSON.stringify(fn.config ?? {})],
         );
         await tx.query("DELETE FROM function_triggers WHERE app_id = $1 AND function_id = $2", [appId, fn.id]);
-        const names = [...new Set(fn.eventTriggers)];
-        if (names.length > 0) {
+        // Per event name: NULL conditions when any trigger of the name has
+        // none, else every condition (any one true starts a run).
+        const byName = new Map<string, string[] | null>();
+        for (const name of fn.eventTriggers) byName.set(name, null);
+        for (const t of fn.conditionalTriggers ?? []) {
+          const had = byName.get(t.event);
+          if (had === null) continue;
+          byName.set(t.event, [...(had ?? []), t.condition]);
+        }
+        if (byName.size > 0) {
           await tx.query(
-            `INSERT INTO function_triggers (event_name, app_id, function_id)
-             SELECT unnest($1::text[]), $2, $3 ON CONFLICT DO NOTHING`,
-            [names, appId, fn.id],
+            `INSERT INTO function_triggers (event_name, app_id, function_id, conditions)
+             SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END
+             FROM jsonb_to_recordset($1::jsonb) AS x(n text, c jsonb)`,
+            [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id],
           );
         }
+        const crons = fn.cronTriggers ?? [];
+        await tx.query("DELETE FROM cron_schedules WHERE app_id = $1 AND function_id = $2 AND trigger_index >= $3", [
+          appId,
+          fn.id,
+          crons.length,
+        ]);
+        for (const [i, c] of crons.entries()) {
+          await tx.query(
+            `INSERT INTO cron_schedules (app_id, function_id, trigger_index, cron, timezone, next_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (app_id, function_id, trigger_index) DO UPDATE
+               SET cron = excluded.cron, timezone = excluded.timezone,
+                   next_at = CASE WHEN cron_schedules.cron = excluded.cron AND cron_schedules.timezone = excluded.timezone
+                             THEN cron_schedules.next_at ELSE excluded.next_at END`,
+            [appId, fn.id, i, c.cron, c.timezone, c.firstAt],
+          );
+        }
+        if (crons.length > 0) await tx.query("SELECT pg_notify($1, 'cron')", [this.timerChannel]);
       }
     });
   }
 
   /**
-   * Stores an event and creates one QUEUED run per function it triggers,
-   * idempotently: a second call for the same event id creates nothing and
-   * returns the runs that are still QUEUED, so a redelivered event gets its
-   * work published again. Until their work is published the event stays
-   * unacknowledged, and its redelivery is what re-publishes; the new runs
-   * only get the long backstop deadline. One statement, one round trip.
+   * Stores an event and creates one QUEUED run per function it triggers
+   * without a condition; returns those runs. See recordEventMatching.
    */
   async recordEvent(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<PublishedRunRef[]> {
-    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+    return (await this.recordEventMatching(ev, backstopMs)).runs;
+  }
+
+  /**
+   * Stores an event and creates one QUEUED run per function it triggers
+   * without a condition, idempotently: a second call for the same event id
+   * creates nothing and returns the runs that are still QUEUED, so a
+   * redelivered event gets its work published again. Until their work is
+   * published the event stays unacknowledged, and its redelivery is what
+   * re-publishes; the new runs only get the long backstop deadline. The
+   * triggers with conditions are returned for the caller to evaluate, then
+   * createRuns. One statement, one round trip.
+   */
+  async recordEventMatching(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent> {
+    const rows = await this.sql.query<{
+      id: string | null;
+      app_id: string;
+      function_id: string;
+      lease: number | null;
+      conditions: string[] | null;
+      stored_ms: number | string | null;
+    }>(
       `WITH ev AS (
          INSERT INTO events (id, name, data, ts, received_at)
          VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))
          ON CONFLICT (id) DO NOTHING
+         RETURNING stored_at
        ), created AS (
          INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
          SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED', now() + $6 * interval '1 millisecond'
-         FROM function_triggers t WHERE t.event_name = $2
+         FROM function_triggers t WHERE t.event_name = $2 AND t.conditions IS NULL
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, lease
+       ), stored AS (
+         SELECT (extract(epoch FROM coalesce((SELECT stored_at FROM ev), (SELECT stored_at FROM events WHERE id = $1))) * 1000)::float8 AS ms
+       )
+       SELECT id, app_id, function_id, lease, NULL::text[] AS conditions, (SELECT ms FROM stored) AS stored_ms FROM created
+       UNION ALL
+       SELECT id, app_id, function_id, lease, NULL, (SELECT ms FROM stored) FROM runs WHERE event_id = $1 AND status = 'QUEUED'
+       UNION ALL
+       SELECT NULL, app_id, function_id, NULL, conditions, (SELECT ms FROM stored)
+       FROM function_triggers WHERE event_name = $2 AND conditions IS NOT NULL
+       UNION ALL
+       SELECT NULL, NULL, NULL, NULL, NULL, ms FROM stored`,
+      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, backstopMs],
+    );
+    const out: RecordedEvent = { runs: [], conditional: [], storedAtMs: Number(rows[0]?.stored_ms ?? 0) };
+    for (const r of rows) {
+      if (r.id !== null) {
+        out.runs.push({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) });
+      } else if (r.conditions) {
+        out.conditional.push({ appId: r.app_id, functionId: r.function_id, conditions: r.conditions });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Creates QUEUED runs of an event for functions whose trigger conditions
+   * held, idempotently; returns the runs created now or still QUEUED. One
+   * round trip.
+   */
+  async createRuns(
+    eventId: string,
+    functions: ReadonlyArray<{ appId: string; functionId: string }>,
+    backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
+  ): Promise<PublishedRunRef[]> {
+    if (functions.length === 0) return [];
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+      `WITH created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), f.app_id, f.function_id, $1, 'QUEUED', now() + $4 * interval '1 millisecond'
+         FROM unnest($2::text[], $3::text[]) AS f(app_id, function_id)
          ON CONFLICT (app_id, function_id, event_id) DO NOTHING
          RETURNING id, app_id, function_id, lease
        )
        SELECT id, app_id, function_id, lease FROM created
        UNION ALL
-       SELECT id, app_id, function_id, lease FROM runs WHERE event_id = $1 AND status = 'QUEUED'`,
-      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, backstopMs],
+       SELECT r.id, r.app_id, r.function_id, r.lease FROM runs r
+       JOIN unnest($2::text[], $3::text[]) AS f(app_id, function_id) ON r.app_id = f.app_id AND r.function_id = f.function_id
+       WHERE r.event_id = $1 AND r.status = 'QUEUED'`,
+      [eventId, functions.map((f) => f.appId), functions.map((f) => f.functionId), backstopMs],
     );
     return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
   }
@@ -217,24 +379,30 @@ export class JournalStore {
       event_data: string;
       event_ts_ms: string | number;
       journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
+      attempts: Record<string, number> | string;
+      wakes: number;
     }>(
       `WITH claimed AS (
          UPDATE runs SET status = 'RUNNING', lease = lease + 1, executor_id = $2,
            lease_expires_at = now() + $3 * interval '1 millisecond',
            started_at = coalesce(started_at, now())
          WHERE id = $1 AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
-         RETURNING id, app_id, function_id, event_id, lease
+         RETURNING id, app_id, function_id, event_id, lease, wakes
        )
-       SELECT c.id, c.app_id, c.function_id, c.lease, e.id AS event_id, e.name AS event_name,
+       SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, e.id AS event_id, e.name AS event_name,
          e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
          (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
-            FROM steps s WHERE s.run_id = c.id) AS journal
+            FROM steps s WHERE s.run_id = c.id) AS journal,
+         (SELECT coalesce(json_object_agg(a.step_key, a.n), '{}'::json)
+            FROM (SELECT step_key, max(attempt) AS n FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) AS attempts
        FROM claimed c JOIN events e ON e.id = c.event_id`,
       [runId, executorId, leaseMs],
     );
     const r = rows[0];
     if (!r) return null;
     const journal = typeof r.journal === "string" ? (JSON.parse(r.journal) as typeof r.journal) : r.journal;
+    const attempts = typeof r.attempts === "string" ? (JSON.parse(r.attempts) as Record<string, number>) : r.attempts;
+    const { [""]: handlerFailures, ...stepAttempts } = attempts;
     return {
       runId: r.id,
       appId: r.app_id,
@@ -244,6 +412,9 @@ export class JournalStore {
       journal: (journal as Array<{ k: string; o: string | null; e: StoredError | null }>).map((j) =>
         j.e ? { stepKey: j.k, error: j.e } : { stepKey: j.k, outputJson: j.o ?? "null" },
       ),
+      attempt: Number(handlerFailures ?? 0) + 1,
+      stepAttempts,
+      wakes: Number(r.wakes),
     };
   }
 
@@ -293,26 +464,99 @@ export class JournalStore {
     };
   }
 
-  /** Ends a run this execution holds as COMPLETED. False when the lease was lost. */
+  /**
+   * Ends a run this execution holds as COMPLETED, dropping timers and waits
+   * it left. False when the lease was lost. One round trip.
+   */
   async completeRun(runId: string, lease: number, outputJson: string): Promise<boolean> {
     const rows = await this.sql.query(
-      `UPDATE runs SET status = 'COMPLETED', output = $3::jsonb, ended_at = now(),
-         executor_id = NULL, lease_expires_at = NULL
-       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING 1 AS ok`,
+      `WITH r AS (
+         UPDATE runs SET status = 'COMPLETED', output = $3::jsonb, ended_at = now(),
+           executor_id = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING id
+       ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
+       w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
+       SELECT 1 AS ok FROM r`,
       [runId, lease, outputJson],
     );
     return rows.length > 0;
   }
 
-  /** Ends a run this execution holds as FAILED. False when the lease was lost. */
-  async failRun(runId: string, lease: number, error: StoredError): Promise<boolean> {
-    const rows = await this.sql.query(
-      `UPDATE runs SET status = 'FAILED', error = $3::jsonb, ended_at = now(),
-         executor_id = NULL, lease_expires_at = NULL
-       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING 1 AS ok`,
-      [runId, lease, JSON.stringify(error)],
+  /**
+   * Ends a run this execution holds as FAILED, dropping timers and waits it
+   * left. When its function has an onFailure handler, creates the handler's
+   * run in the same statement, triggered by a "stepwise/run.failed" event
+   * carrying the failed run's event and error; that run is returned for its
+   * work to be published (it gets the short deadline until markPublished).
+   * `ok` false when the lease was lost. One round trip.
+   */
+  async failRun(
+    runId: string,
+    lease: number,
+    error: StoredError,
+    requeueAfterMs = 60_000,
+  ): Promise<{ ok: boolean; failureRun: PublishedRunRef | undefined }> {
+    const rows = await this.sql.query<{ kind: string; id: string | null; app_id: string; function_id: string; lease: number }>(
+      `WITH r AS (
+         UPDATE runs SET status = 'FAILED', error = $3::jsonb, ended_at = now(),
+           executor_id = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease = $2 AND status = 'RUNNING'
+         RETURNING id, app_id, function_id, event_id
+       ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
+       w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+       h AS (
+         SELECT r.id AS run_id, r.app_id, r.function_id, f.config->>'onFailure' AS handler,
+           jsonb_build_object('function_id', r.function_id, 'run_id', r.id, 'error', $3::jsonb,
+             'event', jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data,
+               'ts', to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))) AS data
+         FROM r JOIN functions f ON f.app_id = r.app_id AND f.function_id = r.function_id
+         JOIN events e ON e.id = r.event_id
+         WHERE coalesce(f.config->>'onFailure', '') <> ''
+       ), ev AS (
+         INSERT INTO events (id, name, data, ts, received_at)
+         SELECT 'stepwise-failed-' || h.run_id, 'stepwise/run.failed', h.data, now(), now() FROM h
+         ON CONFLICT (id) DO NOTHING
+       ), created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), h.app_id, h.handler, 'stepwise-failed-' || h.run_id, 'QUEUED',
+           now() + $4 * interval '1 millisecond'
+         FROM h
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, lease
+       )
+       SELECT 'failed' AS kind, NULL AS id, NULL AS app_id, NULL AS function_id, NULL AS lease FROM r
+       UNION ALL
+       SELECT 'handler', id::text, app_id, function_id, lease FROM created`,
+      [runId, lease, JSON.stringify(error), requeueAfterMs],
     );
-    return rows.length > 0;
+    const handler = rows.find((r) => r.kind === "handler");
+    return {
+      ok: rows.some((r) => r.kind === "failed"),
+      failureRun: handler?.id
+        ? { runId: handler.id, appId: handler.app_id, functionId: handler.function_id, lease: Number(handler.lease) }
+        : undefined,
+    };
+  }
+
+  /**
+   * Journals a failed attempt that will be retried (of a step, or of the
+   * handler with stepKey ''), if this execution still holds the run. First
+   * write wins per attempt number. False when the lease was lost. One
+   * round trip.
+   */
+  async journalAttempt(a: AttemptRecord): Promise<boolean> {
+    const rows = await this.sql.query<{ held: boolean }>(
+      `WITH held AS (SELECT 1 FROM runs WHERE id = $1 AND lease = $9 AND status = 'RUNNING'),
+       ins AS (
+         INSERT INTO step_attempts (run_id, step_key, attempt, step_id, started_at, ended_at, error, retry_at)
+         SELECT $1, $2, $3, $4, to_timestamp($5 / 1000.0), to_timestamp($6 / 1000.0), $7::jsonb, to_timestamp($8 / 1000.0)
+         FROM held
+         ON CONFLICT (run_id, step_key, attempt) DO NOTHING
+       )
+       SELECT EXISTS (SELECT 1 FROM held) AS held`,
+      [a.runId, a.stepKey, a.attempt, a.stepId, a.startedAtMs, a.endedAtMs, JSON.stringify(a.error), a.retryAtMs, a.lease],
+    );
+    return rows[0]?.held === true;
   }
 
   /**
@@ -395,7 +639,7 @@ export class JournalStore {
     );
   }
 
-  /** Reads a run with its event and journal. Two round trips; null when unknown. */
+  /** Reads a run with its event and journal. Three round trips; null when unknown. */
   async getRun(runId: string): Promise<RunView | null> {
     if (!isUuid(runId)) return null;
     const runs = await this.sql.query(
@@ -410,8 +654,22 @@ export class JournalStore {
        FROM steps WHERE run_id = $1 ORDER BY seq`,
       [runId],
     );
+    const attempts = await this.sql.query(
+      `SELECT step_key, step_id, attempt, started_at, ended_at, error, retry_at
+       FROM step_attempts WHERE run_id = $1 ORDER BY ended_at, step_key, attempt`,
+      [runId],
+    );
     return {
       ...toRunView(r),
+      failedAttempts: attempts.map((a) => ({
+        key: a["step_key"] as string,
+        id: a["step_id"] as string,
+        attempt: Number(a["attempt"]),
+        startedAt: (a["started_at"] as Date | null) ?? null,
+        endedAt: (a["ended_at"] as Date | null) ?? null,
+        error: a["error"] as StoredError,
+        retryAt: a["retry_at"] as Date,
+      })),
       steps: steps.map((s) => ({
         key: s["step_key"] as string,
         id: s["step_id"] as string,
@@ -449,7 +707,7 @@ export class JournalStore {
        ORDER BY r.created_at DESC, r.id DESC LIMIT $${params.length}`,
       params,
     );
-    return rows.map((r) => ({ ...toRunView(r), steps: [] }));
+    return rows.map((r) => ({ ...toRunView(r), steps: [], failedAttempts: [] }));
   }
 
   /** Counts stored events with an id; used by tests and tools. */
@@ -459,7 +717,7 @@ export class JournalStore {
   }
 }
 
-function toRunView(r: Record<string, unknown>): Omit<RunView, "steps"> {
+function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedAttempts"> {
   return {
     id: r["id"] as string,
     appId: r["app_id"] as string,

@@ -87,6 +87,90 @@ CREATE TABLE steps (
 );
 `,
   },
+  {
+    version: 2,
+    name: "waits-timers-retries",
+    sql: `
+-- When the scheduler stored the event (the database's clock): a wait
+-- matches the events stored after it began.
+ALTER TABLE events ADD COLUMN stored_at timestamptz NOT NULL DEFAULT clock_timestamp();
+CREATE INDEX events_name_stored ON events (name, stored_at);
+
+-- CEL conditions of a function's triggers on this event name; NULL when
+-- one of them has none (every event starts a run).
+ALTER TABLE function_triggers ADD COLUMN conditions text[];
+
+-- Counts what woke the run (a timer fired, a wait resolved). An execution
+-- that suspends compares it with the count it was claimed with: a wake-up
+-- that raced with the suspension resumes the run at once instead of
+-- leaving it waiting for something that already happened.
+ALTER TABLE runs ADD COLUMN wakes integer NOT NULL DEFAULT 0;
+
+-- Failed attempts that were retried, of steps and of the handler (step_key
+-- ''). A step's last attempt is its row in steps.
+CREATE TABLE step_attempts (
+  run_id     uuid NOT NULL,
+  step_key   text NOT NULL,
+  attempt    integer NOT NULL,
+  step_id    text NOT NULL,
+  started_at timestamptz,
+  ended_at   timestamptz,
+  error      jsonb NOT NULL,
+  retry_at   timestamptz NOT NULL,
+  PRIMARY KEY (run_id, step_key, attempt)
+);
+
+-- What wakes a WAITING run: a sleep's end, a retry's due time, a wait's
+-- timeout. One per step key of a run; step_key '' is the handler's retry.
+CREATE TABLE timers (
+  run_id  uuid NOT NULL,
+  step_key text NOT NULL,
+  step_id text NOT NULL,
+  kind    text NOT NULL,
+  due_at  timestamptz NOT NULL,
+  PRIMARY KEY (run_id, step_key)
+);
+CREATE INDEX timers_due ON timers (due_at);
+
+-- Runs waiting for an event. key_path/key_value index the equality of the
+-- condition (event.x == async.y, y's value as text when it is a string),
+-- so an event only evaluates the waits its value can match; key_path ''
+-- marks a wait every event of the name is evaluated against.
+CREATE TABLE waits (
+  run_id     uuid NOT NULL,
+  step_key   text NOT NULL,
+  step_id    text NOT NULL,
+  event_name text NOT NULL,
+  key_path   text NOT NULL,
+  key_value  text NOT NULL,
+  condition  text,
+  since      timestamptz NOT NULL,
+  PRIMARY KEY (run_id, step_key)
+);
+CREATE INDEX waits_match ON waits (event_name, key_path, key_value);
+
+-- The key paths waits of an event name have used: an event computes its
+-- value at each of them, then looks the waits up by index.
+CREATE TABLE wait_paths (
+  event_name text NOT NULL,
+  key_path   text NOT NULL,
+  PRIMARY KEY (event_name, key_path)
+);
+
+-- Cron triggers: next_at is the next tick to fire. A scheduler fires a due
+-- tick and moves next_at in one transaction, under SKIP LOCKED.
+CREATE TABLE cron_schedules (
+  app_id        text NOT NULL,
+  function_id   text NOT NULL,
+  trigger_index integer NOT NULL,
+  cron          text NOT NULL,
+  timezone      text NOT NULL,
+  next_at       timestamptz NOT NULL,
+  PRIMARY KEY (app_id, function_id, trigger_index)
+);
+CREATE INDEX cron_schedules_due ON cron_schedules (next_at);
+`,
+  },
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

@@ -28,6 +28,10 @@ export async function createPgliteSql(dataDir?: string): Promise<Sql> {
         }),
       );
     },
+    async listen(channel: string, onNotify: () => void) {
+      const unsubscribe = await db.listen(channel, () => onNotify());
+      return () => unsubscribe();
+    },
     async close() {
       await db.close();
     },

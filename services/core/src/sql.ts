@@ -13,6 +13,12 @@ export interface Sql {
   query<T extends Row = Row>(text: string, params?: unknown[]): Promise<T[]>;
   /** Runs fn in a transaction on one connection; rolls back if it throws. */
   transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
+  /**
+   * Calls onNotify for each NOTIFY on a channel, and once more after a lost
+   * listening connection is back (a notification may have been missed).
+   * Resolves once listening; the returned function stops.
+   */
+  listen(channel: string, onNotify: () => void): Promise<() => Promise<void>>;
   /** Releases every connection. */
   close(): Promise<void>;
 }
@@ -85,6 +91,47 @@ export function createPgSql(options: PgSqlOptions): Sql {
       } finally {
         client.release();
       }
+    },
+    async listen(channel: string, onNotify: () => void) {
+      let stopped = false;
+      let client: pg.Client | undefined;
+      const connect = async (): Promise<void> => {
+        const c = new pg.Client({
+          connectionString: options.url,
+          application_name: `${options.applicationName ?? "stepwise"}-listen`,
+        });
+        c.on("notification", () => onNotify());
+        c.on("error", () => {});
+        c.on("end", () => {
+          if (stopped) return;
+          client = undefined;
+          void retry();
+        });
+        await c.connect();
+        await c.query(`LISTEN ${quoteIdent(channel)}`);
+        client = c;
+      };
+      const retry = async (): Promise<void> => {
+        while (!stopped && !client) {
+          await new Promise((r) => setTimeout(r, 1_000));
+          try {
+            await connect();
+            onNotify();
+          } catch {
+            // Still down: try again.
+          }
+        }
+      };
+      try {
+        await connect();
+      } catch {
+        // Postgres is down: keep trying in the background; callers poll meanwhile.
+        void retry();
+      }
+      return async () => {
+        stopped = true;
+        await client?.end().catch(() => {});
+      };
     },
     async close() {
       await pool.end();

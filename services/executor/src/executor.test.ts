@@ -8,6 +8,8 @@ import {
   serveConnect,
   type RunningServer,
   type Sql,
+  TimerStore,
+  WaitStore,
 } from "@stepwise/core";
 import { EventRecordSchema } from "@stepwise/proto";
 import { Stepwise, Worker } from "@stepwise/sdk";
@@ -40,6 +42,8 @@ describe("Executor.stop", () => {
     bus = new MemoryBus();
     executor = new Executor({
       store,
+      timers: new TimerStore(sql),
+      waits: new WaitStore(sql),
       bus,
       log: createLogger("test", "silent"),
       leaseMs: 60_000,
@@ -70,7 +74,7 @@ describe("Executor.stop", () => {
     await worker.connect();
     const [run] = await handleEvent(
       create(EventRecordSchema, { id: "ev-1", name: "go", dataJson: "{}", tsMs: 1n, receivedAtMs: 1n }),
-      { store, bus },
+      { store, waits: new WaitStore(sql), bus },
     );
     await inStep;
     expect((await store.getRun(run!.runId))?.status).toBe("RUNNING");

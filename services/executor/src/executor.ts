@@ -1,8 +1,23 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import type { Bus, ClaimedRun, Delivery, JournalStore, Logger } from "@stepwise/core";
+import {
+  type AwaitRecord,
+  errorFromProto,
+  errorToProto,
+  waitMatches,
+  waitOutputJson,
+  type Bus,
+  type ClaimedRun,
+  type Delivery,
+  type JournalStore,
+  type Logger,
+  type PublishedRunRef,
+  type TimerStore,
+  type WaitMatch,
+  type WaitStore,
+} from "@stepwise/core";
 import {
   CancelRunSchema,
   ConnectResponseSchema,
@@ -13,22 +28,28 @@ import {
   RunWorkSchema,
   StartRunSchema,
   StepAckSchema,
+  StepResultSchema,
   WorkerService,
   type ConnectRequest,
   type ConnectResponse,
   type RunResult,
   type RunWork,
   type StepResult,
+  type Suspend,
 } from "@stepwise/proto";
 import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
+import { parseAwaits } from "./suspension.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
-import { WorkerSession } from "./worker-session.js";
+import { WorkerSession, type HeldRun } from "./worker-session.js";
 
 /** Options of the executor. */
 export interface ExecutorOptions {
   store: JournalStore;
+  /** Timers and waits of suspended runs. */
+  timers: TimerStore;
+  waits: WaitStore;
   bus: Bus;
   log: Logger;
   /** How long a claimed run stays held without renewal. */
@@ -63,7 +84,13 @@ export class Executor {
   private readonly recorder: ResultRecorder;
 
   constructor(private readonly options: ExecutorOptions) {
-    this.recorder = new ResultRecorder(options.store, options.log, options.leaseMs, () => this.stopping);
+    this.recorder = new ResultRecorder(
+      options.store,
+      options.log,
+      options.leaseMs,
+      () => this.stopping,
+      options.requeueAfterMs,
+    );
   }
 
   /** Registers WorkerService on a router. */
@@ -204,6 +231,9 @@ export class Executor {
       case "runResult":
         this.trackFor(session, this.onRunResult(session, m.value));
         return;
+      case "suspend":
+        this.trackFor(session, this.onSuspend(session, m.value));
+        return;
       case "heartbeat":
         session.send(
           create(ConnectResponseSchema, {
@@ -224,6 +254,32 @@ export class Executor {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) {
       this.cancelOnWorker(session, m.runId, m.lease, "the run is no longer held by this worker");
+      return;
+    }
+    if (m.retryAt && m.result.case === "error") {
+      // A failed attempt to be retried: journaled as an attempt; the step
+      // has no result yet and the worker suspends the run until retryAt.
+      const ok = await this.recorder.recordAttempt({
+        runId: m.runId,
+        lease: m.lease,
+        stepKey: m.stepKey,
+        stepId: m.stepId,
+        attempt: m.attempt,
+        startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
+        endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
+        error: errorFromProto(m.result.value),
+        retryAtMs: timestampMs(m.retryAt),
+      });
+      if (!ok) {
+        this.release(session, m.runId, m.lease);
+        this.cancelOnWorker(session, m.runId, m.lease, "the run's lease was lost");
+        return;
+      }
+      session.send(
+        create(ConnectResponseSchema, {
+          message: { case: "stepAck", value: create(StepAckSchema, { runId: m.runId, stepKey: m.stepKey, lease: m.lease }) },
+        }),
+      );
       return;
     }
     const outcome = await this.recorder.recordStep(m);
@@ -253,8 +309,103 @@ export class Executor {
   private async onRunResult(session: WorkerSession, m: RunResult): Promise<void> {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) return;
-    await this.recorder.recordEnd(m);
+    if (m.retryAt && m.result.case === "error") {
+      // The handler failed outside any step and will be retried: the
+      // attempt is journaled and the run waits for its retry time.
+      const retryAtMs = timestampMs(m.retryAt);
+      const ok = await this.recorder.recordAttempt({
+        runId: m.runId,
+        lease: m.lease,
+        stepKey: "",
+        stepId: "",
+        attempt: held.attempt,
+        startedAtMs: held.startedAtMs,
+        endedAtMs: Date.now(),
+        error: errorFromProto(m.result.value),
+        retryAtMs,
+      });
+      if (ok) await this.suspend(held, [{ stepKey: "", stepId: "", kind: "retry", dueAtMs: retryAtMs }]);
+      this.release(session, m.runId, m.lease);
+      return;
+    }
+    const failureRun = await this.recorder.recordEnd(m);
     this.release(session, m.runId, m.lease);
+    if (failureRun) await this.publish([failureRun]);
+  }
+
+  /**
+   * A run waits: records its timers and waits and frees its slot. If what
+   * it waits for already happened it is queued again at once; an event it
+   * waits for that arrived while the wait was being recorded is found by
+   * the lookback.
+   */
+  private async onSuspend(session: WorkerSession, m: Suspend): Promise<void> {
+    const held = session.runs.get(m.runId);
+    if (!held || held.lease !== m.lease) return;
+    let parsed: ReturnType<typeof parseAwaits>;
+    try {
+      parsed = parseAwaits(m, Date.now());
+    } catch (err) {
+      this.options.log.warn({ err, run: m.runId }, "a worker sent an invalid suspension; the run is handed back");
+      this.release(session, m.runId, m.lease);
+      await this.requeue(m.runId, m.lease, session.appId, held.functionId);
+      return;
+    }
+    if (parsed.invalid.length > 0) {
+      // Each invalid await fails its step for good; the run resumes and the
+      // handler sees a StepError there.
+      for (const bad of parsed.invalid) {
+        await this.recorder.recordStep(
+          create(StepResultSchema, {
+            runId: m.runId,
+            lease: m.lease,
+            stepKey: bad.stepKey,
+            stepId: bad.stepId,
+            attempt: 1,
+            result: { case: "error", value: errorToProto({ name: bad.name, message: bad.message, nonRetriable: true }) },
+          }),
+        );
+      }
+      this.release(session, m.runId, m.lease);
+      await this.requeue(m.runId, m.lease, session.appId, held.functionId);
+      return;
+    }
+    await this.suspend(held, parsed.awaits);
+    this.release(session, m.runId, m.lease);
+  }
+
+  private async suspend(held: HeldRun, awaits: AwaitRecord[]): Promise<void> {
+    const { timers, waits, requeueAfterMs } = this.options;
+    const outcome = await this.recorder.retrying(() => timers.suspend(held.runId, held.lease, held.wakes, awaits, requeueAfterMs));
+    // Unrecorded: the lease lapses and the reconciler hands the run on.
+    if (!outcome || outcome.kind === "lease-lost") return;
+    if (outcome.kind === "resumed") {
+      await this.publish([outcome.run]);
+      return;
+    }
+    if (!outcome.hasWaits) return;
+    const found = await this.recorder.retrying(() => waits.lookback(held.runId));
+    if (!found || found.length === 0) return;
+    const matches = new Map<string, WaitMatch>();
+    for (const c of found) {
+      if (matches.has(c.stepKey) || !waitMatches(c.condition, c.runEvent, c.event)) continue;
+      matches.set(c.stepKey, { runId: held.runId, stepKey: c.stepKey, outputJson: waitOutputJson(c.event) });
+    }
+    if (matches.size === 0) return;
+    const woken = await this.recorder.retrying(() => waits.resolve([...matches.values()], requeueAfterMs));
+    if (woken && woken.length > 0) await this.publish(woken);
+  }
+
+  /** Publishes the work of runs QUEUED with a short deadline and confirms it; a lost publish is the reconciler's. */
+  private async publish(runs: PublishedRunRef[]): Promise<void> {
+    try {
+      await this.options.bus.publishWork(
+        runs.map((r) => create(RunWorkSchema, { runId: r.runId, appId: r.appId, functionId: r.functionId })),
+      );
+      await this.options.store.markPublished(runs, this.options.queuedBackstopMs);
+    } catch (err) {
+      this.options.log.warn({ err, runs: runs.length }, "publishing run work failed; the reconciler publishes it");
+    }
   }
 
   /** Frees the slot of one execution of a run; a newer execution of the run keeps its slot. */
@@ -303,7 +454,14 @@ export class Executor {
       this.puller(appId).kick();
       return;
     }
-    session.runs.set(claimed.runId, { runId: claimed.runId, functionId: claimed.functionId, lease: claimed.lease });
+    session.runs.set(claimed.runId, {
+      runId: claimed.runId,
+      functionId: claimed.functionId,
+      lease: claimed.lease,
+      wakes: claimed.wakes,
+      attempt: claimed.attempt,
+      startedAtMs: Date.now(),
+    });
     session.send(
       create(ConnectResponseSchema, {
         message: {
@@ -319,6 +477,8 @@ export class Executor {
               ts: timestampFromMs(claimed.event.tsMs),
             }),
             journal: claimed.journal.map(toProtoEntry),
+            attempt: claimed.attempt,
+            stepAttempts: claimed.stepAttempts,
           }),
         },
       }),

@@ -50,12 +50,16 @@ describe("validateRegistration", () => {
         id: "order-processing",
         name: "Order processing",
         eventTriggers: ["order.placed", "order.retried"],
+        conditionalTriggers: [],
+        cronTriggers: [],
         config: { triggers: [{ event: "order.placed" }, { event: "order.retried" }], retries: 4 },
       },
       {
         id: "send_email-2",
         name: "send_email-2",
         eventTriggers: ["email.requested"],
+        conditionalTriggers: [],
+        cronTriggers: [],
         config: { triggers: [{ event: "email.requested" }] },
       },
     ]);
@@ -120,7 +124,7 @@ describe("validateRegistration", () => {
     });
 
     it("a trigger of no kind", () => {
-      expectInvalid(register({ functions: [{ id: "f", triggers: [{}] }] }), 'function "f": triggers[0].event: must be an event name of 1-256 characters');
+      expectInvalid(register({ functions: [{ id: "f", triggers: [{}] }] }), 'function "f": triggers[0]: must be an event or a cron trigger');
     });
   });
 });

@@ -1,9 +1,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ID_PATTERN, type FunctionRegistration } from "@stepwise/core";
+import {
+  compileCondition,
+  CronSchedule,
+  ID_PATTERN,
+  InvalidConditionError,
+  InvalidCronError,
+  type FunctionRegistration,
+} from "@stepwise/core";
 import type { Register } from "@stepwise/proto";
 
 /** Most runs one worker may hold at once. */
 export const MAX_CAPACITY = 10_000;
+
+/** Most retries a function may ask for. */
+export const MAX_RETRIES = 20;
 
 /**
  * Validates a worker's registration and returns its functions in the form
@@ -23,37 +33,73 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
     throw new ConnectError("register.functions: at least one function is required", Code.InvalidArgument);
   }
   const seen = new Set<string>();
+  const ids = new Set(reg.functions.map((f) => f.id));
+  const failureHandlers = new Set(reg.functions.map((f) => f.onFailureFunctionId).filter((id) => id !== ""));
+  const now = new Date();
   return reg.functions.map((fn) => {
-    if (!ID_PATTERN.test(fn.id)) {
-      throw new ConnectError(
-        `function ${JSON.stringify(fn.id)}: id must be 1-128 letters, digits, "-" or "_"`,
-        Code.InvalidArgument,
-      );
-    }
-    if (seen.has(fn.id)) {
-      throw new ConnectError(`function ${JSON.stringify(fn.id)}: registered twice`, Code.InvalidArgument);
-    }
+    const where = `function ${JSON.stringify(fn.id)}`;
+    const invalid = (field: string, message: string) => new ConnectError(`${where}: ${field}: ${message}`, Code.InvalidArgument);
+    if (!ID_PATTERN.test(fn.id)) throw new ConnectError(`${where}: id must be 1-128 letters, digits, "-" or "_"`, Code.InvalidArgument);
+    if (seen.has(fn.id)) throw new ConnectError(`${where}: registered twice`, Code.InvalidArgument);
     seen.add(fn.id);
-    if (fn.triggers.length === 0) {
-      throw new ConnectError(`function ${JSON.stringify(fn.id)}: triggers: at least one is required`, Code.InvalidArgument);
-    }
-    const events: string[] = [];
-    fn.triggers.forEach((t, i) => {
-      if (t.kind.case !== "event" || t.kind.value.event.length === 0 || t.kind.value.event.length > 256) {
-        throw new ConnectError(
-          `function ${JSON.stringify(fn.id)}: triggers[${i}].event: must be an event name of 1-256 characters`,
-          Code.InvalidArgument,
-        );
+    if (fn.retries !== undefined && fn.retries > MAX_RETRIES) throw invalid("retries", `must be 0 to ${MAX_RETRIES}`);
+    if (fn.onFailureFunctionId !== "") {
+      if (!ids.has(fn.onFailureFunctionId) || fn.onFailureFunctionId === fn.id) {
+        throw invalid("on_failure_function_id", `${JSON.stringify(fn.onFailureFunctionId)} must be another function of this registration`);
       }
-      events.push(t.kind.value.event);
+    }
+    // An onFailure handler runs only for failed runs: it needs no trigger.
+    if (fn.triggers.length === 0 && !failureHandlers.has(fn.id)) throw invalid("triggers", "at least one is required");
+    const events: string[] = [];
+    const conditional: Array<{ event: string; condition: string }> = [];
+    const crons: Array<{ cron: string; timezone: string; firstAt: Date }> = [];
+    fn.triggers.forEach((t, i) => {
+      if (t.kind.case === "event") {
+        const { event, condition } = t.kind.value;
+        if (event.length === 0 || event.length > 256) throw invalid(`triggers[${i}].event`, "must be an event name of 1-256 characters");
+        if (condition === "") {
+          events.push(event);
+          return;
+        }
+        try {
+          compileCondition(condition, ["event"]);
+        } catch (err) {
+          if (err instanceof InvalidConditionError) throw invalid(`triggers[${i}].if`, `invalid CEL expression: ${err.message}`);
+          throw err;
+        }
+        conditional.push({ event, condition });
+        return;
+      }
+      if (t.kind.case === "cron") {
+        const { cron, timezone } = t.kind.value;
+        let schedule: CronSchedule;
+        try {
+          schedule = new CronSchedule(cron, timezone);
+        } catch (err) {
+          if (err instanceof InvalidCronError) throw invalid(`triggers[${i}].cron`, `invalid cron schedule ${JSON.stringify(cron)}${timezone ? ` in ${JSON.stringify(timezone)}` : ""}: ${err.message}`);
+          throw err;
+        }
+        const firstAt = schedule.nextAfter(now);
+        if (!firstAt) throw invalid(`triggers[${i}].cron`, `${JSON.stringify(cron)} never fires`);
+        crons.push({ cron, timezone, firstAt });
+        return;
+      }
+      throw invalid(`triggers[${i}]`, "must be an event or a cron trigger");
     });
     return {
       id: fn.id,
       name: fn.name || fn.id,
       eventTriggers: events,
+      conditionalTriggers: conditional,
+      cronTriggers: crons,
       config: {
-        triggers: events.map((event) => ({ event })),
+        triggers: [
+          ...events.map((event) => ({ event })),
+          ...conditional.map((c) => ({ event: c.event, if: c.condition })),
+          ...crons.map((c) => ({ cron: c.cron, ...(c.timezone ? { timezone: c.timezone } : {}) })),
+        ],
         ...(fn.retries !== undefined ? { retries: fn.retries } : {}),
+        ...(fn.onFailureFunctionId ? { onFailure: fn.onFailureFunctionId } : {}),
       },
     };
   });

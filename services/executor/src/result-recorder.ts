@@ -1,7 +1,9 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import {
+  type AttemptRecord,
   errorFromProto,
+  type PublishedRunRef,
   errorToProto,
   type JournalEntry,
   type JournalOutcome,
@@ -25,6 +27,7 @@ export class ResultRecorder {
     private readonly log: Logger,
     private readonly leaseMs: number,
     private readonly stopping: () => boolean,
+    private readonly requeueAfterMs = 60_000,
   ) {}
 
   /**
@@ -58,23 +61,50 @@ export class ResultRecorder {
   }
 
   /**
-   * Records how a run ended. A failure to record is logged: the lease then
-   * lapses and the run executes again, replaying its journal.
+   * Journals a failed attempt that will be retried. False when this
+   * execution must not proceed (lease lost, or the journal stayed
+   * unreachable).
    */
-  async recordEnd(m: RunResult): Promise<void> {
-    const result = m.result;
-    let ok = await this.withRetry(() =>
-      result.case === "error"
-        ? this.store.failRun(m.runId, m.lease, errorFromProto(result.value))
-        : this.store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"),
-    );
+  async recordAttempt(a: AttemptRecord): Promise<boolean> {
+    let ok = await this.withRetry(() => this.store.journalAttempt(a));
     if (ok instanceof UnstorableResult) {
-      const substitute: StoredError = { name: "UnstorableRunResult", message: ok.message, nonRetriable: true };
-      ok = await this.withRetry(() => this.store.failRun(m.runId, m.lease, substitute));
+      const substitute: StoredError = { name: a.error.name.slice(0, 200), message: ok.message };
+      ok = await this.withRetry(() => this.store.journalAttempt({ ...a, error: substitute }));
     }
-    if (ok === undefined || ok instanceof UnstorableResult) {
+    return ok === true;
+  }
+
+  /**
+   * Records how a run ended; returns the run of its onFailure handler when
+   * one was created. A failure to record is logged: the lease then lapses
+   * and the run executes again, replaying its journal.
+   */
+  async recordEnd(m: RunResult): Promise<PublishedRunRef | undefined> {
+    const result = m.result;
+    const fail = (error: StoredError) => this.store.failRun(m.runId, m.lease, error, this.requeueAfterMs);
+    let outcome = await this.withRetry(async () =>
+      result.case === "error"
+        ? await fail(errorFromProto(result.value))
+        : { ok: await this.store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"), failureRun: undefined },
+    );
+    if (outcome instanceof UnstorableResult) {
+      const substitute: StoredError = { name: "UnstorableRunResult", message: outcome.message, nonRetriable: true };
+      outcome = await this.withRetry(() => fail(substitute));
+    }
+    if (outcome === undefined || outcome instanceof UnstorableResult) {
       this.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
+      return undefined;
     }
+    return outcome.failureRun;
+  }
+
+  /**
+   * Runs a journal write, retried through short outages within the lease.
+   * Undefined when it never succeeded.
+   */
+  async retrying<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    const out = await this.withRetry(fn);
+    return out instanceof UnstorableResult ? undefined : out;
   }
 
   /**

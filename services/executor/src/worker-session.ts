@@ -6,6 +6,12 @@ export interface HeldRun {
   runId: string;
   functionId: string;
   lease: number;
+  /** The run's wake-up count at the claim, which a suspension compares. */
+  wakes: number;
+  /** Attempt number of the handler in this execution. */
+  attempt: number;
+  /** When the run was given to the worker. */
+  startedAtMs: number;
 }
 
 /**

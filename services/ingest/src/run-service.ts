@@ -10,6 +10,7 @@ import {
   RunSchema,
   RunService,
   RunStatus as ProtoRunStatus,
+  StepAttemptSchema,
   StepSchema,
   type Run,
 } from "@stepwise/proto";
@@ -17,6 +18,7 @@ import {
 const STATUS_TO_PROTO: Record<RunStatus, ProtoRunStatus> = {
   QUEUED: ProtoRunStatus.QUEUED,
   RUNNING: ProtoRunStatus.RUNNING,
+  WAITING: ProtoRunStatus.WAITING,
   COMPLETED: ProtoRunStatus.COMPLETED,
   FAILED: ProtoRunStatus.FAILED,
   CANCELLED: ProtoRunStatus.CANCELLED,
@@ -100,6 +102,17 @@ function toProtoRun(run: RunView): Run {
         ...(s.hasOutput ? { output: fromJson(ValueSchema, s.output as JsonValue) } : {}),
         ...(s.error ? { error: errorToProto(s.error) } : {}),
         journaledAt: timestampFromDate(s.journaledAt),
+      }),
+    ),
+    failedAttempts: run.failedAttempts.map((a) =>
+      create(StepAttemptSchema, {
+        stepKey: a.key,
+        stepId: a.id,
+        attempt: a.attempt,
+        ...(a.startedAt ? { startedAt: timestampFromDate(a.startedAt) } : {}),
+        ...(a.endedAt ? { endedAt: timestampFromDate(a.endedAt) } : {}),
+        error: errorToProto(a.error),
+        retryAt: timestampFromDate(a.retryAt),
       }),
     ),
   });

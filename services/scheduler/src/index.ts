@@ -1,11 +1,16 @@
-import type { Bus, JournalStore, Logger, Subscription } from "@stepwise/core";
+import type { Bus, JournalStore, Logger, Sql, Subscription, TimerStore, WaitStore } from "@stepwise/core";
 import { handleEvent, Reconciler } from "./run-creation.js";
+import { TimerFiring } from "./timer-firing.js";
 
 export { handleEvent, publishRunWork, Reconciler } from "./run-creation.js";
+export { TimerFiring } from "./timer-firing.js";
 
 /** Options of the scheduler. */
 export interface SchedulerOptions {
+  sql: Sql;
   store: JournalStore;
+  timers: TimerStore;
+  waits: WaitStore;
   bus: Bus;
   log: Logger;
   /** Events handled at once. */
@@ -17,12 +22,15 @@ export interface SchedulerOptions {
 }
 
 /**
- * The scheduler: the durable consumer of events that turns them into runs,
- * plus the reconciler that re-publishes work of stale runs.
+ * The scheduler: the durable consumer of events that turns them into runs
+ * and resolves the waits they match, the timer firing (sleeps, retries,
+ * wait timeouts, cron ticks), and the reconciler that re-publishes work of
+ * stale runs.
  */
 export class Scheduler {
   private subscription: Subscription | undefined;
   private readonly reconciler: Reconciler;
+  private readonly firing: TimerFiring;
 
   constructor(private readonly options: SchedulerOptions) {
     this.reconciler = new Reconciler({
@@ -33,14 +41,30 @@ export class Scheduler {
       intervalMs: options.reconcileIntervalMs,
       ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
     });
+    this.firing = new TimerFiring({
+      sql: options.sql,
+      store: options.store,
+      timers: options.timers,
+      bus: options.bus,
+      log: options.log,
+      requeueAfterMs: options.requeueAfterMs,
+      ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
+    });
   }
 
   async start(): Promise<void> {
-    const { store, bus, log, queuedBackstopMs } = this.options;
+    const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs } = this.options;
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {
-          await handleEvent(record, { store, bus, ...(queuedBackstopMs !== undefined ? { backstopMs: queuedBackstopMs } : {}) });
+          await handleEvent(record, {
+            store,
+            waits,
+            bus,
+            log,
+            requeueAfterMs,
+            ...(queuedBackstopMs !== undefined ? { backstopMs: queuedBackstopMs } : {}),
+          });
         } catch (err) {
           log.warn({ err, eventId: record.id, delivery: delivery.deliveryCount }, "event handling failed, will retry");
           throw err;
@@ -49,9 +73,11 @@ export class Scheduler {
       { concurrency: this.options.concurrency },
     );
     this.reconciler.start();
+    await this.firing.start();
   }
 
   async stop(): Promise<void> {
+    await this.firing.stop();
     await this.reconciler.stop();
     await this.subscription?.stop();
   }

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { createLogger, createPgliteSql, JournalStore, MemoryBus, migrate, type Sql } from "@stepwise/core";
+import { createLogger, createPgliteSql, JournalStore, MemoryBus, migrate, type Sql, WaitStore } from "@stepwise/core";
 import { EventRecordSchema, type RunWork } from "@stepwise/proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { handleEvent, Reconciler } from "./run-creation.js";
@@ -43,14 +43,14 @@ describe("run creation and reconciliation", () => {
     create(EventRecordSchema, { id, name, dataJson: "{}", tsMs: BigInt(Date.now()), receivedAtMs: BigInt(Date.now()) });
 
   it("publishes the work of each run an event creates, again on redelivery, and none for an event nobody handles", async () => {
-    const runs = await handleEvent(event("e-1"), { store, bus });
+    const runs = await handleEvent(event("e-1"), { store, waits: new WaitStore(sql), bus });
     expect(runs.map((r) => r.functionId).sort()).toEqual(["charge", "email"]);
     expect((await drain("shop")).map((w) => w.runId).sort()).toEqual(runs.map((r) => r.runId).sort());
     // Redelivered before any run was claimed (the ack was lost): the same runs, published again.
-    const again = await handleEvent(event("e-1"), { store, bus });
+    const again = await handleEvent(event("e-1"), { store, waits: new WaitStore(sql), bus });
     expect(again.map((r) => r.runId).sort()).toEqual(runs.map((r) => r.runId).sort());
     expect(await drain("shop")).toHaveLength(2);
-    expect(await handleEvent(event("e-2", "nobody.listens"), { store, bus })).toEqual([]);
+    expect(await handleEvent(event("e-2", "nobody.listens"), { store, waits: new WaitStore(sql), bus })).toEqual([]);
     expect(await store.hasEvent("e-2")).toBe(true);
   });
 
@@ -59,8 +59,8 @@ describe("run creation and reconciliation", () => {
     await reconciler.sweep();
     await drain("shop");
     const [waiting, handedBack, orphaned] = [
-      ...(await handleEvent(event("e-3"), { store, bus })),
-      ...(await handleEvent(event("e-4"), { store, bus })),
+      ...(await handleEvent(event("e-3"), { store, waits: new WaitStore(sql), bus })),
+      ...(await handleEvent(event("e-4"), { store, waits: new WaitStore(sql), bus })),
     ];
     await drain("shop");
     // handedBack: an executor requeued it and died before publishing.

@@ -1,30 +1,74 @@
 import { create } from "@bufbuild/protobuf";
-import type { Bus, JournalStore, Logger, RunRef } from "@stepwise/core";
+import {
+  compileCondition,
+  conditionEvent,
+  waitMatches,
+  waitOutputJson,
+  type Bus,
+  type JournalStore,
+  type Logger,
+  type RunRef,
+  type WaitEvent,
+  type WaitStore,
+} from "@stepwise/core";
 import { RunWorkSchema, type EventRecord } from "@stepwise/proto";
 
 /**
- * Handles one event from the event stream: persists it, creates one run per
- * function it triggers (idempotently, in the same statement), and publishes
- * the work of the new runs. The caller acks the event only after this
- * resolves, so a crash anywhere in between redelivers the event, and the
- * redelivery publishes the work of runs still QUEUED.
+ * Handles one event from the event stream: persists it and creates one run
+ * per function it triggers without a condition (idempotently, in the same
+ * statement), creates the runs of triggers whose CEL condition holds,
+ * publishes the work of the new runs, then resolves the waits the event
+ * matches. The caller acks the event only after this resolves, so a crash
+ * anywhere in between redelivers the event, and the redelivery publishes
+ * the work of runs still QUEUED and matches the waits again.
  */
 export async function handleEvent(
   record: EventRecord,
-  deps: { store: JournalStore; bus: Bus; backstopMs?: number },
+  deps: { store: JournalStore; waits: WaitStore; bus: Bus; backstopMs?: number; requeueAfterMs?: number; log?: Logger },
 ): Promise<RunRef[]> {
-  const runs = await deps.store.recordEvent(
-    {
-      id: record.id,
-      name: record.name,
-      dataJson: record.dataJson,
-      tsMs: Number(record.tsMs),
-      receivedAtMs: Number(record.receivedAtMs),
-    },
+  const event = { id: record.id, name: record.name, dataJson: record.dataJson, tsMs: Number(record.tsMs) };
+  const recorded = await deps.store.recordEventMatching(
+    { ...event, receivedAtMs: Number(record.receivedAtMs) },
     deps.backstopMs,
   );
+  const runs = [...recorded.runs];
+  if (recorded.conditional.length > 0) {
+    const bound = { event: conditionEvent(event) };
+    const passing = recorded.conditional.filter((t) =>
+      t.conditions.some((c) => {
+        try {
+          return compileCondition(c, ["event"]).test(bound);
+        } catch (err) {
+          deps.log?.warn({ err, function: t.functionId }, "a stored trigger condition does not compile");
+          return false;
+        }
+      }),
+    );
+    runs.push(...(await deps.store.createRuns(event.id, passing, deps.backstopMs)));
+  }
   if (runs.length > 0) await publishRunWork(deps.bus, runs);
+  // After the event's commit (above), so that a wait committed before this
+  // query is seen here, and one committed after sees the event in its lookback.
+  await resolveWaits(event, recorded.storedAtMs, deps);
   return runs;
+}
+
+/** Resolves the waits an event matches and publishes the work of the runs it woke. */
+async function resolveWaits(
+  event: WaitEvent,
+  storedAtMs: number,
+  deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number },
+): Promise<void> {
+  const candidates = await deps.waits.candidates(event, storedAtMs);
+  if (candidates.length === 0) return;
+  const output = waitOutputJson(event);
+  const matches = candidates
+    .filter((c) => waitMatches(c.condition, c.runEvent, event))
+    .map((c) => ({ runId: c.runId, stepKey: c.stepKey, outputJson: output }));
+  const woken = await deps.waits.resolve(matches, deps.requeueAfterMs ?? 60_000);
+  if (woken.length === 0) return;
+  await publishRunWork(deps.bus, woken);
+  await deps.store.markPublished(woken, deps.backstopMs);
 }
 
 /** Publishes the work messages of runs. */

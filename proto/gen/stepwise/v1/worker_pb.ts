@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIvYBCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IAEIJCgdtZXNzYWdlIqECCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSABCCQoHbWVzc2FnZSJ8CghSZWdpc3RlchIOCgZhcHBfaWQYASABKAkSEQoJd29ya2VyX2lkGAIgASgJEi4KCWZ1bmN0aW9ucxgDIAMoCzIbLnN0ZXB3aXNlLnYxLkZ1bmN0aW9uQ29uZmlnEhAKCGNhcGFjaXR5GAQgASgNEgsKA3NkaxgFIAEoCSJ0Cg5GdW5jdGlvbkNvbmZpZxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiYKCHRyaWdnZXJzGAMgAygLMhQuc3RlcHdpc2UudjEuVHJpZ2dlchIUCgdyZXRyaWVzGAQgASgNSACIAQFCCgoIX3JldHJpZXMiPQoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAQgYKBGtpbmQiHQoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJIj4KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDSKQAQoIU3RhcnRSdW4SDgoGcnVuX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEg0KBWxlYXNlGAMgASgNEiQKBWV2ZW50GAQgASgLMhUuc3RlcHdpc2UudjEuUnVuRXZlbnQSKgoHam91cm5hbBgFIAMoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeSJfCghSdW5FdmVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWRhdGFfanNvbhgDIAEoCRImCgJ0cxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibAoMSm91cm5hbEVudHJ5EhAKCHN0ZXBfa2V5GAEgASgJEhUKC291dHB1dF9qc29uGAIgASgJSAASKQoFZXJyb3IYAyABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAQggKBnJlc3VsdCKJAgoKU3RlcFJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SEAoIc3RlcF9rZXkYAyABKAkSDwoHc3RlcF9pZBgEIAEoCRIPCgdhdHRlbXB0GAUgASgNEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCgtvdXRwdXRfanNvbhgIIAEoCUgAEikKBWVycm9yGAkgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIAEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNInYKCVJ1blJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SFQoLb3V0cHV0X2pzb24YAyABKAlIABIpCgVlcnJvchgEIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IjoKCUNhbmNlbFJ1bhIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJEg0KBWxlYXNlGAMgASgNIh8KCUhlYXJ0YmVhdBISCgpzZW50X2F0X21zGAEgASgDIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCTJZCg1Xb3JrZXJTZXJ2aWNlEkgKB0Nvbm5lY3QSGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdBocLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIp8CCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAQgkKB21lc3NhZ2UioQIKD0Nvbm5lY3RSZXNwb25zZRItCgpyZWdpc3RlcmVkGAEgASgLMhcuc3RlcHdpc2UudjEuUmVnaXN0ZXJlZEgAEioKCXN0YXJ0X3J1bhgCIAEoCzIVLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuSAASKAoIc3RlcF9hY2sYAyABKAsyFC5zdGVwd2lzZS52MS5TdGVwQWNrSAASLAoKY2FuY2VsX3J1bhgEIAEoCzIWLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bkgAEisKCWhlYXJ0YmVhdBgFIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAYgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IAEIJCgdtZXNzYWdlInwKCFJlZ2lzdGVyEg4KBmFwcF9pZBgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSLgoJZnVuY3Rpb25zGAMgAygLMhsuc3RlcHdpc2UudjEuRnVuY3Rpb25Db25maWcSEAoIY2FwYWNpdHkYBCABKA0SCwoDc2RrGAUgASgJIpQBCg5GdW5jdGlvbkNvbmZpZxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiYKCHRyaWdnZXJzGAMgAygLMhQuc3RlcHdpc2UudjEuVHJpZ2dlchIUCgdyZXRyaWVzGAQgASgNSACIAQESHgoWb25fZmFpbHVyZV9mdW5jdGlvbl9pZBgFIAEoCUIKCghfcmV0cmllcyJnCgdUcmlnZ2VyEioKBWV2ZW50GAEgASgLMhkuc3RlcHdpc2UudjEuRXZlbnRUcmlnZ2VySAASKAoEY3JvbhgCIAEoCzIYLnN0ZXB3aXNlLnYxLkNyb25UcmlnZ2VySABCBgoEa2luZCIwCgxFdmVudFRyaWdnZXISDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJIi0KC0Nyb25UcmlnZ2VyEgwKBGNyb24YASABKAkSEAoIdGltZXpvbmUYAiABKAkiPgoKUmVnaXN0ZXJlZBIRCgl3b3JrZXJfaWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNIpYCCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEiXwoIUnVuRXZlbnQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkSJgoCdHMYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImwKDEpvdXJuYWxFbnRyeRIQCghzdGVwX2tleRgBIAEoCRIVCgtvdXRwdXRfanNvbhgCIAEoCUgAEikKBWVycm9yGAMgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIAEIICgZyZXN1bHQitwIKClN0ZXBSZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhAKCHN0ZXBfa2V5GAMgASgJEg8KB3N0ZXBfaWQYBCABKAkSDwoHYXR0ZW1wdBgFIAEoDRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoLb3V0cHV0X2pzb24YCCABKAlIABIpCgVlcnJvchgJIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSAASLAoIcmV0cnlfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQggKBnJlc3VsdCJoCgdTdGVwQWNrEg4KBnJ1bl9pZBgBIAEoCRIQCghzdGVwX2tleRgCIAEoCRIsCglqb3VybmFsZWQYAyABKAsyGS5zdGVwd2lzZS52MS5Kb3VybmFsRW50cnkSDQoFbGVhc2UYBCABKA0ipAEKCVJ1blJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SFQoLb3V0cHV0X2pzb24YAyABKAlIABIpCgVlcnJvchgEIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSAASLAoIcmV0cnlfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQggKBnJlc3VsdCJMCgdTdXNwZW5kEg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIiCgZhd2FpdHMYAyADKAsyEi5zdGVwd2lzZS52MS5Bd2FpdCKxAQoFQXdhaXQSEAoIc3RlcF9rZXkYASABKAkSDwoHc3RlcF9pZBgCIAEoCRIjCgVzbGVlcBgDIAEoCzISLnN0ZXB3aXNlLnYxLlNsZWVwSAASMwoOd2FpdF9mb3JfZXZlbnQYBCABKAsyGS5zdGVwd2lzZS52MS5XYWl0Rm9yRXZlbnRIABIjCgVyZXRyeRgFIAEoCzISLnN0ZXB3aXNlLnYxLlJldHJ5SABCBgoEa2luZCI0CgVTbGVlcBIrCgd3YWtlX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJgCgxXYWl0Rm9yRXZlbnQSDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJEi4KCnRpbWVvdXRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjUKBVJldHJ5EiwKCHJldHJ5X2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6CglDYW5jZWxSdW4SDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRINCgVsZWFzZRgDIAEoDSIfCglIZWFydGJlYXQSEgoKc2VudF9hdF9tcxgBIAEoAyIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkyWQoNV29ya2VyU2VydmljZRJICgdDb25uZWN0Ehsuc3RlcHdpc2UudjEuQ29ubmVjdFJlcXVlc3QaHC5zdGVwd2lzZS52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -68,6 +68,15 @@ export type ConnectRequest = Message<"stepwise.v1.ConnectRequest"> & {
      */
     value: Drain;
     case: "drain";
+  } | {
+    /**
+     * The run waits (a sleep, an event, a retry delay): the worker has
+     * dropped its handler and the executor records what wakes it.
+     *
+     * @generated from field: stepwise.v1.Suspend suspend = 6;
+     */
+    value: Suspend;
+    case: "suspend";
   } | { case: undefined; value?: undefined };
 };
 
@@ -232,6 +241,15 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
    * @generated from field: optional uint32 retries = 4;
    */
   retries?: number | undefined;
+
+  /**
+   * Id of another function of the same registration that runs, as a run
+   * of its own, for each run of this function that ends FAILED: the
+   * function's onFailure handler. Empty when it has none.
+   *
+   * @generated from field: string on_failure_function_id = 5;
+   */
+  onFailureFunctionId: string;
 };
 
 /**
@@ -260,6 +278,14 @@ export type Trigger = Message<"stepwise.v1.Trigger"> & {
      */
     value: EventTrigger;
     case: "event";
+  } | {
+    /**
+     * Start a run at each tick of a cron schedule.
+     *
+     * @generated from field: stepwise.v1.CronTrigger cron = 2;
+     */
+    value: CronTrigger;
+    case: "cron";
   } | { case: undefined; value?: undefined };
 };
 
@@ -282,6 +308,14 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
    * @generated from field: string event = 1;
    */
   event: string;
+
+  /**
+   * CEL expression over the candidate event, bound as `event`, that must be
+   * true for a run to start (the SDK's `if`). Empty means every event.
+   *
+   * @generated from field: string condition = 2;
+   */
+  condition: string;
 };
 
 /**
@@ -290,6 +324,37 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 5);
+
+/**
+ * CronTrigger starts a run at each tick of a schedule. Each tick starts one
+ * run, however many schedulers run.
+ *
+ * @generated from message stepwise.v1.CronTrigger
+ */
+export type CronTrigger = Message<"stepwise.v1.CronTrigger"> & {
+  /**
+   * The schedule: five fields (minute hour day-of-month month day-of-week),
+   * or six with seconds first.
+   *
+   * @generated from field: string cron = 1;
+   */
+  cron: string;
+
+  /**
+   * IANA time zone the schedule is read in, such as "Europe/Paris". Empty
+   * means UTC.
+   *
+   * @generated from field: string timezone = 2;
+   */
+  timezone: string;
+};
+
+/**
+ * Describes the message stepwise.v1.CronTrigger.
+ * Use `create(CronTriggerSchema)` to create a new message.
+ */
+export const CronTriggerSchema: GenMessage<CronTrigger> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 6);
 
 /**
  * Registered confirms a registration.
@@ -318,7 +383,7 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 6);
+  messageDesc(file_stepwise_v1_worker, 7);
 
 /**
  * StartRun gives a run to the worker, with the journal of the steps that
@@ -362,6 +427,22 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
    * @generated from field: repeated stepwise.v1.JournalEntry journal = 5;
    */
   journal: JournalEntry[];
+
+  /**
+   * Attempt number of the handler, starting at 1: one more than the times
+   * the handler failed with an error outside any step and was retried.
+   *
+   * @generated from field: uint32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * Failed attempts so far of steps that are being retried and have no
+   * result yet, by step key. The SDK runs the next attempt.
+   *
+   * @generated from field: map<string, uint32> step_attempts = 7;
+   */
+  stepAttempts: { [key: string]: number };
 };
 
 /**
@@ -369,7 +450,7 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
  * Use `create(StartRunSchema)` to create a new message.
  */
 export const StartRunSchema: GenMessage<StartRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 7);
+  messageDesc(file_stepwise_v1_worker, 8);
 
 /**
  * RunEvent is the triggering event as a worker receives it.
@@ -411,7 +492,7 @@ export type RunEvent = Message<"stepwise.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 8);
+  messageDesc(file_stepwise_v1_worker, 9);
 
 /**
  * JournalEntry is one journaled step result.
@@ -455,7 +536,7 @@ export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
  * Use `create(JournalEntrySchema)` to create a new message.
  */
 export const JournalEntrySchema: GenMessage<JournalEntry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 9);
+  messageDesc(file_stepwise_v1_worker, 10);
 
 /**
  * StepResult is the outcome of one step attempt, sent by the worker.
@@ -534,6 +615,15 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
     value: ErrorDetail;
     case: "error";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Set with an error when the step will be retried: the time of the next
+   * attempt. The attempt is journaled as failed and the step has no result
+   * yet. Unset with an error, the error is the step's final result.
+   *
+   * @generated from field: google.protobuf.Timestamp retry_at = 10;
+   */
+  retryAt?: Timestamp | undefined;
 };
 
 /**
@@ -541,7 +631,7 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
  * Use `create(StepResultSchema)` to create a new message.
  */
 export const StepResultSchema: GenMessage<StepResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 10);
+  messageDesc(file_stepwise_v1_worker, 11);
 
 /**
  * StepAck confirms that a step result is committed to the journal. The
@@ -586,7 +676,7 @@ export type StepAck = Message<"stepwise.v1.StepAck"> & {
  * Use `create(StepAckSchema)` to create a new message.
  */
 export const StepAckSchema: GenMessage<StepAck> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 11);
+  messageDesc(file_stepwise_v1_worker, 12);
 
 /**
  * RunResult ends a run.
@@ -630,6 +720,14 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
     value: ErrorDetail;
     case: "error";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Set with an error when the handler will be retried: the time of its
+   * next attempt. The run then waits instead of ending.
+   *
+   * @generated from field: google.protobuf.Timestamp retry_at = 5;
+   */
+  retryAt?: Timestamp | undefined;
 };
 
 /**
@@ -637,7 +735,185 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
  * Use `create(RunResultSchema)` to create a new message.
  */
 export const RunResultSchema: GenMessage<RunResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 12);
+  messageDesc(file_stepwise_v1_worker, 13);
+
+/**
+ * Suspend ends an execution of a run that must wait. The worker sends it
+ * once no step of the run is executing, and drops the handler; the run is
+ * started again, with its journal, once one of the awaits is done.
+ *
+ * @generated from message stepwise.v1.Suspend
+ */
+export type Suspend = Message<"stepwise.v1.Suspend"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Lease from the StartRun this execution belongs to.
+   *
+   * @generated from field: uint32 lease = 2;
+   */
+  lease: number;
+
+  /**
+   * What the run waits for; the first one done wakes it.
+   *
+   * @generated from field: repeated stepwise.v1.Await awaits = 3;
+   */
+  awaits: Await[];
+};
+
+/**
+ * Describes the message stepwise.v1.Suspend.
+ * Use `create(SuspendSchema)` to create a new message.
+ */
+export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 14);
+
+/**
+ * Await is one thing a suspended run waits for, named by its step.
+ *
+ * @generated from message stepwise.v1.Await
+ */
+export type Await = Message<"stepwise.v1.Await"> & {
+  /**
+   * Key of the step that waits.
+   *
+   * @generated from field: string step_key = 1;
+   */
+  stepKey: string;
+
+  /**
+   * Id the handler gave the step.
+   *
+   * @generated from field: string step_id = 2;
+   */
+  stepId: string;
+
+  /**
+   * What the step waits for.
+   *
+   * @generated from oneof stepwise.v1.Await.kind
+   */
+  kind: {
+    /**
+     * A point in time: step.sleep and step.sleepUntil. The step's result
+     * is null.
+     *
+     * @generated from field: stepwise.v1.Sleep sleep = 3;
+     */
+    value: Sleep;
+    case: "sleep";
+  } | {
+    /**
+     * An event: step.waitForEvent. The step's result is the event, or null
+     * at the timeout.
+     *
+     * @generated from field: stepwise.v1.WaitForEvent wait_for_event = 4;
+     */
+    value: WaitForEvent;
+    case: "waitForEvent";
+  } | {
+    /**
+     * The next attempt of a step whose failed attempt was journaled with a
+     * retry time.
+     *
+     * @generated from field: stepwise.v1.Retry retry = 5;
+     */
+    value: Retry;
+    case: "retry";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stepwise.v1.Await.
+ * Use `create(AwaitSchema)` to create a new message.
+ */
+export const AwaitSchema: GenMessage<Await> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 15);
+
+/**
+ * Sleep waits until a time.
+ *
+ * @generated from message stepwise.v1.Sleep
+ */
+export type Sleep = Message<"stepwise.v1.Sleep"> & {
+  /**
+   * When the sleep ends.
+   *
+   * @generated from field: google.protobuf.Timestamp wake_at = 1;
+   */
+  wakeAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.Sleep.
+ * Use `create(SleepSchema)` to create a new message.
+ */
+export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 16);
+
+/**
+ * WaitForEvent waits for the first matching event after the wait began.
+ *
+ * @generated from message stepwise.v1.WaitForEvent
+ */
+export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
+  /**
+   * Name of the awaited event.
+   *
+   * @generated from field: string event = 1;
+   */
+  event: string;
+
+  /**
+   * CEL expression that a candidate event, bound as `async`, must make
+   * true; the run's triggering event is bound as `event`. Empty means any
+   * event of the name.
+   *
+   * @generated from field: string condition = 2;
+   */
+  condition: string;
+
+  /**
+   * When the wait ends with a null result if no event matched.
+   *
+   * @generated from field: google.protobuf.Timestamp timeout_at = 3;
+   */
+  timeoutAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.WaitForEvent.
+ * Use `create(WaitForEventSchema)` to create a new message.
+ */
+export const WaitForEventSchema: GenMessage<WaitForEvent> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 17);
+
+/**
+ * Retry waits for the time of a step's next attempt.
+ *
+ * @generated from message stepwise.v1.Retry
+ */
+export type Retry = Message<"stepwise.v1.Retry"> & {
+  /**
+   * When the next attempt is due, as sent in the failed attempt's StepResult.
+   *
+   * @generated from field: google.protobuf.Timestamp retry_at = 1;
+   */
+  retryAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.Retry.
+ * Use `create(RetrySchema)` to create a new message.
+ */
+export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 18);
 
 /**
  * CancelRun asks the worker to stop executing a run.
@@ -673,7 +949,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 13);
+  messageDesc(file_stepwise_v1_worker, 19);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -694,7 +970,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 14);
+  messageDesc(file_stepwise_v1_worker, 20);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -715,7 +991,7 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 15);
+  messageDesc(file_stepwise_v1_worker, 21);
 
 /**
  * WorkerService is how SDK workers execute functions. A worker opens one

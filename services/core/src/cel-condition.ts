@@ -1,0 +1,200 @@
+import { celEnv, isCelError, parse, plan } from "@bufbuild/cel";
+import type { Expr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
+
+/** Variables a condition may use: `event`, and `async` in a wait. */
+export type ConditionVariable = "event" | "async";
+
+/** An event as a condition sees it. */
+export interface ConditionEvent {
+  id: string;
+  name: string;
+  data: unknown;
+  ts: string;
+}
+
+/**
+ * An equality `event.<path> == async.<path>` found among the top-level
+ * conjuncts of a wait's condition: a wait can be found by the awaited
+ * event's value at asyncPath without evaluating every wait's condition.
+ */
+export interface IndexedEquality {
+  /** Path into the run's triggering event, such as ["data", "id"]. */
+  eventPath: string[];
+  /** Path into the candidate event, such as ["data", "orderId"]. */
+  asyncPath: string[];
+}
+
+/** A compiled condition, ready to evaluate many times. */
+export interface Condition {
+  readonly source: string;
+  /** The indexable equality, when the condition has one. */
+  readonly equality: IndexedEquality | undefined;
+  /**
+   * True when the condition holds. A runtime error (a missing field, a type
+   * mismatch) counts as false: an event that lacks the field does not match.
+   */
+  test(bindings: Partial<Record<ConditionVariable, ConditionEvent>>): boolean;
+}
+
+/** A condition that does not compile, with what is wrong. */
+export class InvalidConditionError extends Error {
+  override name = "InvalidConditionError";
+}
+
+const env = celEnv();
+const cache = new Map<string, Condition>();
+const CACHE_MAX = 10_000;
+
+/** Longest condition accepted. */
+export const MAX_CONDITION_LENGTH = 4096;
+
+/**
+ * Compiles a CEL condition once (cached by its text). Throws
+ * InvalidConditionError when it does not parse or uses a variable other
+ * than the allowed ones.
+ */
+export function compileCondition(source: string, allowed: readonly ConditionVariable[]): Condition {
+  const key = `${allowed.join(",")}\u0000${source}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  if (source.trim().length === 0) throw new InvalidConditionError("the expression is empty");
+  if (source.length > MAX_CONDITION_LENGTH) {
+    throw new InvalidConditionError(`the expression is longer than ${MAX_CONDITION_LENGTH} characters`);
+  }
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(source);
+  } catch (err) {
+    throw new InvalidConditionError(celMessage(err));
+  }
+  for (const name of identifiers(parsed.expr)) {
+    if (!(allowed as readonly string[]).includes(name)) {
+      throw new InvalidConditionError(
+        `unknown variable ${JSON.stringify(name)}: the expression may use ${allowed.map((a) => `\`${a}\``).join(" and ")}`,
+      );
+    }
+  }
+  let evaluate: ReturnType<typeof plan>;
+  try {
+    evaluate = plan(env, parsed);
+  } catch (err) {
+    throw new InvalidConditionError(celMessage(err));
+  }
+  const condition: Condition = {
+    source,
+    equality: allowed.includes("async") ? findEquality(parsed.expr) : undefined,
+    test(bindings) {
+      const result = evaluate(bindings as never);
+      return !isCelError(result) && result === true;
+    },
+  };
+  if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
+  cache.set(key, condition);
+  return condition;
+}
+
+/** The value at a path of a JSON value, or undefined. */
+export function valueAt(value: unknown, path: readonly string[]): unknown {
+  let v = value;
+  for (const p of path) {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return undefined;
+    v = (v as Record<string, unknown>)[p];
+  }
+  return v;
+}
+
+function celMessage(err: unknown): string {
+  const cause = (err as { cause?: unknown }).cause;
+  const raw = (cause as { rawMessage?: unknown } | undefined)?.rawMessage;
+  if (typeof raw === "string") {
+    const loc = (cause as { location?: { start?: { line?: number; column?: number } } }).location?.start;
+    return loc ? `${raw} (line ${loc.line}, column ${loc.column})` : raw;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Names of the free variables of an expression (comprehension variables excluded). */
+function identifiers(expr: Expr | undefined, bound: ReadonlySet<string> = new Set()): Set<string> {
+  const out = new Set<string>();
+  const walk = (e: Expr | undefined, scope: ReadonlySet<string>): void => {
+    if (!e) return;
+    const k = e.exprKind;
+    switch (k.case) {
+      case "identExpr":
+        if (!scope.has(k.value.name)) out.add(k.value.name);
+        return;
+      case "selectExpr":
+        walk(k.value.operand, scope);
+        return;
+      case "callExpr":
+        walk(k.value.target, scope);
+        for (const a of k.value.args) walk(a, scope);
+        return;
+      case "listExpr":
+        for (const a of k.value.elements) walk(a, scope);
+        return;
+      case "structExpr":
+        for (const en of k.value.entries) {
+          if (en.keyKind.case === "mapKey") walk(en.keyKind.value, scope);
+          walk(en.value, scope);
+        }
+        return;
+      case "comprehensionExpr": {
+        const c = k.value;
+        walk(c.iterRange, scope);
+        walk(c.accuInit, scope);
+        const inner = new Set([...scope, c.iterVar, c.accuVar, ...(c.iterVar2 ? [c.iterVar2] : [])]);
+        walk(c.loopCondition, inner);
+        walk(c.loopStep, inner);
+        walk(c.result, inner);
+        return;
+      }
+      default:
+        return;
+    }
+  };
+  walk(expr, bound);
+  return out;
+}
+
+/** A select chain `root.a.b` as ["root", "a", "b"], or undefined. */
+function selectPath(e: Expr | undefined): string[] | undefined {
+  const path: string[] = [];
+  let cur = e;
+  while (cur) {
+    const k = cur.exprKind;
+    if (k.case === "selectExpr" && !k.value.testOnly) {
+      path.unshift(k.value.field);
+      cur = k.value.operand;
+    } else if (k.case === "identExpr") {
+      path.unshift(k.value.name);
+      return path;
+    } else {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+function findEquality(expr: Expr | undefined): IndexedEquality | undefined {
+  const k = expr?.exprKind;
+  if (k?.case !== "callExpr") return undefined;
+  if (k.value.function === "_&&_") {
+    for (const a of k.value.args) {
+      const found = findEquality(a);
+      if (found) return found;
+    }
+    return undefined;
+  }
+  if (k.value.function !== "_==_" || k.value.args.length !== 2) return undefined;
+  const [l, r] = k.value.args.map(selectPath);
+  for (const [a, b] of [
+    [l, r],
+    [r, l],
+  ] as const) {
+    if (a?.[0] === "event" && b?.[0] === "async" && a.length > 1 && b.length > 1) {
+      return { eventPath: a.slice(1), asyncPath: b.slice(1) };
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,298 @@
+import type { PublishedRunRef } from "./journal-store.js";
+import { DEFAULT_TIMER_CHANNEL } from "./journal-store.js";
+import type { Sql } from "./sql.js";
+
+/** One thing a suspending run waits for, keyed by its step. */
+export type AwaitRecord =
+  | { stepKey: string; stepId: string; kind: "sleep" | "retry"; dueAtMs: number }
+  | {
+      stepKey: string;
+      stepId: string;
+      kind: "wait";
+      /** The wait's timeout. */
+      dueAtMs: number;
+      event: string;
+      /** CEL over `event` (the run's) and `async` (the candidate); null for any event of the name. */
+      condition: string | null;
+      /** The condition's indexable equality, when it has one. */
+      equality: { eventPath: string[]; asyncPath: string[] } | undefined;
+    };
+
+/** The outcome of a suspension. */
+export type SuspendOutcome =
+  | { kind: "lease-lost" }
+  /** The run waits; `hasWaits` when some of its awaits are events, for the lookback. */
+  | { kind: "waiting"; hasWaits: boolean }
+  /** Something it waits for already happened: the run is QUEUED again, publish its work. */
+  | { kind: "resumed"; run: PublishedRunRef };
+
+/** A cron tick to fire, as read under lock. */
+export interface DueCron {
+  appId: string;
+  functionId: string;
+  triggerIndex: number;
+  cron: string;
+  timezone: string;
+  tickMs: number;
+}
+
+/**
+ * How far ahead of now a new timer makes a suspension notify the
+ * schedulers: they re-read their next wake-up at least this often anyway.
+ */
+export const TIMER_POLL_MS = 1_000;
+
+/**
+ * TimerStore holds the SQL of suspended runs: recording what a run waits
+ * for, firing due timers and cron ticks, and telling schedulers when to
+ * look next. Several schedulers share the firing (SKIP LOCKED).
+ */
+export class TimerStore {
+  readonly channel: string;
+
+  constructor(
+    private readonly sql: Sql,
+    options: { channel?: string } = {},
+  ) {
+    this.channel = options.channel ?? DEFAULT_TIMER_CHANNEL;
+  }
+
+  /**
+   * Suspends a run this execution holds: replaces its timers and waits by
+   * the awaits given (one that already existed keeps its due time and start,
+   * so a replayed `sleep("1h")` does not start over), and sets it WAITING
+   * with no lease. When one of the awaited steps is already journaled, or a
+   * wake-up raced with this suspension (the run's wake count moved since
+   * `wakes`), the run is QUEUED again instead. Notifies the schedulers when
+   * a timer of the run is due within TIMER_POLL_MS. One statement, one
+   * round trip; it locks the run row, which every wake-up updates too.
+   */
+  async suspend(
+    runId: string,
+    lease: number,
+    wakes: number,
+    awaits: readonly AwaitRecord[],
+    requeueAfterMs: number,
+  ): Promise<SuspendOutcome> {
+    const rows = await this.sql.query<{
+      status: string;
+      id: string;
+      app_id: string;
+      function_id: string;
+      lease: number;
+      notified: number | string;
+    }>(
+      `WITH held AS (
+         SELECT id, event_id, started_at FROM runs
+         WHERE id = $1 AND lease = $2 AND status = 'RUNNING' FOR UPDATE
+       ), a AS (
+         SELECT * FROM jsonb_to_recordset($3::jsonb)
+           AS a(k text, i text, kind text, due float8, ev text, cond text, ep text, ap text)
+       ), dt AS (
+         DELETE FROM timers t WHERE t.run_id IN (SELECT id FROM held) AND t.step_key NOT IN (SELECT k FROM a)
+       ), dw AS (
+         DELETE FROM waits w WHERE w.run_id IN (SELECT id FROM held) AND w.step_key NOT IN (SELECT k FROM a)
+       ), it AS (
+         INSERT INTO timers (run_id, step_key, step_id, kind, due_at)
+         SELECT held.id, a.k, a.i, a.kind, to_timestamp(a.due / 1000.0) FROM a, held
+         ON CONFLICT (run_id, step_key) DO NOTHING
+       ), since AS (
+         SELECT coalesce((SELECT max(journaled_at) FROM steps WHERE run_id = $1), (SELECT started_at FROM held)) AS t
+       ), src AS (
+         SELECT jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) AS doc
+         FROM held JOIN events e ON e.id = held.event_id
+       ), iw AS (
+         INSERT INTO waits (run_id, step_key, step_id, event_name, key_path, key_value, condition, since)
+         SELECT $1, a.k, a.i, a.ev,
+           CASE WHEN jsonb_typeof(src.doc #> string_to_array(a.ep, '.')) = 'string' THEN a.ap ELSE '' END,
+           CASE WHEN jsonb_typeof(src.doc #> string_to_array(a.ep, '.')) = 'string'
+             THEN src.doc #>> string_to_array(a.ep, '.') ELSE '' END,
+           a.cond, (SELECT t FROM since)
+         FROM a, src WHERE a.kind = 'wait'
+         ON CONFLICT (run_id, step_key) DO NOTHING
+         RETURNING event_name, key_path
+       ), ip AS (
+         INSERT INTO wait_paths (event_name, key_path)
+         SELECT DISTINCT event_name, key_path FROM iw WHERE key_path <> ''
+         ON CONFLICT DO NOTHING
+       ), resume AS (
+         SELECT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = $1 AND s.step_key IN (SELECT k FROM a)) AS now
+       ), upd AS (
+         UPDATE runs SET
+           status = CASE WHEN runs.wakes <> $4 OR (SELECT now FROM resume) THEN 'QUEUED' ELSE 'WAITING' END,
+           executor_id = NULL,
+           lease_expires_at = CASE WHEN runs.wakes <> $4 OR (SELECT now FROM resume)
+             THEN now() + $5 * interval '1 millisecond' ELSE NULL END
+         WHERE id IN (SELECT id FROM held)
+         RETURNING status, id, app_id, function_id, lease
+       ), soon AS (
+         SELECT pg_notify($6, 'timer') FROM (SELECT 1) one
+         WHERE EXISTS (SELECT 1 FROM held)
+           AND (EXISTS (SELECT 1 FROM a WHERE a.due < extract(epoch FROM now()) * 1000 + $7)
+             OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = $1 AND t.due_at < now() + $7 * interval '1 millisecond'))
+       )
+       SELECT upd.*, (SELECT count(*) FROM soon) AS notified FROM upd`,
+      [
+        runId,
+        lease,
+        JSON.stringify(
+          awaits.map((a) => ({
+            k: a.stepKey,
+            i: a.stepId,
+            kind: a.kind,
+            due: a.dueAtMs,
+            ev: a.kind === "wait" ? a.event : null,
+            cond: a.kind === "wait" ? a.condition : null,
+            ep: a.kind === "wait" && a.equality ? a.equality.eventPath.join(".") : null,
+            ap: a.kind === "wait" && a.equality ? a.equality.asyncPath.join(".") : null,
+          })),
+        ),
+        wakes,
+        requeueAfterMs,
+        this.channel,
+        TIMER_POLL_MS,
+      ],
+    );
+    const r = rows[0];
+    if (!r) return { kind: "lease-lost" };
+    if (r.status === "QUEUED") {
+      return { kind: "resumed", run: { runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) } };
+    }
+    return { kind: "waiting", hasWaits: awaits.some((a) => a.kind === "wait") };
+  }
+
+  /**
+   * Fires up to `limit` due timers of WAITING runs: a sleep journals its
+   * step with a null result, a wait's timeout journals null and drops the
+   * wait, a retry journals nothing; each run is QUEUED again and returned,
+   * with the short deadline until markPublished. One round trip.
+   */
+  async fireDue(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+      `WITH due AS (
+         SELECT t.run_id, t.step_key FROM timers t JOIN runs r ON r.id = t.run_id
+         WHERE t.due_at <= now() AND r.status = 'WAITING'
+         ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED
+       ), f AS (
+         DELETE FROM timers t USING due WHERE t.run_id = due.run_id AND t.step_key = due.step_key
+         RETURNING t.run_id, t.step_key, t.step_id, t.kind, t.due_at
+       ), w AS (
+         DELETE FROM waits w USING f WHERE f.kind = 'wait' AND w.run_id = f.run_id AND w.step_key = f.step_key
+         RETURNING w.run_id, w.step_key
+       ), j AS (
+         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output)
+         SELECT f.run_id, f.step_key, f.step_id, 1, f.due_at, now(), 'null'::jsonb FROM f
+         WHERE f.kind = 'sleep' OR EXISTS (SELECT 1 FROM w WHERE w.run_id = f.run_id AND w.step_key = f.step_key)
+         ON CONFLICT (run_id, step_key) DO NOTHING
+       )
+       ${WAKE_RUNS("SELECT run_id FROM f")}`,
+      [limit, requeueAfterMs],
+    );
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
+  }
+
+  /**
+   * Milliseconds until the next timer or cron tick is due, by the
+   * database's clock, or null when there is none. One round trip.
+   */
+  async nextDueInMs(): Promise<number | null> {
+    const rows = await this.sql.query<{ ms: number | string | null }>(
+      `SELECT (extract(epoch FROM least(
+           (SELECT min(due_at) FROM timers WHERE due_at > now()),
+           (SELECT min(next_at) FROM cron_schedules WHERE next_at > now())) - now()) * 1000)::float8 AS ms`,
+    );
+    const ms = rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  /**
+   * Fires due cron ticks, each exactly once across schedulers: under a
+   * transaction, locks up to `limit` due schedules (SKIP LOCKED), creates
+   * one run per tick (its event id names the tick, so even a replayed
+   * transaction cannot make a second), and moves each schedule to the tick
+   * `next` computes. Missed ticks are not made up: the next tick is the
+   * first after now. Returns the runs to publish (short deadline until
+   * markPublished).
+   */
+  async fireCron(
+    limit: number,
+    requeueAfterMs: number,
+    next: (due: DueCron, nowMs: number) => Date | null,
+  ): Promise<PublishedRunRef[]> {
+    return this.sql.transaction(async (tx) => {
+      const due = await tx.query<{
+        app_id: string;
+        function_id: string;
+        trigger_index: number;
+        cron: string;
+        timezone: string;
+        tick_ms: number | string;
+        now_ms: number | string;
+      }>(
+        `SELECT app_id, function_id, trigger_index, cron, timezone,
+           (extract(epoch FROM next_at) * 1000)::float8 AS tick_ms, (extract(epoch FROM now()) * 1000)::float8 AS now_ms
+         FROM cron_schedules WHERE next_at <= now()
+         ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        [limit],
+      );
+      if (due.length === 0) return [];
+      const ticks = due.map((d) => {
+        const c: DueCron = {
+          appId: d.app_id,
+          functionId: d.function_id,
+          triggerIndex: Number(d.trigger_index),
+          cron: d.cron,
+          timezone: d.timezone,
+          tickMs: Number(d.tick_ms),
+        };
+        const following = next(c, Number(d.now_ms));
+        const tick = new Date(c.tickMs).toISOString();
+        return {
+          a: c.appId,
+          f: c.functionId,
+          x: c.triggerIndex,
+          id: `stepwise-cron-${c.appId}-${c.functionId}-${c.triggerIndex}-${c.tickMs}`,
+          data: { cron: c.cron, timezone: c.timezone, tick },
+          tick,
+          next: following ? following.toISOString() : "infinity",
+        };
+      });
+      const rows = await tx.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+        `WITH x AS (
+           SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(a text, f text, x int, id text, data jsonb, tick timestamptz, next timestamptz)
+         ), ev AS (
+           INSERT INTO events (id, name, data, ts, received_at)
+           SELECT x.id, 'stepwise/cron', x.data, x.tick, now() FROM x
+           ON CONFLICT (id) DO NOTHING
+         ), moved AS (
+           UPDATE cron_schedules c SET next_at = x.next FROM x
+           WHERE c.app_id = x.a AND c.function_id = x.f AND c.trigger_index = x.x
+         )
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), x.a, x.f, x.id, 'QUEUED', now() + $2 * interval '1 millisecond' FROM x
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, lease`,
+        [JSON.stringify(ticks), requeueAfterMs],
+      );
+      return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
+    });
+  }
+}
+
+/**
+ * The tail of a statement that wakes runs (`ids` selects their ids): bumps
+ * their wake count (which a racing suspension sees, since it locks the same
+ * row) and QUEUEs those that were WAITING, returning them. A run still
+ * RUNNING keeps running; its next suspension resumes at once.
+ */
+export function WAKE_RUNS(ids: string, requeueParam = "$2"): string {
+  return `, woken AS (
+         UPDATE runs SET wakes = wakes + 1,
+           status = CASE WHEN status = 'WAITING' THEN 'QUEUED' ELSE status END,
+           lease_expires_at = CASE WHEN status = 'WAITING'
+             THEN now() + ${requeueParam} * interval '1 millisecond' ELSE lease_expires_at END
+         WHERE id IN (${ids}) AND status IN ('WAITING', 'RUNNING', 'QUEUED')
+         RETURNING id, app_id, function_id, lease, status
+       )
+       SELECT id, app_id, function_id, lease FROM woken WHERE status = 'QUEUED'`;
+}

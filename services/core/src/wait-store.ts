@@ -1,0 +1,158 @@
+import type { PublishedRunRef } from "./journal-store.js";
+import type { Sql } from "./sql.js";
+import { WAKE_RUNS } from "./timer-store.js";
+
+/** An event as waits see it. */
+export interface WaitEvent {
+  id: string;
+  name: string;
+  /** JSON text of the data object. */
+  dataJson: string;
+  tsMs: number;
+}
+
+/** A wait that an event may resolve, with what its condition needs. */
+export interface WaitCandidate {
+  runId: string;
+  stepKey: string;
+  condition: string | null;
+  /** The waiting run's triggering event, bound as `event` in the condition. */
+  runEvent: WaitEvent;
+}
+
+/** A wait of one run with an event stored since the wait began, for the lookback. */
+export interface LookbackCandidate {
+  stepKey: string;
+  condition: string | null;
+  event: WaitEvent;
+  runEvent: WaitEvent;
+}
+
+/** A wait resolved by an event: the step's result is the event. */
+export interface WaitMatch {
+  runId: string;
+  stepKey: string;
+  /** JSON text of the step's result. */
+  outputJson: string;
+}
+
+/** Most events the lookback of one suspension reads. */
+const LOOKBACK_LIMIT = 1_000;
+
+/**
+ * WaitStore holds the SQL of step.waitForEvent. Waits are found by index:
+ * by event name and, when the condition has an equality with the run's
+ * event, by the awaited event's value at the equality's path.
+ *
+ * Neither an event nor a wait is missed when they race: the scheduler
+ * stores an event, commits, then looks for waits (candidates); a suspension
+ * stores its waits, commits, then looks for events stored since the wait
+ * began (lookback). Whichever commits second sees the other. Both may see
+ * each other; resolve lets only one event resolve a wait.
+ */
+export class WaitStore {
+  constructor(private readonly sql: Sql) {}
+
+  /** The waits an event stored at storedAtMs may resolve. One round trip. */
+  async candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
+    const rows = await this.sql.query<{
+      run_id: string;
+      step_key: string;
+      condition: string | null;
+      e_id: string;
+      e_name: string;
+      e_data: string;
+      e_ts: number | string;
+    }>(
+      `WITH doc AS (SELECT jsonb_build_object('id', $2::text, 'name', $1::text, 'data', $3::jsonb) AS d),
+       cand AS (
+         SELECT w.run_id, w.step_key, w.condition, w.since FROM waits w
+         WHERE w.event_name = $1 AND w.key_path = ''
+         UNION ALL
+         SELECT w.run_id, w.step_key, w.condition, w.since
+         FROM wait_paths p CROSS JOIN doc
+         JOIN waits w ON w.event_name = $1 AND w.key_path = p.key_path
+           AND w.key_value = (doc.d #>> string_to_array(p.key_path, '.'))
+         WHERE p.event_name = $1 AND jsonb_typeof(doc.d #> string_to_array(p.key_path, '.')) = 'string'
+       )
+       SELECT c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
+         (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
+       FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
+       WHERE c.since <= to_timestamp($4 / 1000.0)`,
+      [event.name, event.id, event.dataJson, storedAtMs],
+    );
+    return rows.map((r) => ({
+      runId: r.run_id,
+      stepKey: r.step_key,
+      condition: r.condition,
+      runEvent: { id: r.e_id, name: r.e_name, dataJson: r.e_data, tsMs: Number(r.e_ts) },
+    }));
+  }
+
+  /**
+   * The events stored since each wait of a run began that may resolve it,
+   * oldest first. One round trip.
+   */
+  async lookback(runId: string): Promise<LookbackCandidate[]> {
+    const rows = await this.sql.query<{
+      step_key: string;
+      condition: string | null;
+      id: string;
+      name: string;
+      data: string;
+      ts: number | string;
+      r_id: string;
+      r_name: string;
+      r_data: string;
+      r_ts: number | string;
+    }>(
+      `SELECT w.step_key, w.condition, e.id, e.name, e.data::text AS data, (extract(epoch FROM e.ts) * 1000)::float8 AS ts,
+         re.id AS r_id, re.name AS r_name, re.data::text AS r_data, (extract(epoch FROM re.ts) * 1000)::float8 AS r_ts
+       FROM waits w
+       JOIN runs r ON r.id = w.run_id
+       JOIN events re ON re.id = r.event_id
+       JOIN events e ON e.name = w.event_name AND e.stored_at >= w.since
+         AND (w.key_path = '' OR (jsonb_typeof(jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #> string_to_array(w.key_path, '.')) = 'string'
+           AND (jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #>> string_to_array(w.key_path, '.')) = w.key_value))
+       WHERE w.run_id = $1
+       ORDER BY e.stored_at, e.id
+       LIMIT $2`,
+      [runId, LOOKBACK_LIMIT],
+    );
+    return rows.map((r) => ({
+      stepKey: r.step_key,
+      condition: r.condition,
+      event: { id: r.id, name: r.name, dataJson: r.data, tsMs: Number(r.ts) },
+      runEvent: { id: r.r_id, name: r.r_name, dataJson: r.r_data, tsMs: Number(r.r_ts) },
+    }));
+  }
+
+  /**
+   * Resolves waits: each one still waiting (an event or its timeout may
+   * have resolved it first) is dropped with its timeout, its step is
+   * journaled with the event, and its run woken. Returns the runs QUEUED
+   * by it, whose work must be published (short deadline until
+   * markPublished). One round trip.
+   */
+  async resolve(matches: readonly WaitMatch[], requeueAfterMs: number): Promise<PublishedRunRef[]> {
+    if (matches.length === 0) return [];
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+      `WITH m AS (
+         SELECT DISTINCT ON (r, k) * FROM jsonb_to_recordset($1::jsonb) AS m(r uuid, k text, o text)
+       ), w AS (
+         DELETE FROM waits w USING m WHERE w.run_id = m.r AND w.step_key = m.k
+         RETURNING w.run_id, w.step_key, w.step_id, m.o
+       ), t AS (
+         DELETE FROM timers t USING w WHERE t.run_id = w.run_id AND t.step_key = w.step_key
+       ), j AS (
+         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output)
+         SELECT w.run_id, w.step_key, w.step_id, 1, now(), now(), w.o::jsonb FROM w
+         ON CONFLICT (run_id, step_key) DO NOTHING
+         RETURNING run_id
+       )
+       ${WAKE_RUNS("SELECT run_id FROM j")}`,
+      [JSON.stringify(matches.map((m) => ({ r: m.runId, k: m.stepKey, o: m.outputJson }))), requeueAfterMs],
+    );
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
+  }
+}

@@ -1,0 +1,92 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type AwaitRecord, compileCondition, InvalidConditionError } from "@stepwise/core";
+import type { Suspend } from "@stepwise/proto";
+
+/** Longest a run may sleep or wait: one year, plus a day of slack for clocks and calendars. */
+export const MAX_SUSPEND_MS = 366 * 24 * 3_600_000;
+
+/** Most awaits one suspension may carry. */
+export const MAX_AWAITS = 1_000;
+
+/** An await the executor refuses; its step is journaled with this error. */
+export interface InvalidAwait {
+  stepKey: string;
+  stepId: string;
+  name: string;
+  message: string;
+}
+
+/**
+ * Reads what a suspending run waits for. A malformed message (no awaits,
+ * keys missing or repeated) is a protocol error; an await whose content is
+ * wrong (a condition that does not compile, a time too far away) is
+ * returned as invalid, for its step to fail with a non-retriable error the
+ * handler can catch.
+ */
+export function parseAwaits(m: Suspend, nowMs: number): { awaits: AwaitRecord[]; invalid: InvalidAwait[] } {
+  if (m.awaits.length === 0 || m.awaits.length > MAX_AWAITS) {
+    throw new ConnectError(`suspend.awaits: must hold 1 to ${MAX_AWAITS} awaits`, Code.InvalidArgument);
+  }
+  const awaits: AwaitRecord[] = [];
+  const invalid: InvalidAwait[] = [];
+  const keys = new Set<string>();
+  for (const a of m.awaits) {
+    if (a.stepKey.length === 0 || a.stepKey.length > 1024 || keys.has(a.stepKey)) {
+      throw new ConnectError("suspend.awaits: each needs a distinct step key of 1-1024 characters", Code.InvalidArgument);
+    }
+    keys.add(a.stepKey);
+    const bad = (message: string, name = "InvalidAwait") => invalid.push({ stepKey: a.stepKey, stepId: a.stepId, name, message });
+    const due = (t: Parameters<typeof timestampMs>[0] | undefined, what: string): number | undefined => {
+      if (!t) return void bad(`${what} is missing`);
+      const ms = timestampMs(t);
+      if (ms > nowMs + MAX_SUSPEND_MS) return void bad(`${what} is more than a year away`);
+      return ms;
+    };
+    const k = a.kind;
+    switch (k.case) {
+      case "sleep": {
+        const at = due(k.value.wakeAt, `step ${JSON.stringify(a.stepId)}: the sleep's end`);
+        if (at !== undefined) awaits.push({ stepKey: a.stepKey, stepId: a.stepId, kind: "sleep", dueAtMs: at });
+        break;
+      }
+      case "retry": {
+        const at = due(k.value.retryAt, `step ${JSON.stringify(a.stepId)}: the retry time`);
+        if (at !== undefined) awaits.push({ stepKey: a.stepKey, stepId: a.stepId, kind: "retry", dueAtMs: at });
+        break;
+      }
+      case "waitForEvent": {
+        const w = k.value;
+        const at = due(w.timeoutAt, `step ${JSON.stringify(a.stepId)}: the wait's timeout`);
+        if (at === undefined) break;
+        if (w.event.length === 0 || w.event.length > 256) {
+          bad(`step ${JSON.stringify(a.stepId)}: event must be an event name of 1-256 characters`);
+          break;
+        }
+        let equality: AwaitRecord & { kind: "wait" } extends { equality: infer E } ? E : never = undefined;
+        if (w.condition !== "") {
+          try {
+            equality = compileCondition(w.condition, ["event", "async"]).equality;
+          } catch (err) {
+            if (!(err instanceof InvalidConditionError)) throw err;
+            bad(`step ${JSON.stringify(a.stepId)}: if: invalid CEL expression: ${err.message}`, "InvalidConditionError");
+            break;
+          }
+        }
+        awaits.push({
+          stepKey: a.stepKey,
+          stepId: a.stepId,
+          kind: "wait",
+          dueAtMs: at,
+          event: w.event,
+          condition: w.condition === "" ? null : w.condition,
+          equality,
+        });
+        break;
+      }
+      default:
+        bad(`step ${JSON.stringify(a.stepId)}: unknown kind of await`);
+    }
+  }
+  return { awaits, invalid };
+}

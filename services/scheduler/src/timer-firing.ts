@@ -1,0 +1,122 @@
+import {
+  CronSchedule,
+  TIMER_POLL_MS,
+  type Bus,
+  type DueCron,
+  type JournalStore,
+  type Logger,
+  type PublishedRunRef,
+  type Sql,
+  type TimerStore,
+} from "@stepwise/core";
+import { publishRunWork } from "./run-creation.js";
+
+/** Options of the timer firing. */
+export interface TimerFiringOptions {
+  sql: Sql;
+  store: JournalStore;
+  timers: TimerStore;
+  bus: Bus;
+  log: Logger;
+  requeueAfterMs: number;
+  backstopMs?: number;
+}
+
+const BATCH = 500;
+const CRON_BATCH = 100;
+
+/**
+ * Fires due timers (sleep ends, retry times, wait timeouts) and cron ticks.
+ * It sleeps until the next one is due, by the database's clock, and wakes
+ * early on a NOTIFY from a suspension or a registration that made something
+ * due sooner; it looks again at least every TIMER_POLL_MS in case a
+ * notification was lost. Schedulers share the work without overlap (the
+ * statements lock with SKIP LOCKED).
+ */
+export class TimerFiring {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private unlisten: (() => Promise<void>) | undefined;
+  private readonly schedules = new Map<string, CronSchedule>();
+
+  constructor(private readonly options: TimerFiringOptions) {}
+
+  async start(): Promise<void> {
+    this.unlisten = await this.options.sql.listen(this.options.timers.channel, () => this.wake());
+    this.wake();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.unlisten?.();
+    await this.running;
+  }
+
+  /** Looks for due work now (or right after the round in progress). */
+  private wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = this.round()
+      .catch((err: unknown) => {
+        this.options.log.warn({ err }, "firing timers failed");
+        return TIMER_POLL_MS;
+      })
+      .then((delay) => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.wake();
+          return;
+        }
+        this.timer = setTimeout(() => this.wake(), delay);
+      });
+  }
+
+  /** Fires what is due; returns how long to sleep. */
+  private async round(): Promise<number> {
+    const { timers, requeueAfterMs } = this.options;
+    for (;;) {
+      const runs = await timers.fireDue(BATCH, requeueAfterMs);
+      await this.publish(runs);
+      if (runs.length < BATCH) break;
+    }
+    for (;;) {
+      const runs = await timers.fireCron(CRON_BATCH, requeueAfterMs, (due, nowMs) => this.nextTick(due, nowMs));
+      await this.publish(runs);
+      if (runs.length < CRON_BATCH) break;
+    }
+    const next = await timers.nextDueInMs();
+    return Math.min(next ?? TIMER_POLL_MS, TIMER_POLL_MS);
+  }
+
+  private nextTick(due: DueCron, nowMs: number): Date | null {
+    const key = `${due.timezone}\u0000${due.cron}`;
+    let schedule = this.schedules.get(key);
+    if (!schedule) {
+      try {
+        schedule = new CronSchedule(due.cron, due.timezone);
+      } catch (err) {
+        // Validated at registration; a schedule that stopped parsing fires no more.
+        this.options.log.error({ err, function: due.functionId }, "a stored cron schedule does not parse");
+        return null;
+      }
+      this.schedules.set(key, schedule);
+    }
+    return schedule.nextAfter(new Date(Math.max(nowMs, due.tickMs)));
+  }
+
+  private async publish(runs: PublishedRunRef[]): Promise<void> {
+    if (runs.length === 0) return;
+    // A failed publish leaves the runs QUEUED with a short deadline: the reconciler publishes them.
+    await publishRunWork(this.options.bus, runs);
+    await this.options.store.markPublished(runs, this.options.backstopMs);
+  }
+}
