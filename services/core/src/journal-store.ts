@@ -408,7 +408,8 @@ export class JournalStore {
       appId: r.app_id,
       functionId: r.function_id,
       lease: Number(r.lease),
-      event: { id: r.event_id, name: r.event_name, dataJson: r.event_data, tsMs: Number(r.event_ts_ms) },
+      // Whole milliseconds: a database time has microseconds, a protobuf Timestamp integral nanos.
+      event: { id: r.event_id, name: r.event_name, dataJson: r.event_data, tsMs: Math.floor(Number(r.event_ts_ms)) },
       journal: (journal as Array<{ k: string; o: string | null; e: StoredError | null }>).map((j) =>
         j.e ? { stepKey: j.k, error: j.e } : { stepKey: j.k, outputJson: j.o ?? "null" },
       ),
