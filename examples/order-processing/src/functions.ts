@@ -12,17 +12,24 @@ export const stepwise = new Stepwise({
       items: z.array(z.object({ sku: z.string(), quantity: z.number().int().positive() })),
       totalCents: z.number().int().nonnegative(),
     }),
+    "shipment.created": z.object({
+      orderId: z.string(),
+      trackingNumber: z.string(),
+    }),
   },
 });
 
 /**
  * The order workflow: charge the payment, check the stock, schedule the
- * shipment, tell the customer. Each step's result is journaled: if the
- * worker or the engine dies midway, the run resumes after the last
- * journaled step and no customer is charged twice.
+ * shipment, then wait up to 7 days for the warehouse's `shipment.created`
+ * of this order before telling the customer. Each step's result is
+ * journaled: if the worker or the engine dies midway, the run resumes after
+ * the last journaled step and no customer is charged twice. While it waits
+ * for the shipment the run holds no worker slot and no memory; a failing
+ * step is retried with backoff (4 retries by default).
  */
 export const orderProcessing = stepwise.createFunction(
-  { id: "order-processing", triggers: [{ event: "order.placed" }] },
+  { id: "order-processing", triggers: [{ event: "order.placed" }], retries: 4 },
   async ({ event, step }) => {
     const { orderId, customerId, items, totalCents } = event.data;
     const payment = await step.run("process-payment", () => ({
@@ -39,10 +46,25 @@ export const orderProcessing = stepwise.createFunction(
       carrier: "acme-post",
       items: inventory.reserved.length,
     }));
+    const shipped = await step.waitForEvent("wait-for-shipment", {
+      event: "shipment.created",
+      timeout: "7d",
+      if: "event.data.orderId == async.data.orderId",
+    });
+    if (!shipped) {
+      return { orderId, paymentId: payment.paymentId, shipmentId: shipment.shipmentId, shipped: false };
+    }
+    const tracking = String(shipped.data["trackingNumber"]);
     const notification = await step.run("send-notification", () => ({
       to: customerId,
-      message: `Order ${orderId} is paid (${payment.paymentId}) and ships with ${shipment.carrier}.`,
+      message: `Order ${orderId} is paid (${payment.paymentId}) and on its way with ${shipment.carrier}: ${tracking}.`,
     }));
-    return { orderId, paymentId: payment.paymentId, shipmentId: shipment.shipmentId, notified: notification.to };
+    return {
+      orderId,
+      paymentId: payment.paymentId,
+      shipmentId: shipment.shipmentId,
+      tracking,
+      notified: notification.to,
+    };
   },
 );
