@@ -13,6 +13,17 @@ export const NATS_URL = process.env["TEST_NATS_URL"] ?? "nats://127.0.0.1:4222";
 
 type Service = "ingest" | "scheduler" | "executor";
 
+/** One more process of a service, next to the stack's own (see Stack.startExtra). */
+export interface ExtraService {
+  readonly name: Service;
+  readonly proc: ChildProcess;
+  readonly log: string[];
+  /** The port it serves on (ingest, executor); 0 for a scheduler. */
+  readonly port: number;
+  /** Sends a signal and waits for the process to be gone. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
 /** Free TCP port on loopback. */
 export async function freePort(): Promise<number> {
   const net = await import("node:net");
@@ -39,6 +50,7 @@ export class Stack {
   executorPort = 0;
   readonly procs = new Map<Service, ChildProcess>();
   readonly logs = new Map<Service, string[]>();
+  readonly extras = new Set<ExtraService>();
   readonly db: pg.Pool;
 
   readonly natsUrl: string;
@@ -106,6 +118,49 @@ export class Stack {
     await waitForOutput(p, `"${name} started"`, name, 20_000, log);
   }
 
+  /**
+   * Starts one more process of a service on the same database and NATS
+   * prefix (an ingest or executor gets a port of its own), as scaling out
+   * does. stop() kills it; kill() on the handle ends it earlier.
+   */
+  async startExtra(name: Service): Promise<ExtraService> {
+    const port = name === "scheduler" ? 0 : await freePort();
+    const env = { ...this.baseEnv(), ...(name === "ingest" ? { INGEST_PORT: String(port) } : {}), ...(name === "executor" ? { EXECUTOR_PORT: String(port) } : {}) };
+    const proc = spawn(process.execPath, [CLI, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const log: string[] = [];
+    const extra: ExtraService = {
+      name,
+      proc,
+      log,
+      port,
+      kill: async (signal: NodeJS.Signals = "SIGKILL") => {
+        await killProcess(proc, signal);
+        this.extras.delete(extra);
+      },
+    };
+    this.extras.add(extra);
+    await waitForOutput(proc, `"${name} started"`, `extra ${name}`, 20_000, log);
+    return extra;
+  }
+
+  /**
+   * True once the scheduler has handled (and acked) every event in the
+   * event stream: nothing pending, nothing awaiting an ack. After it, an
+   * event that made no run will make none.
+   */
+  async eventsSettled(): Promise<boolean> {
+    const nc = await connect({ servers: this.natsUrl });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+      const stream = await jsm.streams.info(`${upper}_EVENTS`);
+      const consumer = await jsm.consumers.info(`${upper}_EVENTS`, `${this.prefix}-scheduler`.replace(/[.*>]/g, "_"));
+      return consumer.num_pending === 0 && consumer.num_ack_pending === 0 && consumer.ack_floor.stream_seq >= stream.state.last_seq;
+    } finally {
+      await nc.close();
+    }
+  }
+
   /** Kills one service with a signal and waits for it to be gone. */
   async kill(name: Service, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
     await killProcess(this.procs.get(name), signal);
@@ -114,6 +169,7 @@ export class Stack {
 
   async stop(): Promise<void> {
     await Promise.all([...this.procs.keys()].map((s) => this.kill(s, "SIGKILL")));
+    await Promise.all([...this.extras].map((e) => e.kill("SIGKILL")));
     await this.db.end();
     const admin = new pg.Client({ connectionString: this.databaseUrl });
     await admin.connect();
