@@ -73,7 +73,10 @@ export interface StepTools {
   /**
    * Suspends the run until an event of a name that matches arrives after
    * this step began, and resolves with it, or with null at the timeout.
-   * No matching event that arrives after the step began is missed.
+   * No matching event that arrives after the step began is missed; the
+   * window opens when the step before the previous one was journaled, so
+   * an event the previous step caused (a webhook racing with its result)
+   * counts too.
    *
    * @example
    * ```ts

@@ -83,7 +83,7 @@ export class TimerStore {
       notified: number | string;
     }>(
       `WITH held AS (
-         SELECT id, event_id, started_at FROM runs
+         SELECT id, event_id, created_at FROM runs
          WHERE id = $1 AND lease = $2 AND status = 'RUNNING' FOR UPDATE
        ), a AS (
          SELECT * FROM jsonb_to_recordset($3::jsonb)
@@ -97,7 +97,12 @@ export class TimerStore {
          SELECT held.id, a.k, a.i, a.kind, to_timestamp(a.due / 1000.0) FROM a, held
          ON CONFLICT (run_id, step_key) DO NOTHING
        ), since AS (
-         SELECT coalesce((SELECT max(journaled_at) FROM steps WHERE run_id = $1), (SELECT started_at FROM held)) AS t
+         -- From the commit of the step before the last one: an event caused by
+         -- the last step (a webhook it triggered) may be stored before that
+         -- step's own result is, and must not be missed.
+         SELECT coalesce(
+           (SELECT journaled_at FROM steps WHERE run_id = $1 ORDER BY journaled_at DESC OFFSET 1 LIMIT 1),
+           (SELECT created_at FROM held)) AS t
        ), src AS (
          SELECT jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) AS doc
          FROM held JOIN events e ON e.id = held.event_id
