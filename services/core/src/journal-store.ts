@@ -369,24 +369,20 @@ export class JournalStore {
    * finished, unknown). One round trip.
    */
   async claimRun(runId: string, executorId: string, leaseMs: number): Promise<ClaimedRun | null> {
-    const rows = await this.sql.query<{
-      id: string;
-      app_id: string;
-      function_id: string;
-      lease: number;
-      event_id: string;
-      event_name: string;
-      event_data: string;
-      event_ts_ms: string | number;
-      journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
-      attempts: Record<string, number> | string;
-      wakes: number;
-    }>(
+    return (await this.claimRuns([runId], executorId, leaseMs))[0] ?? null;
+  }
+
+  /**
+   * Claims many runs in one statement, as claimRun does each; the result
+   * has one entry per id, in order, null for a run not claimable.
+   */
+  async claimRuns(runIds: readonly string[], executorId: string, leaseMs: number): Promise<Array<ClaimedRun | null>> {
+    const rows = await this.sql.query<ClaimRow>(
       `WITH claimed AS (
          UPDATE runs SET status = 'RUNNING', lease = lease + 1, executor_id = $2,
            lease_expires_at = now() + $3 * interval '1 millisecond',
            started_at = coalesce(started_at, now())
-         WHERE id = $1 AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
+         WHERE id = ANY($1::uuid[]) AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
          RETURNING id, app_id, function_id, event_id, lease, wakes
        )
        SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, e.id AS event_id, e.name AS event_name,
@@ -396,27 +392,13 @@ export class JournalStore {
          (SELECT coalesce(json_object_agg(a.step_key, a.n), '{}'::json)
             FROM (SELECT step_key, max(attempt) AS n FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) AS attempts
        FROM claimed c JOIN events e ON e.id = c.event_id`,
-      [runId, executorId, leaseMs],
+      [runIds, executorId, leaseMs],
     );
-    const r = rows[0];
-    if (!r) return null;
-    const journal = typeof r.journal === "string" ? (JSON.parse(r.journal) as typeof r.journal) : r.journal;
-    const attempts = typeof r.attempts === "string" ? (JSON.parse(r.attempts) as Record<string, number>) : r.attempts;
-    const { [""]: handlerFailures, ...stepAttempts } = attempts;
-    return {
-      runId: r.id,
-      appId: r.app_id,
-      functionId: r.function_id,
-      lease: Number(r.lease),
-      // Whole milliseconds: a database time has microseconds, a protobuf Timestamp integral nanos.
-      event: { id: r.event_id, name: r.event_name, dataJson: r.event_data, tsMs: Math.floor(Number(r.event_ts_ms)) },
-      journal: (journal as Array<{ k: string; o: string | null; e: StoredError | null }>).map((j) =>
-        j.e ? { stepKey: j.k, error: j.e } : { stepKey: j.k, outputJson: j.o ?? "null" },
-      ),
-      attempt: Number(handlerFailures ?? 0) + 1,
-      stepAttempts,
-      wakes: Number(r.wakes),
-    };
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return runIds.map((id) => {
+      const r = byId.get(id);
+      return r ? toClaimedRun(r) : null;
+    });
   }
 
   /**
@@ -450,6 +432,11 @@ export class JournalStore {
       ],
     );
     if (written.length > 0) return { kind: "journaled" };
+    return this.stepOutcome(s);
+  }
+
+  /** Why a step result was not written: the journal's result, or the lease was lost. One round trip. */
+  private async stepOutcome(s: StepRecord): Promise<JournalOutcome> {
     const rows = await this.sql.query<{ held: boolean | null; o: string | null; e: StoredError | null; found: boolean }>(
       `SELECT (SELECT lease = $3 AND status = 'RUNNING' FROM runs WHERE id = $1) AS held,
               s.output::text AS o, s.error AS e, s.run_id IS NOT NULL AS found
@@ -463,6 +450,46 @@ export class JournalStore {
       kind: "existing",
       entry: r.e ? { stepKey: s.stepKey, error: r.e } : { stepKey: s.stepKey, outputJson: r.o ?? "null" },
     };
+  }
+
+  /**
+   * Journals the step results of many executions in one statement (group
+   * commit): each is written if its execution still holds the run and its
+   * step has no result yet. Returns the outcome of each, in order; those
+   * not written cost one more round trip each to tell "existing" from
+   * "lease-lost", which only happens after a takeover. A result Postgres
+   * refuses as data fails the whole statement: the caller then journals
+   * them one by one.
+   */
+  async journalSteps(records: readonly StepRecord[]): Promise<JournalOutcome[]> {
+    if (records.length === 1) return [await this.journalStep(records[0] as StepRecord)];
+    const written = await this.sql.query<{ run_id: string; step_key: string }>(
+      `INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, error)
+       SELECT s.run_id, s.step_key, s.step_id, s.attempt, to_timestamp(s.sa / 1000.0), to_timestamp(s.ea / 1000.0), s.o, s.e
+       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[], $7::jsonb[], $8::jsonb[], $9::int[])
+         AS s(run_id, step_key, step_id, attempt, sa, ea, o, e, lease)
+       JOIN runs r ON r.id = s.run_id AND r.lease = s.lease AND r.status = 'RUNNING'
+       ON CONFLICT (run_id, step_key) DO NOTHING
+       RETURNING run_id, step_key`,
+      [
+        records.map((s) => s.runId),
+        records.map((s) => s.stepKey),
+        records.map((s) => s.stepId),
+        records.map((s) => s.attempt),
+        records.map((s) => s.startedAtMs),
+        records.map((s) => s.endedAtMs),
+        records.map((s) => (s.error ? null : (s.outputJson ?? "null"))),
+        records.map((s) => (s.error ? JSON.stringify(s.error) : null)),
+        records.map((s) => s.lease),
+      ],
+    );
+    const done = new Set(written.map((w) => `${w.run_id}\u0000${w.step_key}`));
+    return Promise.all(
+      records.map(async (s): Promise<JournalOutcome> => {
+        if (done.has(`${s.runId}\u0000${s.stepKey}`)) return { kind: "journaled" };
+        return this.stepOutcome(s);
+      }),
+    );
   }
 
   /**
@@ -481,6 +508,26 @@ export class JournalStore {
       [runId, lease, outputJson],
     );
     return rows.length > 0;
+  }
+
+  /**
+   * Ends many runs as COMPLETED in one statement, as completeRun does each;
+   * one entry per run, in order, false when its lease was lost.
+   */
+  async completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<boolean[]> {
+    const rows = await this.sql.query<{ id: string }>(
+      `WITH r AS (
+         UPDATE runs SET status = 'COMPLETED', output = c.o, ended_at = now(), executor_id = NULL, lease_expires_at = NULL
+         FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o)
+         WHERE runs.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
+         RETURNING runs.id
+       ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
+       w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
+       SELECT id FROM r`,
+      [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson)],
+    );
+    const done = new Set(rows.map((r) => r.id));
+    return runs.map((r) => done.has(r.runId));
   }
 
   /**
@@ -737,5 +784,40 @@ function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedA
       data: r["event_data"],
       ts: r["event_ts"] as Date,
     },
+  };
+}
+
+/** A claimed run row as claimRuns returns it. */
+type ClaimRow = {
+  id: string;
+  app_id: string;
+  function_id: string;
+  lease: number;
+  event_id: string;
+  event_name: string;
+  event_data: string;
+  event_ts_ms: string | number;
+  journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
+  attempts: Record<string, number> | string;
+  wakes: number;
+};
+
+function toClaimedRun(r: ClaimRow): ClaimedRun {
+  const journal = typeof r.journal === "string" ? (JSON.parse(r.journal) as typeof r.journal) : r.journal;
+  const attempts = typeof r.attempts === "string" ? (JSON.parse(r.attempts) as Record<string, number>) : r.attempts;
+  const { [""]: handlerFailures, ...stepAttempts } = attempts;
+  return {
+    runId: r.id,
+    appId: r.app_id,
+    functionId: r.function_id,
+    lease: Number(r.lease),
+    // Whole milliseconds: a database time has microseconds, a protobuf Timestamp integral nanos.
+    event: { id: r.event_id, name: r.event_name, dataJson: r.event_data, tsMs: Math.floor(Number(r.event_ts_ms)) },
+    journal: (journal as Array<{ k: string; o: string | null; e: StoredError | null }>).map((j) =>
+      j.e ? { stepKey: j.k, error: j.e } : { stepKey: j.k, outputJson: j.o ?? "null" },
+    ),
+    attempt: Number(handlerFailures ?? 0) + 1,
+    stepAttempts,
+    wakes: Number(r.wakes),
   };
 }

@@ -39,6 +39,7 @@ import {
 } from "@stepwise/proto";
 import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
+import { GroupCommit } from "./group-commit.js";
 import { parseAwaits } from "./suspension.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
@@ -82,6 +83,7 @@ export class Executor {
   private stopping = false;
   private readonly sessionsEnding = new Set<Promise<void>>();
   private readonly recorder: ResultRecorder;
+  private readonly claims: GroupCommit<string, ClaimedRun | null>;
 
   constructor(private readonly options: ExecutorOptions) {
     this.recorder = new ResultRecorder(
@@ -90,6 +92,11 @@ export class Executor {
       options.leaseMs,
       () => this.stopping,
       options.requeueAfterMs,
+    );
+    // Runs delivered together are claimed together, in one statement.
+    this.claims = new GroupCommit(
+      (ids) => options.store.claimRuns(ids, this.id, options.leaseMs),
+      (id) => options.store.claimRun(id, this.id, options.leaseMs),
     );
   }
 
@@ -439,7 +446,7 @@ export class Executor {
     session.claiming++;
     let claimed: ClaimedRun | null;
     try {
-      claimed = await this.options.store.claimRun(work.runId, this.id, this.options.leaseMs);
+      claimed = await this.claims.submit(work.runId);
     } finally {
       session.claiming--;
     }

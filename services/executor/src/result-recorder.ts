@@ -12,6 +12,7 @@ import {
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
+import { GroupCommit } from "./group-commit.js";
 import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/proto";
 
 /**
@@ -22,13 +23,25 @@ import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/p
  * failing the same write forever.
  */
 export class ResultRecorder {
+  private readonly steps: GroupCommit<StepRecord, JournalOutcome>;
+  private readonly completions: GroupCommit<{ runId: string; lease: number; outputJson: string }, boolean>;
+
   constructor(
     private readonly store: JournalStore,
     private readonly log: Logger,
     private readonly leaseMs: number,
     private readonly stopping: () => boolean,
     private readonly requeueAfterMs = 60_000,
-  ) {}
+  ) {
+    this.steps = new GroupCommit(
+      (records) => store.journalSteps(records),
+      (record) => store.journalStep(record),
+    );
+    this.completions = new GroupCommit(
+      (runs) => store.completeRuns(runs),
+      (r) => store.completeRun(r.runId, r.lease, r.outputJson),
+    );
+  }
 
   /**
    * Journals a step result. "lease-lost" when this execution must not
@@ -47,7 +60,7 @@ export class ResultRecorder {
       outputJson: result.case === "outputJson" ? result.value : undefined,
       error: result.case === "error" ? errorFromProto(result.value) : undefined,
     };
-    let outcome = await this.withRetry(() => this.store.journalStep(record));
+    let outcome = await this.withRetry(() => this.steps.submit(record));
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableStepResult", message: outcome.message, nonRetriable: true };
       outcome = await this.withRetry(() => this.store.journalStep({ ...record, outputJson: undefined, error: substitute }));
@@ -85,7 +98,14 @@ export class ResultRecorder {
     let outcome = await this.withRetry(async () =>
       result.case === "error"
         ? await fail(errorFromProto(result.value))
-        : { ok: await this.store.completeRun(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"), failureRun: undefined },
+        : {
+            ok: await this.completions.submit({
+              runId: m.runId,
+              lease: m.lease,
+              outputJson: result.case === "outputJson" ? result.value : "null",
+            }),
+            failureRun: undefined,
+          },
     );
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableRunResult", message: outcome.message, nonRetriable: true };

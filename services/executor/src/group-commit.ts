@@ -1,0 +1,54 @@
+/**
+ * Group commit: writes submitted while a write is in flight are gathered
+ * and written together in the next one, so concurrent runs share Postgres
+ * round trips and commits, while a write that finds nothing in flight
+ * goes at once and waits for nobody.
+ */
+export class GroupCommit<T, R> {
+  private queue: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }> = [];
+  private inFlight = 0;
+
+  /**
+   * @param writeMany writes a batch, returning one result per item, in order.
+   * @param writeOne writes one item; used for a batch that failed as a
+   *   whole, so that one bad item fails alone.
+   */
+  constructor(
+    private readonly writeMany: (items: T[]) => Promise<R[]>,
+    private readonly writeOne: (item: T) => Promise<R>,
+    private readonly maxBatch = 500,
+    private readonly maxInFlight = 4,
+  ) {}
+
+  submit(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    while (this.queue.length > 0 && this.inFlight < this.maxInFlight) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      this.inFlight++;
+      void this.write(batch).finally(() => {
+        this.inFlight--;
+        this.flush();
+      });
+    }
+  }
+
+  private async write(batch: Array<{ item: T; resolve: (r: R) => void; reject: (e: unknown) => void }>): Promise<void> {
+    if (batch.length === 1) {
+      const [one] = batch as [(typeof batch)[number]];
+      await this.writeOne(one.item).then(one.resolve, one.reject);
+      return;
+    }
+    try {
+      const results = await this.writeMany(batch.map((b) => b.item));
+      batch.forEach((b, i) => b.resolve(results[i] as R));
+    } catch {
+      await Promise.all(batch.map((b) => this.writeOne(b.item).then(b.resolve, b.reject)));
+    }
+  }
+}
