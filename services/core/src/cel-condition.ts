@@ -67,6 +67,8 @@ export function compileCondition(source: string, allowed: readonly ConditionVari
   } catch (err) {
     throw new InvalidConditionError(celMessage(err));
   }
+  const kind = nonBooleanKind(parsed.expr);
+  if (kind) throw new InvalidConditionError(`the expression is ${kind}, not a condition that is true or false`);
   for (const name of identifiers(parsed.expr)) {
     if (!(allowed as readonly string[]).includes(name)) {
       throw new InvalidConditionError(
@@ -155,6 +157,18 @@ function identifiers(expr: Expr | undefined, bound: ReadonlySet<string> = new Se
   };
   walk(expr, bound);
   return out;
+}
+
+const ARITHMETIC = new Set(["_+_", "_-_", "_*_", "_/_", "_%_", "-_"]);
+
+/** What an expression evidently is when it can never be a boolean (a literal, arithmetic), else undefined. */
+function nonBooleanKind(e: Expr | undefined): string | undefined {
+  const k = e?.exprKind;
+  if (k?.case === "constExpr") return k.value.constantKind.case === "boolValue" ? undefined : "a constant";
+  if (k?.case === "callExpr" && ARITHMETIC.has(k.value.function)) return "arithmetic";
+  if (k?.case === "listExpr") return "a list";
+  if (k?.case === "structExpr") return "a map or message";
+  return undefined;
 }
 
 /** A select chain `root.a.b` as ["root", "a", "b"], or undefined. */

@@ -204,7 +204,7 @@ export class TimerStore {
     const rows = await this.sql.query<{ ms: number | string | null }>(
       `SELECT (extract(epoch FROM least(
            (SELECT min(due_at) FROM timers WHERE due_at > now()),
-           (SELECT min(next_at) FROM cron_schedules WHERE next_at > now())) - now()) * 1000)::float8 AS ms`,
+           (SELECT min(next_at) FROM cron_schedules WHERE next_at > now() AND isfinite(next_at))) - now()) * 1000)::float8 AS ms`,
     );
     const ms = rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));

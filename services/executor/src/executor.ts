@@ -3,11 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import {
-  type AwaitRecord,
   errorFromProto,
-  errorToProto,
-  waitMatches,
-  waitOutputJson,
   type Bus,
   type ClaimedRun,
   type Delivery,
@@ -15,7 +11,6 @@ import {
   type Logger,
   type PublishedRunRef,
   type TimerStore,
-  type WaitMatch,
   type WaitStore,
 } from "@stepwise/core";
 import {
@@ -28,7 +23,6 @@ import {
   RunWorkSchema,
   StartRunSchema,
   StepAckSchema,
-  StepResultSchema,
   WorkerService,
   type ConnectRequest,
   type ConnectResponse,
@@ -40,10 +34,10 @@ import {
 import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
 import { GroupCommit } from "./group-commit.js";
-import { parseAwaits } from "./suspension.js";
+import { RunSuspender } from "./run-suspender.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
-import { WorkerSession, type HeldRun } from "./worker-session.js";
+import { WorkerSession } from "./worker-session.js";
 
 /** Options of the executor. */
 export interface ExecutorOptions {
@@ -84,6 +78,7 @@ export class Executor {
   private readonly sessionsEnding = new Set<Promise<void>>();
   private readonly recorder: ResultRecorder;
   private readonly claims: GroupCommit<string, ClaimedRun | null>;
+  private readonly suspender: RunSuspender;
 
   constructor(private readonly options: ExecutorOptions) {
     this.recorder = new ResultRecorder(
@@ -93,6 +88,14 @@ export class Executor {
       () => this.stopping,
       options.requeueAfterMs,
     );
+    this.suspender = new RunSuspender({
+      timers: options.timers,
+      waits: options.waits,
+      recorder: this.recorder,
+      log: options.log,
+      requeueAfterMs: options.requeueAfterMs,
+      publish: (runs) => this.publish(runs),
+    });
     // Runs delivered together are claimed together, in one statement.
     this.claims = new GroupCommit(
       (ids) => options.store.claimRuns(ids, this.id, options.leaseMs),
@@ -331,7 +334,7 @@ export class Executor {
         error: errorFromProto(m.result.value),
         retryAtMs,
       });
-      if (ok) await this.suspend(held, [{ stepKey: "", stepId: "", kind: "retry", dueAtMs: retryAtMs }]);
+      if (ok) await this.suspender.suspend(held, [{ stepKey: "", stepId: "", kind: "retry", dueAtMs: retryAtMs }]);
       this.release(session, m.runId, m.lease);
       return;
     }
@@ -340,67 +343,13 @@ export class Executor {
     if (failureRun) await this.publish([failureRun]);
   }
 
-  /**
-   * A run waits: records its timers and waits and frees its slot. If what
-   * it waits for already happened it is queued again at once; an event it
-   * waits for that arrived while the wait was being recorded is found by
-   * the lookback.
-   */
+  /** A run waits: its timers and waits are recorded, then its slot is freed. */
   private async onSuspend(session: WorkerSession, m: Suspend): Promise<void> {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) return;
-    let parsed: ReturnType<typeof parseAwaits>;
-    try {
-      parsed = parseAwaits(m, Date.now());
-    } catch (err) {
-      this.options.log.warn({ err, run: m.runId }, "a worker sent an invalid suspension; the run is handed back");
-      this.release(session, m.runId, m.lease);
-      await this.requeue(m.runId, m.lease, session.appId, held.functionId);
-      return;
-    }
-    if (parsed.invalid.length > 0) {
-      // Each invalid await fails its step for good; the run resumes and the
-      // handler sees a StepError there.
-      for (const bad of parsed.invalid) {
-        await this.recorder.recordStep(
-          create(StepResultSchema, {
-            runId: m.runId,
-            lease: m.lease,
-            stepKey: bad.stepKey,
-            stepId: bad.stepId,
-            attempt: 1,
-            result: { case: "error", value: errorToProto({ name: bad.name, message: bad.message, nonRetriable: true }) },
-          }),
-        );
-      }
-      this.release(session, m.runId, m.lease);
-      await this.requeue(m.runId, m.lease, session.appId, held.functionId);
-      return;
-    }
-    await this.suspend(held, parsed.awaits);
+    const resumeNow = await this.suspender.onSuspend(held, m);
     this.release(session, m.runId, m.lease);
-  }
-
-  private async suspend(held: HeldRun, awaits: AwaitRecord[]): Promise<void> {
-    const { timers, waits, requeueAfterMs } = this.options;
-    const outcome = await this.recorder.retrying(() => timers.suspend(held.runId, held.lease, held.wakes, awaits, requeueAfterMs));
-    // Unrecorded: the lease lapses and the reconciler hands the run on.
-    if (!outcome || outcome.kind === "lease-lost") return;
-    if (outcome.kind === "resumed") {
-      await this.publish([outcome.run]);
-      return;
-    }
-    if (!outcome.hasWaits) return;
-    const found = await this.recorder.retrying(() => waits.lookback(held.runId));
-    if (!found || found.length === 0) return;
-    const matches = new Map<string, WaitMatch>();
-    for (const c of found) {
-      if (matches.has(c.stepKey) || !waitMatches(c.condition, c.runEvent, c.event)) continue;
-      matches.set(c.stepKey, { runId: held.runId, stepKey: c.stepKey, outputJson: waitOutputJson(c.event) });
-    }
-    if (matches.size === 0) return;
-    const woken = await this.recorder.retrying(() => waits.resolve([...matches.values()], requeueAfterMs));
-    if (woken && woken.length > 0) await this.publish(woken);
+    if (resumeNow) await this.requeue(m.runId, m.lease, session.appId, held.functionId);
   }
 
   /** Publishes the work of runs QUEUED with a short deadline and confirms it; a lost publish is the reconciler's. */

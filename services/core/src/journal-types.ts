@@ -1,0 +1,199 @@
+/** Where a run is in its life, as stored. */
+export type RunStatus = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED" | "CANCELLED";
+
+/** An error as journaled: the SDK's serialised form. */
+export interface StoredError {
+  name: string;
+  message: string;
+  stack?: string;
+  cause?: StoredError;
+  nonRetriable?: boolean;
+}
+
+/** A function as registered by a worker. */
+export interface FunctionRegistration {
+  id: string;
+  name: string;
+  /** Names of the events that trigger the function, for every event of the name. */
+  eventTriggers: string[];
+  /** Event triggers with a CEL condition over the event. */
+  conditionalTriggers?: Array<{ event: string; condition: string }>;
+  /** Cron triggers, with the first tick each fires. */
+  cronTriggers?: Array<{ cron: string; timezone: string; firstAt: Date }>;
+  /**
+   * The full declared config, kept for display; `onFailure` names the
+   * function that handles its failed runs.
+   */
+  config: unknown;
+}
+
+/** A function whose trigger on an event has conditions to evaluate. */
+export interface ConditionalTrigger {
+  appId: string;
+  functionId: string;
+  /** The trigger fires when any of them is true. */
+  conditions: string[];
+}
+
+/** What recording an event did. */
+export interface RecordedEvent {
+  /** Runs of the functions whose triggers have no condition (or still QUEUED on a redelivery). */
+  runs: PublishedRunRef[];
+  /** Triggers whose conditions decide; their runs are created by createRuns. */
+  conditional: ConditionalTrigger[];
+  /** When the event was first stored, by the database's clock. */
+  storedAtMs: number;
+}
+
+/** An accepted event as the scheduler persists it. */
+export interface EventInput {
+  id: string;
+  name: string;
+  /** The payload as JSON text (an object). */
+  dataJson: string;
+  tsMs: number;
+  receivedAtMs: number;
+}
+
+/** A run that needs its work published. */
+export interface RunRef {
+  runId: string;
+  appId: string;
+  functionId: string;
+}
+
+/** A run to publish, with what markPublished needs afterwards. */
+export type PublishedRunRef = RunRef & PublishedRun;
+
+/** A run whose work was published, to confirm with markPublished. */
+export interface PublishedRun {
+  runId: string;
+  /** The lease the run had when its work was published: a later hand-back is not confirmed by it. */
+  lease: number;
+}
+
+/**
+ * How long a QUEUED run whose work is on the bus waits before the
+ * reconciler publishes it once more, in case the bus lost the message (a
+ * wiped stream, a host crash before NATS synced it).
+ */
+export const DEFAULT_QUEUED_BACKSTOP_MS = 3_600_000;
+
+/** One journal entry as handed to a worker: JSON text or an error. */
+export type JournalEntry =
+  | { stepKey: string; outputJson: string; error?: undefined }
+  | { stepKey: string; outputJson?: undefined; error: StoredError };
+
+/** What an executor gets when it claims a run. */
+export interface ClaimedRun extends RunRef {
+  lease: number;
+  event: { id: string; name: string; dataJson: string; tsMs: number };
+  journal: JournalEntry[];
+  /** Attempt number of the handler, from 1. */
+  attempt: number;
+  /** Failed attempts of steps still being retried, by step key. */
+  stepAttempts: Record<string, number>;
+  /** The run's wake-up count when claimed; suspendRun compares it. */
+  wakes: number;
+}
+
+/** A failed attempt that will be retried. */
+export interface AttemptRecord {
+  runId: string;
+  lease: number;
+  /** '' for the handler itself. */
+  stepKey: string;
+  stepId: string;
+  attempt: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  error: StoredError;
+  retryAtMs: number;
+}
+
+/** A step result to journal. */
+export interface StepRecord {
+  runId: string;
+  lease: number;
+  stepKey: string;
+  stepId: string;
+  attempt: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  outputJson?: string | undefined;
+  error?: StoredError | undefined;
+}
+
+/**
+ * The outcome of journaling a step: written now; already journaled by an
+ * earlier execution (first write wins, the stored result is returned); or
+ * refused because this execution no longer holds the run.
+ */
+export type JournalOutcome =
+  | { kind: "journaled" }
+  | { kind: "existing"; entry: JournalEntry }
+  | { kind: "lease-lost" };
+
+/** A run as read back through the RunService. */
+export interface RunView {
+  id: string;
+  appId: string;
+  functionId: string;
+  status: RunStatus;
+  lease: number;
+  createdAt: Date;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  output: unknown;
+  hasOutput: boolean;
+  error: StoredError | null;
+  event: { id: string; name: string; data: unknown; ts: Date };
+  steps: StepView[];
+  /** Failed attempts that were retried, of steps and of the handler (key ''). */
+  failedAttempts: AttemptView[];
+}
+
+/** A failed, retried attempt as read back. */
+export interface AttemptView {
+  key: string;
+  id: string;
+  attempt: number;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  error: StoredError;
+  retryAt: Date;
+}
+
+/** A journaled step as read back. */
+export interface StepView {
+  key: string;
+  id: string;
+  attempt: number;
+  startedAt: Date | null;
+  endedAt: Date | null;
+  output: unknown;
+  hasOutput: boolean;
+  error: StoredError | null;
+  journaledAt: Date;
+}
+
+/** Filter and page of ListRuns. */
+export interface RunFilter {
+  functionId?: string | undefined;
+  status?: RunStatus | undefined;
+  eventId?: string | undefined;
+  limit: number;
+  /** Keyset cursor: runs created before this (created_at, id). */
+  before?: { createdAt: Date; id: string } | undefined;
+}
+
+/** Channel name of timer notifications when none is configured. */
+export const DEFAULT_TIMER_CHANNEL = "stepwise_timers";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** True when s is a UUID in canonical text form. */
+export function isUuid(s: string): boolean {
+  return UUID.test(s);
+}
+

@@ -1,0 +1,98 @@
+import type { RunFilter, RunStatus, RunView, StoredError } from "./journal-types.js";
+import { isUuid } from "./journal-types.js";
+import type { Sql } from "./sql.js";
+
+// The read side of the journal: what RunService shows of runs.
+
+/** Reads a run with its event, journal and failed attempts; null when unknown. Three round trips. */
+export async function readRun(sql: Sql, runId: string): Promise<RunView | null> {
+  if (!isUuid(runId)) return null;
+  const runs = await sql.query(
+    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+     FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1`,
+    [runId],
+  );
+  const r = runs[0];
+  if (!r) return null;
+  const steps = await sql.query(
+    `SELECT step_key, step_id, attempt, started_at, ended_at, output, output IS NOT NULL AS has_output, error, journaled_at
+     FROM steps WHERE run_id = $1 ORDER BY seq`,
+    [runId],
+  );
+  const attempts = await sql.query(
+    `SELECT step_key, step_id, attempt, started_at, ended_at, error, retry_at
+     FROM step_attempts WHERE run_id = $1 ORDER BY ended_at, step_key, attempt`,
+    [runId],
+  );
+  return {
+    ...toRunView(r),
+    failedAttempts: attempts.map((a) => ({
+      key: a["step_key"] as string,
+      id: a["step_id"] as string,
+      attempt: Number(a["attempt"]),
+      startedAt: (a["started_at"] as Date | null) ?? null,
+      endedAt: (a["ended_at"] as Date | null) ?? null,
+      error: a["error"] as StoredError,
+      retryAt: a["retry_at"] as Date,
+    })),
+    steps: steps.map((s) => ({
+      key: s["step_key"] as string,
+      id: s["step_id"] as string,
+      attempt: Number(s["attempt"]),
+      startedAt: (s["started_at"] as Date | null) ?? null,
+      endedAt: (s["ended_at"] as Date | null) ?? null,
+      output: s["output"],
+      hasOutput: s["has_output"] === true,
+      error: (s["error"] as StoredError | null) ?? null,
+      journaledAt: s["journaled_at"] as Date,
+    })),
+  };
+}
+
+/** Lists runs newest first, without steps. One round trip. */
+export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (cond: string, value: unknown) => {
+    params.push(value);
+    where.push(cond.replace("?", `$${params.length}`));
+  };
+  if (filter.functionId) add("r.function_id = ?", filter.functionId);
+  if (filter.status) add("r.status = ?", filter.status);
+  if (filter.eventId) add("r.event_id = ?", filter.eventId);
+  if (filter.before) {
+    params.push(filter.before.createdAt, filter.before.id);
+    where.push(`(r.created_at, r.id) < ($${params.length - 1}, $${params.length}::uuid)`);
+  }
+  params.push(filter.limit);
+  const rows = await sql.query(
+    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+     FROM runs r JOIN events e ON e.id = r.event_id
+     ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+     ORDER BY r.created_at DESC, r.id DESC LIMIT $${params.length}`,
+    params,
+  );
+  return rows.map((r) => ({ ...toRunView(r), steps: [], failedAttempts: [] }));
+}
+
+function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedAttempts"> {
+  return {
+    id: r["id"] as string,
+    appId: r["app_id"] as string,
+    functionId: r["function_id"] as string,
+    status: r["status"] as RunStatus,
+    lease: Number(r["lease"]),
+    createdAt: r["created_at"] as Date,
+    startedAt: (r["started_at"] as Date | null) ?? null,
+    endedAt: (r["ended_at"] as Date | null) ?? null,
+    output: r["output"],
+    hasOutput: r["has_output"] === true,
+    error: (r["error"] as StoredError | null) ?? null,
+    event: {
+      id: r["event_id"] as string,
+      name: r["event_name"] as string,
+      data: r["event_data"],
+      ts: r["event_ts"] as Date,
+    },
+  };
+}

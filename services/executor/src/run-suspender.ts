@@ -1,0 +1,99 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  errorToProto,
+  waitMatches,
+  waitOutputJson,
+  type AwaitRecord,
+  type Logger,
+  type PublishedRunRef,
+  type TimerStore,
+  type WaitMatch,
+  type WaitStore,
+} from "@stepwise/core";
+import { StepResultSchema, type Suspend } from "@stepwise/proto";
+import type { ResultRecorder } from "./result-recorder.js";
+import { parseAwaits } from "./suspension.js";
+import type { HeldRun } from "./worker-session.js";
+
+/** What the suspender needs from the executor. */
+export interface RunSuspenderOptions {
+  timers: TimerStore;
+  waits: WaitStore;
+  recorder: ResultRecorder;
+  log: Logger;
+  requeueAfterMs: number;
+  /** Publishes the work of runs queued again (with the short deadline until confirmed). */
+  publish: (runs: PublishedRunRef[]) => Promise<void>;
+}
+
+/**
+ * Records what suspended runs wait for: their timers and waits, in one
+ * statement; queues them again at once when what they wait for already
+ * happened; and looks back for events that arrived while a wait was being
+ * recorded.
+ */
+export class RunSuspender {
+  constructor(private readonly options: RunSuspenderOptions) {}
+
+  /**
+   * Handles a worker's suspend message. True when the run must instead be
+   * handed back to the queue at once: the message was malformed, or an
+   * await was refused and its step now holds the error.
+   */
+  async onSuspend(held: HeldRun, m: Suspend): Promise<boolean> {
+    let parsed: ReturnType<typeof parseAwaits>;
+    try {
+      parsed = parseAwaits(m, Date.now());
+    } catch (err) {
+      this.options.log.warn({ err, run: m.runId }, "a worker sent an invalid suspension; the run is handed back");
+      return true;
+    }
+    if (parsed.invalid.length > 0) {
+      // Each invalid await fails its step for good; the run resumes and the
+      // handler sees a StepError there.
+      for (const bad of parsed.invalid) {
+        await this.options.recorder.recordStep(
+          create(StepResultSchema, {
+            runId: m.runId,
+            lease: m.lease,
+            stepKey: bad.stepKey,
+            stepId: bad.stepId,
+            attempt: 1,
+            result: { case: "error", value: errorToProto({ name: bad.name, message: bad.message, nonRetriable: true }) },
+          }),
+        );
+      }
+      return true;
+    }
+    await this.suspend(held, parsed.awaits);
+    return false;
+  }
+
+  /**
+   * Suspends a held run on awaits. If what it waits for already happened it
+   * is queued again at once; an event it waits for that arrived while the
+   * wait was being recorded is found by the lookback. Unrecorded (the
+   * journal stayed unreachable), the lease lapses and the reconciler hands
+   * the run on.
+   */
+  async suspend(held: HeldRun, awaits: AwaitRecord[]): Promise<void> {
+    const { timers, waits, requeueAfterMs, recorder } = this.options;
+    const outcome = await recorder.retrying(() => timers.suspend(held.runId, held.lease, held.wakes, awaits, requeueAfterMs));
+    if (!outcome || outcome.kind === "lease-lost") return;
+    if (outcome.kind === "resumed") {
+      await this.options.publish([outcome.run]);
+      return;
+    }
+    if (!outcome.hasWaits) return;
+    const found = await recorder.retrying(() => waits.lookback(held.runId));
+    if (!found || found.length === 0) return;
+    const matches = new Map<string, WaitMatch>();
+    for (const c of found) {
+      if (matches.has(c.stepKey) || !waitMatches(c.condition, c.runEvent, c.event)) continue;
+      matches.set(c.stepKey, { runId: held.runId, stepKey: c.stepKey, outputJson: waitOutputJson(c.event) });
+    }
+    if (matches.size === 0) return;
+    const woken = await recorder.retrying(() => waits.resolve([...matches.values()], requeueAfterMs));
+    if (woken && woken.length > 0) await this.options.publish(woken);
+  }
+}
