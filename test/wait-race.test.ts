@@ -18,21 +18,27 @@ describe("waitForEvent racing with its event", () => {
   beforeAll(async () => {
     await stack.start();
     client = new Stepwise({ appId: "race", url: stack.ingestUrl });
-    const fn = client.createFunction({ id: "await-reply", triggers: [{ event: "ask" }], retries: 0 }, async ({ event, step }) => {
-      const key = String(event.data["key"]);
-      await step.run("prepare", () => {
-        prepareRuns.set(key, (prepareRuns.get(key) ?? 0) + 1);
-        return key;
+    // Two ways to match, two code paths: `match` has an equality the waits
+    // are indexed by; a computed comparison is evaluated against every wait
+    // of the event name.
+    const define = (id: string, trigger: string, match: { match: string } | { if: string }) =>
+      client.createFunction({ id, triggers: [{ event: trigger }], retries: 0 }, async ({ event, step }) => {
+        const key = String(event.data["key"]);
+        await step.run("prepare", () => {
+          prepareRuns.set(key, (prepareRuns.get(key) ?? 0) + 1);
+          return key;
+        });
+        // Handler code between two steps: "prepare" is journaled (acked), the wait is not yet.
+        const signal = aboutToWait.get(key);
+        aboutToWait.delete(key);
+        signal?.();
+        await holds.get(key);
+        const reply = await step.waitForEvent("w", { event: "reply", timeout: "30s", ...match });
+        return { reply: reply?.id ?? null };
       });
-      // Handler code between two steps: "prepare" is journaled (acked), the wait is not yet.
-      const signal = aboutToWait.get(key);
-      aboutToWait.delete(key);
-      signal?.();
-      await holds.get(key);
-      const reply = await step.waitForEvent("w", { event: "reply", timeout: "30s", match: "data.key" });
-      return { reply: reply?.id ?? null };
-    });
-    worker = new Worker({ url: stack.executorUrl, functions: [fn], capacity: 32, handleSignals: false, maxReconnectDelayMs: 300 });
+    const indexed = define("await-reply", "ask", { match: "data.key" });
+    const scanned = define("await-reply-scan", "ask-scan", { if: "async.data.key + '' == event.data.key" });
+    worker = new Worker({ url: stack.executorUrl, functions: [indexed, scanned], capacity: 32, handleSignals: false, maxReconnectDelayMs: 300 });
     await worker.connect();
   });
 
@@ -55,12 +61,12 @@ describe("waitForEvent racing with its event", () => {
    * reply was accepted and the scheduler handled every event, so the event
    * is stored before the wait exists and only the lookback can find it.
    */
-  async function drive(key: string, mode: "race" | "event-first"): Promise<Sent> {
+  async function drive(key: string, mode: "race" | "event-first", ask = "ask"): Promise<Sent> {
     const signalled = gate();
     aboutToWait.set(key, () => signalled.open());
     const release = gate();
     if (mode === "event-first") holds.set(key, release.promise);
-    const [askId] = await client.send({ id: `ask-${key}`, name: "ask", data: { key } });
+    const [askId] = await client.send({ id: `ask-${key}`, name: ask, data: { key } });
     await Promise.race([
       signalled.promise,
       new Promise((_, reject) => setTimeout(() => reject(new Error(`run ${key} never reached the wait`)), 20_000)),
@@ -69,9 +75,9 @@ describe("waitForEvent racing with its event", () => {
     const replySentAt = Date.now();
     const [replyId] = await client.send({ id: `reply-${key}`, name: "reply", data: { key } });
     if (mode === "event-first") {
-      const stored = await stack.query("SELECT 1 FROM events WHERE id = $1", [replyId]);
-      expect(stored).toHaveLength(1);
+      // Send returned once JetStream had the event; the scheduler stores it after.
       await eventually(async () => ((await stack.eventsSettled()) ? true : undefined), 20_000, "the scheduler to handle every event");
+      expect(await stack.query("SELECT 1 FROM events WHERE id = $1", [replyId])).toHaveLength(1);
       // The wait does not exist yet: the scheduler found nothing to resolve.
       expect(await stack.query("SELECT 1 FROM waits w JOIN runs r ON r.id = w.run_id WHERE r.event_id = $1", [askId])).toEqual([]);
       release.open();
@@ -129,29 +135,59 @@ describe("waitForEvent racing with its event", () => {
     await expectAllResolved(sent);
   });
 
-  it("an event stored after the step before the wait was journaled, before the wait was recorded, resolves it (16 runs)", async () => {
+  it("the same race with a condition no index covers (24 runs, 8 at a time)", async () => {
     const sent: Sent[] = [];
-    for (let batch = 0; batch < 4; batch++) {
-      sent.push(...(await Promise.all(Array.from({ length: 4 }, (_, i) => drive(`first-${batch}-${i}`, "event-first")))));
+    for (let batch = 0; batch < 3; batch++) {
+      sent.push(...(await Promise.all(Array.from({ length: 8 }, (_, i) => drive(`scan-${batch}-${i}`, "race", "ask-scan")))));
     }
     await expectAllResolved(sent);
   });
 
-  it("a reply for another key resolves nothing, and the right one still does", async () => {
-    const signalled = gate();
-    aboutToWait.set("lonely", () => signalled.open());
-    const [askId] = await client.send({ id: "ask-lonely", name: "ask", data: { key: "lonely" } });
-    await signalled.promise;
+  it("an event stored after the step before the wait was journaled, before the wait was recorded, resolves it (16 + 8 runs)", async () => {
+    const sent: Sent[] = [];
+    for (let batch = 0; batch < 4; batch++) {
+      sent.push(...(await Promise.all(Array.from({ length: 4 }, (_, i) => drive(`first-${batch}-${i}`, "event-first")))));
+    }
+    for (let batch = 0; batch < 2; batch++) {
+      sent.push(...(await Promise.all(Array.from({ length: 4 }, (_, i) => drive(`first-scan-${batch}-${i}`, "event-first", "ask-scan")))));
+    }
+    await expectAllResolved(sent);
+  });
+
+  it("a reply for another key resolves nothing, and the right one still does (indexed and scanned waits)", async () => {
+    const asks: Array<{ key: string; ask: string; keyPath: string }> = [
+      { key: "lonely", ask: "ask", keyPath: "data.key" },
+      { key: "lonely-scan", ask: "ask-scan", keyPath: "" },
+    ];
+    for (const a of asks) {
+      const signalled = gate();
+      aboutToWait.set(a.key, () => signalled.open());
+      await client.send({ id: `ask-${a.key}`, name: a.ask, data: { key: a.key } });
+      await signalled.promise;
+    }
     await client.send({ id: "reply-other", name: "reply", data: { key: "somebody-else" } });
-    await eventually(async () => {
-      const [run] = await stack.query<{ status: string }>("SELECT status FROM runs WHERE event_id = $1", [askId]);
-      return run?.status === "WAITING" && (await stack.eventsSettled()) ? true : undefined;
-    }, 10_000, "the run to wait with the other reply handled");
-    const [replyId] = await client.send({ id: "reply-lonely", name: "reply", data: { key: "lonely" } });
-    const run = await eventually(async () => {
-      const [r] = await stack.query<{ status: string; output: unknown }>("SELECT status, output FROM runs WHERE event_id = $1", [askId]);
-      return r?.status === "COMPLETED" ? r : undefined;
-    }, 10_000, "the run to complete");
-    expect(run.output).toEqual({ reply: replyId });
+    const waiting = await eventually(async () => {
+      const rows = await stack.query<{ event_id: string; status: string; key_path: string; key_value: string }>(
+        `SELECT r.event_id, r.status, w.key_path, w.key_value FROM runs r JOIN waits w ON w.run_id = r.id
+         WHERE r.event_id IN ('ask-lonely', 'ask-lonely-scan') ORDER BY r.event_id`,
+      );
+      return rows.length === 2 && rows.every((r) => r.status === "WAITING") && (await stack.eventsSettled()) ? rows : undefined;
+    }, 10_000, "the runs to wait with the other reply handled");
+    // The two conditions took the two paths: by index, and by evaluating every wait of the name.
+    expect(waiting.map((w) => [w.event_id, w.key_path, w.key_value])).toEqual([
+      ["ask-lonely", "data.key", "lonely"],
+      ["ask-lonely-scan", "", ""],
+    ]);
+    const replies = await client.send(asks.map((a) => ({ id: `reply-${a.key}`, name: "reply", data: { key: a.key } })));
+    const runs = await eventually(async () => {
+      const rows = await stack.query<{ event_id: string; status: string; output: unknown }>(
+        "SELECT event_id, status, output FROM runs WHERE event_id IN ('ask-lonely', 'ask-lonely-scan') ORDER BY event_id",
+      );
+      return rows.every((r) => r.status === "COMPLETED") ? rows : undefined;
+    }, 10_000, "the runs to complete");
+    expect(runs.map((r) => [r.event_id, r.output])).toEqual([
+      ["ask-lonely", { reply: replies[0] }],
+      ["ask-lonely-scan", { reply: replies[1] }],
+    ]);
   });
 });
