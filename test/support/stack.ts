@@ -10,6 +10,8 @@ export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const CLI = `${ROOT}services/cli/dist/main.js`;
 export const DEFAULT_DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
 export const NATS_URL = process.env["TEST_NATS_URL"] ?? "nats://127.0.0.1:4222";
+/** Extra node flags for the service processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them. */
+const NODE_ARGS = (process.env["STEPWISE_SERVICE_NODE_ARGS"] ?? "").split(" ").filter((a) => a !== "");
 
 type Service = "ingest" | "scheduler" | "executor";
 
@@ -111,7 +113,7 @@ export class Stack {
 
   /** Starts (or restarts) one service and waits until it serves. */
   async startService(name: Service): Promise<void> {
-    const p = spawn(process.execPath, [CLI, "start", name], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [...NODE_ARGS, CLI, "start", name], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
     const log: string[] = this.logs.get(name) ?? [];
     this.logs.set(name, log);
     this.procs.set(name, p);
@@ -126,7 +128,7 @@ export class Stack {
   async startExtra(name: Service): Promise<ExtraService> {
     const port = name === "scheduler" ? 0 : await freePort();
     const env = { ...this.baseEnv(), ...(name === "ingest" ? { INGEST_PORT: String(port) } : {}), ...(name === "executor" ? { EXECUTOR_PORT: String(port) } : {}) };
-    const proc = spawn(process.execPath, [CLI, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(process.execPath, [...NODE_ARGS, CLI, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
     const log: string[] = [];
     const extra: ExtraService = {
       name,

@@ -10,6 +10,7 @@ export {
 } from "./cel-condition.js";
 export { type Config, loadConfig } from "./config.js";
 export { CronSchedule, InvalidCronError } from "./cron-schedule.js";
+export { GroupCommit } from "./group-commit.js";
 export { errorFromProto, errorToProto } from "./error-detail.js";
 export { JetStreamBus, type JetStreamBusOptions, backoffMs } from "./jetstream-bus.js";
 export {

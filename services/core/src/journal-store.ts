@@ -153,6 +153,77 @@ export class JournalStore {
   }
 
   /**
+   * recordEventMatching for many events in one statement (group commit of
+   * the scheduler's concurrent events); one result per event, in order.
+   */
+  async recordEventsMatching(events: readonly EventInput[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent[]> {
+    if (events.length === 1) return [await this.recordEventMatching(events[0] as EventInput, backstopMs)];
+    const rows = await this.sql.query<{
+      kind: string;
+      event_id: string;
+      id: string | null;
+      app_id: string | null;
+      function_id: string | null;
+      lease: number | null;
+      conditions: string[] | null;
+      stored_ms: number | string | null;
+    }>(
+      `WITH e AS (
+         SELECT DISTINCT ON (id) * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[], $5::float8[])
+           AS e(id, name, data, ts, rcv)
+       ), ev AS (
+         INSERT INTO events (id, name, data, ts, received_at)
+         SELECT id, name, data, to_timestamp(ts / 1000.0), to_timestamp(rcv / 1000.0) FROM e
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, stored_at
+       ), created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $6 * interval '1 millisecond'
+         FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, event_id, lease
+       )
+       SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
+       FROM created
+       UNION ALL
+       SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
+       FROM runs r WHERE r.event_id IN (SELECT id FROM e) AND r.status = 'QUEUED'
+       UNION ALL
+       SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL
+       FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL
+       UNION ALL
+       SELECT 'stored', e.id, NULL, NULL, NULL, NULL, NULL,
+         (extract(epoch FROM coalesce(ev.stored_at, old.stored_at)) * 1000)::float8
+       FROM e LEFT JOIN ev ON ev.id = e.id LEFT JOIN events old ON old.id = e.id`,
+      [
+        events.map((e) => e.id),
+        events.map((e) => e.name),
+        events.map((e) => e.dataJson),
+        events.map((e) => e.tsMs),
+        events.map((e) => e.receivedAtMs),
+        backstopMs,
+      ],
+    );
+    const out = new Map<string, RecordedEvent>(events.map((e) => [e.id, { runs: [], conditional: [], storedAtMs: 0 }]));
+    for (const r of rows) {
+      const rec = out.get(r.event_id);
+      if (!rec) continue;
+      if (r.kind === "run" && r.id !== null) {
+        rec.runs.push({ runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) });
+      } else if (r.kind === "cond" && r.conditions) {
+        rec.conditional.push({ appId: r.app_id ?? "", functionId: r.function_id ?? "", conditions: r.conditions });
+      } else if (r.kind === "stored") {
+        rec.storedAtMs = Number(r.stored_ms ?? 0);
+      }
+    }
+    // An id sent twice in one batch shares one record; each caller gets its own copy.
+    return events.map((e) => {
+      const rec = out.get(e.id) as RecordedEvent;
+      return { runs: [...rec.runs], conditional: [...rec.conditional], storedAtMs: rec.storedAtMs };
+    });
+  }
+
+  /**
    * Creates QUEUED runs of an event for functions whose trigger conditions
    * held, idempotently; returns the runs created now or still QUEUED. One
    * round trip.

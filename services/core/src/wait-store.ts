@@ -90,6 +90,61 @@ export class WaitStore {
   }
 
   /**
+   * candidates for many events in one statement; one list per event, in
+   * order.
+   */
+  async candidatesMany(events: ReadonlyArray<{ event: WaitEvent; storedAtMs: number }>): Promise<WaitCandidate[][]> {
+    if (events.length === 1) {
+      const [one] = events as [{ event: WaitEvent; storedAtMs: number }];
+      return [await this.candidates(one.event, one.storedAtMs)];
+    }
+    const rows = await this.sql.query<{
+      n: number | string;
+      run_id: string;
+      step_key: string;
+      condition: string | null;
+      e_id: string;
+      e_name: string;
+      e_data: string;
+      e_ts: number | string;
+    }>(
+      `WITH x AS (
+         SELECT n, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored
+         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) WITH ORDINALITY AS x(id, name, data, stored, n)
+       ), cand AS (
+         SELECT x.n, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         JOIN waits w ON w.event_name = x.name AND w.key_path = ''
+         UNION ALL
+         SELECT x.n, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         JOIN wait_paths p ON p.event_name = x.name
+           AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
+         JOIN waits w ON w.event_name = x.name AND w.key_path = p.key_path
+           AND w.key_value = (x.d #>> string_to_array(p.key_path, '.'))
+       )
+       SELECT c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
+         (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
+       FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
+       WHERE c.since <= to_timestamp(c.stored / 1000.0)`,
+      [
+        events.map((x) => x.event.id),
+        events.map((x) => x.event.name),
+        events.map((x) => x.event.dataJson),
+        events.map((x) => x.storedAtMs),
+      ],
+    );
+    const out: WaitCandidate[][] = events.map(() => []);
+    for (const r of rows) {
+      out[Number(r.n) - 1]?.push({
+        runId: r.run_id,
+        stepKey: r.step_key,
+        condition: r.condition,
+        runEvent: { id: r.e_id, name: r.e_name, dataJson: r.e_data, tsMs: Number(r.e_ts) },
+      });
+    }
+    return out;
+  }
+
+  /**
    * The events stored since each wait of a run began that may resolve it,
    * oldest first. One round trip.
    */

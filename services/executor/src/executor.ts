@@ -33,7 +33,7 @@ import {
 } from "@stepwise/proto";
 import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
-import { GroupCommit } from "./group-commit.js";
+import { GroupCommit } from "@stepwise/core";
 import { RunSuspender } from "./run-suspender.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";

@@ -12,7 +12,7 @@ import {
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
-import { GroupCommit } from "./group-commit.js";
+import { GroupCommit } from "@stepwise/core";
 import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/proto";
 
 /**

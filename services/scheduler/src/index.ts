@@ -1,8 +1,8 @@
 import type { Bus, JournalStore, Logger, Sql, Subscription, TimerStore, WaitStore } from "@stepwise/core";
-import { handleEvent, Reconciler } from "./run-creation.js";
+import { EventBatches, handleEvent, Reconciler } from "./run-creation.js";
 import { TimerFiring } from "./timer-firing.js";
 
-export { handleEvent, publishRunWork, Reconciler } from "./run-creation.js";
+export { EventBatches, handleEvent, publishRunWork, Reconciler } from "./run-creation.js";
 export { TimerFiring } from "./timer-firing.js";
 
 /** Options of the scheduler. */
@@ -54,6 +54,7 @@ export class Scheduler {
 
   async start(): Promise<void> {
     const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs } = this.options;
+    const batches = new EventBatches(store, waits, queuedBackstopMs);
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {
@@ -63,6 +64,7 @@ export class Scheduler {
             bus,
             log,
             requeueAfterMs,
+            batches,
             ...(queuedBackstopMs !== undefined ? { backstopMs: queuedBackstopMs } : {}),
           });
         } catch (err) {

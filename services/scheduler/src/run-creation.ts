@@ -1,6 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import {
   compileCondition,
+  GroupCommit,
+  type EventInput,
+  type RecordedEvent,
+  type WaitCandidate,
   conditionEvent,
   waitMatches,
   waitOutputJson,
@@ -24,13 +28,22 @@ import { RunWorkSchema, type EventRecord } from "@stepwise/proto";
  */
 export async function handleEvent(
   record: EventRecord,
-  deps: { store: JournalStore; waits: WaitStore; bus: Bus; backstopMs?: number; requeueAfterMs?: number; log?: Logger },
+  deps: {
+    store: JournalStore;
+    waits: WaitStore;
+    bus: Bus;
+    backstopMs?: number;
+    requeueAfterMs?: number;
+    log?: Logger;
+    /** Shares statements with the other events handled at the same time; direct calls without it. */
+    batches?: EventBatches;
+  },
 ): Promise<RunRef[]> {
   const event = { id: record.id, name: record.name, dataJson: record.dataJson, tsMs: Number(record.tsMs) };
-  const recorded = await deps.store.recordEventMatching(
-    { ...event, receivedAtMs: Number(record.receivedAtMs) },
-    deps.backstopMs,
-  );
+  const input = { ...event, receivedAtMs: Number(record.receivedAtMs) };
+  const recorded = deps.batches
+    ? await deps.batches.record(input)
+    : await deps.store.recordEventMatching(input, deps.backstopMs);
   const runs = [...recorded.runs];
   if (recorded.conditional.length > 0) {
     const bound = { event: conditionEvent(event) };
@@ -53,13 +66,43 @@ export async function handleEvent(
   return runs;
 }
 
+/**
+ * The scheduler's statements for concurrent events, each shared by the
+ * events handled at the same time (group commit).
+ */
+export class EventBatches {
+  private readonly records: GroupCommit<EventInput, RecordedEvent>;
+  private readonly lookups: GroupCommit<{ event: WaitEvent; storedAtMs: number }, WaitCandidate[]>;
+
+  constructor(store: JournalStore, waits: WaitStore, backstopMs?: number) {
+    this.records = new GroupCommit(
+      (events) => store.recordEventsMatching(events, backstopMs),
+      (event) => store.recordEventMatching(event, backstopMs),
+    );
+    this.lookups = new GroupCommit(
+      (events) => waits.candidatesMany(events),
+      (x) => waits.candidates(x.event, x.storedAtMs),
+    );
+  }
+
+  record(event: EventInput): Promise<RecordedEvent> {
+    return this.records.submit(event);
+  }
+
+  candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
+    return this.lookups.submit({ event, storedAtMs });
+  }
+}
+
 /** Resolves the waits an event matches and publishes the work of the runs it woke. */
 async function resolveWaits(
   event: WaitEvent,
   storedAtMs: number,
-  deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number },
+  deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number; batches?: EventBatches },
 ): Promise<void> {
-  const candidates = await deps.waits.candidates(event, storedAtMs);
+  const candidates = deps.batches
+    ? await deps.batches.candidates(event, storedAtMs)
+    : await deps.waits.candidates(event, storedAtMs);
   if (candidates.length === 0) return;
   const output = waitOutputJson(event);
   const matches = candidates
