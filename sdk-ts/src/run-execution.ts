@@ -242,14 +242,14 @@ export class RunExecution {
 
   private async sleep(id: string, duration: Duration): Promise<void> {
     const key = this.stepKey(id, "step.sleep");
-    if (this.journal.has(key)) return;
+    if (this.journal.has(key)) return void settle(id, this.journal.get(key)!);
     const ms = this.guard(() => parseDuration(duration, `step.sleep ${JSON.stringify(id)}: duration`));
     return this.park({ stepKey: key, stepId: id, kind: { case: "sleep", value: create(SleepSchema, { wakeAt: timestampFromMs(Date.now() + ms) }) } });
   }
 
   private async sleepUntil(id: string, until: Date | string): Promise<void> {
     const key = this.stepKey(id, "step.sleepUntil");
-    if (this.journal.has(key)) return;
+    if (this.journal.has(key)) return void settle(id, this.journal.get(key)!);
     const at = this.guard(() => {
       const t = until instanceof Date ? until.getTime() : typeof until === "string" ? Date.parse(until) : NaN;
       if (Number.isNaN(t)) throw new TypeError(`step.sleepUntil ${JSON.stringify(id)}: ${String(until)} is not a date`);

@@ -43,6 +43,13 @@ export { type Migration, migrate, migrations } from "./migrations.js";
 export { createPgliteSql } from "./pglite-sql.js";
 export { type AwaitRecord, type DueCron, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./timer-store.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./wait-matching.js";
-export { type LookbackCandidate, type WaitCandidate, type WaitEvent, type WaitMatch, WaitStore } from "./wait-store.js";
+export {
+  LOOKBACK_PAGE,
+  type LookbackCandidate,
+  type WaitCandidate,
+  type WaitEvent,
+  type WaitMatch,
+  WaitStore,
+} from "./wait-store.js";
 export { type RunningServer, serveConnect } from "./server.js";
 export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./sql.js";

@@ -23,6 +23,8 @@ export interface WaitCandidate {
 /** A wait of one run with an event stored since the wait began, for the lookback. */
 export interface LookbackCandidate {
   stepKey: string;
+  /** When the event was stored, exactly as the database keeps it (the page cursor). */
+  storedAt: string;
   condition: string | null;
   event: WaitEvent;
   runEvent: WaitEvent;
@@ -36,8 +38,8 @@ export interface WaitMatch {
   outputJson: string;
 }
 
-/** Most events the lookback of one suspension reads. */
-const LOOKBACK_LIMIT = 1_000;
+/** Events one page of a lookback reads. */
+export const LOOKBACK_PAGE = 1_000;
 
 /**
  * WaitStore holds the SQL of step.waitForEvent. Waits are found by index:
@@ -146,9 +148,10 @@ export class WaitStore {
 
   /**
    * The events stored since each wait of a run began that may resolve it,
-   * oldest first. One round trip.
+   * oldest first, a page of up to LOOKBACK_PAGE at a time: pass the last
+   * candidate of a page as `after` for the next. One round trip.
    */
-  async lookback(runId: string): Promise<LookbackCandidate[]> {
+  async lookback(runId: string, after?: LookbackCandidate): Promise<LookbackCandidate[]> {
     const rows = await this.sql.query<{
       step_key: string;
       condition: string | null;
@@ -160,8 +163,9 @@ export class WaitStore {
       r_name: string;
       r_data: string;
       r_ts: number | string;
+      stored_at: string;
     }>(
-      `SELECT w.step_key, w.condition, e.id, e.name, e.data::text AS data, (extract(epoch FROM e.ts) * 1000)::float8 AS ts,
+      `SELECT w.step_key, w.condition, e.stored_at::text AS stored_at, e.id, e.name, e.data::text AS data, (extract(epoch FROM e.ts) * 1000)::float8 AS ts,
          re.id AS r_id, re.name AS r_name, re.data::text AS r_data, (extract(epoch FROM re.ts) * 1000)::float8 AS r_ts
        FROM waits w
        JOIN runs r ON r.id = w.run_id
@@ -169,14 +173,15 @@ export class WaitStore {
        JOIN events e ON e.name = w.event_name AND e.stored_at >= w.since
          AND (w.key_path = '' OR (jsonb_typeof(jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #> string_to_array(w.key_path, '.')) = 'string'
            AND (jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #>> string_to_array(w.key_path, '.')) = w.key_value))
-       WHERE w.run_id = $1
-       ORDER BY e.stored_at, e.id
+       WHERE w.run_id = $1 AND ($3::text IS NULL OR (e.stored_at, e.id, w.step_key) > ($4::timestamptz, $3, $5))
+       ORDER BY e.stored_at, e.id, w.step_key
        LIMIT $2`,
-      [runId, LOOKBACK_LIMIT],
+      [runId, LOOKBACK_PAGE, after?.event.id ?? null, after?.storedAt ?? null, after?.stepKey ?? null],
     );
     return rows.map((r) => ({
       stepKey: r.step_key,
       condition: r.condition,
+      storedAt: r.stored_at,
       event: { id: r.id, name: r.name, dataJson: r.data, tsMs: Number(r.ts) },
       runEvent: { id: r.r_id, name: r.r_name, dataJson: r.r_data, tsMs: Number(r.r_ts) },
     }));
@@ -194,8 +199,13 @@ export class WaitStore {
     const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
       `WITH m AS (
          SELECT DISTINCT ON (r, k) * FROM jsonb_to_recordset($1::jsonb) AS m(r uuid, k text, o text)
+       ), locked AS (
+         -- Timers first, then waits: the order fireDue takes them in, so
+         -- the two never deadlock on one wait.
+         SELECT t.run_id FROM timers t JOIN m ON t.run_id = m.r AND t.step_key = m.k FOR UPDATE OF t
        ), w AS (
-         DELETE FROM waits w USING m WHERE w.run_id = m.r AND w.step_key = m.k
+         DELETE FROM waits w USING m
+         WHERE w.run_id = m.r AND w.step_key = m.k AND (SELECT count(*) FROM locked) >= 0
          RETURNING w.run_id, w.step_key, w.step_id, m.o
        ), t AS (
          DELETE FROM timers t USING w WHERE t.run_id = w.run_id AND t.step_key = w.step_key

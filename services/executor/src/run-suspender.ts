@@ -4,6 +4,8 @@ import {
   waitMatches,
   waitOutputJson,
   type AwaitRecord,
+  LOOKBACK_PAGE,
+  type LookbackCandidate,
   type Logger,
   type PublishedRunRef,
   type TimerStore,
@@ -84,13 +86,22 @@ export class RunSuspender {
       await this.options.publish([outcome.run]);
       return;
     }
-    if (!outcome.hasWaits) return;
-    const found = await recorder.retrying(() => waits.lookback(held.runId));
-    if (!found || found.length === 0) return;
+    const waitCount = awaits.filter((a) => a.kind === "wait").length;
+    if (waitCount === 0) return;
+    // Page through the events stored since the waits began until each wait
+    // has its first match or the events run out.
     const matches = new Map<string, WaitMatch>();
-    for (const c of found) {
-      if (matches.has(c.stepKey) || !waitMatches(c.condition, c.runEvent, c.event)) continue;
-      matches.set(c.stepKey, { runId: held.runId, stepKey: c.stepKey, outputJson: waitOutputJson(c.event) });
+    let after: LookbackCandidate | undefined;
+    for (;;) {
+      const cursor = after;
+      const page = await recorder.retrying(() => waits.lookback(held.runId, cursor));
+      if (!page) return;
+      for (const c of page) {
+        if (matches.has(c.stepKey) || !waitMatches(c.condition, c.runEvent, c.event)) continue;
+        matches.set(c.stepKey, { runId: held.runId, stepKey: c.stepKey, outputJson: waitOutputJson(c.event) });
+      }
+      if (page.length < LOOKBACK_PAGE || matches.size === waitCount) break;
+      after = page[page.length - 1];
     }
     if (matches.size === 0) return;
     const woken = await recorder.retrying(() => waits.resolve([...matches.values()], requeueAfterMs));
