@@ -39,3 +39,123 @@ describe("typed events", () => {
     expect(() => new Stepwise({ appId: "has.dot" })).toThrow(/appId/);
   });
 });
+
+describe("createFunction", () => {
+  const stepwise = new Stepwise({ appId: "shop", schemas: { "order.placed": z.object({ orderId: z.string() }) } });
+  const define = (config: Record<string, unknown>) => () => stepwise.createFunction(config as never, () => null);
+
+  it("accepts event triggers with an if, and cron triggers with or without a time zone", () => {
+    const fn = stepwise.createFunction(
+      {
+        id: "f",
+        triggers: [{ event: "order.placed", if: "event.data.total > 100" }, { cron: "0 3 * * *" }, { cron: "0 9 * * 1", timezone: "Europe/Paris" }],
+      },
+      () => null,
+    );
+    expect(fn.config.triggers).toHaveLength(3);
+    expect(fn.failureHandler).toBeUndefined();
+  });
+
+  it("rejects a trigger that cannot work, naming the function and the trigger", () => {
+    expect(define({ id: "f", triggers: [null] })).toThrow(new TypeError("function f: triggers[0]: must be { event } or { cron }"));
+    expect(define({ id: "f", triggers: [{ event: "e" }, { event: "e", cron: "* * * * *" }] })).toThrow(
+      new TypeError("function f: triggers[1]: has both event and cron"),
+    );
+    expect(define({ id: "f", triggers: [{ cron: " " }] })).toThrow(new TypeError("function f: triggers[0].cron: must be a cron schedule"));
+    expect(define({ id: "f", triggers: [{ cron: "* * * * *", timezone: 1 }] })).toThrow(
+      new TypeError("function f: triggers[0].timezone: must be a string"),
+    );
+    expect(define({ id: "f", triggers: [{ event: "" }] })).toThrow(
+      new TypeError("function f: triggers[0].event: must be an event name of 1-256 characters"),
+    );
+    expect(define({ id: "f", triggers: [{ event: "e", if: "" }] })).toThrow(new TypeError("function f: triggers[0].if: must be a CEL expression"));
+  });
+
+  it("rejects retries and backoff out of range", () => {
+    expect(define({ id: "f", triggers: [{ event: "e" }], retries: 21 })).toThrow(
+      new TypeError("function f: retries: must be an integer from 0 to 20"),
+    );
+    expect(define({ id: "f", triggers: [{ event: "e" }], backoff: { base: "1m", cap: "1s" } })).toThrow(
+      new TypeError("function f: backoff.cap: must not be shorter than backoff.base"),
+    );
+  });
+
+  it("with onFailure, adds the function <id>-on-failure, with no trigger and the same retries and backoff", () => {
+    const fn = stepwise.createFunction(
+      { id: "charge", name: "Charge", triggers: [{ event: "order.placed" }], retries: 2, backoff: { base: "5s" }, onFailure: () => "handled" },
+      () => null,
+    );
+    const handler = fn.failureHandler;
+    expect(handler?.appId).toBe("shop");
+    expect(handler?.handlesFailuresOf).toBe("charge");
+    expect(handler?.config).toEqual({ id: "charge-on-failure", name: "Charge (onFailure)", triggers: [], retries: 2, backoff: { base: "5s" } });
+    // The onFailure config is not part of the function's own.
+    expect(fn.config).not.toHaveProperty("onFailure");
+  });
+
+  it("rejects an onFailure that is not a function, or an id too long to add the suffix to", () => {
+    expect(define({ id: "f", triggers: [{ event: "e" }], onFailure: "notify" })).toThrow(new TypeError("function f: onFailure: must be a function"));
+    const long = "x".repeat(118);
+    expect(define({ id: long, triggers: [{ event: "e" }], onFailure: () => null })).toThrow(
+      new TypeError(`function ${long}: id: at most 117 characters with onFailure`),
+    );
+    expect(define({ id: "x".repeat(117), triggers: [{ event: "e" }], onFailure: () => null })).not.toThrow();
+  });
+
+  it("the onFailure handler receives the failed run's event, parsed, its error, and its id", async () => {
+    let received: Record<string, unknown> | undefined;
+    const fn = stepwise.createFunction(
+      {
+        id: "charge",
+        triggers: [{ event: "order.placed" }],
+        onFailure: ({ event, error, failedRunId, runId, step }) => {
+          received = { event, error, failedRunId, runId, step };
+          return { notified: event.data.orderId };
+        },
+      },
+      () => null,
+    );
+    const step = {} as never;
+    const failedEvent = {
+      id: "stepwise-failed-run-9",
+      name: "stepwise/run.failed",
+      ts: new Date(),
+      data: {
+        function_id: "charge",
+        run_id: "run-9",
+        error: { name: "StepError", message: 'step "pay" failed: declined', cause: { name: "CardError", message: "declined" } },
+        event: { id: "ev-1", name: "order.placed", data: { orderId: "o-1" }, ts: "2025-01-02T03:04:05.678Z" },
+      },
+    };
+    const out = await fn.failureHandler!.handler({ event: fn.failureHandler!.parseEvent(failedEvent), step, runId: "run-10" });
+    expect(out).toEqual({ notified: "o-1" });
+    expect(received?.["event"]).toEqual({ id: "ev-1", name: "order.placed", data: { orderId: "o-1" }, ts: new Date("2025-01-02T03:04:05.678Z") });
+    const error = received?.["error"] as Error;
+    expect(error).toBeInstanceOf(Error);
+    expect(error.name).toBe("StepError");
+    expect(error.message).toBe('step "pay" failed: declined');
+    expect((error.cause as Error).name).toBe("CardError");
+    expect(received?.["failedRunId"]).toBe("run-9");
+    expect(received?.["runId"]).toBe("run-10");
+    expect(received?.["step"]).toBe(step);
+  });
+
+  it("the onFailure handler gets the event as it was when it no longer matches its schema", async () => {
+    let data: unknown;
+    const fn = stepwise.createFunction(
+      { id: "charge", triggers: [{ event: "order.placed" }], onFailure: ({ event }) => void (data = event.data) },
+      () => null,
+    );
+    await fn.failureHandler!.handler({
+      event: {
+        id: "x",
+        name: "stepwise/run.failed",
+        ts: new Date(),
+        data: { function_id: "charge", run_id: "r", error: { name: "Error", message: "m" }, event: { id: "e", name: "order.placed", data: { orderId: 5 }, ts: "2025-01-01T00:00:00.000Z" } },
+      },
+      step: {} as never,
+      runId: "r2",
+    });
+    expect(data).toEqual({ orderId: 5 });
+  });
+});

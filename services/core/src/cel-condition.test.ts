@@ -209,3 +209,22 @@ describe("valueAt", () => {
     expect(valueAt(undefined, ["x"])).toBeUndefined();
   });
 });
+
+describe("conditions that can never be true or false", () => {
+  it.each([
+    ["1 + 1", "arithmetic"],
+    ['"yes"', "a constant"],
+    ["42", "a constant"],
+    ["[true]", "a list"],
+    ["{'a': true}", "a map or message"],
+  ])("rejects %s as %s", (source, kind) => {
+    expect(() => compileCondition(source, ["event"])).toThrow(
+      new InvalidConditionError(`the expression is ${kind}, not a condition that is true or false`),
+    );
+  });
+
+  it("accepts a field that may hold a boolean, and boolean literals", () => {
+    expect(compileCondition("event.data.vip", ["event"]).test({ event: { id: "e", name: "n", data: { vip: true }, ts: "" } })).toBe(true);
+    expect(compileCondition("false", ["event"]).test({})).toBe(false);
+  });
+});

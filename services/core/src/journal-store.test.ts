@@ -3,6 +3,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   JournalStore,
+  type AttemptRecord,
   type EventInput,
   type JournalEntry,
   type RunRef,
@@ -711,6 +712,220 @@ function storeSuite(backend: Backend): void {
         .filter((id) => id !== running.runId);
       expect(swept).toEqual([...unfinished].sort());
       expect((await mustGet(stillRunning.runId)).status).toBe("QUEUED");
+    });
+
+    describe("conditional triggers", () => {
+      it("recordEventMatching creates the runs of unconditional triggers and returns the conditional ones, with when the event was stored", async () => {
+        const name = uniq("order.placed");
+        const appId = uniq("app");
+        await store.registerFunctions(appId, [
+          { id: "always", name: "A", eventTriggers: [name], config: {} },
+          {
+            id: "big",
+            name: "B",
+            eventTriggers: [],
+            conditionalTriggers: [
+              { event: name, condition: "event.data.order.total > 100" },
+              { event: name, condition: "event.data.vip == true" },
+            ],
+            config: {},
+          },
+          // A trigger of the name without a condition makes the others moot: every event starts a run.
+          { id: "mixed", name: "M", eventTriggers: [name], conditionalTriggers: [{ event: name, condition: "false" }], config: {} },
+          { id: "elsewhere", name: "E", eventTriggers: [], conditionalTriggers: [{ event: uniq("other"), condition: "true" }], config: {} },
+        ]);
+        const ev = eventInput(name);
+        const before = Date.now();
+        const recorded = await store.recordEventMatching(ev);
+        const after = Date.now();
+        expect(recorded.runs.map((r) => r.functionId).sort()).toEqual(["always", "mixed"]);
+        expect(recorded.conditional).toEqual([
+          { appId, functionId: "big", conditions: ["event.data.order.total > 100", "event.data.vip == true"] },
+        ]);
+        expect(recorded.storedAtMs).toBeGreaterThanOrEqual(before - 1000);
+        expect(recorded.storedAtMs).toBeLessThanOrEqual(after + 1000);
+        // The conditional trigger has no run until createRuns.
+        expect((await store.listRuns({ eventId: ev.id, limit: 10 })).map((r) => r.functionId).sort()).toEqual(["always", "mixed"]);
+
+        // A redelivery: the same stored time, the conditions to evaluate again, the runs still QUEUED.
+        const again = await store.recordEventMatching(ev);
+        expect(again.storedAtMs).toBe(recorded.storedAtMs);
+        expect(ids(again.runs)).toEqual(ids(recorded.runs));
+        expect(again.conditional).toEqual(recorded.conditional);
+
+        // Registered again without its condition, the trigger starts a run for every event.
+        await store.registerFunctions(appId, [{ id: "big", name: "B", eventTriggers: [name], config: {} }]);
+        const plain = await store.recordEventMatching(eventInput(name));
+        expect(plain.runs.map((r) => r.functionId).sort()).toEqual(["always", "big", "mixed"]);
+        expect(plain.conditional).toEqual([]);
+      });
+
+      it("createRuns creates the runs whose conditions held, idempotently", async () => {
+        const name = uniq("evt");
+        const appId = uniq("app");
+        const conditional = (id: string) => ({
+          id,
+          name: id,
+          eventTriggers: [],
+          conditionalTriggers: [{ event: name, condition: "true" }],
+          config: {},
+        });
+        await store.registerFunctions(appId, [conditional("one"), conditional("two")]);
+        const ev = eventInput(name);
+        expect((await store.recordEventMatching(ev)).runs).toEqual([]);
+        expect(await store.createRuns(ev.id, [])).toEqual([]);
+
+        const first = await store.createRuns(ev.id, [{ appId, functionId: "one" }], 50);
+        expect(first).toHaveLength(1);
+        expect(first[0]).toMatchObject({ appId, functionId: "one", lease: 0 });
+        // Again (a redelivered event evaluated once more): the same run, still QUEUED.
+        expect(await store.createRuns(ev.id, [{ appId, functionId: "one" }])).toEqual(first);
+        const both = await store.createRuns(ev.id, [
+          { appId, functionId: "one" },
+          { appId, functionId: "two" },
+        ]);
+        expect(both.map((r) => r.functionId).sort()).toEqual(["one", "two"]);
+        expect(both.find((r) => r.functionId === "one")).toEqual(first[0]);
+        // A redelivery of the event hands out the QUEUED runs, conditional ones included.
+        expect(ids((await store.recordEventMatching(ev)).runs)).toEqual(ids(both));
+
+        const claim = await store.claimRun(first[0]!.runId, uniq("exec"), 60_000);
+        expect(claim?.event.id).toBe(ev.id);
+        expect((await store.createRuns(ev.id, [{ appId, functionId: "one" }])).map((r) => r.runId)).toEqual([]);
+        expect(await store.listRuns({ eventId: ev.id, limit: 10 })).toHaveLength(2);
+      });
+    });
+
+    describe("retries and onFailure", () => {
+      function attemptRecord(runId: string, lease: number, over: Partial<AttemptRecord> = {}): AttemptRecord {
+        return {
+          runId,
+          lease,
+          stepKey: "charge:0",
+          stepId: "charge",
+          attempt: 1,
+          startedAtMs: T0 + 10,
+          endedAtMs: T0 + 20,
+          error: { name: "Error", message: "gateway down" },
+          retryAtMs: T0 + 1_000,
+          ...over,
+        };
+      }
+
+      it("journalAttempt needs the lease; the first write of an attempt wins", async () => {
+        const run = await claimed(uniq("exec"));
+        expect(await store.journalAttempt(attemptRecord(run.runId, run.lease - 1))).toBe(false);
+        expect(await store.journalAttempt(attemptRecord(randomUUID(), 1))).toBe(false);
+        expect((await mustGet(run.runId)).failedAttempts).toEqual([]);
+
+        expect(await store.journalAttempt(attemptRecord(run.runId, run.lease))).toBe(true);
+        // The same attempt written again (a retried write) keeps the first.
+        expect(
+          await store.journalAttempt(attemptRecord(run.runId, run.lease, { error: { name: "Error", message: "other" }, retryAtMs: T0 + 9_000 })),
+        ).toBe(true);
+        const second: StoredError = { name: "RetryAfterError", message: "rate limited", cause: { name: "Error", message: "429" } };
+        expect(
+          await store.journalAttempt(attemptRecord(run.runId, run.lease, { attempt: 2, startedAtMs: T0 + 30, endedAtMs: T0 + 40, error: second, retryAtMs: T0 + 5_000 })),
+        ).toBe(true);
+        const handlerError: StoredError = { name: "TypeError", message: "x is undefined" };
+        expect(
+          await store.journalAttempt(
+            attemptRecord(run.runId, run.lease, { stepKey: "", stepId: "", startedAtMs: T0, endedAtMs: T0 + 50, error: handlerError, retryAtMs: T0 + 2_000 }),
+          ),
+        ).toBe(true);
+
+        const view = await mustGet(run.runId);
+        expect(
+          view.failedAttempts.map((a) => ({
+            key: a.key,
+            id: a.id,
+            attempt: a.attempt,
+            startedAt: a.startedAt?.getTime(),
+            endedAt: a.endedAt?.getTime(),
+            error: a.error,
+            retryAt: a.retryAt.getTime(),
+          })),
+        ).toEqual([
+          { key: "charge:0", id: "charge", attempt: 1, startedAt: T0 + 10, endedAt: T0 + 20, error: { name: "Error", message: "gateway down" }, retryAt: T0 + 1_000 },
+          { key: "charge:0", id: "charge", attempt: 2, startedAt: T0 + 30, endedAt: T0 + 40, error: second, retryAt: T0 + 5_000 },
+          { key: "", id: "", attempt: 1, startedAt: T0, endedAt: T0 + 50, error: handlerError, retryAt: T0 + 2_000 },
+        ]);
+        // A failed attempt is not a result: the step has none yet.
+        expect(view.steps).toEqual([]);
+
+        // Nothing is written for a finished run.
+        expect(await store.completeRun(run.runId, run.lease, "1")).toBe(true);
+        expect(await store.journalAttempt(attemptRecord(run.runId, run.lease, { attempt: 3 }))).toBe(false);
+        expect((await mustGet(run.runId)).failedAttempts).toHaveLength(3);
+      });
+
+      it("claimRun returns the handler's attempt (its failures + 1) and the failed attempts of each step", async () => {
+        const ref = await queuedRun();
+        const first = await store.claimRun(ref.runId, uniq("exec"), 60_000);
+        expect(first?.attempt).toBe(1);
+        expect(first?.stepAttempts).toEqual({});
+        expect(first?.wakes).toBe(0);
+        const write = (over: Partial<AttemptRecord>) => store.journalAttempt(attemptRecord(ref.runId, first!.lease, over));
+        for (const attempt of [1, 2, 3]) expect(await write({ stepKey: "charge:0", attempt })).toBe(true);
+        expect(await write({ stepKey: "ship:0", stepId: "ship", attempt: 1 })).toBe(true);
+        expect(await write({ stepKey: "", stepId: "", attempt: 1 })).toBe(true);
+        expect(await write({ stepKey: "", stepId: "", attempt: 2 })).toBe(true);
+        expect(await store.requeueRun(ref.runId, first!.lease, 60_000)).toBe(true);
+
+        const again = await store.claimRun(ref.runId, uniq("exec"), 60_000);
+        expect(again?.attempt).toBe(3);
+        expect(again?.stepAttempts).toEqual({ "charge:0": 3, "ship:0": 1 });
+        expect(again?.journal).toEqual([]);
+      });
+
+      it("failRun starts the onFailure handler's run, with a stepwise/run.failed event carrying the event and the error", async () => {
+        await settleSweep();
+        const appId = uniq("app");
+        const name = uniq("evt");
+        await store.registerFunctions(appId, [
+          { id: "charge", name: "Charge", eventTriggers: [name], config: { onFailure: "charge-on-failure" } },
+          { id: "charge-on-failure", name: "Charge (onFailure)", eventTriggers: [], config: {} },
+        ]);
+        const ev = eventInput(name);
+        const [ref] = await store.recordEvent(ev);
+        const claim = await store.claimRun(ref!.runId, uniq("exec"), 60_000);
+        const error: StoredError = {
+          name: "StepError",
+          message: 'step "pay" failed: card declined',
+          nonRetriable: true,
+          cause: { name: "Error", message: "card declined" },
+        };
+        const failed = await store.failRun(ref!.runId, claim!.lease, error, 1);
+        expect(failed.ok).toBe(true);
+        expect(failed.failureRun).toMatchObject({ appId, functionId: "charge-on-failure", lease: 0 });
+        const handlerRun = await mustGet(failed.failureRun!.runId);
+        expect(handlerRun.status).toBe("QUEUED");
+        expect(handlerRun.event.id).toBe(`stepwise-failed-${ref!.runId}`);
+        expect(handlerRun.event.name).toBe("stepwise/run.failed");
+        expect(handlerRun.event.data).toEqual({
+          function_id: "charge",
+          run_id: ref!.runId,
+          error,
+          event: { id: ev.id, name, data: JSON.parse(ev.dataJson), ts: new Date(T0).toISOString() },
+        });
+        expect(await mustGet(ref!.runId)).toMatchObject({ status: "FAILED", error });
+
+        // Its publish is unconfirmed: after the short deadline the reconciler publishes it.
+        await sleep(30);
+        expect(ids(await store.reclaimStale(100, 600_000))).toEqual([failed.failureRun!.runId]);
+
+        // The failed run cannot fail twice, so there is one handler run.
+        expect(await store.failRun(ref!.runId, claim!.lease, error)).toEqual({ ok: false, failureRun: undefined });
+        expect(await store.listRuns({ functionId: "charge-on-failure", eventId: handlerRun.event.id, limit: 10 })).toHaveLength(1);
+
+        // The handler's own failure starts nothing more.
+        const handlerClaim = await store.claimRun(failed.failureRun!.runId, uniq("exec"), 60_000);
+        expect(handlerClaim?.event.name).toBe("stepwise/run.failed");
+        expect(await store.failRun(failed.failureRun!.runId, handlerClaim!.lease, { name: "Error", message: "again" })).toEqual({
+          ok: true,
+          failureRun: undefined,
+        });
+      });
     });
   });
 }

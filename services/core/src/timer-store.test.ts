@@ -346,6 +346,66 @@ function timerSuite(backend: Backend): void {
       });
     });
 
+    describe("notifications", () => {
+      /** Listens on a channel of its own; counts the notifications. */
+      async function listening() {
+        const channel = `timers_${randomBytes(4).toString("hex")}`;
+        let count = 0;
+        const stop = await db.sql.listen(channel, () => count++);
+        return {
+          timers: new TimerStore(db.sql, { channel }),
+          store: new JournalStore(db.sql, { timerChannel: channel }),
+          count: () => count,
+          stop,
+        };
+      }
+
+      async function eventually(cond: () => boolean): Promise<boolean> {
+        for (let i = 0; i < 100 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
+        return cond();
+      }
+
+      it("a suspension with a timer due within TIMER_POLL_MS wakes the schedulers; one due later does not", async () => {
+        const l = await listening();
+        try {
+          const later = await claimedRun();
+          expect((await l.timers.suspend(later.runId, later.lease, later.wakes, [sleepAwait("a:0", Date.now() + HOUR)], REQUEUE_MS)).kind).toBe(
+            "waiting",
+          );
+          const soon = await claimedRun();
+          expect((await l.timers.suspend(soon.runId, soon.lease, soon.wakes, [sleepAwait("a:0", Date.now() + 200)], REQUEUE_MS)).kind).toBe(
+            "waiting",
+          );
+          expect(await eventually(() => l.count() >= 1)).toBe(true);
+          // Only the second one notified.
+          await new Promise((r) => setTimeout(r, 200));
+          expect(l.count()).toBe(1);
+
+          // A suspension refused for its lease notifies nobody.
+          expect((await l.timers.suspend(soon.runId, soon.lease, soon.wakes, [sleepAwait("b:0", Date.now())], REQUEUE_MS)).kind).toBe("lease-lost");
+          await new Promise((r) => setTimeout(r, 200));
+          expect(l.count()).toBe(1);
+        } finally {
+          await l.stop();
+        }
+      });
+
+      it("registering a cron trigger wakes the schedulers", async () => {
+        const l = await listening();
+        try {
+          await l.store.registerFunctions(uniq("app"), [{ id: "plain", name: "P", eventTriggers: ["e"], config: {} }]);
+          await new Promise((r) => setTimeout(r, 200));
+          expect(l.count()).toBe(0);
+          await l.store.registerFunctions(uniq("app"), [
+            { id: "cron", name: "C", eventTriggers: [], cronTriggers: [{ cron: "0 * * * *", timezone: "", firstAt: new Date(at(HOUR)) }], config: {} },
+          ]);
+          expect(await eventually(() => l.count() >= 1)).toBe(true);
+        } finally {
+          await l.stop();
+        }
+      });
+    });
+
     describe("fireDue", () => {
       it("fires only due timers of WAITING runs: null for a sleep and a wait's timeout, nothing for a retry", async () => {
         await settleTimers();
@@ -411,7 +471,7 @@ function timerSuite(backend: Backend): void {
 
       it("concurrent calls never fire the same timer twice", async () => {
         await settleTimers();
-        const runs = [];
+        const runs: Array<{ runId: string }> = [];
         for (let i = 0; i < 24; i++) runs.push(await waitingRun([sleepAwait("nap:0", at(-1000 - i))]));
         const fired: PublishedRunRef[] = [];
         for (let round = 0; round < 10; round++) {

@@ -2,7 +2,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RegisterSchema, type FunctionConfigSchema } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
-import { MAX_CAPACITY, validateRegistration } from "./registration.js";
+import { MAX_CAPACITY, MAX_RETRIES, validateRegistration } from "./registration.js";
 
 type FunctionInit = MessageInitShape<typeof FunctionConfigSchema>;
 
@@ -125,6 +125,183 @@ describe("validateRegistration", () => {
 
     it("a trigger of no kind", () => {
       expectInvalid(register({ functions: [{ id: "f", triggers: [{}] }] }), 'function "f": triggers[0]: must be an event or a cron trigger');
+    });
+  });
+});
+
+describe("validateRegistration of conditions, crons and onFailure", () => {
+  const trigger = {
+    event: (event: string, condition = "") => ({ kind: { case: "event" as const, value: { event, condition } } }),
+    cron: (cron: string, timezone = "") => ({ kind: { case: "cron" as const, value: { cron, timezone } } }),
+  };
+
+  function invalidMessage(reg: ReturnType<typeof register>): string {
+    let caught: unknown;
+    try {
+      validateRegistration(reg);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(ConnectError);
+    expect((caught as ConnectError).code).toBe(Code.InvalidArgument);
+    return (caught as ConnectError).rawMessage;
+  }
+
+  /** The first tick at or after now of a yearly time, in ms. */
+  function nextYearly(month: number, day: number, hourUtc: number): number {
+    const year = new Date().getUTCFullYear();
+    const thisYear = Date.UTC(year, month, day, hourUtc);
+    return thisYear > Date.now() ? thisYear : Date.UTC(year + 1, month, day, hourUtc);
+  }
+
+  it("keeps event conditions apart from plain triggers and in the config as `if`", () => {
+    const [f] = validateRegistration(
+      register({
+        functions: [
+          {
+            id: "big-orders",
+            triggers: [trigger.event("order.placed", "event.data.total > 100"), trigger.event("order.updated"), trigger.event("order.placed", "event.data.vip")],
+          },
+        ],
+      }),
+    );
+    expect(f).toEqual({
+      id: "big-orders",
+      name: "big-orders",
+      eventTriggers: ["order.updated"],
+      conditionalTriggers: [
+        { event: "order.placed", condition: "event.data.total > 100" },
+        { event: "order.placed", condition: "event.data.vip" },
+      ],
+      cronTriggers: [],
+      config: {
+        triggers: [
+          { event: "order.updated" },
+          { event: "order.placed", if: "event.data.total > 100" },
+          { event: "order.placed", if: "event.data.vip" },
+        ],
+      },
+    });
+  });
+
+  it("rejects a condition that does not compile, naming the trigger", () => {
+    const message = invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e"), trigger.event("e", "event.data.total >")] }] }));
+    expect(message).toMatch(/^function "f": triggers\[1\]\.if: invalid CEL expression: .+/);
+  });
+
+  it("rejects a condition on anything but the event, such as async, which only a wait has", () => {
+    expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e", "async.data.id == event.data.id")] }] }))).toBe(
+      'function "f": triggers[0].if: invalid CEL expression: unknown variable "async": the expression may use `event`',
+    );
+    expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e", "   ")] }] }))).toBe(
+      'function "f": triggers[0].if: invalid CEL expression: the expression is empty',
+    );
+  });
+
+  it("accepts cron triggers with the first tick after now, in their time zone", () => {
+    const before = Date.now();
+    const [f] = validateRegistration(
+      register({
+        functions: [
+          {
+            id: "yearly",
+            triggers: [trigger.cron("0 0 1 1 *", "Europe/Paris"), trigger.cron("0 12 1 7 *"), trigger.cron("*/10 * * * * *", "UTC")],
+          },
+        ],
+      }),
+    );
+    expect(f?.eventTriggers).toEqual([]);
+    expect(f?.conditionalTriggers).toEqual([]);
+    const crons = f?.cronTriggers ?? [];
+    expect(crons.map((c) => ({ cron: c.cron, timezone: c.timezone }))).toEqual([
+      { cron: "0 0 1 1 *", timezone: "Europe/Paris" },
+      { cron: "0 12 1 7 *", timezone: "" },
+      { cron: "*/10 * * * * *", timezone: "UTC" },
+    ]);
+    // Midnight of January 1st in Paris is 23:00 UTC on December 31st; an empty time zone is UTC.
+    expect(crons[0]?.firstAt.getTime()).toBe(nextYearly(11, 31, 23));
+    expect(crons[1]?.firstAt.getTime()).toBe(nextYearly(6, 1, 12));
+    // Six fields: seconds first.
+    const tenSeconds = crons[2]!.firstAt.getTime();
+    expect(tenSeconds % 10_000).toBe(0);
+    expect(tenSeconds).toBeGreaterThan(before - 1000);
+    expect(tenSeconds).toBeLessThanOrEqual(Date.now() + 10_000);
+    expect(f?.config).toEqual({
+      triggers: [{ cron: "0 0 1 1 *", timezone: "Europe/Paris" }, { cron: "0 12 1 7 *" }, { cron: "*/10 * * * * *", timezone: "UTC" }],
+    });
+  });
+
+  it("rejects a cron pattern that does not parse", () => {
+    for (const cron of ["61 * * * *", "* * * *", "0 0 0 1 1 * 2030", "every day", ""]) {
+      expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.cron(cron)] }] }))).toMatch(
+        new RegExp(`^function "f": triggers\\[0\\]\\.cron: invalid cron schedule ${JSON.stringify(cron).replace(/[*]/g, "\\*")}: .+`),
+      );
+    }
+  });
+
+  it("rejects an unknown time zone, naming it", () => {
+    const message = invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e"), trigger.cron("0 9 * * 1", "Mars/Olympus")] }] }));
+    expect(message.startsWith('function "f": triggers[1].cron: invalid cron schedule "0 9 * * 1" in "Mars/Olympus": ')).toBe(true);
+  });
+
+  it("rejects a schedule that never fires", () => {
+    expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.cron("0 0 31 2 *")] }] }))).toBe(
+      'function "f": triggers[0].cron: "0 0 31 2 *" never fires',
+    );
+  });
+
+  it("accepts an onFailure handler of the same registration, which needs no trigger", () => {
+    const out = validateRegistration(
+      register({
+        functions: [
+          { ...fn("charge", "order.placed"), onFailureFunctionId: "charge-on-failure", retries: 2 },
+          { id: "charge-on-failure", name: "Charge (onFailure)", triggers: [] },
+        ],
+      }),
+    );
+    expect(out).toEqual([
+      {
+        id: "charge",
+        name: "charge",
+        eventTriggers: ["order.placed"],
+        conditionalTriggers: [],
+        cronTriggers: [],
+        config: { triggers: [{ event: "order.placed" }], retries: 2, onFailure: "charge-on-failure" },
+      },
+      {
+        id: "charge-on-failure",
+        name: "Charge (onFailure)",
+        eventTriggers: [],
+        conditionalTriggers: [],
+        cronTriggers: [],
+        config: { triggers: [] },
+      },
+    ]);
+  });
+
+  it("rejects an onFailure handler that is not another function of the registration", () => {
+    expect(invalidMessage(register({ functions: [{ ...fn("a", "e"), onFailureFunctionId: "nowhere" }] }))).toBe(
+      'function "a": on_failure_function_id: "nowhere" must be another function of this registration',
+    );
+    expect(invalidMessage(register({ functions: [{ ...fn("a", "e"), onFailureFunctionId: "a" }] }))).toBe(
+      'function "a": on_failure_function_id: "a" must be another function of this registration',
+    );
+  });
+
+  it("still requires a trigger of a function that handles no failures", () => {
+    expect(
+      invalidMessage(
+        register({ functions: [{ ...fn("a", "e"), onFailureFunctionId: "handler" }, { id: "handler", triggers: [] }, { id: "idle", triggers: [] }] }),
+      ),
+    ).toBe('function "idle": triggers: at least one is required');
+  });
+
+  it("rejects more retries than allowed", () => {
+    expect(invalidMessage(register({ functions: [{ ...fn("a", "e"), retries: MAX_RETRIES + 1 }] }))).toBe(
+      `function "a": retries: must be 0 to ${MAX_RETRIES}`,
+    );
+    expect(validateRegistration(register({ functions: [{ ...fn("a", "e"), retries: MAX_RETRIES }] }))[0]?.config).toMatchObject({
+      retries: MAX_RETRIES,
     });
   });
 });
