@@ -257,6 +257,27 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     return toRunInfo(res.run);
   }
 
+  /**
+   * Waits until every run an event started has ended, and returns them
+   * (without steps). The engine answers as soon as the last one ends, with
+   * no polling; at the timeout (default 30 s, at most 300 s) it answers with
+   * the runs as they are and `done` false.
+   *
+   * @example
+   * ```ts
+   * const [id] = await stepwise.send({ name: "order.placed", data });
+   * const { runs, done } = await stepwise.waitForRuns(id!, { timeoutMs: 10_000 });
+   * ```
+   */
+  async waitForRuns(eventId: string, options: { timeoutMs?: number } = {}): Promise<{ runs: RunInfo[]; done: boolean }> {
+    const res = await this.runClient().waitForRuns(
+      { eventId, timeoutMs: options.timeoutMs ?? 0 },
+      // The server answers at the timeout; give the call a little longer.
+      { timeoutMs: (options.timeoutMs || 30_000) + 5_000 },
+    );
+    return { runs: res.runs.map(toRunInfo), done: res.done };
+  }
+
   /** Lists the runs an event triggered, newest first. */
   async listRunsOfEvent(eventId: string): Promise<RunInfo[]> {
     const res = await this.runClient().listRuns({ eventId, pageSize: 100 });

@@ -106,6 +106,15 @@ function count<T>(items: readonly T[]): Map<T, number> {
   return m;
 }
 
+/** Resolves once cond() holds; fails after 5 s. */
+async function waitUntil(cond: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error("condition not met within 5 s");
+    await sleep(5);
+  }
+}
+
 function busSuite(kind: BusKind): void {
   describe(`Bus conformance: ${kind.name}`, () => {
     const open: OpenBus[] = [];
@@ -406,6 +415,29 @@ function busSuite(kind: BusKind): void {
       const next = await pull(bus, "shop", 1);
       expect(next.deliveries.map((d) => d.data.runId)).toEqual(["after-abort"]);
       next.deliveries[0]!.ack();
+    });
+
+    it("announced run ends reach every watcher, in one message per announcement, until it stops", async () => {
+      const bus = await newBus();
+      const a: string[][] = [];
+      const b: string[][] = [];
+      const subA = await bus.watchRunsEnded((runs) => a.push(runs.map((r) => `${r.runId}/${r.eventId}`)));
+      const subB = await bus.watchRunsEnded((runs) => b.push(runs.map((r) => `${r.runId}/${r.eventId}`)));
+      bus.announceRunsEnded([
+        { runId: "r1", eventId: "e1" },
+        { runId: "r2", eventId: "e1" },
+      ]);
+      bus.announceRunsEnded([]);
+      await waitUntil(() => a.length === 1 && b.length === 1);
+      expect(a).toEqual([["r1/e1", "r2/e1"]]);
+      expect(b).toEqual(a);
+      await subA.stop();
+      bus.announceRunsEnded([{ runId: "r3", eventId: "e2" }]);
+      await waitUntil(() => b.length === 2);
+      await sleep(100);
+      expect(a).toHaveLength(1);
+      expect(b[1]).toEqual(["r3/e2"]);
+      await subB.stop();
     });
 
     it("close() ends a pending pull", async () => {

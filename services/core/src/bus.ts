@@ -59,8 +59,21 @@ export interface Bus {
     expiresMs: number,
     signal: AbortSignal,
   ): AsyncIterable<Delivery<RunWork>>;
+  /**
+   * Announces runs that ended, to every watcher, at most once and without
+   * waiting: a lost announcement only delays a waiter to its next check.
+   */
+  announceRunsEnded(runs: readonly RunEnd[]): void;
+  /** Calls onEnded with every announcement of every executor until stopped. */
+  watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription>;
   /** Closes the bus; pending pulls end. */
   close(): Promise<void>;
+}
+
+/** A run that ended, as announced. */
+export interface RunEnd {
+  runId: string;
+  eventId: string;
 }
 
 /** Ids of apps and functions double as subject tokens and consumer names. */

@@ -1,4 +1,4 @@
-import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import {
   AckPolicy,
   DeliverPolicy,
@@ -13,8 +13,8 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
-import { EventRecordSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
-import type { Bus, ConsumeEventsOptions, Delivery, Subscription } from "./bus.js";
+import { EventRecordSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
 import type { Logger } from "./log.js";
 
 /** Options of the JetStream bus. */
@@ -46,6 +46,8 @@ export interface JetStreamBusOptions {
 export class JetStreamBus implements Bus {
   private readonly consumersReady = new Map<string, Promise<string>>();
   private readonly eventsSubject: string;
+  /** Plain NATS subject of run-end announcements (outside the streams' subjects). */
+  private readonly endedSubject: string;
   private readonly eventsStream: string;
   private readonly workStream: string;
 
@@ -59,6 +61,7 @@ export class JetStreamBus implements Bus {
     this.eventsStream = `${upper}_EVENTS`;
     this.workStream = `${upper}_WORK`;
     this.eventsSubject = `${options.prefix}.events`;
+    this.endedSubject = `${options.prefix}.ended`;
   }
 
   /** Connects to NATS and creates the streams when missing. */
@@ -269,6 +272,34 @@ export class JetStreamBus implements Bus {
     for (const s of [this.eventsStream, this.workStream]) {
       await this.jsm.streams.delete(s).catch(() => false);
     }
+  }
+
+  announceRunsEnded(runs: readonly RunEnd[]): void {
+    if (runs.length === 0) return;
+    try {
+      this.nc.publish(this.endedSubject, toBinary(RunsEndedSchema, create(RunsEndedSchema, { runs: [...runs] })));
+    } catch (err) {
+      // Closed or reconnecting: waiters find the end at their next check.
+      this.options.log?.debug({ err }, "announcing ended runs failed");
+    }
+  }
+
+  async watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
+    const sub = this.nc.subscribe(this.endedSubject, {
+      callback: (err, msg) => {
+        if (err) return;
+        try {
+          onEnded(fromBinary(RunsEndedSchema, msg.data).runs.map((r) => ({ runId: r.runId, eventId: r.eventId })));
+        } catch (e) {
+          this.options.log?.warn({ err: e }, "an undecodable run-end announcement was dropped");
+        }
+      },
+    });
+    return {
+      stop: async () => {
+        sub.unsubscribe();
+      },
+    };
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { EventRecord, RunWork } from "@stepwise/proto";
-import type { Bus, ConsumeEventsOptions, Delivery, Subscription } from "./bus.js";
+import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
 import { backoffMs } from "./jetstream-bus.js";
 
 interface Entry<T> {
@@ -85,8 +85,27 @@ export class MemoryBus implements Bus {
   private readonly events = new Queue<EventRecord>();
   private readonly work = new Map<string, Queue<RunWork>>();
   private readonly seen = new Map<string, number>();
+  private readonly endWatchers = new Set<(runs: RunEnd[]) => void>();
 
   constructor(private readonly duplicateWindowMs = 10 * 60 * 1000) {}
+
+  announceRunsEnded(runs: readonly RunEnd[]): void {
+    if (runs.length === 0) return;
+    // Delivered on a later turn, like a message from another process.
+    setImmediate(() => {
+      for (const w of this.endWatchers) w([...runs]);
+    });
+  }
+
+  async watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
+    const watcher = (runs: RunEnd[]) => onEnded(runs);
+    this.endWatchers.add(watcher);
+    return {
+      stop: async () => {
+        this.endWatchers.delete(watcher);
+      },
+    };
+  }
 
   async publishEvents(records: readonly EventRecord[]): Promise<void> {
     const now = Date.now();

@@ -10,6 +10,7 @@ import {
   type JournalStore,
   type Logger,
   type PublishedRunRef,
+  type RunEnd,
   type TimerStore,
   type WaitStore,
 } from "@stepwise/core";
@@ -79,6 +80,7 @@ export class Executor {
   private readonly recorder: ResultRecorder;
   private readonly claims: GroupCommit<string, ClaimedRun | null>;
   private readonly suspender: RunSuspender;
+  private readonly ended: RunEnd[] = [];
 
   constructor(private readonly options: ExecutorOptions) {
     this.recorder = new ResultRecorder(
@@ -338,8 +340,9 @@ export class Executor {
       this.release(session, m.runId, m.lease);
       return;
     }
-    const failureRun = await this.recorder.recordEnd(m);
+    const { ended, failureRun } = await this.recorder.recordEnd(m);
     this.release(session, m.runId, m.lease);
+    if (ended) this.announceEnd(m.runId, held.eventId);
     if (failureRun) await this.publish([failureRun]);
   }
 
@@ -350,6 +353,16 @@ export class Executor {
     const resumeNow = await this.suspender.onSuspend(held, m);
     this.release(session, m.runId, m.lease);
     if (resumeNow) await this.requeue(m.runId, m.lease, session.appId, held.functionId);
+  }
+
+  /** Announces a run's end to RunService waiters, gathering the ends of one turn into one message. */
+  private announceEnd(runId: string, eventId: string): void {
+    this.ended.push({ runId, eventId });
+    if (this.ended.length > 1) return;
+    setImmediate(() => {
+      const runs = this.ended.splice(0);
+      this.options.bus.announceRunsEnded(runs);
+    });
   }
 
   /** Publishes the work of runs QUEUED with a short deadline and confirms it; a lost publish is the reconciler's. */
@@ -414,6 +427,7 @@ export class Executor {
       runId: claimed.runId,
       functionId: claimed.functionId,
       lease: claimed.lease,
+      eventId: claimed.event.id,
       wakes: claimed.wakes,
       attempt: claimed.attempt,
       startedAtMs: Date.now(),

@@ -88,11 +88,11 @@ export class ResultRecorder {
   }
 
   /**
-   * Records how a run ended; returns the run of its onFailure handler when
-   * one was created. A failure to record is logged: the lease then lapses
+   * Records how a run ended: `ended` when it did now, with the run of its
+   * onFailure handler when one was created. A failure to record is logged: the lease then lapses
    * and the run executes again, replaying its journal.
    */
-  async recordEnd(m: RunResult): Promise<PublishedRunRef | undefined> {
+  async recordEnd(m: RunResult): Promise<{ ended: boolean; failureRun: PublishedRunRef | undefined }> {
     const result = m.result;
     const fail = (error: StoredError) => this.store.failRun(m.runId, m.lease, error, this.requeueAfterMs);
     let outcome = await this.withRetry(async () =>
@@ -113,9 +113,9 @@ export class ResultRecorder {
     }
     if (outcome === undefined || outcome instanceof UnstorableResult) {
       this.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
-      return undefined;
+      return { ended: false, failureRun: undefined };
     }
-    return outcome.failureRun;
+    return { ended: outcome.ok, failureRun: outcome.failureRun };
   }
 
   /**

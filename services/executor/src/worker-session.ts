@@ -6,6 +6,8 @@ export interface HeldRun {
   runId: string;
   functionId: string;
   lease: number;
+  /** Id of the event that started the run. */
+  eventId: string;
   /** The run's wake-up count at the claim, which a suspension compares. */
   wakes: number;
   /** Attempt number of the handler in this execution. */

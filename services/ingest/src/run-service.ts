@@ -12,8 +12,10 @@ import {
   RunStatus as ProtoRunStatus,
   StepAttemptSchema,
   StepSchema,
+  WaitForRunsResponseSchema,
   type Run,
 } from "@stepwise/proto";
+import { RECHECK_MS, type RunWaiters } from "./run-waiters.js";
 
 const STATUS_TO_PROTO: Record<RunStatus, ProtoRunStatus> = {
   QUEUED: ProtoRunStatus.QUEUED,
@@ -28,9 +30,36 @@ const PROTO_TO_STATUS = new Map<ProtoRunStatus, RunStatus>(
   Object.entries(STATUS_TO_PROTO).map(([k, v]) => [v, k as RunStatus]),
 );
 
-/** RunService: reads runs and their journals from Postgres. */
-export function createRunService(store: JournalStore): ServiceImpl<typeof RunService> {
+/** Longest WaitForRuns, in milliseconds. */
+export const MAX_WAIT_MS = 300_000;
+const DEFAULT_WAIT_MS = 30_000;
+const ENDED = new Set<RunStatus>(["COMPLETED", "FAILED", "CANCELLED"]);
+
+/**
+ * RunService: reads runs and their journals from Postgres, and waits for
+ * the runs of an event to end, woken by the executors' announcements.
+ */
+export function createRunService(store: JournalStore, waiters: RunWaiters): ServiceImpl<typeof RunService> {
   return {
+    async waitForRuns(req, ctx) {
+      if (req.eventId.length === 0 || req.eventId.length > 256) {
+        throw new ConnectError("event_id: must be an event id of 1-256 characters", Code.InvalidArgument);
+      }
+      if (req.timeoutMs > MAX_WAIT_MS) throw new ConnectError(`timeout_ms: at most ${MAX_WAIT_MS}`, Code.InvalidArgument);
+      const deadline = Date.now() + (req.timeoutMs || DEFAULT_WAIT_MS);
+      await waiters.ready();
+      for (;;) {
+        // Registered before the read, so an end announced during it wakes this waiter.
+        const next = waiters.next(req.eventId, Math.min(RECHECK_MS, deadline - Date.now()), ctx.signal);
+        const runs = await store.listRuns({ eventId: req.eventId, limit: 1000 });
+        const done = runs.length > 0 && runs.every((r) => ENDED.has(r.status));
+        if (done || Date.now() >= deadline || ctx.signal.aborted) {
+          next.cancel();
+          return create(WaitForRunsResponseSchema, { runs: runs.map(toProtoRun), done });
+        }
+        await next.woken;
+      }
+    },
     async getRun(req) {
       const run = isUuid(req.runId) ? await store.getRun(req.runId) : null;
       if (!run) throw new ConnectError(`run ${JSON.stringify(req.runId)} not found`, Code.NotFound);

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/bus.proto.
  */
 export const file_stepwise_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIj4KB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCWIGcHJvdG8z");
+  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIj4KB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCSIuCglSdW5zRW5kZWQSIQoEcnVucxgBIAMoCzITLnN0ZXB3aXNlLnYxLlJ1bkVuZCIqCgZSdW5FbmQSDgoGcnVuX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJYgZwcm90bzM");
 
 /**
  * EventRecord is an accepted event as carried on the event stream, from
@@ -97,4 +97,55 @@ export type RunWork = Message<"stepwise.v1.RunWork"> & {
  */
 export const RunWorkSchema: GenMessage<RunWork> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_bus, 1);
+
+/**
+ * RunsEnded announces runs that just ended, on a plain (not JetStream)
+ * subject: at most once, so that waiters of RunService.WaitForRuns answer
+ * at once; a lost announcement only delays them to their next check.
+ *
+ * @generated from message stepwise.v1.RunsEnded
+ */
+export type RunsEnded = Message<"stepwise.v1.RunsEnded"> & {
+  /**
+   * The runs that ended.
+   *
+   * @generated from field: repeated stepwise.v1.RunEnd runs = 1;
+   */
+  runs: RunEnd[];
+};
+
+/**
+ * Describes the message stepwise.v1.RunsEnded.
+ * Use `create(RunsEndedSchema)` to create a new message.
+ */
+export const RunsEndedSchema: GenMessage<RunsEnded> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_bus, 2);
+
+/**
+ * RunEnd is one run that ended.
+ *
+ * @generated from message stepwise.v1.RunEnd
+ */
+export type RunEnd = Message<"stepwise.v1.RunEnd"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Id of the event that started it.
+   *
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RunEnd.
+ * Use `create(RunEndSchema)` to create a new message.
+ */
+export const RunEndSchema: GenMessage<RunEnd> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_bus, 3);
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIocBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkquQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjKYAQoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIocBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgquQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjLqAQoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -380,6 +380,63 @@ export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*
   messageDesc(file_stepwise_v1_run, 6);
 
 /**
+ * WaitForRunsRequest names the event whose runs to wait for.
+ *
+ * @generated from message stepwise.v1.WaitForRunsRequest
+ */
+export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
+  /**
+   * Id of the event, as Send returned it.
+   *
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * Longest wait, in milliseconds: 1 to 300,000. 0 means 30,000.
+   *
+   * @generated from field: uint32 timeout_ms = 2;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message stepwise.v1.WaitForRunsRequest.
+ * Use `create(WaitForRunsRequestSchema)` to create a new message.
+ */
+export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 7);
+
+/**
+ * WaitForRunsResponse holds the runs of the event.
+ *
+ * @generated from message stepwise.v1.WaitForRunsResponse
+ */
+export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
+  /**
+   * The runs the event started, without their steps.
+   *
+   * @generated from field: repeated stepwise.v1.Run runs = 1;
+   */
+  runs: Run[];
+
+  /**
+   * True when the event started at least one run and every one of them
+   * ended (COMPLETED, FAILED or CANCELLED); false at the timeout.
+   *
+   * @generated from field: bool done = 2;
+   */
+  done: boolean;
+};
+
+/**
+ * Describes the message stepwise.v1.WaitForRunsResponse.
+ * Use `create(WaitForRunsResponseSchema)` to create a new message.
+ */
+export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 8);
+
+/**
  * RunStatus is where a run is in its life.
  *
  * @generated from enum stepwise.v1.RunStatus
@@ -468,6 +525,18 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof ListRunsRequestSchema;
     output: typeof ListRunsResponseSchema;
+  },
+  /**
+   * WaitForRuns answers once every run an event started has ended (or at
+   * the timeout, with the runs as they are), without polling: the executor
+   * announces each run's end.
+   *
+   * @generated from rpc stepwise.v1.RunService.WaitForRuns
+   */
+  waitForRuns: {
+    methodKind: "unary";
+    input: typeof WaitForRunsRequestSchema;
+    output: typeof WaitForRunsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);
