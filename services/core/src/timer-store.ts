@@ -197,14 +197,17 @@ export class TimerStore {
   }
 
   /**
-   * Milliseconds until the next timer or cron tick is due, by the
-   * database's clock, or null when there is none. One round trip.
+   * Milliseconds until the next timer of a WAITING run or cron tick is due,
+   * by the database's clock (0 when one is due already: it became due after
+   * the last fireDue, or another scheduler holds it), or null when there is
+   * none. One round trip.
    */
   async nextDueInMs(): Promise<number | null> {
     const rows = await this.sql.query<{ ms: number | string | null }>(
       `SELECT (extract(epoch FROM least(
-           (SELECT min(due_at) FROM timers WHERE due_at > now()),
-           (SELECT min(next_at) FROM cron_schedules WHERE next_at > now() AND isfinite(next_at))) - now()) * 1000)::float8 AS ms`,
+           (SELECT t.due_at FROM timers t JOIN runs r ON r.id = t.run_id AND r.status = 'WAITING'
+            ORDER BY t.due_at LIMIT 1),
+           (SELECT min(next_at) FROM cron_schedules WHERE isfinite(next_at))) - now()) * 1000)::float8 AS ms`,
     );
     const ms = rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));

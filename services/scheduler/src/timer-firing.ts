@@ -24,6 +24,8 @@ export interface TimerFiringOptions {
 
 const BATCH = 500;
 const CRON_BATCH = 100;
+/** Pause before looking again when what is due is held by another scheduler. */
+const BUSY_RETRY_MS = 20;
 
 /**
  * Fires due timers (sleep ends, retry times, wait timeouts) and cron ticks.
@@ -83,17 +85,22 @@ export class TimerFiring {
   /** Fires what is due; returns how long to sleep. */
   private async round(): Promise<number> {
     const { timers, requeueAfterMs } = this.options;
+    let fired = 0;
     for (;;) {
       const runs = await timers.fireDue(BATCH, requeueAfterMs);
+      fired += runs.length;
       await this.publish(runs);
       if (runs.length < BATCH) break;
     }
     for (;;) {
       const runs = await timers.fireCron(CRON_BATCH, requeueAfterMs, (due, nowMs) => this.nextTick(due, nowMs));
+      fired += runs.length;
       await this.publish(runs);
       if (runs.length < CRON_BATCH) break;
     }
     const next = await timers.nextDueInMs();
+    // Due already but nothing fired: another scheduler holds it; look again shortly rather than spin.
+    if (next === 0 && fired === 0) return BUSY_RETRY_MS;
     return Math.min(next ?? TIMER_POLL_MS, TIMER_POLL_MS);
   }
 
