@@ -1,13 +1,18 @@
 import type { Bus, RunEnd, Subscription } from "@stepwise/core";
 
-/** How often a waiter looks at the journal again when no announcement came. */
+/**
+ * When a waiter first looks at the journal again with no announcement; it
+ * doubles after each look, up to MAX_RECHECK_MS.
+ */
 export const RECHECK_MS = 1_000;
+/** Longest gap between two looks of a waiter. */
+export const MAX_RECHECK_MS = 16_000;
 
 /**
  * RunWaiters wakes RunService.WaitForRuns calls when the executor announces
  * that a run of their event ended, instead of having them poll. The
- * announcements are at most once, so a waiter also checks again every
- * RECHECK_MS. It subscribes on first use.
+ * announcements are at most once, so a waiter also checks again after
+ * RECHECK_MS, then less and less often. It subscribes on first use.
  */
 export class RunWaiters {
   private readonly byEvent = new Map<string, Set<() => void>>();

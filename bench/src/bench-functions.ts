@@ -1,0 +1,85 @@
+import type { Stepwise, StepwiseFunction } from "@stepwise/sdk";
+import {
+  EVENTS,
+  stepOutput,
+  THREE_STEP_IDS,
+  type ManyStepsEvent,
+  type ManyStepsOutput,
+  type OneStepEvent,
+  type OneStepOutput,
+  type ProbeOutput,
+  type SleepEvent,
+  type SleepOutput,
+  type ThreeStepsEvent,
+  type ThreeStepsOutput,
+} from "./workload-shapes.js";
+
+/** Counters the worker reports to the orchestrator, for the sleeping workload. */
+export interface SleepProgress {
+  /** Runs that executed the step before the sleep: they are about to sleep, or asleep. */
+  asleep: number;
+  /** Runs that executed the step after the sleep. */
+  woke: number;
+}
+
+/**
+ * The benchmark's functions, all of app `bench`: the three-step function
+ * (W1), the many-step function (W2), the one-step function (W3), the
+ * sleeping function (W4) and the probe. Steps do no work: they return about
+ * 100 bytes of JSON, so what is measured is the engine.
+ */
+export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress): StepwiseFunction[] {
+  const threeSteps = stepwise.createFunction(
+    { id: "three-steps", triggers: [{ event: EVENTS.threeSteps }] },
+    async ({ event, step }): Promise<ThreeStepsOutput> => {
+      const { run } = event.data as unknown as ThreeStepsEvent;
+      const tags: string[] = [];
+      for (const id of THREE_STEP_IDS) tags.push((await step.run(id, () => stepOutput(run, id))).tag);
+      return { run, tags };
+    },
+  );
+
+  const manySteps = stepwise.createFunction(
+    { id: "many-steps", triggers: [{ event: EVENTS.manySteps }] },
+    async ({ event, step }): Promise<ManyStepsOutput> => {
+      const { run, steps } = event.data as unknown as ManyStepsEvent;
+      let lastTag = "";
+      for (let i = 0; i < steps; i++) lastTag = (await step.run("step", () => stepOutput(run, `s${i}`))).tag;
+      return { run, steps, lastTag };
+    },
+  );
+
+  const oneStep = stepwise.createFunction(
+    { id: "one-step", triggers: [{ event: EVENTS.oneStep }] },
+    async ({ event, step }): Promise<OneStepOutput> => {
+      const { run } = event.data as unknown as OneStepEvent;
+      return { run, tag: (await step.run("only", () => stepOutput(run, "only"))).tag };
+    },
+  );
+
+  const sleeping = stepwise.createFunction(
+    { id: "sleep", triggers: [{ event: EVENTS.sleep }] },
+    async ({ event, step }): Promise<SleepOutput> => {
+      const { run, sleep, sleepMs } = event.data as unknown as SleepEvent;
+      // Journaled, so the replay after the sleep sees the time of the first
+      // execution. Counted in step bodies, which a replay does not run again.
+      const before = await step.run("before", () => {
+        progress.asleep++;
+        return Date.now();
+      });
+      await step.sleep("nap", sleep);
+      const latenessMs = await step.run("after", () => {
+        progress.woke++;
+        return Date.now() - (before + sleepMs);
+      });
+      return { run, latenessMs };
+    },
+  );
+
+  const probe = stepwise.createFunction(
+    { id: "probe", triggers: [{ event: EVENTS.probe }] },
+    ({ step }): ProbeOutput => ({ sleep: typeof step.sleep === "function" }),
+  );
+
+  return [threeSteps, manySteps, oneStep, sleeping, probe];
+}

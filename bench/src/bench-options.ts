@@ -1,0 +1,134 @@
+import { parseArgs } from "node:util";
+import { parseDuration } from "./duration.js";
+
+/** The workloads the harness knows. */
+export const WORKLOADS = ["W1", "W2", "W3", "W4"] as const;
+
+/** A workload's name. */
+export type WorkloadName = (typeof WORKLOADS)[number];
+
+/** Everything a benchmark run is told, from the command line. */
+export interface BenchOptions {
+  /** Workloads to run, in order; undefined means every one the deployed SDK supports. */
+  workloads: WorkloadName[] | undefined;
+  /** Measurements of each workload; figures are reported as their medians. */
+  repeat: number;
+  /** Share of a workload's size run first, unmeasured, to warm up. */
+  warmup: number;
+  /** W1: runs, and runs kept in flight. */
+  runs: number;
+  inflight: number;
+  /** W2: steps of the run, and runs measured. */
+  steps: number;
+  stepReps: number;
+  /** W3: sequential runs. */
+  latencyRuns: number;
+  /** W4: sleeping runs and how long each sleeps. */
+  sleepers: number;
+  sleep: string;
+  /** Slots of the worker. */
+  capacity: number;
+  /** DATABASE_POOL_SIZE of each service. */
+  poolSize: number;
+  databaseUrl: string;
+  natsUrl: string;
+  /** Extra file to write the JSON results to. */
+  out: string | undefined;
+  /** Whether to write bench/results/<timestamp>.json. */
+  save: boolean;
+  /** Write a V8 CPU profile of every benchmark process next to the results. */
+  cpuProf: boolean;
+  /** Keep the processes' logs even when everything passed. */
+  keepLogs: boolean;
+}
+
+/** Usage text of `npm run bench`. */
+export const USAGE = `Usage: npm run bench -- [options]
+
+  --workloads W1,W2,W3,W4  workloads to run (default: all the deployed SDK supports;
+                           W4 needs step.sleep)
+  --repeat N               measurements of each workload; medians are reported (1)
+  --warmup F               share of a workload run first, unmeasured (0.25)
+  --runs N                 W1: runs of the three-step function (2000)
+  --inflight N             W1: runs in flight from the client (200)
+  --steps N                W2: sequential steps of the run (100)
+  --step-reps N            W2: runs measured (5)
+  --latency-runs N         W3: sequential one-step runs (200)
+  --sleepers N             W4: sleeping runs (10000)
+  --sleep D                W4: what each run passes to step.sleep (60s)
+  --capacity N             worker slots (default: --inflight)
+  --pool-size N            DATABASE_POOL_SIZE of each service (10)
+  --database-url URL       Postgres (BENCH_DATABASE_URL, or postgres://postgres@127.0.0.1:5432/test)
+  --nats-url URL           NATS (BENCH_NATS_URL, or nats://127.0.0.1:4222)
+  --out FILE               also write the JSON results to FILE
+  --no-save                do not write bench/results/<timestamp>.json
+  --cpu-prof               write a CPU profile of every process next to the results
+  --keep-logs              keep the processes' logs even when all passed`;
+
+/** Parses the command line; throws with a message on bad input. */
+export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help" {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    options: {
+      help: { type: "boolean", short: "h" },
+      workloads: { type: "string" },
+      repeat: { type: "string", default: "1" },
+      warmup: { type: "string", default: "0.25" },
+      runs: { type: "string", default: "2000" },
+      inflight: { type: "string", default: "200" },
+      steps: { type: "string", default: "100" },
+      "step-reps": { type: "string", default: "5" },
+      "latency-runs": { type: "string", default: "200" },
+      sleepers: { type: "string", default: "10000" },
+      sleep: { type: "string", default: "60s" },
+      capacity: { type: "string" },
+      "pool-size": { type: "string", default: "10" },
+      "database-url": { type: "string", default: process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test" },
+      "nats-url": { type: "string", default: process.env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222" },
+      out: { type: "string" },
+      "no-save": { type: "boolean", default: false },
+      "cpu-prof": { type: "boolean", default: false },
+      "keep-logs": { type: "boolean", default: false },
+    },
+  });
+  if (values.help) return "help";
+  const int = (name: string, text: string, min: number) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name}: expected an integer of at least ${min}, got ${JSON.stringify(text)}`);
+    return n;
+  };
+  const warmup = Number(values.warmup);
+  if (!(warmup >= 0 && warmup <= 1)) throw new Error(`--warmup: expected a share from 0 to 1, got ${JSON.stringify(values.warmup)}`);
+  parseDuration(values.sleep);
+  const inflight = int("inflight", values.inflight, 1);
+  return {
+    workloads: values.workloads === undefined ? undefined : parseWorkloads(values.workloads),
+    repeat: int("repeat", values.repeat, 1),
+    warmup,
+    runs: int("runs", values.runs, 1),
+    inflight,
+    steps: int("steps", values.steps, 1),
+    stepReps: int("step-reps", values["step-reps"], 1),
+    latencyRuns: int("latency-runs", values["latency-runs"], 1),
+    sleepers: int("sleepers", values.sleepers, 1),
+    sleep: values.sleep,
+    capacity: values.capacity === undefined ? inflight : int("capacity", values.capacity, 1),
+    poolSize: int("pool-size", values["pool-size"], 1),
+    databaseUrl: values["database-url"],
+    natsUrl: values["nats-url"],
+    out: values.out,
+    save: !values["no-save"],
+    cpuProf: values["cpu-prof"],
+    keepLogs: values["keep-logs"],
+  };
+}
+
+function parseWorkloads(text: string): WorkloadName[] {
+  const names = text.split(",").map((w) => w.trim().toUpperCase()).filter(Boolean);
+  for (const n of names) {
+    if (!(WORKLOADS as readonly string[]).includes(n)) throw new Error(`--workloads: unknown workload ${JSON.stringify(n)} (known: ${WORKLOADS.join(", ")})`);
+  }
+  if (names.length === 0) throw new Error("--workloads: name at least one workload");
+  return [...new Set(names)] as WorkloadName[];
+}

@@ -1,0 +1,109 @@
+/**
+ * The shape of each workload's function, shared by the worker that runs it
+ * and the client that checks its outputs: event names, function ids, what
+ * each step returns and what each run must return.
+ */
+
+/** The app every benchmark function belongs to. */
+export const BENCH_APP_ID = "bench";
+
+/** Event names that trigger the benchmark functions. */
+export const EVENTS = {
+  threeSteps: "bench.three-steps",
+  manySteps: "bench.many-steps",
+  oneStep: "bench.one-step",
+  sleep: "bench.sleep",
+  probe: "bench.probe",
+} as const;
+
+/** What every step of the benchmark returns: about 100 bytes of JSON. */
+export interface StepOutput {
+  run: number;
+  step: string;
+  tag: string;
+  pad: string;
+}
+
+const PAD = "p".repeat(48);
+
+/** The output of step `step` of run number `run`. */
+export function stepOutput(run: number, step: string): StepOutput {
+  return { run, step, tag: `${step}-${run}`, pad: PAD };
+}
+
+/** Event data of the three-step function (W1). */
+export interface ThreeStepsEvent {
+  run: number;
+}
+
+/** What a three-step run returns: the tags its steps returned, in order. */
+export interface ThreeStepsOutput {
+  run: number;
+  tags: string[];
+}
+
+/** The step ids of the three-step function, in order. */
+export const THREE_STEP_IDS = ["a", "b", "c"] as const;
+
+/** What run number `run` of the three-step function must return. */
+export function expectedThreeSteps(run: number): ThreeStepsOutput {
+  return { run, tags: THREE_STEP_IDS.map((s) => stepOutput(run, s).tag) };
+}
+
+/** Event data of the many-step function (W2). */
+export interface ManyStepsEvent {
+  run: number;
+  steps: number;
+}
+
+/** What a many-step run returns. Step i (id "step", occurrence i) returns stepOutput(run, `s${i}`). */
+export interface ManyStepsOutput {
+  run: number;
+  steps: number;
+  lastTag: string;
+}
+
+/** What run number `run` of the many-step function with `steps` steps must return. */
+export function expectedManySteps(run: number, steps: number): ManyStepsOutput {
+  return { run, steps, lastTag: stepOutput(run, `s${steps - 1}`).tag };
+}
+
+/** Event data of the one-step function (W3). */
+export interface OneStepEvent {
+  run: number;
+}
+
+/** What a one-step run returns. */
+export interface OneStepOutput {
+  run: number;
+  tag: string;
+}
+
+/** What run number `run` of the one-step function must return. */
+export function expectedOneStep(run: number): OneStepOutput {
+  return { run, tag: stepOutput(run, "only").tag };
+}
+
+/** Event data of the sleeping function (W4). */
+export interface SleepEvent {
+  run: number;
+  /** The duration given to step.sleep, such as "60s". */
+  sleep: string;
+  /** The same duration in milliseconds, to compute the due time. */
+  sleepMs: number;
+}
+
+/**
+ * What a sleeping run returns: how late the step after the sleep started,
+ * after the sleep's due time (the time recorded in a step just before the
+ * sleep, plus the duration).
+ */
+export interface SleepOutput {
+  run: number;
+  latenessMs: number;
+}
+
+/** What the probe function returns: the step tools the worker's SDK offers. */
+export interface ProbeOutput {
+  sleep: boolean;
+}
