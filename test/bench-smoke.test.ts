@@ -1,5 +1,5 @@
 // The benchmark harness at smoke size: it deploys the engine as separate
-// processes, drives W1-W3 with a handful of runs and must verify every one.
+// processes, drives W1-W4 with a handful of runs and must verify every one.
 // Nothing here asserts on timings: CI machines are too noisy for that.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,14 +28,15 @@ describe("bench harness (smoke size)", () => {
   const dir = mkdtempSync(join(tmpdir(), "bench-smoke-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("runs W1-W3 on the real stack, exits 0 and verifies every run", async () => {
+  it("runs W1-W4 on the real stack, exits 0 and verifies every run", async () => {
     const out = join(dir, "results.json");
     const args = [
       MAIN,
-      "--workloads", "W1,W2,W3",
+      "--workloads", "W1,W2,W3,W4",
       "--runs", "100", "--inflight", "20",
       "--steps", "10", "--step-reps", "2",
       "--latency-runs", "20",
+      "--sleepers", "20", "--sleep", "2s",
       "--database-url", DEFAULT_DATABASE_URL, "--nats-url", NATS_URL,
       "--no-save", "--out", out,
     ];
@@ -50,8 +51,8 @@ describe("bench harness (smoke size)", () => {
 
     const results = JSON.parse(readFileSync(out, "utf8")) as SmokeResults;
     expect(results.ok).toBe(true);
-    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3"]);
-    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20 };
+    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3", "W4"]);
+    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20, W4: 20 };
     for (const [name, w] of Object.entries(results.workloads)) {
       expect(w.ok, name).toBe(true);
       for (const { verification: v } of w.repetitions) {
