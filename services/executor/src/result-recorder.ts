@@ -60,7 +60,9 @@ export class ResultRecorder {
       outputJson: result.case === "outputJson" ? result.value : undefined,
       error: result.case === "error" ? errorFromProto(result.value) : undefined,
     };
-    let outcome = await this.withRetry(() => this.steps.submit(record));
+    // Large results go alone: a batch of them would make one huge statement.
+    const alone = (record.outputJson?.length ?? 0) > BATCHED_RESULT_MAX_CHARS;
+    let outcome = await this.withRetry(() => (alone ? this.store.journalStep(record) : this.steps.submit(record)));
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableStepResult", message: outcome.message, nonRetriable: true };
       outcome = await this.withRetry(() => this.store.journalStep({ ...record, outputJson: undefined, error: substitute }));
@@ -98,14 +100,7 @@ export class ResultRecorder {
     let outcome = await this.withRetry(async () =>
       result.case === "error"
         ? await fail(errorFromProto(result.value))
-        : {
-            ok: await this.completions.submit({
-              runId: m.runId,
-              lease: m.lease,
-              outputJson: result.case === "outputJson" ? result.value : "null",
-            }),
-            failureRun: undefined,
-          },
+        : { ok: await this.complete(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"), failureRun: undefined },
     );
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableRunResult", message: outcome.message, nonRetriable: true };
@@ -116,6 +111,12 @@ export class ResultRecorder {
       return { ended: false, failureRun: undefined };
     }
     return { ended: outcome.ok, failureRun: outcome.failureRun };
+  }
+
+  /** Completes a run, in a group commit unless its output is large. */
+  private complete(runId: string, lease: number, outputJson: string): Promise<boolean> {
+    if (outputJson.length > BATCHED_RESULT_MAX_CHARS) return this.store.completeRun(runId, lease, outputJson);
+    return this.completions.submit({ runId, lease, outputJson });
   }
 
   /**
@@ -151,6 +152,9 @@ export class ResultRecorder {
     }
   }
 }
+
+/** Step results longer than this (JSON characters) are journaled on their own, not in a group commit. */
+const BATCHED_RESULT_MAX_CHARS = 64 * 1024;
 
 /** A result Postgres refused as data (SQLSTATE class 22), which no retry can store. */
 class UnstorableResult {
