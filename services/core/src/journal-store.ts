@@ -582,6 +582,20 @@ export class JournalStore {
     return readRun(this.sql, runId);
   }
 
+  /**
+   * Of the given event ids, those that started at least one run and whose
+   * runs all ended (COMPLETED, FAILED or CANCELLED). One round trip.
+   */
+  async endedEvents(eventIds: readonly string[]): Promise<string[]> {
+    if (eventIds.length === 0) return [];
+    const rows = await this.sql.query<{ event_id: string }>(
+      `SELECT event_id FROM runs WHERE event_id = ANY($1::text[])
+       GROUP BY event_id HAVING bool_and(status IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
+      [eventIds],
+    );
+    return rows.map((r) => r.event_id);
+  }
+
   /** Lists runs newest first, without steps. One round trip. */
   listRuns(filter: RunFilter): Promise<RunView[]> {
     return listRuns(this.sql, filter);

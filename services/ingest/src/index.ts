@@ -14,6 +14,6 @@ export { RunWaiters } from "./run-waiters.js";
 export function ingestRoutes(deps: { bus: Bus; store: JournalStore; log: Logger }) {
   return (router: ConnectRouter) => {
     router.service(IngestService, createIngestService(deps.bus, deps.log));
-    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus)));
+    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus, deps.store, deps.log)));
   };
 }

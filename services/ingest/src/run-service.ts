@@ -15,7 +15,7 @@ import {
   WaitForRunsResponseSchema,
   type Run,
 } from "@stepwise/proto";
-import { MAX_RECHECK_MS, RECHECK_MS, type RunWaiters } from "./run-waiters.js";
+import type { RunWaiters } from "./run-waiters.js";
 
 const STATUS_TO_PROTO: Record<RunStatus, ProtoRunStatus> = {
   QUEUED: ProtoRunStatus.QUEUED,
@@ -48,11 +48,9 @@ export function createRunService(store: JournalStore, waiters: RunWaiters): Serv
       if (req.timeoutMs > MAX_WAIT_MS) throw new ConnectError(`timeout_ms: at most ${MAX_WAIT_MS}`, Code.InvalidArgument);
       const deadline = Date.now() + (req.timeoutMs || DEFAULT_WAIT_MS);
       await waiters.ready();
-      // Announcements wake the waiter; the recheck only covers a lost one, so
-      // it backs off: many long waits must not turn into a polling load.
-      for (let recheckMs = RECHECK_MS; ; recheckMs = Math.min(recheckMs * 2, MAX_RECHECK_MS)) {
+      for (;;) {
         // Registered before the read, so an end announced during it wakes this waiter.
-        const next = waiters.next(req.eventId, Math.min(recheckMs, deadline - Date.now()), ctx.signal);
+        const next = waiters.next(req.eventId, deadline - Date.now(), ctx.signal);
         const runs = await store.listRuns({ eventId: req.eventId, limit: 1000 });
         const done = runs.length > 0 && runs.every((r) => ENDED.has(r.status));
         if (done || Date.now() >= deadline || ctx.signal.aborted) {

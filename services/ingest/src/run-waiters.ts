@@ -1,30 +1,34 @@
-import type { Bus, RunEnd, Subscription } from "@stepwise/core";
+import type { Bus, JournalStore, Logger, RunEnd, Subscription } from "@stepwise/core";
 
-/**
- * When a waiter first looks at the journal again with no announcement; it
- * doubles after each look, up to MAX_RECHECK_MS.
- */
+/** How often the waiters' events are checked in the journal, all in one query, in case an announcement was lost. */
 export const RECHECK_MS = 1_000;
-/** Longest gap between two looks of a waiter. */
-export const MAX_RECHECK_MS = 16_000;
+
+/** Most event ids one recheck query carries; more waiters take several queries. */
+const RECHECK_BATCH = 5_000;
 
 /**
  * RunWaiters wakes RunService.WaitForRuns calls when the executor announces
  * that a run of their event ended, instead of having them poll. The
- * announcements are at most once, so a waiter also checks again after
- * RECHECK_MS, then less and less often. It subscribes on first use.
+ * announcements are at most once, so while anyone waits, one query a
+ * second checks every waited event at once (not one query per waiter) and
+ * wakes those whose runs all ended. It subscribes on first use.
  */
 export class RunWaiters {
   private readonly byEvent = new Map<string, Set<() => void>>();
   private subscription: Promise<Subscription> | undefined;
+  private recheck: NodeJS.Timeout | undefined;
 
-  constructor(private readonly bus: Bus) {}
+  constructor(
+    private readonly bus: Bus,
+    private readonly store: JournalStore,
+    private readonly log?: Logger,
+  ) {}
 
   /**
-   * `woken` resolves when a run of the event is announced ended, after
-   * maxMs, or when the signal aborts, whichever comes first; cancel() drops
-   * the waiter. Subscribe (await
-   * ready()) before reading the journal, so no end falls in between.
+   * `woken` resolves when a run of the event is announced ended (or found
+   * ended by the recheck), after maxMs, or when the signal aborts, whichever
+   * comes first; cancel() drops the waiter. Register before reading the
+   * journal (after ready()), so no end falls in between.
    */
   next(eventId: string, maxMs: number, signal: AbortSignal): { woken: Promise<void>; cancel: () => void } {
     let cancel = () => {};
@@ -43,6 +47,7 @@ export class RunWaiters {
       set.add(done);
       cancel = done;
     });
+    this.recheck ??= setTimeout(() => void this.recheckAll(), RECHECK_MS);
     return { woken, cancel };
   }
 
@@ -53,13 +58,30 @@ export class RunWaiters {
   }
 
   async stop(): Promise<void> {
+    clearTimeout(this.recheck);
     await (await this.subscription)?.stop();
   }
 
-  private onEnded(runs: RunEnd[]): void {
-    for (const r of runs) {
-      const set = this.byEvent.get(r.eventId);
-      if (set) for (const wake of [...set]) wake();
+  private onEnded(runs: readonly RunEnd[]): void {
+    for (const r of runs) this.wake(r.eventId);
+  }
+
+  private wake(eventId: string): void {
+    const set = this.byEvent.get(eventId);
+    if (set) for (const wake of [...set]) wake();
+  }
+
+  /** One look at every waited event; then again in RECHECK_MS while anyone waits. */
+  private async recheckAll(): Promise<void> {
+    try {
+      const ids = [...this.byEvent.keys()];
+      for (let i = 0; i < ids.length; i += RECHECK_BATCH) {
+        for (const id of await this.store.endedEvents(ids.slice(i, i + RECHECK_BATCH))) this.wake(id);
+      }
+    } catch (err) {
+      this.log?.warn({ err }, "rechecking waited runs failed");
+    } finally {
+      this.recheck = this.byEvent.size > 0 ? setTimeout(() => void this.recheckAll(), RECHECK_MS) : undefined;
     }
   }
 }
