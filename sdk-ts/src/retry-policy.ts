@@ -1,4 +1,4 @@
-import { parseDuration } from "./duration.js";
+import { MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
 import type { Backoff } from "./function.js";
 
@@ -45,7 +45,11 @@ export function checkRetries(retries: unknown, what: string): void {
 export function nextAttemptAt(policy: RetryPolicy, retries: number, attempt: number, err: unknown, nowMs: number): number | undefined {
   if (err instanceof NonRetriableError || err instanceof StepError) return undefined;
   if (attempt >= retries + 1) return undefined;
-  if (err instanceof RetryAfterError) return Math.max(nowMs, err.retryAt.getTime());
+  if (err instanceof RetryAfterError) {
+    const at = err.retryAt.getTime();
+    // An invalid date falls back to the backoff; a far one is capped at a year.
+    if (Number.isFinite(at)) return Math.min(Math.max(nowMs, at), nowMs + MAX_DURATION_MS);
+  }
   const delay = Math.min(policy.capMs, policy.baseMs * policy.factor ** (attempt - 1));
   return nowMs + Math.round(policy.jitter ? delay / 2 + Math.random() * (delay / 2) : delay);
 }

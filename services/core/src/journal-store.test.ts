@@ -305,6 +305,15 @@ function storeSuite(backend: Backend): void {
       expect(await store.claimRun(randomUUID(), executor, 60_000)).toBeNull();
     });
 
+    it("claimRuns claims each run once, even when its id is given twice in one batch", async () => {
+      const a = await queuedRun();
+      const b = await queuedRun();
+      const claims = await store.claimRuns([a.runId, b.runId, a.runId, randomUUID()], uniq("exec"), 60_000);
+      expect(claims.map((c) => c?.runId ?? null)).toEqual([a.runId, b.runId, null, null]);
+      expect(claims[0]?.lease).toBe(1);
+      expect((await store.getRun(a.runId))?.lease).toBe(1);
+    });
+
     it("a run under a valid lease cannot be claimed; after the lease lapses another executor can", async () => {
       const ref = await queuedRun();
       const first = await store.claimRun(ref.runId, uniq("exec"), 50);

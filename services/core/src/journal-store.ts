@@ -285,8 +285,12 @@ export class JournalStore {
       [runIds, executorId, leaseMs],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
+    // An id given twice (two work messages of one run claimed together)
+    // gets its claim once: the other is a duplicate, as a second claimRun
+    // would find the run held.
     return runIds.map((id) => {
       const r = byId.get(id);
+      byId.delete(id);
       return r ? toClaimedRun(r) : null;
     });
   }

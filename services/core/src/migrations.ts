@@ -106,6 +106,11 @@ ALTER TABLE function_triggers ADD COLUMN conditions text[];
 -- leaving it waiting for something that already happened.
 ALTER TABLE runs ADD COLUMN wakes integer NOT NULL DEFAULT 0;
 
+-- 'sleep' or 'wait' for a step the engine journaled (a sleep that ended, a
+-- wait resolved or timed out); NULL for a step the worker ran. A wait's
+-- window opens after the last engine step, or before the last worker step.
+ALTER TABLE steps ADD COLUMN kind text;
+
 -- Failed attempts that were retried, of steps and of the handler (step_key
 -- ''). A step's last attempt is its row in steps.
 CREATE TABLE step_attempts (

@@ -95,6 +95,7 @@ export function createPgSql(options: PgSqlOptions): Sql {
     async listen(channel: string, onNotify: () => void) {
       let stopped = false;
       let client: pg.Client | undefined;
+      let reconnecting = false;
       const connect = async (): Promise<void> => {
         const c = new pg.Client({
           connectionString: options.url,
@@ -102,31 +103,45 @@ export function createPgSql(options: PgSqlOptions): Sql {
         });
         c.on("notification", () => onNotify());
         c.on("error", () => {});
+        try {
+          await c.connect();
+          await c.query(`LISTEN ${quoteIdent(channel)}`);
+        } catch (err) {
+          await c.end().catch(() => {});
+          throw err;
+        }
+        // Only a connection that was listening starts a reconnect when it ends.
         c.on("end", () => {
-          if (stopped) return;
+          if (stopped || client !== c) return;
           client = undefined;
-          void retry();
+          void reconnect();
         });
-        await c.connect();
-        await c.query(`LISTEN ${quoteIdent(channel)}`);
         client = c;
       };
-      const retry = async (): Promise<void> => {
-        while (!stopped && !client) {
-          await new Promise((r) => setTimeout(r, 1_000));
-          try {
-            await connect();
-            onNotify();
-          } catch {
-            // Still down: try again.
+      // One reconnect loop at a time, however many ends and failures occur.
+      const reconnect = async (): Promise<void> => {
+        if (reconnecting) return;
+        reconnecting = true;
+        try {
+          while (!stopped && !client) {
+            await new Promise((r) => setTimeout(r, 1_000));
+            if (stopped) return;
+            try {
+              await connect();
+              onNotify();
+            } catch {
+              // Still down: try again.
+            }
           }
+        } finally {
+          reconnecting = false;
         }
       };
       try {
         await connect();
       } catch {
         // Postgres is down: keep trying in the background; callers poll meanwhile.
-        void retry();
+        void reconnect();
       }
       return async () => {
         stopped = true;

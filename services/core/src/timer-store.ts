@@ -42,6 +42,9 @@ export interface DueCron {
  */
 export const TIMER_POLL_MS = 1_000;
 
+/** Longest wait key value that is indexed; a longer one makes the wait unindexed. */
+const MAX_KEY_LENGTH = 512;
+
 /**
  * TimerStore holds the SQL of suspended runs: recording what a run waits
  * for, firing due timers and cron ticks, and telling schedulers when to
@@ -100,17 +103,25 @@ export class TimerStore {
          -- From the commit of the step before the last one: an event caused by
          -- the last step (a webhook it triggered) may be stored before that
          -- step's own result is, and must not be missed.
-         SELECT coalesce(
-           (SELECT journaled_at FROM steps WHERE run_id = $1 ORDER BY journaled_at DESC OFFSET 1 LIMIT 1),
-           (SELECT created_at FROM held)) AS t
+         -- After a sleep or a resolved wait (journaled by the engine), from
+         -- that commit: an event it consumed, or one from during the sleep,
+         -- does not count.
+         SELECT CASE WHEN (SELECT kind FROM steps WHERE run_id = $1 ORDER BY journaled_at DESC, seq DESC LIMIT 1) IS NOT NULL
+           THEN (SELECT max(journaled_at) FROM steps WHERE run_id = $1)
+           ELSE coalesce(
+             (SELECT journaled_at FROM steps WHERE run_id = $1 ORDER BY journaled_at DESC, seq DESC OFFSET 1 LIMIT 1),
+             (SELECT created_at FROM held)) END AS t
        ), src AS (
          SELECT jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) AS doc
          FROM held JOIN events e ON e.id = held.event_id
        ), iw AS (
          INSERT INTO waits (run_id, step_key, step_id, event_name, key_path, key_value, condition, since)
          SELECT $1, a.k, a.i, a.ev,
-           CASE WHEN jsonb_typeof(src.doc #> string_to_array(a.ep, '.')) = 'string' THEN a.ap ELSE '' END,
+           -- Indexed only for a string of reasonable length: a btree row has a size limit.
            CASE WHEN jsonb_typeof(src.doc #> string_to_array(a.ep, '.')) = 'string'
+             AND length(src.doc #>> string_to_array(a.ep, '.')) <= ${MAX_KEY_LENGTH} THEN a.ap ELSE '' END,
+           CASE WHEN jsonb_typeof(src.doc #> string_to_array(a.ep, '.')) = 'string'
+             AND length(src.doc #>> string_to_array(a.ep, '.')) <= ${MAX_KEY_LENGTH}
              THEN src.doc #>> string_to_array(a.ep, '.') ELSE '' END,
            a.cond, (SELECT t FROM since)
          FROM a, src WHERE a.kind = 'wait'
@@ -185,8 +196,8 @@ export class TimerStore {
          DELETE FROM waits w USING f WHERE f.kind = 'wait' AND w.run_id = f.run_id AND w.step_key = f.step_key
          RETURNING w.run_id, w.step_key
        ), j AS (
-         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output)
-         SELECT f.run_id, f.step_key, f.step_id, 1, f.due_at, now(), 'null'::jsonb FROM f
+         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, kind)
+         SELECT f.run_id, f.step_key, f.step_id, 1, f.due_at, now(), 'null'::jsonb, f.kind FROM f
          WHERE f.kind = 'sleep' OR EXISTS (SELECT 1 FROM w WHERE w.run_id = f.run_id AND w.step_key = f.step_key)
          ON CONFLICT (run_id, step_key) DO NOTHING
        )

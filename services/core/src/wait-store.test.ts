@@ -7,6 +7,7 @@ import { migrate } from "./migrations.js";
 import { createPgliteSql } from "./pglite-sql.js";
 import { createPgSql, quoteIdent, type Sql } from "./sql.js";
 import { type AwaitRecord, TimerStore } from "./timer-store.js";
+import { waitOutputJson } from "./wait-matching.js";
 import { LOOKBACK_PAGE, type WaitEvent, WaitStore } from "./wait-store.js";
 
 // One conformance suite, run against real Postgres and against PGlite, as
@@ -224,6 +225,51 @@ function waitSuite(backend: Backend): void {
         await suspend(threeSteps, [waitAwait("w:0", name, null)]);
         const steps = (await store.getRun(threeSteps.runId))!.steps;
         expect((await waitRow(threeSteps.runId, "w:0"))!.since.getTime()).toBe(steps[1]!.journaledAt.getTime());
+      });
+
+      it("after a resolved wait or a sleep, begin at its commit: an event it consumed, or one from during the sleep, does not count", async () => {
+        const name = uniq("approval");
+        const run = await claimedRun({ doc: "d-1" });
+        await suspend(run, [waitAwait("first:0", name, null)]);
+        const approval = await storeEvent(name, { doc: "d-1" });
+        // The scheduler resolves the first wait with it.
+        expect(ids(await waits.resolve([{ runId: run.runId, stepKey: "first:0", outputJson: waitOutputJson(approval.event) }], REQUEUE_MS))).toEqual([run.runId]);
+        const again = (await store.claimRun(run.runId, uniq("exec"), 60_000))!;
+        expect(await timers.suspend(again.runId, again.lease, again.wakes, [waitAwait("second:0", name, null)], REQUEUE_MS)).toEqual({
+          kind: "waiting",
+          hasWaits: true,
+        });
+        const resolvedAt = (await store.getRun(run.runId))!.steps.find((s) => s.key === "first:0")!.journaledAt;
+        expect((await waitRow(run.runId, "second:0"))!.since.getTime()).toBe(resolvedAt.getTime());
+        expect(await waits.lookback(run.runId)).toEqual([]);
+        expect(await candidatesOf(approval)).toEqual([]);
+      });
+
+      it("a run's own triggering event never resolves its waits", async () => {
+        const name = uniq("cart.updated");
+        const appId = uniq("app");
+        await store.registerFunctions(appId, [{ id: "fn", name: "Fn", eventTriggers: [name], config: {} }]);
+        const trigger: EventInput = { id: uniq("ev"), name, dataJson: JSON.stringify({ cart: "c-1" }), tsMs: T0, receivedAtMs: T0 };
+        const recorded = await store.recordEventMatching(trigger);
+        const [ref] = recorded.runs;
+        const claim = (await store.claimRun(ref!.runId, uniq("exec"), 60_000))!;
+        const byCart = "event.data.cart == async.data.cart";
+        await timers.suspend(claim.runId, claim.lease, claim.wakes, [waitAwait("next:0", name, byCart)], REQUEUE_MS);
+        expect(await waits.lookback(claim.runId)).toEqual([]);
+        const asWait = { id: trigger.id, name, dataJson: trigger.dataJson, tsMs: T0 };
+        expect(await waits.candidates(asWait, recorded.storedAtMs)).toEqual([]);
+        expect(await waits.candidatesMany([{ event: asWait, storedAtMs: recorded.storedAtMs }, { event: asWait, storedAtMs: recorded.storedAtMs }])).toEqual([[], []]);
+        const next = await storeEvent(name, { cart: "c-1" });
+        expect((await waits.lookback(claim.runId)).map((c) => c.event.id)).toEqual([next.event.id]);
+      });
+
+      it("a wait whose key is too long for the index is kept unindexed and still matches", async () => {
+        const name = uniq("token.used");
+        const token = "t".repeat(6_000);
+        const run = await waitingRun({ token }, [waitAwait("w:0", name, "event.data.token == async.data.token")]);
+        expect(await waitRow(run.runId, "w:0")).toMatchObject({ key_path: "", key_value: "" });
+        const used = await storeEvent(name, { token });
+        expect((await candidatesOf(used)).map((c) => c.runId)).toEqual([run.runId]);
       });
     });
 

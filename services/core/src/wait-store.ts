@@ -80,7 +80,8 @@ export class WaitStore {
        SELECT c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
          (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
        FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
-       WHERE c.since <= to_timestamp($4 / 1000.0)`,
+       -- A run's own triggering event never resolves its waits.
+       WHERE c.since <= to_timestamp($4 / 1000.0) AND r.event_id <> $2`,
       [event.name, event.id, event.dataJson, storedAtMs],
     );
     return rows.map((r) => ({
@@ -111,13 +112,13 @@ export class WaitStore {
       e_ts: number | string;
     }>(
       `WITH x AS (
-         SELECT n, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored
+         SELECT n, id AS event_id, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored
          FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) WITH ORDINALITY AS x(id, name, data, stored, n)
        ), cand AS (
-         SELECT x.n, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
          JOIN waits w ON w.event_name = x.name AND w.key_path = ''
          UNION ALL
-         SELECT x.n, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
          JOIN wait_paths p ON p.event_name = x.name
            AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
          JOIN waits w ON w.event_name = x.name AND w.key_path = p.key_path
@@ -126,7 +127,7 @@ export class WaitStore {
        SELECT c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
          (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
        FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
-       WHERE c.since <= to_timestamp(c.stored / 1000.0)`,
+       WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id`,
       [
         events.map((x) => x.event.id),
         events.map((x) => x.event.name),
@@ -170,7 +171,7 @@ export class WaitStore {
        FROM waits w
        JOIN runs r ON r.id = w.run_id
        JOIN events re ON re.id = r.event_id
-       JOIN events e ON e.name = w.event_name AND e.stored_at >= w.since
+       JOIN events e ON e.name = w.event_name AND e.stored_at >= w.since AND e.id <> r.event_id
          AND (w.key_path = '' OR (jsonb_typeof(jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #> string_to_array(w.key_path, '.')) = 'string'
            AND (jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #>> string_to_array(w.key_path, '.')) = w.key_value))
        WHERE w.run_id = $1 AND ($3::text IS NULL OR (e.stored_at, e.id, w.step_key) > ($4::timestamptz, $3, $5))
@@ -210,8 +211,8 @@ export class WaitStore {
        ), t AS (
          DELETE FROM timers t USING w WHERE t.run_id = w.run_id AND t.step_key = w.step_key
        ), j AS (
-         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output)
-         SELECT w.run_id, w.step_key, w.step_id, 1, now(), now(), w.o::jsonb FROM w
+         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, kind)
+         SELECT w.run_id, w.step_key, w.step_id, 1, now(), now(), w.o::jsonb, 'wait' FROM w
          ON CONFLICT (run_id, step_key) DO NOTHING
          RETURNING run_id
        )

@@ -36,6 +36,7 @@ import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
 import { GroupCommit } from "@stepwise/core";
 import { RunSuspender } from "./run-suspender.js";
+import { MAX_SUSPEND_MS } from "./suspension.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
 import { WorkerSession } from "./worker-session.js";
@@ -324,7 +325,8 @@ export class Executor {
     if (m.retryAt && m.result.case === "error") {
       // The handler failed outside any step and will be retried: the
       // attempt is journaled and the run waits for its retry time.
-      const retryAtMs = timestampMs(m.retryAt);
+      // Within the longest suspension, whatever the worker asked.
+      const retryAtMs = Math.min(timestampMs(m.retryAt), Date.now() + MAX_SUSPEND_MS);
       const ok = await this.recorder.recordAttempt({
         runId: m.runId,
         lease: m.lease,
@@ -350,9 +352,21 @@ export class Executor {
   private async onSuspend(session: WorkerSession, m: Suspend): Promise<void> {
     const held = session.runs.get(m.runId);
     if (!held || held.lease !== m.lease) return;
-    const resumeNow = await this.suspender.onSuspend(held, m);
-    this.release(session, m.runId, m.lease);
-    if (resumeNow) await this.requeue(m.runId, m.lease, session.appId, held.functionId);
+    let outcome: Awaited<ReturnType<RunSuspender["onSuspend"]>> = "suspended";
+    try {
+      outcome = await this.suspender.onSuspend(held, m);
+    } finally {
+      // Whatever happened, this execution is over: its slot is free.
+      this.release(session, m.runId, m.lease);
+    }
+    if (outcome === "requeue") {
+      await this.requeue(m.runId, m.lease, session.appId, held.functionId);
+    } else if (outcome !== "suspended") {
+      const error = outcome;
+      const failed = await this.recorder.retrying(() => this.options.store.failRun(m.runId, m.lease, error, this.options.requeueAfterMs));
+      if (failed?.ok) this.announceEnd(m.runId, held.eventId);
+      if (failed?.failureRun) await this.publish([failed.failureRun]);
+    }
   }
 
   /** Announces a run's end to RunService waiters, gathering the ends of one turn into one message. */

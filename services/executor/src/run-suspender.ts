@@ -8,6 +8,7 @@ import {
   type LookbackCandidate,
   type Logger,
   type PublishedRunRef,
+  type StoredError,
   type TimerStore,
   type WaitMatch,
   type WaitStore,
@@ -38,17 +39,19 @@ export class RunSuspender {
   constructor(private readonly options: RunSuspenderOptions) {}
 
   /**
-   * Handles a worker's suspend message. True when the run must instead be
-   * handed back to the queue at once: the message was malformed, or an
-   * await was refused and its step now holds the error.
+   * Handles a worker's suspend message. "requeue" when the run must instead
+   * go back to the queue at once (an await was refused and its step now
+   * holds the error); an error when the message cannot be honoured at all
+   * (no awaits, keys missing or repeated, too many awaits), which would come
+   * back identical on every replay: the run fails with it.
    */
-  async onSuspend(held: HeldRun, m: Suspend): Promise<boolean> {
+  async onSuspend(held: HeldRun, m: Suspend): Promise<"suspended" | "requeue" | StoredError> {
     let parsed: ReturnType<typeof parseAwaits>;
     try {
       parsed = parseAwaits(m, Date.now());
     } catch (err) {
-      this.options.log.warn({ err, run: m.runId }, "a worker sent an invalid suspension; the run is handed back");
-      return true;
+      this.options.log.warn({ err, run: m.runId }, "a worker sent a suspension that cannot be honoured; the run fails");
+      return { name: "InvalidSuspension", message: err instanceof Error ? err.message : String(err), nonRetriable: true };
     }
     if (parsed.invalid.length > 0) {
       // Each invalid await fails its step for good; the run resumes and the
@@ -65,10 +68,10 @@ export class RunSuspender {
           }),
         );
       }
-      return true;
+      return "requeue";
     }
     await this.suspend(held, parsed.awaits);
-    return false;
+    return "suspended";
   }
 
   /**

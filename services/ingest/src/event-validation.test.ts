@@ -168,3 +168,14 @@ describe("toEventRecords", () => {
     expect(() => toEventRecords(nulName)).toThrow(/events\[0\]\.name: must not contain a NUL character/);
   });
 });
+
+describe("event time bounds", () => {
+  it("refuses a ts outside the years 0001 to 9999 with INVALID_ARGUMENT naming the event", () => {
+    for (const seconds of [-62135596801n, 253402300800n, 9_000_000_000_000n]) {
+      const req = create(SendRequestSchema, { events: [{ name: "ok" }, { name: "far", ts: { seconds, nanos: 0 } }] });
+      expect(() => toEventRecords(req)).toThrow(/events\[1\]\.ts: must be between the years 0001 and 9999/);
+    }
+    const edge = create(SendRequestSchema, { events: [{ name: "edge", ts: { seconds: 253402300799n, nanos: 0 } }] });
+    expect(toEventRecords(edge)[0]?.tsMs).toBe(253402300799000n);
+  });
+});

@@ -6,6 +6,9 @@ import { EventRecordSchema } from "@stepwise/proto";
 import { v7 as uuidv7 } from "uuid";
 import { z } from "zod";
 
+const MIN_TS_MS = Date.parse("0001-01-01T00:00:00.000Z");
+const MAX_TS_MS = Date.parse("9999-12-31T23:59:59.999Z");
+
 /** Limits on what Send accepts. */
 export const EVENT_LIMITS = {
   maxEventsPerSend: 5_000,
@@ -68,11 +71,16 @@ export function toEventRecords(req: SendRequest, now = Date.now()): EventRecord[
         Code.InvalidArgument,
       );
     }
+    const tsMs = ev.ts ? timestampMs(ev.ts) : now;
+    // Years 1 to 9999: what RFC 3339 text, JavaScript dates and Postgres all hold.
+    if (!Number.isFinite(tsMs) || tsMs < MIN_TS_MS || tsMs > MAX_TS_MS) {
+      throw new ConnectError(`events[${i}].ts: must be between the years 0001 and 9999`, Code.InvalidArgument);
+    }
     records[i] = create(EventRecordSchema, {
       id: ev.id || uuidv7(),
       name: ev.name,
       dataJson,
-      tsMs: BigInt(ev.ts ? timestampMs(ev.ts) : now),
+      tsMs: BigInt(tsMs),
       receivedAtMs: BigInt(now),
     });
   }
