@@ -76,7 +76,8 @@ export interface StepTools {
    * No matching event that arrives after the step began is missed; the
    * window opens when the step before the previous one was journaled, so
    * an event the previous step caused (a webhook racing with its result)
-   * counts too.
+   * counts too. After a sleep or another wait, it opens when that one
+   * ended, and the run's own triggering event never counts.
    *
    * @example
    * ```ts
