@@ -42,6 +42,12 @@ export class JournalStore {
   async registerFunctions(appId: string, functions: FunctionRegistration[]): Promise<void> {
     const sorted = [...functions].sort((a, b) => a.id.localeCompare(b.id));
     await this.sql.transaction(async (tx) => {
+      // The cron schedules of functions this app no longer registers stop
+      // firing: their runs would wait for a worker that never comes.
+      await tx.query("DELETE FROM cron_schedules WHERE app_id = $1 AND NOT (function_id = ANY($2::text[]))", [
+        appId,
+        sorted.map((f) => f.id),
+      ]);
       for (const fn of sorted) {
         await tx.query(
           `INSERT INTO functions (app_id, function_id, name, config, updated_at)

@@ -382,7 +382,9 @@ function timerSuite(backend: Backend): void {
           expect(l.count()).toBe(1);
 
           // A suspension refused for its lease notifies nobody.
-          expect((await l.timers.suspend(soon.runId, soon.lease, soon.wakes, [sleepAwait("b:0", Date.now())], REQUEUE_MS)).kind).toBe("lease-lost");
+          expect((await l.timers.suspend(soon.runId, soon.lease + 1, soon.wakes, [sleepAwait("b:0", Date.now())], REQUEUE_MS)).kind).toBe("lease-lost");
+          // The same suspension again (a retry after a lost reply) is recognised as recorded, and notifies nobody either.
+          expect((await l.timers.suspend(soon.runId, soon.lease, soon.wakes, [sleepAwait("b:0", Date.now())], REQUEUE_MS)).kind).toBe("waiting");
           await new Promise((r) => setTimeout(r, 200));
           expect(l.count()).toBe(1);
         } finally {
@@ -633,6 +635,19 @@ function timerSuite(backend: Backend): void {
         expect(await timers.fireCron(10, REQUEUE_MS, () => new Date(following + HOUR))).toEqual([]);
         expect(await nextAt(appId, "report")).toEqual([following]);
         expect(await store.listRuns({ functionId: "report", eventId: run.event.id, limit: 10 })).toHaveLength(1);
+      });
+
+      it("a registration without a cron function drops its schedules, and keeps the others' next ticks", async () => {
+        const appId = uniq("app");
+        const first = at(HOUR);
+        await store.registerFunctions(appId, [
+          cronFn("kept", [{ cron: "0 * * * *", firstAt: new Date(first) }]),
+          cronFn("dropped", [{ cron: "0 * * * *", firstAt: new Date(first) }]),
+        ]);
+        expect(await nextAt(appId, "dropped")).toEqual([first]);
+        await store.registerFunctions(appId, [cronFn("kept", [{ cron: "0 * * * *", firstAt: new Date(first + HOUR) }])]);
+        expect(await nextAt(appId, "dropped")).toEqual([]);
+        expect(await nextAt(appId, "kept")).toEqual([first]);
       });
 
       it("fires each due trigger of a function, and a tick already fired never makes a second run", async () => {

@@ -147,7 +147,13 @@ export class TimerStore {
            AND (EXISTS (SELECT 1 FROM a WHERE a.due < extract(epoch FROM now()) * 1000 + $7)
              OR EXISTS (SELECT 1 FROM timers t WHERE t.run_id = $1 AND t.due_at < now() + $7 * interval '1 millisecond'))
        )
-       SELECT upd.*, (SELECT count(*) FROM soon) AS notified FROM upd`,
+       SELECT upd.*, (SELECT count(*) FROM soon) AS notified FROM upd
+       UNION ALL
+       -- Not held any more but WAITING under this lease: this suspension was
+       -- already recorded (a retry after a lost reply). Say so, so the
+       -- caller still looks back for events.
+       SELECT r.status, r.id, r.app_id, r.function_id, r.lease, 0 FROM runs r
+       WHERE r.id = $1 AND r.lease = $2 AND r.status = 'WAITING' AND NOT EXISTS (SELECT 1 FROM held)`,
       [
         runId,
         lease,

@@ -175,7 +175,12 @@ export class Executor {
     }
     const reg = first.value.message.value;
     const functions = validateRegistration(reg);
-    await this.options.store.registerFunctions(reg.appId, functions);
+    try {
+      await this.options.store.registerFunctions(reg.appId, functions);
+    } catch (err) {
+      this.options.log.error({ err, app: reg.appId }, "storing a registration failed");
+      throw new ConnectError("the journal is unavailable, connect again", Code.Unavailable);
+    }
     const session = new WorkerSession(
       reg.workerId || randomUUID(),
       reg.appId,

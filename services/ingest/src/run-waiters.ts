@@ -17,6 +17,7 @@ export class RunWaiters {
   private readonly byEvent = new Map<string, Set<() => void>>();
   private subscription: Promise<Subscription> | undefined;
   private recheck: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   constructor(
     private readonly bus: Bus,
@@ -47,7 +48,7 @@ export class RunWaiters {
       set.add(done);
       cancel = done;
     });
-    this.recheck ??= setTimeout(() => void this.recheckAll(), RECHECK_MS);
+    if (!this.stopped) this.recheck ??= setTimeout(() => void this.recheckAll(), RECHECK_MS);
     return { woken, cancel };
   }
 
@@ -58,6 +59,7 @@ export class RunWaiters {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearTimeout(this.recheck);
     await (await this.subscription)?.stop();
   }
@@ -81,7 +83,7 @@ export class RunWaiters {
     } catch (err) {
       this.log?.warn({ err }, "rechecking waited runs failed");
     } finally {
-      this.recheck = this.byEvent.size > 0 ? setTimeout(() => void this.recheckAll(), RECHECK_MS) : undefined;
+      this.recheck = this.byEvent.size > 0 && !this.stopped ? setTimeout(() => void this.recheckAll(), RECHECK_MS) : undefined;
     }
   }
 }

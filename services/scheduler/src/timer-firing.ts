@@ -117,7 +117,13 @@ export class TimerFiring {
       }
       this.schedules.set(key, schedule);
     }
-    return schedule.nextAfter(new Date(Math.max(nowMs, due.tickMs)));
+    try {
+      return schedule.nextAfter(new Date(Math.max(nowMs, due.tickMs)));
+    } catch (err) {
+      // One schedule that cannot compute its next tick stops; the others go on.
+      this.options.log.error({ err, function: due.functionId }, "a cron schedule cannot compute its next tick");
+      return null;
+    }
   }
 
   private async publish(runs: PublishedRunRef[]): Promise<void> {
