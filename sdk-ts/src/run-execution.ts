@@ -44,6 +44,9 @@ type PendingAwait = Omit<Await, "$typeName"> & { stepKey: string };
 
 const SUSPENDED = Symbol("suspended");
 
+/** A retry that comes this much before its time is run anyway: timers fire a little early or late. */
+const RETRY_EARLY_TOLERANCE_MS = 50;
+
 /** A promise that never settles: what a parked step or wait returns to a handler that is about to be dropped. */
 const PARKED = new Promise<never>(() => {});
 
@@ -188,6 +191,11 @@ export class RunExecution {
     if (this.aborted) throw this.aborted;
 
     const attempt = (this.start.stepAttempts[key] ?? 0) + 1;
+    const due = this.start.retryAt[key];
+    if (attempt > 1 && due && timestampMs(due) > Date.now() + RETRY_EARLY_TOLERANCE_MS) {
+      // The run woke for another await before this step's retry time: wait for it again.
+      return this.park({ stepKey: key, stepId: id, kind: { case: "retry", value: create(RetrySchema, { retryAt: due }) } });
+    }
     this.executing++;
     try {
       const startedAt = Date.now();

@@ -38,6 +38,8 @@ interface HarnessOptions {
   attempt?: number;
   /** Failed attempts of steps being retried (StartRun.step_attempts). */
   stepAttempts?: Record<string, number>;
+  /** When their next attempts are due (StartRun.retry_at), in ms. */
+  retryAt?: Record<string, number>;
   /** Acknowledge every step result on a later turn of the event loop, as the executor would. */
   autoAck?: boolean;
 }
@@ -62,6 +64,7 @@ class Harness {
       journal: opts.journal ?? [],
       attempt: opts.attempt ?? 1,
       stepAttempts: opts.stepAttempts ?? {},
+      retryAt: Object.fromEntries(Object.entries(opts.retryAt ?? {}).map(([k, ms]) => [k, timestampFromMs(ms)])),
     });
     this.execution = new RunExecution(start, fn, (msg) => {
       this.sent.push(msg);
@@ -596,6 +599,26 @@ describe("suspension", () => {
         "default:0": { attempt: 1, retry: false },
       });
       expect(onlySuspend(h).map((a) => [a.key, a.kind])).toEqual([["more:0", "retry"]]);
+    });
+
+    it("a step woken before its retry time waits for it again instead of running early; one due runs", async () => {
+      let runs = 0;
+      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) =>
+        step.run("flaky", () => ++runs),
+      );
+      const later = Date.now() + 60_000;
+      const early = new Harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": later } });
+      await early.done;
+      expect(runs).toBe(0);
+      expect(early.stepResults).toEqual([]);
+      expect(onlySuspend(early).map((a) => [a.key, a.kind])).toEqual([["flaky:0", "retry"]]);
+      const retry = early.suspends[0]!.awaits[0]!.kind;
+      expect(retry.case === "retry" && timestampMs(retry.value.retryAt!)).toBe(later);
+
+      const due = new Harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": Date.now() - 1 } });
+      await due.done;
+      expect(runs).toBe(1);
+      expect(due.stepResults.map((r) => r.attempt)).toEqual([2]);
     });
 
     it("rejects a step's retries out of range without running it", async () => {

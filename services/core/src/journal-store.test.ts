@@ -875,7 +875,7 @@ function storeSuite(backend: Backend): void {
         expect(first?.stepAttempts).toEqual({});
         expect(first?.wakes).toBe(0);
         const write = (over: Partial<AttemptRecord>) => store.journalAttempt(attemptRecord(ref.runId, first!.lease, over));
-        for (const attempt of [1, 2, 3]) expect(await write({ stepKey: "charge:0", attempt })).toBe(true);
+        for (const attempt of [1, 2, 3]) expect(await write({ stepKey: "charge:0", attempt, retryAtMs: T0 + attempt * 1_000 })).toBe(true);
         expect(await write({ stepKey: "ship:0", stepId: "ship", attempt: 1 })).toBe(true);
         expect(await write({ stepKey: "", stepId: "", attempt: 1 })).toBe(true);
         expect(await write({ stepKey: "", stepId: "", attempt: 2 })).toBe(true);
@@ -884,6 +884,9 @@ function storeSuite(backend: Backend): void {
         const again = await store.claimRun(ref.runId, uniq("exec"), 60_000);
         expect(again?.attempt).toBe(3);
         expect(again?.stepAttempts).toEqual({ "charge:0": 3, "ship:0": 1 });
+        // The retry time of each one's latest attempt.
+        expect(again?.retryAtMs["charge:0"]).toBe(T0 + 3_000);
+        expect(Object.keys(again?.retryAtMs ?? {}).sort()).toEqual(["", "charge:0", "ship:0"]);
         expect(again?.journal).toEqual([]);
       });
 

@@ -285,8 +285,10 @@ export class JournalStore {
          e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
          (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
             FROM steps s WHERE s.run_id = c.id) AS journal,
-         (SELECT coalesce(json_object_agg(a.step_key, a.n), '{}'::json)
-            FROM (SELECT step_key, max(attempt) AS n FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) AS attempts
+         (SELECT coalesce(json_object_agg(a.step_key, json_build_object('n', a.n, 'r', a.r)), '{}'::json)
+            FROM (SELECT step_key, max(attempt) AS n,
+                    (extract(epoch FROM (array_agg(retry_at ORDER BY attempt DESC))[1]) * 1000)::float8 AS r
+                  FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) AS attempts
        FROM claimed c JOIN events e ON e.id = c.event_id`,
       [runIds, executorId, leaseMs],
     );
@@ -629,14 +631,20 @@ type ClaimRow = {
   event_data: string;
   event_ts_ms: string | number;
   journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
-  attempts: Record<string, number> | string;
+  attempts: Record<string, { n: number; r: number }> | string;
   wakes: number;
 };
 
 function toClaimedRun(r: ClaimRow): ClaimedRun {
   const journal = typeof r.journal === "string" ? (JSON.parse(r.journal) as typeof r.journal) : r.journal;
-  const attempts = typeof r.attempts === "string" ? (JSON.parse(r.attempts) as Record<string, number>) : r.attempts;
-  const { [""]: handlerFailures, ...stepAttempts } = attempts;
+  const attempts = (typeof r.attempts === "string" ? JSON.parse(r.attempts) : r.attempts) as Record<string, { n: number; r: number }>;
+  const stepAttempts: Record<string, number> = {};
+  const retryAtMs: Record<string, number> = {};
+  for (const [key, a] of Object.entries(attempts)) {
+    if (key !== "") stepAttempts[key] = Number(a.n);
+    retryAtMs[key] = Math.floor(Number(a.r));
+  }
+  const handlerFailures = attempts[""]?.n;
   return {
     runId: r.id,
     appId: r.app_id,
@@ -649,6 +657,7 @@ function toClaimedRun(r: ClaimRow): ClaimedRun {
     ),
     attempt: Number(handlerFailures ?? 0) + 1,
     stepAttempts,
+    retryAtMs,
     wakes: Number(r.wakes),
   };
 }

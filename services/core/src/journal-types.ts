@@ -93,6 +93,8 @@ export interface ClaimedRun extends RunRef {
   attempt: number;
   /** Failed attempts of steps still being retried, by step key. */
   stepAttempts: Record<string, number>;
+  /** When the next attempt is due, by step key ("" for the handler), in ms since the epoch. */
+  retryAtMs: Record<string, number>;
   /** The run's wake-up count when claimed; suspendRun compares it. */
   wakes: number;
 }

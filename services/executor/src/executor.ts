@@ -468,6 +468,7 @@ export class Executor {
             journal: claimed.journal.map(toProtoEntry),
             attempt: claimed.attempt,
             stepAttempts: claimed.stepAttempts,
+            retryAt: Object.fromEntries(Object.entries(claimed.retryAtMs).map(([key, ms]) => [key, timestampFromMs(ms)])),
           }),
         },
       }),
