@@ -270,11 +270,9 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async waitForRuns(eventId: string, options: { timeoutMs?: number } = {}): Promise<{ runs: RunInfo[]; done: boolean }> {
-    const res = await this.runClient().waitForRuns(
-      { eventId, timeoutMs: options.timeoutMs ?? 0 },
-      // The server answers at the timeout; give the call a little longer.
-      { timeoutMs: (options.timeoutMs || 30_000) + 5_000 },
-    );
+    // No call deadline: the server answers at the timeout itself, and a
+    // deadline would cost the server a timer signal per call.
+    const res = await this.runClient().waitForRuns({ eventId, timeoutMs: options.timeoutMs ?? 0 });
     return { runs: res.runs.map(toRunInfo), done: res.done };
   }
 
