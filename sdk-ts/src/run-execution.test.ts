@@ -1,113 +1,25 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   JournalEntrySchema,
-  StartRunSchema,
-  StepAckSchema,
-  type ConnectRequest,
-  type ErrorDetail,
   type JournalEntry,
-  type RunResult,
-  type StepResult,
 } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { Stepwise } from "./client.js";
 import { NonRetriableError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { MAX_OUTPUT_BYTES, RunAbortedError, RunExecution } from "./run-execution.js";
+import { MAX_OUTPUT_BYTES, RunAbortedError } from "./run-execution.js";
+import { errorOf, Harness, HARNESS_EVENT_TS, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
 
-const RUN_ID = "run-1";
+const RUN_ID = HARNESS_RUN_ID;
 const LEASE = 7;
-const EVENT_TS = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
+const EVENT_TS = HARNESS_EVENT_TS;
 const stepwise = new Stepwise({ appId: "t" });
 
-interface HarnessOptions {
-  journal?: JournalEntry[];
-  event?: { name: string; data: unknown };
-  /** Acknowledge every step result on a later turn of the event loop, as the executor would. */
-  autoAck?: boolean;
-}
-
-/** One RunExecution with a fake stream that records what the worker sends. */
-class Harness {
-  readonly sent: ConnectRequest[] = [];
-  readonly execution: RunExecution;
-  readonly done: Promise<void>;
-
-  constructor(fn: StepwiseFunction, opts: HarnessOptions = {}) {
-    const start = create(StartRunSchema, {
-      runId: RUN_ID,
-      functionId: fn.config.id,
-      lease: LEASE,
-      event: {
-        id: "ev-1",
-        name: opts.event?.name ?? "e",
-        dataJson: JSON.stringify(opts.event?.data ?? {}),
-        ts: timestampFromMs(EVENT_TS),
-      },
-      journal: opts.journal ?? [],
-    });
-    this.execution = new RunExecution(start, fn, (msg) => {
-      this.sent.push(msg);
-      if (opts.autoAck && msg.message.case === "stepResult") {
-        const key = msg.message.value.stepKey;
-        setImmediate(() => this.ack(key));
-      }
-    });
-    this.done = this.execution.execute();
-  }
-
-  get stepResults(): StepResult[] {
-    return this.sent.flatMap((m) => (m.message.case === "stepResult" ? [m.message.value] : []));
-  }
-
-  get stepKeys(): string[] {
-    return this.stepResults.map((r) => r.stepKey);
-  }
-
-  get runResults(): RunResult[] {
-    return this.sent.flatMap((m) => (m.message.case === "runResult" ? [m.message.value] : []));
-  }
-
-  get runResult(): RunResult | undefined {
-    return this.runResults[0];
-  }
-
-  /** The recorded step results as the journal a later StartRun would carry. */
-  journal(): JournalEntry[] {
-    return this.stepResults.map((r) => create(JournalEntrySchema, { stepKey: r.stepKey, result: r.result }));
-  }
-
-  ack(stepKey: string, journaled?: JournalEntry): void {
-    this.execution.onAck(create(StepAckSchema, { runId: RUN_ID, stepKey, ...(journaled ? { journaled } : {}) }));
-  }
-
-  async until(cond: () => boolean, what: string): Promise<void> {
-    for (let i = 0; i < 500; i++) {
-      if (cond()) return;
-      await tick();
-    }
-    throw new Error(`timed out waiting for ${what}; sent: ${this.sent.map((m) => m.message.case).join(", ")}`);
-  }
-}
-
-function tick(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-async function ticks(n = 50): Promise<void> {
-  for (let i = 0; i < n; i++) await tick();
-}
-
-function outputOf(r: { result: StepResult["result"] | RunResult["result"] } | undefined): unknown {
-  if (r?.result.case !== "outputJson") throw new Error(`expected an output, got ${r?.result.case}`);
-  return JSON.parse(r.result.value);
-}
-
-function errorOf(r: { result: StepResult["result"] | RunResult["result"] } | undefined): ErrorDetail {
-  if (r?.result.case !== "error") throw new Error(`expected an error, got ${r?.result.case}`);
-  return r.result.value;
+/** A harness on the fake stream, with this suite's lease. */
+function harness(fn: StepwiseFunction, opts: Omit<HarnessOptions, "lease"> = {}): Harness {
+  return new Harness(fn, { ...opts, lease: LEASE });
 }
 
 function journaledOutput(stepKey: string, value: unknown): JournalEntry {
@@ -131,7 +43,7 @@ describe("RunExecution", () => {
         proceeded = true;
         return paid;
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
 
       const r = h.stepResults[0]!;
@@ -174,7 +86,7 @@ describe("RunExecution", () => {
         }
         return out;
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.stepKeys).toEqual(["item:0", "log:0", "item:1", "log:1", "item:2", "log:2"]);
       expect(h.stepResults.map((r) => r.stepId)).toEqual(["item", "log", "item", "log", "item", "log"]);
@@ -191,7 +103,7 @@ describe("RunExecution", () => {
         }
         return "ok";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(caught).toBeInstanceOf(NonRetriableError);
       expect(h.stepResults).toHaveLength(0);
@@ -241,7 +153,7 @@ describe("RunExecution", () => {
 
     it("returns the recorded values without running the steps, and the handler ends the same", async () => {
       const firstCalls: Record<string, number> = {};
-      const first = new Harness(orderFunction(firstCalls), {
+      const first = harness(orderFunction(firstCalls), {
         autoAck: true,
         event: { name: "order.placed", data: { orderId: "o-1" } },
       });
@@ -260,7 +172,7 @@ describe("RunExecution", () => {
       const journal = first.journal();
       const replayCalls: Record<string, number> = {};
       // No autoAck: a replay that sent anything would hang and time out.
-      const replay = new Harness(orderFunction(replayCalls), {
+      const replay = harness(orderFunction(replayCalls), {
         journal,
         event: { name: "order.placed", data: { orderId: "o-1" } },
       });
@@ -274,7 +186,7 @@ describe("RunExecution", () => {
 
     it("replays a partial journal and runs only the steps after it", async () => {
       const firstCalls: Record<string, number> = {};
-      const first = new Harness(orderFunction(firstCalls), {
+      const first = harness(orderFunction(firstCalls), {
         autoAck: true,
         event: { name: "order.placed", data: { orderId: "o-2" } },
       });
@@ -283,7 +195,7 @@ describe("RunExecution", () => {
       const partial = first.journal().filter((e) => ["load:0", "price:0", "price:1", "flaky:0"].includes(e.stepKey));
 
       const calls: Record<string, number> = {};
-      const resumed = new Harness(orderFunction(calls), {
+      const resumed = harness(orderFunction(calls), {
         autoAck: true,
         journal: partial,
         event: { name: "order.placed", data: { orderId: "o-2" } },
@@ -308,7 +220,7 @@ describe("RunExecution", () => {
         }
         return step.run("refund-fallback", () => "fallback");
       });
-      const h = new Harness(fn, {
+      const h = harness(fn, {
         autoAck: true,
         journal: [journaledError("charge:0", { name: "CardDeclinedError", message: "card declined", nonRetriable: true })],
       });
@@ -334,7 +246,7 @@ describe("RunExecution", () => {
         const a = await step.run("a", () => "live-a");
         return [a, b];
       });
-      const h = new Harness(fn, { journal: [journaledOutput("a:0", "rec-a"), journaledOutput("b:0", "rec-b")] });
+      const h = harness(fn, { journal: [journaledOutput("a:0", "rec-a"), journaledOutput("b:0", "rec-b")] });
       await h.done;
       expect(h.stepResults).toHaveLength(0);
       expect(outputOf(h.runResult)).toEqual(["rec-a", "rec-b"]);
@@ -347,7 +259,7 @@ describe("RunExecution", () => {
         const b = await step.run("b", () => (v1Calls.push("b"), "b1"));
         return [a, b];
       });
-      const recorded = new Harness(v1, { autoAck: true });
+      const recorded = harness(v1, { autoAck: true });
       await recorded.done;
       expect(recorded.stepKeys).toEqual(["a:0", "b:0"]);
 
@@ -358,7 +270,7 @@ describe("RunExecution", () => {
         const c = await step.run("c", () => (v2Calls.push("c"), "c2"));
         return [a, c];
       });
-      const replay = new Harness(v2, { autoAck: true, journal: recorded.journal() });
+      const replay = harness(v2, { autoAck: true, journal: recorded.journal() });
       await replay.done;
 
       // What happens today: no non-determinism error is raised. "a" comes
@@ -386,7 +298,7 @@ describe("RunExecution", () => {
         proceeded = true;
         return "handled";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
       const r = h.stepResults[0]!;
       expect(r.stepKey).toBe("charge:0");
@@ -417,7 +329,7 @@ describe("RunExecution", () => {
           throw new NonRetriableError("no card", { cause: new Error("card is null") });
         });
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       const detail = errorOf(h.stepResults[0]);
       expect(detail).toMatchObject({ name: "NonRetriableError", message: "no card", nonRetriable: true });
@@ -431,7 +343,7 @@ describe("RunExecution", () => {
         });
         return "unreachable";
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       const detail = errorOf(h.runResult);
       expect(detail.name).toBe("StepError");
@@ -448,7 +360,7 @@ describe("RunExecution", () => {
         const again = await step.run("pick", () => ({ winner: "second" }));
         return { v, again };
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
       expect(outputOf(h.stepResults[0])).toEqual({ winner: "mine" });
       h.ack("pick:0", journaledOutput("pick:0", { winner: "theirs" }));
@@ -468,7 +380,7 @@ describe("RunExecution", () => {
           return "caught";
         }
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
       h.ack("pick:0", journaledError("pick:0", { name: "RangeError", message: "earlier failure" }));
       await h.done;
@@ -493,7 +405,7 @@ describe("RunExecution", () => {
     };
 
     it("live", async () => {
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.stepResults.map((r) => r.result)).toEqual([
         { case: "outputJson", value: JSON.stringify(new Date(EVENT_TS)) },
@@ -504,9 +416,9 @@ describe("RunExecution", () => {
     });
 
     it("on replay", async () => {
-      const first = new Harness(fn, { autoAck: true });
+      const first = harness(fn, { autoAck: true });
       await first.done;
-      const replay = new Harness(fn, { journal: first.journal() });
+      const replay = harness(fn, { journal: first.journal() });
       await replay.done;
       expect(replay.stepResults).toHaveLength(0);
       expect(outputOf(replay.runResult)).toEqual(expected);
@@ -516,7 +428,7 @@ describe("RunExecution", () => {
       const f = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => ({
         v: await step.run("v", () => "live"),
       }));
-      const h = new Harness(f, { journal: [create(JournalEntrySchema, { stepKey: "v:0" })] });
+      const h = harness(f, { journal: [create(JournalEntrySchema, { stepKey: "v:0" })] });
       await h.done;
       expect(outputOf(h.runResult)).toEqual({ v: null });
     });
@@ -532,7 +444,7 @@ describe("RunExecution", () => {
           caught = err;
         }
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.stepKeys).toEqual(["big:0"]);
       const detail = errorOf(h.stepResults[0]);
@@ -551,7 +463,7 @@ describe("RunExecution", () => {
         }).catch(() => null);
         return "ok";
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.stepKeys).toEqual(["nul:0", "throws:0"]);
       const first = errorOf(h.stepResults[0]);
@@ -564,7 +476,7 @@ describe("RunExecution", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
         await step.run("huge", () => "x".repeat(MAX_OUTPUT_BYTES));
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       const detail = errorOf(h.stepResults[0]);
       expect(detail.nonRetriable).toBe(true);
@@ -574,7 +486,7 @@ describe("RunExecution", () => {
 
     it("a handler returning a BigInt fails the run as non-retriable", async () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async () => ({ n: 1n }));
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       const detail = errorOf(h.runResult);
       expect(detail.name).toBe("NonRetriableError");
@@ -600,7 +512,7 @@ describe("RunExecution", () => {
         after = true;
         return { slow, fast, other };
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 2, "the two fast results");
       // The second call finished first but keeps the key of its call order.
       expect(h.stepKeys).toEqual(["fetch:1", "other:0"]);
@@ -623,7 +535,7 @@ describe("RunExecution", () => {
       expect(outputOf(h.runResult)).toEqual({ slow: "slow", fast: "fast", other: "other" });
 
       // The same keys on replay give the same values in the same places.
-      const replay = new Harness(fn, { journal: h.journal() });
+      const replay = harness(fn, { journal: h.journal() });
       await replay.done;
       expect(replay.stepResults).toHaveLength(0);
       expect(outputOf(replay.runResult)).toEqual({ slow: "slow", fast: "fast", other: "other" });
@@ -650,7 +562,7 @@ describe("RunExecution", () => {
         }
         return "finished anyway";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
       h.execution.abort("cancelled by user");
       await h.done;
@@ -680,7 +592,7 @@ describe("RunExecution", () => {
           return "done";
         });
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => started, "the step to start");
       h.execution.abort("worker draining");
       release();
@@ -692,7 +604,7 @@ describe("RunExecution", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
         await step.run("a", () => 1);
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the step result");
       h.execution.abort("stream dropped");
       await h.done;
@@ -709,7 +621,7 @@ describe("RunExecution", () => {
         ts: event.ts.toISOString(),
         data: event.data,
       }));
-      const h = new Harness(fn, { event: { name: "e", data: { k: "v" } } });
+      const h = harness(fn, { event: { name: "e", data: { k: "v" } } });
       await h.done;
       expect(h.sent).toHaveLength(1);
       const rr = h.runResult!;
@@ -726,7 +638,7 @@ describe("RunExecution", () => {
 
     it("a handler that returns nothing sends null", async () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, () => undefined);
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(h.runResult?.result).toEqual({ case: "outputJson", value: "null" });
     });
@@ -735,7 +647,7 @@ describe("RunExecution", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async () => {
         throw new RangeError("quantity out of range", { cause: new Error("qty=-1") });
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(h.runResults).toHaveLength(1);
       expect(h.runResult?.runId).toBe(RUN_ID);
@@ -752,7 +664,7 @@ describe("RunExecution", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async () => {
         throw new NonRetriableError("bad order");
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(errorOf(h.runResult)).toMatchObject({ name: "NonRetriableError", message: "bad order", nonRetriable: true });
     });
@@ -761,7 +673,7 @@ describe("RunExecution", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async () => {
         throw "plain string";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(errorOf(h.runResult)).toMatchObject({ name: "Error", message: "plain string" });
     });
@@ -780,7 +692,7 @@ describe("RunExecution", () => {
           return event.data.n * 2;
         });
       });
-      const h = new Harness(fn, { event: { name: "e", data: { n: "not a number" } } });
+      const h = harness(fn, { event: { name: "e", data: { n: "not a number" } } });
       await h.done;
       expect(handlerRan).toBe(false);
       expect(stepRan).toBe(false);
@@ -798,7 +710,7 @@ describe("RunExecution", () => {
       const fn = typed.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ event, step }) =>
         step.run("double", () => event.data.n * 2),
       );
-      const h = new Harness(fn, { autoAck: true, event: { name: "e", data: { n: 21, extra: true } } });
+      const h = harness(fn, { autoAck: true, event: { name: "e", data: { n: 21, extra: true } } });
       await h.done;
       expect(outputOf(h.runResult)).toBe(42);
     });

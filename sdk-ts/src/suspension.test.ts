@@ -1,131 +1,31 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   JournalEntrySchema,
-  StartRunSchema,
-  StepAckSchema,
   type Await,
-  type ConnectRequest,
-  type ErrorDetail,
   type JournalEntry,
-  type RunResult,
-  type StepResult,
-  type Suspend,
 } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
 import { Stepwise } from "./client.js";
 import { MAX_DURATION_MS } from "./duration.js";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { RunExecution } from "./run-execution.js";
+import { errorOf, Harness, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
 
 // Suspension and retries of a RunExecution, with a fake stream as in
 // run-execution.test.ts: sleeps, waits and steps waiting for their next
 // attempt park their branch; once no step executes, one Suspend carries
 // every await and the handler is dropped.
 
-const RUN_ID = "run-1";
+const RUN_ID = HARNESS_RUN_ID;
 const LEASE = 4;
-const EVENT_TS = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
 const SECOND = 1_000;
 const HOUR = 3_600_000;
 const stepwise = new Stepwise({ appId: "t" });
 
-interface HarnessOptions {
-  journal?: JournalEntry[];
-  event?: { name: string; data: unknown };
-  /** Attempt number of the handler (StartRun.attempt). */
-  attempt?: number;
-  /** Failed attempts of steps being retried (StartRun.step_attempts). */
-  stepAttempts?: Record<string, number>;
-  /** When their next attempts are due (StartRun.retry_at), in ms. */
-  retryAt?: Record<string, number>;
-  /** Acknowledge every step result on a later turn of the event loop, as the executor would. */
-  autoAck?: boolean;
-}
-
-/** One RunExecution with a fake stream that records what the worker sends. */
-class Harness {
-  readonly sent: ConnectRequest[] = [];
-  readonly execution: RunExecution;
-  readonly done: Promise<void>;
-
-  constructor(fn: StepwiseFunction, opts: HarnessOptions = {}) {
-    const start = create(StartRunSchema, {
-      runId: RUN_ID,
-      functionId: fn.config.id,
-      lease: LEASE,
-      event: {
-        id: "ev-1",
-        name: opts.event?.name ?? "e",
-        dataJson: JSON.stringify(opts.event?.data ?? {}),
-        ts: timestampFromMs(EVENT_TS),
-      },
-      journal: opts.journal ?? [],
-      attempt: opts.attempt ?? 1,
-      stepAttempts: opts.stepAttempts ?? {},
-      retryAt: Object.fromEntries(Object.entries(opts.retryAt ?? {}).map(([k, ms]) => [k, timestampFromMs(ms)])),
-    });
-    this.execution = new RunExecution(start, fn, (msg) => {
-      this.sent.push(msg);
-      if (opts.autoAck && msg.message.case === "stepResult") {
-        const key = msg.message.value.stepKey;
-        setImmediate(() => this.ack(key));
-      }
-    });
-    this.done = this.execution.execute();
-  }
-
-  get stepResults(): StepResult[] {
-    return this.sent.flatMap((m) => (m.message.case === "stepResult" ? [m.message.value] : []));
-  }
-
-  get stepKeys(): string[] {
-    return this.stepResults.map((r) => r.stepKey);
-  }
-
-  get runResults(): RunResult[] {
-    return this.sent.flatMap((m) => (m.message.case === "runResult" ? [m.message.value] : []));
-  }
-
-  get suspends(): Suspend[] {
-    return this.sent.flatMap((m) => (m.message.case === "suspend" ? [m.message.value] : []));
-  }
-
-  /** The kinds of message sent, in order. */
-  get kinds(): string[] {
-    return this.sent.map((m) => m.message.case ?? "");
-  }
-
-  ack(stepKey: string, journaled?: JournalEntry): void {
-    this.execution.onAck(create(StepAckSchema, { runId: RUN_ID, stepKey, ...(journaled ? { journaled } : {}) }));
-  }
-
-  async until(cond: () => boolean, what: string): Promise<void> {
-    for (let i = 0; i < 500; i++) {
-      if (cond()) return;
-      await tick();
-    }
-    throw new Error(`timed out waiting for ${what}; sent: ${this.kinds.join(", ")}`);
-  }
-}
-
-function tick(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-async function ticks(n = 50): Promise<void> {
-  for (let i = 0; i < n; i++) await tick();
-}
-
-function outputOf(r: { result: StepResult["result"] | RunResult["result"] } | undefined): unknown {
-  if (r?.result.case !== "outputJson") throw new Error(`expected an output, got ${r?.result.case}`);
-  return JSON.parse(r.result.value);
-}
-
-function errorOf(r: { result: StepResult["result"] | RunResult["result"] } | undefined): ErrorDetail {
-  if (r?.result.case !== "error") throw new Error(`expected an error, got ${r?.result.case}`);
-  return r.result.value;
+/** A harness on the fake stream, with this suite's lease. */
+function harness(fn: StepwiseFunction, opts: Omit<HarnessOptions, "lease"> = {}): Harness {
+  return new Harness(fn, { ...opts, lease: LEASE });
 }
 
 function journaledOutput(stepKey: string, value: unknown): JournalEntry {
@@ -191,7 +91,7 @@ describe("suspension", () => {
         return charged;
       });
       const before = Date.now();
-      const h = new Harness(fn);
+      const h = harness(fn);
       // The step still runs: no suspension.
       await ticks();
       expect(h.sent).toHaveLength(0);
@@ -227,7 +127,7 @@ describe("suspension", () => {
         const shipped = await step.run("ship", () => "shipped");
         return { charged, shipped };
       });
-      const h = new Harness(fn, {
+      const h = harness(fn, {
         autoAck: true,
         journal: [journaledOutput("charge:0", "charged"), journaledOutput("cool-down:0", null)],
       });
@@ -244,7 +144,7 @@ describe("suspension", () => {
         return "woke";
       });
       const before = Date.now();
-      const first = new Harness(fn);
+      const first = harness(fn);
       await first.done;
       const after = Date.now();
       const awaits = onlySuspend(first);
@@ -255,12 +155,12 @@ describe("suspension", () => {
       expectAround(awaits[0]!.atMs, before, after, 60 * SECOND);
       expectAround(awaits[1]!.atMs, before, after, 2 * HOUR);
 
-      const half = new Harness(fn, { journal: [journaledOutput("short:0", null)] });
+      const half = harness(fn, { journal: [journaledOutput("short:0", null)] });
       await half.done;
       expect(onlySuspend(half).map((a) => a.key)).toEqual(["long:0"]);
       expect(half.runResults).toHaveLength(0);
 
-      const both = new Harness(fn, { journal: [journaledOutput("short:0", null), journaledOutput("long:0", null)] });
+      const both = harness(fn, { journal: [journaledOutput("short:0", null), journaledOutput("long:0", null)] });
       await both.done;
       expect(both.kinds).toEqual(["runResult"]);
       expect(outputOf(both.runResults[0])).toBe("woke");
@@ -276,7 +176,7 @@ describe("suspension", () => {
           })(),
         ]);
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.kinds).toEqual(["stepResult", "stepResult", "suspend"]);
       expect(h.stepKeys).toEqual(["a:0", "b:0"]);
@@ -289,10 +189,10 @@ describe("suspension", () => {
         await step.sleep("tick", "1s");
         return "both";
       });
-      const first = new Harness(fn);
+      const first = harness(fn);
       await first.done;
       expect(onlySuspend(first).map((a) => a.key)).toEqual(["tick:0"]);
-      const second = new Harness(fn, { journal: [journaledOutput("tick:0", null)] });
+      const second = harness(fn, { journal: [journaledOutput("tick:0", null)] });
       await second.done;
       expect(onlySuspend(second).map((a) => a.key)).toEqual(["tick:1"]);
     });
@@ -302,7 +202,7 @@ describe("suspension", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, async ({ step }) => {
         await Promise.all([step.sleepUntil("date", new Date(at)), step.sleepUntil("text", new Date(at + 1).toISOString())]);
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(onlySuspend(h)).toEqual([
         { key: "date:0", id: "date", kind: "sleep", atMs: at },
@@ -329,7 +229,7 @@ describe("suspension", () => {
         }
         return "handled";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(h.kinds).toEqual(["runResult"]);
       expect(outputOf(h.runResults[0])).toBe("handled");
@@ -348,7 +248,7 @@ describe("suspension", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], retries: 3 }, async ({ step }) => {
         await step.sleep("nap", "a while");
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(h.kinds).toEqual(["runResult"]);
       expect(errorOf(h.runResults[0])).toMatchObject({ name: "NonRetriableError", nonRetriable: true });
@@ -363,7 +263,7 @@ describe("suspension", () => {
         return "after";
       });
       const refused = { name: "InvalidAwait", message: 'step "nap": the sleep\'s end is more than a year away', nonRetriable: true };
-      const h = new Harness(fn, { journal: [journaledError("nap:0", refused), journaledError("until:0", refused)] });
+      const h = harness(fn, { journal: [journaledError("nap:0", refused), journaledError("until:0", refused)] });
       await h.done;
       expect(outputOf(h.runResults[0])).toBe("after");
       expect(caught.map((e) => (e instanceof StepError ? [e.stepId, (e.cause as Error).message] : e))).toEqual([
@@ -379,7 +279,7 @@ describe("suspension", () => {
         await step.waitForEvent("wait-for-shipment", { event: "shipment.created", timeout: "7d", match: "data.orderId" });
       });
       const before = Date.now();
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       const after = Date.now();
       const [w] = onlySuspend(h);
@@ -401,7 +301,7 @@ describe("suspension", () => {
           step.waitForEvent("any", { event: "x", timeout: 1_000 }),
         ]);
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(onlySuspend(h).map((a) => [a.key, a.condition])).toEqual([
         ["both:0", "(async.data.ok || async.data.force) && (event.data.a.b == async.data.a.b)"],
@@ -415,7 +315,7 @@ describe("suspension", () => {
         const [ev] = await Promise.all([step.waitForEvent("approval", { event: "approved", timeout: "1d" }), step.sleep("reminder", "1h")]);
         return ev;
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(onlySuspend(h).map((a) => [a.key, a.kind])).toEqual([
         ["approval:0", "waitForEvent"],
@@ -432,7 +332,7 @@ describe("suspension", () => {
         return { tsIsDate: shipped?.ts instanceof Date, paid };
       });
       const ts = "2025-03-04T05:06:07.089Z";
-      const h = new Harness(fn, {
+      const h = harness(fn, {
         journal: [
           journaledOutput("shipped:0", { id: "ev-9", name: "shipment.created", data: { orderId: "o-1" }, ts }),
           journaledOutput("paid:0", null),
@@ -455,7 +355,7 @@ describe("suspension", () => {
         return "handled";
       });
       const refused = { name: "InvalidConditionError", message: 'step "w": if: invalid CEL expression: bad', nonRetriable: true };
-      const h = new Harness(fn, { journal: [journaledError("w:0", refused)] });
+      const h = harness(fn, { journal: [journaledError("w:0", refused)] });
       await h.done;
       expect(caught).toBeInstanceOf(StepError);
       expect(((caught as StepError).cause as Error).name).toBe("InvalidConditionError");
@@ -481,7 +381,7 @@ describe("suspension", () => {
         }
         return "handled";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(h.kinds).toEqual(["runResult"]);
       expect(caught.map((e) => [e.name, e.message])).toEqual([
@@ -507,7 +407,7 @@ describe("suspension", () => {
         afterStep = true;
       });
       const before = Date.now();
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the failed attempt");
       const after = Date.now();
       const r = h.stepResults[0]!;
@@ -537,7 +437,7 @@ describe("suspension", () => {
         });
       });
       const before = Date.now();
-      const h = new Harness(fn, { autoAck: true, stepAttempts: { "charge:0": 2 } });
+      const h = harness(fn, { autoAck: true, stepAttempts: { "charge:0": 2 } });
       await h.done;
       const after = Date.now();
       expect(h.stepResults.map((r) => [r.stepKey, r.attempt])).toEqual([
@@ -561,7 +461,7 @@ describe("suspension", () => {
         }
         return "gave up";
       });
-      const h = new Harness(fn, { autoAck: true, stepAttempts: { "charge:0": 2 } });
+      const h = harness(fn, { autoAck: true, stepAttempts: { "charge:0": 2 } });
       await h.done;
       expect(h.stepResults).toHaveLength(1);
       expect(h.stepResults[0]!.attempt).toBe(3);
@@ -589,7 +489,7 @@ describe("suspension", () => {
           }),
         ]);
       });
-      const h = new Harness(fn, { autoAck: true, stepAttempts: { "twice:0": 1 } });
+      const h = harness(fn, { autoAck: true, stepAttempts: { "twice:0": 1 } });
       await h.done;
       const byKey = Object.fromEntries(h.stepResults.map((r) => [r.stepKey, { attempt: r.attempt, retry: r.retryAt !== undefined }]));
       expect(byKey).toEqual({
@@ -607,7 +507,7 @@ describe("suspension", () => {
         step.run("flaky", () => ++runs),
       );
       const later = Date.now() + 60_000;
-      const early = new Harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": later } });
+      const early = harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": later } });
       await early.done;
       expect(runs).toBe(0);
       expect(early.stepResults).toEqual([]);
@@ -615,7 +515,7 @@ describe("suspension", () => {
       const retry = early.suspends[0]!.awaits[0]!.kind;
       expect(retry.case === "retry" && timestampMs(retry.value.retryAt!)).toBe(later);
 
-      const due = new Harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": Date.now() - 1 } });
+      const due = harness(fn, { autoAck: true, stepAttempts: { "flaky:0": 1 }, retryAt: { "flaky:0": Date.now() - 1 } });
       await due.done;
       expect(runs).toBe(1);
       expect(due.stepResults.map((r) => r.attempt)).toEqual([2]);
@@ -634,7 +534,7 @@ describe("suspension", () => {
         }
         return "ok";
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.done;
       expect(ran).toBe(false);
       expect(caught).toBeInstanceOf(NonRetriableError);
@@ -649,7 +549,7 @@ describe("suspension", () => {
           throw new RetryAfterError("rate limited", new Date(at));
         });
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(timestampMs(h.stepResults[0]!.retryAt!)).toBe(at);
       expect(errorOf(h.stepResults[0])).toMatchObject({ name: "RetryAfterError", message: "rate limited" });
@@ -662,7 +562,7 @@ describe("suspension", () => {
           throw new NonRetriableError("order invalid");
         });
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.done;
       expect(h.stepResults[0]!.retryAt).toBeUndefined();
       expect(errorOf(h.stepResults[0])).toMatchObject({ name: "NonRetriableError", nonRetriable: true });
@@ -685,7 +585,7 @@ describe("suspension", () => {
           }),
         ]);
       });
-      const h = new Harness(fn, { autoAck: true });
+      const h = harness(fn, { autoAck: true });
       await h.until(() => h.stepResults.length === 1, "the failed attempt");
       await ticks();
       expect(h.suspends).toHaveLength(0);
@@ -703,7 +603,7 @@ describe("suspension", () => {
         });
         return { v };
       });
-      const h = new Harness(fn);
+      const h = harness(fn);
       await h.until(() => h.stepResults.length === 1, "the failed attempt");
       expect(h.stepResults[0]!.retryAt).toBeDefined();
       h.ack("pick:0", journaledOutput("pick:0", "theirs"));
@@ -726,7 +626,7 @@ describe("suspension", () => {
         [2, 4 * SECOND],
       ] as const) {
         const before = Date.now();
-        const h = new Harness(fn, { attempt });
+        const h = harness(fn, { attempt });
         await h.done;
         const after = Date.now();
         expect(h.kinds).toEqual(["runResult"]);
@@ -736,28 +636,28 @@ describe("suspension", () => {
     });
 
     it("on the last attempt the error is final", async () => {
-      const h = new Harness(throwing(2, () => new Error("again")), { attempt: 3 });
+      const h = harness(throwing(2, () => new Error("again")), { attempt: 3 });
       await h.done;
       expect(errorOf(h.runResults[0]).message).toBe("again");
       expect(h.runResults[0]!.retryAt).toBeUndefined();
     });
 
     it("with no retries the first error is final; an attempt of 0 counts as the first", async () => {
-      const none = new Harness(throwing(0, () => new Error("x")), { attempt: 1 });
+      const none = harness(throwing(0, () => new Error("x")), { attempt: 1 });
       await none.done;
       expect(none.runResults[0]!.retryAt).toBeUndefined();
-      const zero = new Harness(throwing(1, () => new Error("x")), { attempt: 0 });
+      const zero = harness(throwing(1, () => new Error("x")), { attempt: 0 });
       await zero.done;
       expect(zero.runResults[0]!.retryAt).toBeDefined();
     });
 
     it("a RetryAfterError sets retry_at to its time; a NonRetriableError has none", async () => {
       const at = Date.now() + HOUR;
-      const later = new Harness(throwing(3, () => new RetryAfterError("maintenance", new Date(at))));
+      const later = harness(throwing(3, () => new RetryAfterError("maintenance", new Date(at))));
       await later.done;
       expect(timestampMs(later.runResults[0]!.retryAt!)).toBe(at);
 
-      const never = new Harness(throwing(3, () => new NonRetriableError("bad order")));
+      const never = harness(throwing(3, () => new NonRetriableError("bad order")));
       await never.done;
       expect(errorOf(never.runResults[0])).toMatchObject({ name: "NonRetriableError", nonRetriable: true });
       expect(never.runResults[0]!.retryAt).toBeUndefined();
@@ -767,7 +667,7 @@ describe("suspension", () => {
       const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], retries: 3 }, async ({ step }) => {
         await step.run("charge", () => "never runs");
       });
-      const h = new Harness(fn, { journal: [journaledError("charge:0", { name: "Error", message: "declined" })] });
+      const h = harness(fn, { journal: [journaledError("charge:0", { name: "Error", message: "declined" })] });
       await h.done;
       expect(errorOf(h.runResults[0])).toMatchObject({ name: "StepError", message: 'step "charge" failed: declined' });
       expect(h.runResults[0]!.retryAt).toBeUndefined();

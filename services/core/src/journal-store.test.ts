@@ -1,5 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
-import pg from "pg";
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   JournalStore,
@@ -11,69 +10,20 @@ import {
   type StepRecord,
   type StoredError,
 } from "./journal-store.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
 import { migrate, migrations } from "./migrations.js";
-import { createPgliteSql } from "./pglite-sql.js";
-import { createPgSql, quoteIdent, type Sql } from "./sql.js";
+import { quoteIdent } from "./sql.js";
 
 // One conformance suite, run against real Postgres and against PGlite: the
 // store must behave the same on both, since `stepwise dev` runs on the one
 // and deployments on the other.
 
-const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
-
-/** A fresh, empty database (or schema) for one suite. */
-interface Database {
-  sql: Sql;
-  /** What migrate needs to target this database. */
-  migrateOptions: { schema?: string };
-  drop(): Promise<void>;
-}
-
-interface Backend {
-  name: string;
-  open(): Promise<Database>;
-  /** Several connections at once: concurrent migrations really race. */
-  pooled: boolean;
-}
-
-async function openPgSchema(): Promise<Database> {
-  const schema = `js_${randomBytes(6).toString("hex")}`;
-  const sql = createPgSql({ url: DATABASE_URL, schema, max: 5, applicationName: "journal-store-test" });
-  return {
-    sql,
-    migrateOptions: { schema },
-    async drop() {
-      await sql.close();
-      const admin = new pg.Client({ connectionString: DATABASE_URL });
-      await admin.connect();
-      try {
-        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-      } finally {
-        await admin.end();
-      }
-    },
-  };
-}
-
-async function openPglite(): Promise<Database> {
-  const sql = await createPgliteSql();
-  return { sql, migrateOptions: {}, drop: () => sql.close() };
-}
-
-const backends: Backend[] = [
-  { name: "Postgres", open: openPgSchema, pooled: true },
-  { name: "PGlite", open: openPglite, pooled: false },
-];
+const backends = testBackends("js");
 
 const allVersions = migrations.map((m) => m.version);
 const T0 = 1_700_000_000_123;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-let counter = 0;
-/** A name no other test (or earlier run against the same database) uses. */
-function uniq(base: string): string {
-  return `${base}-${++counter}-${randomBytes(3).toString("hex")}`;
-}
 
 function eventInput(name: string, over: Partial<EventInput> = {}): EventInput {
   return {
@@ -109,12 +59,12 @@ function ids(refs: readonly { runId: string }[]): string[] {
   return refs.map((r) => r.runId).sort();
 }
 
-function storeSuite(backend: Backend): void {
+function storeSuite(backend: TestBackend): void {
   describe(`JournalStore on ${backend.name}`, () => {
-    let db: Database;
+    let db: TestDatabase;
     let store: JournalStore;
     let firstMigration: number[];
-    const extra: Database[] = [];
+    const extra: TestDatabase[] = [];
 
     beforeAll(async () => {
       db = await backend.open();
@@ -173,7 +123,7 @@ function storeSuite(backend: Backend): void {
     });
 
     /** Three services starting together: each migrates over its own, already open, connection. */
-    async function migrateConcurrently(fresh: Database): Promise<void> {
+    async function migrateConcurrently(fresh: TestDatabase): Promise<void> {
       await Promise.all([1, 2, 3].map(() => fresh.sql.query("SELECT pg_sleep(0.02)")));
       const results = await Promise.all([1, 2, 3].map(() => migrate(fresh.sql, fresh.migrateOptions)));
       expect(results.flat().sort()).toEqual(allVersions);

@@ -1,10 +1,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { type EventInput, JournalStore, type PublishedRunRef, type RunView } from "./journal-store.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
 import { migrate } from "./migrations.js";
-import { createPgliteSql } from "./pglite-sql.js";
-import { createPgSql, quoteIdent, type Sql } from "./sql.js";
 import { type AwaitRecord, type DueCron, TimerStore } from "./timer-store.js";
 import { WaitStore } from "./wait-store.js";
 
@@ -12,60 +10,13 @@ import { WaitStore } from "./wait-store.js";
 // journal-store.test.ts: suspended runs, timers and cron ticks must behave
 // the same under `stepwise dev` and in a deployment.
 
-const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
-
-/** A fresh, empty database (or schema) for one suite. */
-interface Database {
-  sql: Sql;
-  /** What migrate needs to target this database. */
-  migrateOptions: { schema?: string };
-  drop(): Promise<void>;
-}
-
-interface Backend {
-  name: string;
-  open(): Promise<Database>;
-}
-
-async function openPgSchema(): Promise<Database> {
-  const schema = `ts_${randomBytes(6).toString("hex")}`;
-  const sql = createPgSql({ url: DATABASE_URL, schema, max: 8, applicationName: "timer-store-test" });
-  return {
-    sql,
-    migrateOptions: { schema },
-    async drop() {
-      await sql.close();
-      const admin = new pg.Client({ connectionString: DATABASE_URL });
-      await admin.connect();
-      try {
-        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-      } finally {
-        await admin.end();
-      }
-    },
-  };
-}
-
-async function openPglite(): Promise<Database> {
-  const sql = await createPgliteSql();
-  return { sql, migrateOptions: {}, drop: () => sql.close() };
-}
-
-const backends: Backend[] = [
-  { name: "Postgres", open: openPgSchema },
-  { name: "PGlite", open: openPglite },
-];
+const backends = testBackends("ts");
 
 const T0 = 1_700_000_000_123;
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
 const REQUEUE_MS = 60_000;
 
-let counter = 0;
-/** A name no other test (or earlier run against the same database) uses. */
-function uniq(base: string): string {
-  return `${base}-${++counter}-${randomBytes(3).toString("hex")}`;
-}
 
 function ids(refs: readonly { runId: string }[]): string[] {
   return refs.map((r) => r.runId).sort();
@@ -94,13 +45,13 @@ function waitAwait(stepKey: string, dueAtMs: number, event: string, condition: s
   return { stepKey, stepId: stepKey.split(":")[0] ?? stepKey, kind: "wait", dueAtMs, event, condition, equality: undefined };
 }
 
-function timerSuite(backend: Backend): void {
+function timerSuite(backend: TestBackend): void {
   describe(`TimerStore on ${backend.name}`, () => {
-    let db: Database;
+    let db: TestDatabase;
     let store: JournalStore;
     let timers: TimerStore;
     let waits: WaitStore;
-    const extra: Database[] = [];
+    const extra: TestDatabase[] = [];
 
     beforeAll(async () => {
       db = await backend.open();

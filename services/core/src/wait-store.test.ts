@@ -1,11 +1,9 @@
-import { randomBytes, randomUUID } from "node:crypto";
-import pg from "pg";
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { compileCondition } from "./cel-condition.js";
 import { type EventInput, JournalStore, type PublishedRunRef } from "./journal-store.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
 import { migrate } from "./migrations.js";
-import { createPgliteSql } from "./pglite-sql.js";
-import { createPgSql, quoteIdent, type Sql } from "./sql.js";
 import { type AwaitRecord, TimerStore } from "./timer-store.js";
 import { waitOutputJson } from "./wait-matching.js";
 import { LOOKBACK_PAGE, type WaitEvent, WaitStore } from "./wait-store.js";
@@ -14,49 +12,7 @@ import { LOOKBACK_PAGE, type WaitEvent, WaitStore } from "./wait-store.js";
 // journal-store.test.ts: step.waitForEvent must find the same events under
 // `stepwise dev` and in a deployment.
 
-const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
-
-/** A fresh, empty database (or schema) for one suite. */
-interface Database {
-  sql: Sql;
-  /** What migrate needs to target this database. */
-  migrateOptions: { schema?: string };
-  drop(): Promise<void>;
-}
-
-interface Backend {
-  name: string;
-  open(): Promise<Database>;
-}
-
-async function openPgSchema(): Promise<Database> {
-  const schema = `ws_${randomBytes(6).toString("hex")}`;
-  const sql = createPgSql({ url: DATABASE_URL, schema, max: 8, applicationName: "wait-store-test" });
-  return {
-    sql,
-    migrateOptions: { schema },
-    async drop() {
-      await sql.close();
-      const admin = new pg.Client({ connectionString: DATABASE_URL });
-      await admin.connect();
-      try {
-        await admin.query(`DROP SCHEMA IF EXISTS ${quoteIdent(schema)} CASCADE`);
-      } finally {
-        await admin.end();
-      }
-    },
-  };
-}
-
-async function openPglite(): Promise<Database> {
-  const sql = await createPgliteSql();
-  return { sql, migrateOptions: {}, drop: () => sql.close() };
-}
-
-const backends: Backend[] = [
-  { name: "Postgres", open: openPgSchema },
-  { name: "PGlite", open: openPglite },
-];
+const backends = testBackends("ws");
 
 const T0 = 1_700_000_000_123;
 const HOUR = 3_600_000;
@@ -64,11 +20,6 @@ const REQUEUE_MS = 60_000;
 
 const pause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-let counter = 0;
-/** A name no other test (or earlier run against the same database) uses. */
-function uniq(base: string): string {
-  return `${base}-${++counter}-${randomBytes(3).toString("hex")}`;
-}
 
 let base = 0;
 beforeEach(() => {
@@ -99,9 +50,9 @@ function waitAwait(stepKey: string, event: string, condition: string | null, due
 
 const BY_ORDER = "event.data.orderId == async.data.orderId";
 
-function waitSuite(backend: Backend): void {
+function waitSuite(backend: TestBackend): void {
   describe(`WaitStore on ${backend.name}`, () => {
-    let db: Database;
+    let db: TestDatabase;
     let store: JournalStore;
     let timers: TimerStore;
     let waits: WaitStore;
