@@ -115,55 +115,15 @@ export class JournalStore {
    * createRuns. One statement, one round trip.
    */
   async recordEventMatching(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent> {
-    const rows = await this.sql.query<{
-      id: string | null;
-      app_id: string;
-      function_id: string;
-      lease: number | null;
-      conditions: string[] | null;
-      stored_ms: number | string | null;
-    }>(
-      `WITH ev AS (
-         INSERT INTO events (id, name, data, ts, received_at)
-         VALUES ($1, $2, $3::jsonb, to_timestamp($4 / 1000.0), to_timestamp($5 / 1000.0))
-         ON CONFLICT (id) DO NOTHING
-         RETURNING stored_at
-       ), created AS (
-         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
-         SELECT gen_random_uuid(), t.app_id, t.function_id, $1, 'QUEUED', now() + $6 * interval '1 millisecond'
-         FROM function_triggers t WHERE t.event_name = $2 AND t.conditions IS NULL
-         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
-         RETURNING id, app_id, function_id, lease
-       ), stored AS (
-         SELECT (extract(epoch FROM coalesce((SELECT stored_at FROM ev), (SELECT stored_at FROM events WHERE id = $1))) * 1000)::float8 AS ms
-       )
-       SELECT id, app_id, function_id, lease, NULL::text[] AS conditions, (SELECT ms FROM stored) AS stored_ms FROM created
-       UNION ALL
-       SELECT id, app_id, function_id, lease, NULL, (SELECT ms FROM stored) FROM runs WHERE event_id = $1 AND status = 'QUEUED'
-       UNION ALL
-       SELECT NULL, app_id, function_id, NULL, conditions, (SELECT ms FROM stored)
-       FROM function_triggers WHERE event_name = $2 AND conditions IS NOT NULL
-       UNION ALL
-       SELECT NULL, NULL, NULL, NULL, NULL, ms FROM stored`,
-      [ev.id, ev.name, ev.dataJson, ev.tsMs, ev.receivedAtMs, backstopMs],
-    );
-    const out: RecordedEvent = { runs: [], conditional: [], storedAtMs: Number(rows[0]?.stored_ms ?? 0) };
-    for (const r of rows) {
-      if (r.id !== null) {
-        out.runs.push({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) });
-      } else if (r.conditions) {
-        out.conditional.push({ appId: r.app_id, functionId: r.function_id, conditions: r.conditions });
-      }
-    }
-    return out;
+    return (await this.recordEventsMatching([ev], backstopMs))[0] as RecordedEvent;
   }
 
   /**
    * recordEventMatching for many events in one statement (group commit of
-   * the scheduler's concurrent events); one result per event, in order.
+   * the scheduler's concurrent events); one result per event, in order. One
+   * round trip.
    */
   async recordEventsMatching(events: readonly EventInput[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent[]> {
-    if (events.length === 1) return [await this.recordEventMatching(events[0] as EventInput, backstopMs)];
     const rows = await this.sql.query<{
       kind: string;
       event_id: string;

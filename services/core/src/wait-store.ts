@@ -57,39 +57,7 @@ export class WaitStore {
 
   /** The waits an event stored at storedAtMs may resolve. One round trip. */
   async candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
-    const rows = await this.sql.query<{
-      run_id: string;
-      step_key: string;
-      condition: string | null;
-      e_id: string;
-      e_name: string;
-      e_data: string;
-      e_ts: number | string;
-    }>(
-      `WITH doc AS (SELECT jsonb_build_object('id', $2::text, 'name', $1::text, 'data', $3::jsonb) AS d),
-       cand AS (
-         SELECT w.run_id, w.step_key, w.condition, w.since FROM waits w
-         WHERE w.event_name = $1 AND w.key_path = ''
-         UNION ALL
-         SELECT w.run_id, w.step_key, w.condition, w.since
-         FROM wait_paths p CROSS JOIN doc
-         JOIN waits w ON w.event_name = $1 AND w.key_path = p.key_path
-           AND w.key_value = (doc.d #>> string_to_array(p.key_path, '.'))
-         WHERE p.event_name = $1 AND jsonb_typeof(doc.d #> string_to_array(p.key_path, '.')) = 'string'
-       )
-       SELECT c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
-         (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
-       FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
-       -- A run's own triggering event never resolves its waits.
-       WHERE c.since <= to_timestamp($4 / 1000.0) AND r.event_id <> $2`,
-      [event.name, event.id, event.dataJson, storedAtMs],
-    );
-    return rows.map((r) => ({
-      runId: r.run_id,
-      stepKey: r.step_key,
-      condition: r.condition,
-      runEvent: { id: r.e_id, name: r.e_name, dataJson: r.e_data, tsMs: Number(r.e_ts) },
-    }));
+    return (await this.candidatesMany([{ event, storedAtMs }]))[0] as WaitCandidate[];
   }
 
   /**
@@ -97,10 +65,6 @@ export class WaitStore {
    * order.
    */
   async candidatesMany(events: ReadonlyArray<{ event: WaitEvent; storedAtMs: number }>): Promise<WaitCandidate[][]> {
-    if (events.length === 1) {
-      const [one] = events as [{ event: WaitEvent; storedAtMs: number }];
-      return [await this.candidates(one.event, one.storedAtMs)];
-    }
     const rows = await this.sql.query<{
       n: number | string;
       run_id: string;
