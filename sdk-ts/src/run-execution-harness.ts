@@ -112,6 +112,16 @@ export class Harness {
   }
 }
 
+/** A journal entry holding a step's output. */
+export function journaledOutput(stepKey: string, value: unknown): JournalEntry {
+  return create(JournalEntrySchema, { stepKey, result: { case: "outputJson", value: JSON.stringify(value) } });
+}
+
+/** A journal entry holding a step's final error. */
+export function journaledError(stepKey: string, error: { name: string; message: string; nonRetriable?: boolean }): JournalEntry {
+  return create(JournalEntrySchema, { stepKey, result: { case: "error", value: error } });
+}
+
 /** One turn of the event loop. */
 export function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));

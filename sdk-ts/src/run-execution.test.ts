@@ -2,7 +2,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   JournalEntrySchema,
-  type JournalEntry,
 } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -10,7 +9,7 @@ import { Stepwise } from "./client.js";
 import { NonRetriableError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
 import { MAX_OUTPUT_BYTES, RunAbortedError } from "./run-execution.js";
-import { errorOf, Harness, HARNESS_EVENT_TS, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
+import { errorOf, Harness, journaledError, journaledOutput, HARNESS_EVENT_TS, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
 
 const RUN_ID = HARNESS_RUN_ID;
 const LEASE = 7;
@@ -20,14 +19,6 @@ const stepwise = new Stepwise({ appId: "t" });
 /** A harness on the fake stream, with this suite's lease. */
 function harness(fn: StepwiseFunction, opts: Omit<HarnessOptions, "lease"> = {}): Harness {
   return new Harness(fn, { ...opts, lease: LEASE });
-}
-
-function journaledOutput(stepKey: string, value: unknown): JournalEntry {
-  return create(JournalEntrySchema, { stepKey, result: { case: "outputJson", value: JSON.stringify(value) } });
-}
-
-function journaledError(stepKey: string, error: { name: string; message: string; nonRetriable?: boolean }): JournalEntry {
-  return create(JournalEntrySchema, { stepKey, result: { case: "error", value: error } });
 }
 
 describe("RunExecution", () => {

@@ -1,16 +1,13 @@
-import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import {
-  JournalEntrySchema,
   type Await,
-  type JournalEntry,
 } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
 import { Stepwise } from "./client.js";
 import { MAX_DURATION_MS } from "./duration.js";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { errorOf, Harness, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
+import { errorOf, Harness, journaledError, journaledOutput, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
 
 // Suspension and retries of a RunExecution, with a fake stream as in
 // run-execution.test.ts: sleeps, waits and steps waiting for their next
@@ -26,14 +23,6 @@ const stepwise = new Stepwise({ appId: "t" });
 /** A harness on the fake stream, with this suite's lease. */
 function harness(fn: StepwiseFunction, opts: Omit<HarnessOptions, "lease"> = {}): Harness {
   return new Harness(fn, { ...opts, lease: LEASE });
-}
-
-function journaledOutput(stepKey: string, value: unknown): JournalEntry {
-  return create(JournalEntrySchema, { stepKey, result: { case: "outputJson", value: JSON.stringify(value) } });
-}
-
-function journaledError(stepKey: string, error: { name: string; message: string; nonRetriable?: boolean }): JournalEntry {
-  return create(JournalEntrySchema, { stepKey, result: { case: "error", value: error } });
 }
 
 /** An await as plain data: its key, id, kind and the time in it. */
