@@ -1,6 +1,8 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { RunService } from "@stepwise/proto";
+import { create } from "@bufbuild/protobuf";
+import { RunService, RunStatus, WatchRunsRequestSchema, type WatchRunsRequest } from "@stepwise/proto";
+import { pushable } from "it-pushable";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, Worker } from "@stepwise/sdk";
 import { Stack } from "./support/stack.js";
@@ -79,5 +81,56 @@ describe("WaitForRuns on the real stack", () => {
       );
       expect(err?.code).toBe(Code.InvalidArgument);
     }
+  });
+
+  it("WatchRuns answers many events on one stream, each once, and ends after the client's side once all are answered", async () => {
+    const ids = await client.send(Array.from({ length: 30 }, (_, i) => ({ name: "slow", data: { ms: 5 * (i % 7) } })));
+    const requests = pushable<WatchRunsRequest>({ objectMode: true });
+    const runs = createClient(RunService, createGrpcTransport({ baseUrl: stack.ingestUrl }));
+    async function* stream() {
+      yield* requests;
+    }
+    requests.push(create(WatchRunsRequestSchema, { eventIds: ids.slice(0, 20) }));
+    requests.push(create(WatchRunsRequestSchema, { eventIds: [...ids.slice(20), ids[0]!] }));
+    requests.end();
+    const answered = new Map<string, number>();
+    for await (const res of runs.watchRuns(stream())) {
+      for (const ev of res.events) {
+        answered.set(ev.eventId, (answered.get(ev.eventId) ?? 0) + 1);
+        expect(ev.runs.map((r) => r.functionId).sort()).toEqual(["second", "slow"]);
+        expect(ev.runs.every((r) => r.status === RunStatus.COMPLETED)).toBe(true);
+      }
+    }
+    expect([...answered.keys()].sort()).toEqual([...ids].sort());
+    expect([...answered.values()].every((n) => n === 1)).toBe(true);
+  });
+
+  it("WatchRuns fails with INVALID_ARGUMENT on a malformed id", async () => {
+    const runs = createClient(RunService, createGrpcTransport({ baseUrl: stack.ingestUrl }));
+    async function* stream() {
+      yield create(WatchRunsRequestSchema, { eventIds: ["ok", ""] });
+    }
+    const err = await (async () => {
+      for await (const _ of runs.watchRuns(stream())) void _;
+    })().then(
+      () => undefined,
+      (e: unknown) => ConnectError.from(e),
+    );
+    expect(err?.code).toBe(Code.InvalidArgument);
+  });
+
+  it("200 waits at once all end, and a wait survives a restart of ingest", async () => {
+    const many = await client.send(Array.from({ length: 200 }, () => ({ name: "slow", data: { ms: 1 } })));
+    const all = await Promise.all(many.map((id) => client.waitForRuns(id, { timeoutMs: 20_000 })));
+    expect(all.every((r) => r.done && r.runs.length === 2)).toBe(true);
+
+    const [late] = await client.send({ name: "slow", data: { ms: 3_000 } });
+    const waiting = client.waitForRuns(late!, { timeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    await stack.kill("ingest");
+    await stack.startService("ingest");
+    const { runs, done } = await waiting;
+    expect(done).toBe(true);
+    expect(runs.find((r) => r.functionId === "slow")?.output).toEqual({ ok: true });
   });
 });

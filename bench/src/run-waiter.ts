@@ -17,15 +17,16 @@ export interface RunWaiterOptions {
   timeoutMs: number;
 }
 
-/** Longest single WaitForRuns call; a longer wait makes several. */
+/** Longest single wait; a longer wait makes several. */
 const MAX_CALL_MS = 300_000;
 
 /**
- * Waits for runs to end as a user would: RunService.WaitForRuns
- * (`Stepwise.waitForRuns`) with the event id that Send returned. The
- * engine answers when the executor announces the run's end, so the client
- * neither polls nor loads the engine with reads, and the latency is the
- * engine's plus one answer.
+ * Waits for runs to end as a user would: `Stepwise.waitForRuns` with the
+ * event id that Send returned, all of the client's waits sharing one
+ * RunService.WatchRuns stream. The engine answers when the executor
+ * announces the run's end, so the client neither polls nor loads the
+ * engine with a call per run, and the latency is the engine's plus one
+ * answer.
  */
 export class RunWaiter {
   /** Calls made, to report the load the client added. */

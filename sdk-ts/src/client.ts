@@ -5,6 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventSchema, IngestService, RunService, RunStatus, type ErrorDetail, type Run } from "@stepwise/proto";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import { retryPolicy } from "./retry-policy.js";
+import { RunWatcher } from "./run-watcher.js";
 import type {
   CronTrigger,
   EventData,
@@ -43,6 +44,10 @@ export type RunState = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED"
 
 /** Id suffix of the function that runs a function's onFailure handler. */
 const FAILURE_SUFFIX = "-on-failure";
+
+/** WaitForRuns limits: the default and the longest wait, in ms. */
+const DEFAULT_WAIT_MS = 30_000;
+const MAX_WAIT_MS = 300_000;
 
 /** The data of the "stepwise/run.failed" event that starts an onFailure run. */
 interface FailedRunData {
@@ -134,6 +139,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   private transport: Transport | undefined;
   private ingest: Client<typeof IngestService> | undefined;
   private runs: Client<typeof RunService> | undefined;
+  private watcher: RunWatcher | undefined;
 
   constructor(options: StepwiseOptions<S>) {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(options.appId)) {
@@ -261,7 +267,9 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * Waits until every run an event started has ended, and returns them
    * (without steps). The engine answers as soon as the last one ends, with
    * no polling; at the timeout (default 30 s, at most 300 s) it answers with
-   * the runs as they are and `done` false.
+   * the runs as they are and `done` false. All the waits of one client
+   * share one RunService.WatchRuns stream, so waiting for thousands of runs
+   * at once costs one message per batch of them, not a call each.
    *
    * @example
    * ```ts
@@ -270,9 +278,21 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async waitForRuns(eventId: string, options: { timeoutMs?: number } = {}): Promise<{ runs: RunInfo[]; done: boolean }> {
-    // No call deadline: the server answers at the timeout itself, and a
-    // deadline would cost the server a timer signal per call.
-    const res = await this.runClient().waitForRuns({ eventId, timeoutMs: options.timeoutMs ?? 0 });
+    const timeoutMs = options.timeoutMs ?? 0;
+    if (eventId.length > 0 && eventId.length <= 256 && timeoutMs >= 0 && timeoutMs <= MAX_WAIT_MS) {
+      // Every wait of this client shares one WatchRuns stream.
+      this.watcher ??= new RunWatcher(this.runClient());
+      const outcome = await this.watcher.wait(eventId, timeoutMs || DEFAULT_WAIT_MS);
+      if (Array.isArray(outcome)) return { runs: outcome.map(toRunInfo), done: true };
+      if (outcome === "timeout") {
+        // The runs as they are now: a one-look WaitForRuns.
+        const res = await this.runClient().waitForRuns({ eventId, timeoutMs: 1 });
+        return { runs: res.runs.map(toRunInfo), done: res.done };
+      }
+    }
+    // Arguments the server refuses (it says why), or an ingest without
+    // WatchRuns. No call deadline: the server answers at the timeout itself.
+    const res = await this.runClient().waitForRuns({ eventId, timeoutMs });
     return { runs: res.runs.map(toRunInfo), done: res.done };
   }
 

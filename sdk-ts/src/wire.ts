@@ -21,3 +21,11 @@ export function fromErrorDetail(e: ErrorDetail): SerializedError {
   if (e.cause) out.cause = fromErrorDetail(e.cause);
   return out;
 }
+
+/**
+ * A request stream for a Connect client: an async generator, whose return()
+ * and throw() give promises as Connect expects (a pushable's do not).
+ */
+export async function* requestStream<T>(messages: AsyncIterable<T>): AsyncGenerator<T> {
+  yield* messages;
+}

@@ -18,6 +18,7 @@ import {
 } from "@stepwise/proto";
 import type { StepwiseFunction } from "./function.js";
 import { RunExecution } from "./run-execution.js";
+import { requestStream } from "./wire.js";
 
 const SDK = "@stepwise/sdk/0.1.0";
 
@@ -209,7 +210,7 @@ export class Worker {
     let heartbeat: NodeJS.Timeout | undefined;
     let lastHeard = Date.now();
     try {
-      for await (const res of client.connect(requests(outbox), { signal: abort.signal })) {
+      for await (const res of client.connect(requestStream(outbox), { signal: abort.signal })) {
         lastHeard = Date.now();
         const m = res.message;
         if (m.case === "registered") {
@@ -316,6 +317,3 @@ export class Worker {
  * Wraps the outbox in an async generator: Connect calls return() on the
  * request iterable when a call ends and expects the promise a generator gives.
  */
-async function* requests(outbox: AsyncIterable<ConnectRequest>): AsyncGenerator<ConnectRequest> {
-  yield* outbox;
-}

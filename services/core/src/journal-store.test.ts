@@ -755,6 +755,22 @@ function storeSuite(backend: TestBackend): void {
       });
     });
 
+    it("runsOfEvents reads the runs of several events in one query, and endedEvents names those whose runs all ended", async () => {
+      const done = await claimed(uniq("exec"));
+      expect(await store.completeRun(done.runId, done.lease, '{"ok":1}')).toBe(true);
+      const running = await claimed(uniq("exec"));
+      const views = await store.runsOfEvents([done.event.id, running.event.id, "no-such-event"]);
+      expect(views.map((v) => [v.event.id, v.status]).sort()).toEqual(
+        [
+          [done.event.id, "COMPLETED"],
+          [running.event.id, "RUNNING"],
+        ].sort(),
+      );
+      expect(views.find((v) => v.id === done.runId)?.output).toEqual({ ok: 1 });
+      expect(await store.runsOfEvents([])).toEqual([]);
+      expect(await store.endedEvents([done.event.id, running.event.id, "no-such-event"])).toEqual([done.event.id]);
+    });
+
     describe("retries and onFailure", () => {
       function attemptRecord(runId: string, lease: number, over: Partial<AttemptRecord> = {}): AttemptRecord {
         return {

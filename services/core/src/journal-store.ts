@@ -13,7 +13,7 @@ import type {
   StoredError,
 } from "./journal-types.js";
 import { DEFAULT_QUEUED_BACKSTOP_MS, DEFAULT_TIMER_CHANNEL } from "./journal-types.js";
-import { listRuns, readRun } from "./run-views.js";
+import { listRuns, listRunsOfEvents, readRun } from "./run-views.js";
 import type { Sql } from "./sql.js";
 
 export * from "./journal-types.js";
@@ -571,6 +571,11 @@ export class JournalStore {
   /** Lists runs newest first, without steps. One round trip. */
   listRuns(filter: RunFilter): Promise<RunView[]> {
     return listRuns(this.sql, filter);
+  }
+
+  /** The runs of several events, oldest first, without steps. One round trip. */
+  runsOfEvents(eventIds: readonly string[]): Promise<RunView[]> {
+    return listRunsOfEvents(this.sql, eventIds);
   }
 
   /** Counts stored events with an id; used by tests and tools. */

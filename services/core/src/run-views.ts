@@ -75,6 +75,19 @@ export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> 
   return rows.map((r) => ({ ...toRunView(r), steps: [], failedAttempts: [] }));
 }
 
+/** The runs of several events, without steps, in one round trip. */
+export async function listRunsOfEvents(sql: Sql, eventIds: readonly string[]): Promise<RunView[]> {
+  if (eventIds.length === 0) return [];
+  const rows = await sql.query(
+    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+     FROM runs r JOIN events e ON e.id = r.event_id
+     WHERE r.event_id = ANY($1::text[])
+     ORDER BY r.created_at, r.id`,
+    [eventIds],
+  );
+  return rows.map((r) => ({ ...toRunView(r), steps: [], failedAttempts: [] }));
+}
+
 function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedAttempts"> {
   return {
     id: r["id"] as string,

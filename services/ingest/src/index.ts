@@ -9,11 +9,12 @@ export { EVENT_LIMITS, toEventRecords } from "./event-validation.js";
 export { createIngestService } from "./ingest-service.js";
 export { createRunService, MAX_WAIT_MS } from "./run-service.js";
 export { RunWaiters } from "./run-waiters.js";
+export { MAX_WATCHED_EVENTS } from "./run-watch.js";
 
 /** Registers the ingest service's RPCs (IngestService and RunService) on a router. */
 export function ingestRoutes(deps: { bus: Bus; store: JournalStore; log: Logger }) {
   return (router: ConnectRouter) => {
     router.service(IngestService, createIngestService(deps.bus, deps.log));
-    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus, deps.store, deps.log)));
+    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus, deps.store, deps.log), deps.log));
   };
 }

@@ -1,30 +1,16 @@
-import { create, fromJson } from "@bufbuild/protobuf";
-import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
-import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { errorToProto, isUuid, type JournalStore, type RunStatus, type RunView } from "@stepwise/core";
+import { isUuid, type JournalStore, type Logger, type RunStatus, type RunView } from "@stepwise/core";
 import {
-  EventSchema,
   GetRunResponseSchema,
   ListRunsResponseSchema,
-  RunSchema,
   RunService,
   RunStatus as ProtoRunStatus,
-  StepAttemptSchema,
-  StepSchema,
   WaitForRunsResponseSchema,
-  type Run,
 } from "@stepwise/proto";
+import { ENDED_STATUSES, STATUS_TO_PROTO, toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
-
-const STATUS_TO_PROTO: Record<RunStatus, ProtoRunStatus> = {
-  QUEUED: ProtoRunStatus.QUEUED,
-  RUNNING: ProtoRunStatus.RUNNING,
-  WAITING: ProtoRunStatus.WAITING,
-  COMPLETED: ProtoRunStatus.COMPLETED,
-  FAILED: ProtoRunStatus.FAILED,
-  CANCELLED: ProtoRunStatus.CANCELLED,
-};
+import { watchRuns } from "./run-watch.js";
 
 const PROTO_TO_STATUS = new Map<ProtoRunStatus, RunStatus>(
   Object.entries(STATUS_TO_PROTO).map(([k, v]) => [v, k as RunStatus]),
@@ -33,14 +19,16 @@ const PROTO_TO_STATUS = new Map<ProtoRunStatus, RunStatus>(
 /** Longest WaitForRuns, in milliseconds. */
 export const MAX_WAIT_MS = 300_000;
 const DEFAULT_WAIT_MS = 30_000;
-const ENDED = new Set<RunStatus>(["COMPLETED", "FAILED", "CANCELLED"]);
 
 /**
  * RunService: reads runs and their journals from Postgres, and waits for
  * the runs of an event to end, woken by the executors' announcements.
  */
-export function createRunService(store: JournalStore, waiters: RunWaiters): ServiceImpl<typeof RunService> {
+export function createRunService(store: JournalStore, waiters: RunWaiters, log?: Logger): ServiceImpl<typeof RunService> {
   return {
+    watchRuns(requests, ctx) {
+      return watchRuns(requests, ctx, { store, waiters, log });
+    },
     async waitForRuns(req, ctx) {
       if (req.eventId.length === 0 || req.eventId.length > 256) {
         throw new ConnectError("event_id: must be an event id of 1-256 characters", Code.InvalidArgument);
@@ -52,7 +40,7 @@ export function createRunService(store: JournalStore, waiters: RunWaiters): Serv
         // Registered before the read, so an end announced during it wakes this waiter.
         const next = waiters.next(req.eventId, deadline - Date.now(), ctx.signal);
         const runs = await store.listRuns({ eventId: req.eventId, limit: 1000 });
-        const done = runs.length > 0 && runs.every((r) => ENDED.has(r.status));
+        const done = runs.length > 0 && runs.every((r) => ENDED_STATUSES.has(r.status));
         if (done || Date.now() >= deadline || ctx.signal.aborted) {
           next.cancel();
           return create(WaitForRunsResponseSchema, { runs: runs.map(toProtoRun), done });
@@ -101,48 +89,4 @@ function decodePageToken(token: string): { createdAt: Date; id: string } {
   } catch {
     throw new ConnectError("page_token: not a token this service issued", Code.InvalidArgument);
   }
-}
-
-function toProtoRun(run: RunView): Run {
-  return create(RunSchema, {
-    id: run.id,
-    appId: run.appId,
-    functionId: run.functionId,
-    status: STATUS_TO_PROTO[run.status],
-    event: create(EventSchema, {
-      id: run.event.id,
-      name: run.event.name,
-      data: run.event.data as JsonObject,
-      ts: timestampFromDate(run.event.ts),
-    }),
-    createdAt: timestampFromDate(run.createdAt),
-    ...(run.startedAt ? { startedAt: timestampFromDate(run.startedAt) } : {}),
-    ...(run.endedAt ? { endedAt: timestampFromDate(run.endedAt) } : {}),
-    ...(run.hasOutput ? { output: fromJson(ValueSchema, run.output as JsonValue) } : {}),
-    ...(run.error ? { error: errorToProto(run.error) } : {}),
-    attempts: run.lease,
-    steps: run.steps.map((s) =>
-      create(StepSchema, {
-        key: s.key,
-        id: s.id,
-        attempt: s.attempt,
-        ...(s.startedAt ? { startedAt: timestampFromDate(s.startedAt) } : {}),
-        ...(s.endedAt ? { endedAt: timestampFromDate(s.endedAt) } : {}),
-        ...(s.hasOutput ? { output: fromJson(ValueSchema, s.output as JsonValue) } : {}),
-        ...(s.error ? { error: errorToProto(s.error) } : {}),
-        journaledAt: timestampFromDate(s.journaledAt),
-      }),
-    ),
-    failedAttempts: run.failedAttempts.map((a) =>
-      create(StepAttemptSchema, {
-        stepKey: a.key,
-        stepId: a.id,
-        attempt: a.attempt,
-        ...(a.startedAt ? { startedAt: timestampFromDate(a.startedAt) } : {}),
-        ...(a.endedAt ? { endedAt: timestampFromDate(a.endedAt) } : {}),
-        error: errorToProto(a.error),
-        retryAt: timestampFromDate(a.retryAt),
-      }),
-    ),
-  });
 }

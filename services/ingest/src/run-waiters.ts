@@ -52,6 +52,23 @@ export class RunWaiters {
     return { woken, cancel };
   }
 
+  /**
+   * Calls onEnd whenever a run of the event is announced ended, or the
+   * recheck finds all of its runs ended, until the returned function is
+   * called. Register before reading the journal (after ready()).
+   */
+  watch(eventId: string, onEnd: () => void): () => void {
+    let set = this.byEvent.get(eventId);
+    if (!set) this.byEvent.set(eventId, (set = new Set()));
+    const cb = () => onEnd();
+    set.add(cb);
+    if (!this.stopped) this.recheck ??= setTimeout(() => void this.recheckAll(), RECHECK_MS);
+    return () => {
+      set.delete(cb);
+      if (set.size === 0 && this.byEvent.get(eventId) === set) this.byEvent.delete(eventId);
+    };
+  }
+
   /** Subscribes to the announcements, once. */
   ready(): Promise<Subscription> {
     this.subscription ??= this.bus.watchRunsEnded((runs) => this.onEnded(runs));

@@ -1,0 +1,187 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { JournalStore, Logger, RunView } from "@stepwise/core";
+import { EventRunsSchema, WatchRunsResponseSchema, type EventRuns, type WatchRunsRequest, type WatchRunsResponse } from "@stepwise/proto";
+import type { RunWaiters } from "./run-waiters.js";
+import { ENDED_STATUSES, toProtoRun } from "./run-proto.js";
+
+/** Most events one WatchRuns stream watches at once. */
+export const MAX_WATCHED_EVENTS = 100_000;
+
+/** Most event ids one journal read carries. */
+const READ_BATCH = 5_000;
+
+/** How long a read that failed waits before the next try. */
+const READ_RETRY_MS = 1_000;
+
+/**
+ * One WatchRuns stream. The events the client names are registered with
+ * the waiters first and read from the journal after, so an end announced
+ * in between is not missed; from then on each announcement (or the
+ * waiters' recheck) marks its event for the next read. The marks of one
+ * turn of the event loop share one query, and each event is sent once,
+ * when all of its runs ended. Once the client closes its side, the stream
+ * ends when nothing it watches is left.
+ */
+export async function* watchRuns(
+  requests: AsyncIterable<WatchRunsRequest>,
+  ctx: HandlerContext,
+  deps: { store: JournalStore; waiters: RunWaiters; log?: Logger | undefined },
+): AsyncIterable<WatchRunsResponse> {
+  await deps.waiters.ready();
+  const watch = new EventWatch(deps);
+  const onAbort = () => watch.close();
+  ctx.signal.addEventListener("abort", onAbort);
+  const reader = (async () => {
+    for await (const req of requests) watch.onRequest(req);
+  })().then(
+    () => watch.onRequestsEnded(),
+    (err: unknown) => watch.fail(err),
+  );
+  try {
+    for (;;) {
+      const next = await watch.next();
+      if (next === undefined) break;
+      yield next;
+    }
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+    watch.close();
+    // Not awaited: a request stream ends when the peer's side does, which a
+    // peer that vanished may never do. Whatever it brings now is ignored.
+    void reader;
+  }
+}
+
+/** What one WatchRuns stream watches, and what it has yet to send. */
+class EventWatch {
+  /** Watched events, each with the function that unregisters it from the waiters. */
+  private readonly watched = new Map<string, () => void>();
+  /** Watched events to read at the next read. */
+  private readonly dirty = new Set<string>();
+  private readonly outbox: EventRuns[] = [];
+  private wakeOutbox: (() => void) | undefined;
+  private reading = false;
+  private readScheduled = false;
+  private requestsEnded = false;
+  private closed = false;
+  private error: unknown;
+
+  constructor(private readonly deps: { store: JournalStore; waiters: RunWaiters; log?: Logger | undefined }) {}
+
+  onRequest(req: WatchRunsRequest): void {
+    for (const id of [...req.eventIds, ...req.forgetEventIds]) {
+      if (id.length === 0 || id.length > 256) {
+        throw new ConnectError("event_ids: each must be an event id of 1-256 characters", Code.InvalidArgument);
+      }
+    }
+    for (const id of req.forgetEventIds) this.unwatch(id);
+    for (const id of req.eventIds) {
+      if (this.watched.has(id) || this.closed) continue;
+      if (this.watched.size >= MAX_WATCHED_EVENTS) {
+        throw new ConnectError(`a stream watches at most ${MAX_WATCHED_EVENTS} events at once`, Code.ResourceExhausted);
+      }
+      this.watched.set(
+        id,
+        this.deps.waiters.watch(id, () => this.mark(id)),
+      );
+      this.dirty.add(id);
+    }
+    this.scheduleRead();
+  }
+
+  onRequestsEnded(): void {
+    this.requestsEnded = true;
+    this.wake();
+  }
+
+  fail(err: unknown): void {
+    this.error ??= err;
+    this.wake();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const id of [...this.watched.keys()]) this.unwatch(id);
+    this.wake();
+  }
+
+  /** The next response, or undefined once the stream is over. */
+  async next(): Promise<WatchRunsResponse | undefined> {
+    for (;;) {
+      if (this.error !== undefined) throw ConnectError.from(this.error);
+      if (this.outbox.length > 0) return create(WatchRunsResponseSchema, { events: this.outbox.splice(0) });
+      if (this.closed || (this.requestsEnded && this.watched.size === 0)) return undefined;
+      await new Promise<void>((r) => (this.wakeOutbox = r));
+    }
+  }
+
+  private mark(id: string): void {
+    if (!this.watched.has(id)) return;
+    this.dirty.add(id);
+    this.scheduleRead();
+  }
+
+  private unwatch(id: string): void {
+    this.watched.get(id)?.();
+    this.watched.delete(id);
+    this.dirty.delete(id);
+  }
+
+  private wake(): void {
+    const w = this.wakeOutbox;
+    this.wakeOutbox = undefined;
+    w?.();
+  }
+
+  /** Reads the marked events at the end of this turn, after every mark it brings. */
+  private scheduleRead(): void {
+    if (this.readScheduled || this.reading || this.dirty.size === 0 || this.closed) return;
+    this.readScheduled = true;
+    setImmediate(() => {
+      this.readScheduled = false;
+      void this.read();
+    });
+  }
+
+  private async read(): Promise<void> {
+    if (this.reading || this.closed) return;
+    this.reading = true;
+    const ids = [...this.dirty];
+    this.dirty.clear();
+    let retry = false;
+    try {
+      for (let i = 0; i < ids.length && !this.closed; i += READ_BATCH) {
+        const chunk = ids.slice(i, i + READ_BATCH);
+        this.collect(chunk, await this.deps.store.runsOfEvents(chunk));
+      }
+    } catch (err) {
+      // The journal is unreachable: the events stay marked and are read again.
+      this.deps.log?.warn({ err, events: ids.length }, "reading watched runs failed");
+      for (const id of ids) if (this.watched.has(id)) this.dirty.add(id);
+      retry = true;
+    } finally {
+      this.reading = false;
+    }
+    if (retry) setTimeout(() => this.scheduleRead(), READ_RETRY_MS).unref();
+    else this.scheduleRead();
+  }
+
+  /** Queues the events whose runs all ended, and stops watching them. */
+  private collect(ids: readonly string[], runs: readonly RunView[]): void {
+    const byEvent = new Map<string, RunView[]>();
+    for (const r of runs) {
+      let list = byEvent.get(r.event.id);
+      if (!list) byEvent.set(r.event.id, (list = []));
+      list.push(r);
+    }
+    const before = this.outbox.length;
+    for (const id of ids) {
+      const list = byEvent.get(id);
+      if (!list || !this.watched.has(id) || !list.every((r) => ENDED_STATUSES.has(r.status))) continue;
+      this.unwatch(id);
+      this.outbox.push(create(EventRunsSchema, { eventId: id, runs: list.map(toProtoRun) }));
+    }
+    if (this.outbox.length > before || (this.requestsEnded && this.watched.size === 0)) this.wake();
+  }
+}
