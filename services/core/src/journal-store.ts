@@ -134,6 +134,9 @@ export class JournalStore {
       conditions: string[] | null;
       stored_ms: number | string | null;
     }>(
+      // The lookups of existing rows go by id (LATERAL ... OFFSET 0, a
+      // correlated subquery): a join there would let a plan cached while
+      // the tables were small (a fresh install) scan them whole as they grow.
       `WITH e AS (
          SELECT DISTINCT ON (id) * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[], $5::float8[])
            AS e(id, name, data, ts, rcv)
@@ -153,14 +156,14 @@ export class JournalStore {
        FROM created
        UNION ALL
        SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
-       FROM runs r WHERE r.event_id IN (SELECT id FROM e) AND r.status = 'QUEUED'
+       FROM e CROSS JOIN LATERAL (SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' OFFSET 0) r
        UNION ALL
        SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL
        FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL
        UNION ALL
        SELECT 'stored', e.id, NULL, NULL, NULL, NULL, NULL,
-         (extract(epoch FROM coalesce(ev.stored_at, old.stored_at)) * 1000)::float8
-       FROM e LEFT JOIN ev ON ev.id = e.id LEFT JOIN events old ON old.id = e.id`,
+         (extract(epoch FROM coalesce(ev.stored_at, (SELECT old.stored_at FROM events old WHERE old.id = e.id))) * 1000)::float8
+       FROM e LEFT JOIN ev ON ev.id = e.id`,
       [
         events.map((e) => e.id),
         events.map((e) => e.name),

@@ -79,9 +79,13 @@ export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> 
 export async function listRunsOfEvents(sql: Sql, eventIds: readonly string[]): Promise<RunView[]> {
   if (eventIds.length === 0) return [];
   const rows = await sql.query(
+    // Driven by the ids, each looked up by index on both tables: with the
+    // events table on the outer side, a plan made while it was small (a
+    // fresh install) would scan it whole on every call as it grows.
     `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
-     FROM runs r JOIN events e ON e.id = r.event_id
-     WHERE r.event_id = ANY($1::text[])
+     FROM unnest($1::text[]) AS q(event_id)
+     CROSS JOIN LATERAL (SELECT * FROM events WHERE id = q.event_id OFFSET 0) e
+     CROSS JOIN LATERAL (SELECT * FROM runs WHERE event_id = q.event_id OFFSET 0) r
      ORDER BY r.created_at, r.id`,
     [eventIds],
   );

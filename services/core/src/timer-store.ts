@@ -192,8 +192,11 @@ export class TimerStore {
   async fireDue(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
     const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
       `WITH due AS (
-         SELECT t.run_id, t.step_key FROM timers t JOIN runs r ON r.id = t.run_id
-         WHERE t.due_at <= now() AND r.status = 'WAITING'
+         -- Timers in due order, each run looked up by id: a join would let
+         -- a plan cached while runs was small scan it whole as it grows.
+         SELECT t.run_id, t.step_key FROM timers t
+         WHERE t.due_at <= now()
+           AND EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id AND r.status = 'WAITING' OFFSET 0)
          ORDER BY t.due_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED
        ), f AS (
          DELETE FROM timers t USING due WHERE t.run_id = due.run_id AND t.step_key = due.step_key
@@ -222,7 +225,8 @@ export class TimerStore {
   async nextDueInMs(): Promise<number | null> {
     const rows = await this.sql.query<{ ms: number | string | null }>(
       `SELECT (extract(epoch FROM least(
-           (SELECT t.due_at FROM timers t JOIN runs r ON r.id = t.run_id AND r.status = 'WAITING'
+           (SELECT t.due_at FROM timers t
+            WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id AND r.status = 'WAITING' OFFSET 0)
             ORDER BY t.due_at LIMIT 1),
            (SELECT min(next_at) FROM cron_schedules WHERE isfinite(next_at))) - now()) * 1000)::float8 AS ms`,
     );

@@ -90,7 +90,9 @@ export class WaitStore {
        )
        SELECT c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
          (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
-       FROM cand c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id
+       FROM cand c
+       CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+       CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e
        WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id`,
       [
         events.map((x) => x.event.id),
