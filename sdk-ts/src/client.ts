@@ -303,7 +303,9 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   }
 
   private connectTransport(): Transport {
-    this.transport ??= createGrpcTransport({ baseUrl: this.url });
+    // No compression: ingest would gzip every large answer (WatchRuns
+    // batches), which costs both sides more CPU than it saves on a LAN.
+    this.transport ??= createGrpcTransport({ baseUrl: this.url, acceptCompression: [] });
     return this.transport;
   }
 

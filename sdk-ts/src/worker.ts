@@ -170,7 +170,12 @@ export class Worker {
 
   private async run(onRegistered: () => void, onRefused: (e: Error) => void): Promise<void> {
     let attempt = 0;
-    const client = createClient(WorkerService, createGrpcTransport({ baseUrl: this.url, pingIntervalMs: 15_000 }));
+    const client = createClient(
+      WorkerService,
+      // No compression: a worker sits next to its executor, and gzip of every
+      // large StartRun costs both sides more CPU than it saves on the wire.
+      createGrpcTransport({ baseUrl: this.url, pingIntervalMs: 15_000, acceptCompression: [] }),
+    );
     while (!this.closed) {
       let registered = false;
       try {
