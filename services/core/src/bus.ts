@@ -9,6 +9,8 @@ export interface Delivery<T> {
   ack(): void;
   /** Not done: deliver it again after delayMs (0 or omitted: soon). */
   nak(delayMs?: number): void;
+  /** Still being handled: restarts the time after which an unsettled delivery is redelivered. */
+  working(): void;
 }
 
 /** A running consumer; stop() ends it and waits for handlers in progress. */
@@ -46,7 +48,7 @@ export interface Bus {
     handler: (record: EventRecord, delivery: Delivery<EventRecord>) => Promise<void>,
     options: ConsumeEventsOptions,
   ): Promise<Subscription>;
-  /** Publishes run work and resolves once all of it is stored. */
+  /** Publishes run work (see workMessages) and resolves once all of it is stored. */
   publishWork(work: readonly RunWork[]): Promise<void>;
   /**
    * Pulls at most max work messages of one app, yielding each as it

@@ -318,6 +318,7 @@ function toDelivery<T>(m: JsMsg, data: T): Delivery<T> {
     deliveryCount: m.info.deliveryCount,
     ack: () => m.ack(),
     nak: (delayMs?: number) => m.nak(delayMs),
+    working: () => m.working(),
   };
 }
 

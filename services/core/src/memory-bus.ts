@@ -71,6 +71,8 @@ function delivery<T>(q: Queue<T>, entry: Entry<T>): Delivery<T> {
       if (delayMs) setTimeout(() => q.push(entry), delayMs).unref();
       else q.push(entry);
     },
+    // Nothing to extend: this bus redelivers only on nak.
+    working: () => {},
   };
 }
 

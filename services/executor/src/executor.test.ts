@@ -10,6 +10,7 @@ import {
   type Sql,
   TimerStore,
   WaitStore,
+  workMessages,
 } from "@stepwise/core";
 import { EventRecordSchema } from "@stepwise/proto";
 import { Stepwise, Worker } from "@stepwise/sdk";
@@ -90,5 +91,101 @@ describe("Executor.stop", () => {
       d.ack();
     }
     expect(work).toEqual([run!.runId]);
+  });
+});
+
+// One work message carries the runs of one function that became ready
+// together: the executor claims them as its workers have slots.
+describe("Executor with work messages of many runs", () => {
+  let sql: Sql;
+  let store: JournalStore;
+  let bus: MemoryBus;
+  let executor: Executor;
+  let server: RunningServer;
+  let worker: Worker | undefined;
+
+  beforeEach(async () => {
+    sql = await createPgliteSql();
+    await migrate(sql);
+    store = new JournalStore(sql);
+    bus = new MemoryBus();
+    executor = new Executor({
+      store,
+      timers: new TimerStore(sql),
+      waits: new WaitStore(sql),
+      bus,
+      log: createLogger("test", "silent"),
+      leaseMs: 60_000,
+      requeueAfterMs: 60_000,
+      heartbeatMs: 1_000,
+    });
+    server = await serveConnect(executor.routes, 0, "127.0.0.1");
+    executor.start();
+  });
+
+  afterEach(async () => {
+    await worker?.close();
+    await executor.stop();
+    await server.close();
+    await bus.close();
+    await sql.close();
+  });
+
+  /** QUEUED runs of `name`, created without publishing their work. */
+  async function queuedRuns(name: string, n: number) {
+    const recorded = await store.recordEventsMatching(
+      Array.from({ length: n }, (_, i) => ({ id: `${name}-${i}`, name, dataJson: `{"i":${i}}`, tsMs: 1, receivedAtMs: 1 })),
+    );
+    return recorded.flatMap((r) => r.runs);
+  }
+
+  it("runs the 12 runs of one message on a 2-slot worker, never more than 2 at once, and acks it once", async () => {
+    const client = new Stepwise({ appId: "batch", url: "http://unused" });
+    let running = 0;
+    let most = 0;
+    const fn = client.createFunction({ id: "work", triggers: [{ event: "go" }] }, async ({ event, step }) =>
+      step.run("only", async () => {
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, 20));
+        running--;
+        return event.data["i"];
+      }),
+    );
+    worker = new Worker({ url: `http://127.0.0.1:${server.port}`, functions: [fn], handleSignals: false, capacity: 2 });
+    await worker.connect();
+    const runs = await queuedRuns("go", 12);
+    const messages = workMessages(runs);
+    expect(messages).toHaveLength(1);
+    await bus.publishWork(messages);
+    for (let i = 0; i < 200; i++) {
+      const all = await Promise.all(runs.map((r) => store.getRun(r.runId)));
+      if (all.every((r) => r?.status === "COMPLETED")) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const ended = await Promise.all(runs.map((r) => store.getRun(r.runId)));
+    expect(ended.map((r) => r?.status)).toEqual(runs.map(() => "COMPLETED"));
+    expect(ended.map((r) => r?.output)).toEqual(runs.map((_, i) => i));
+    expect(most).toBe(2);
+    // Acked, not left to be redelivered.
+    await executor.stop();
+    const left: string[] = [];
+    for await (const d of bus.pullWork("batch", 10, 50, new AbortController().signal)) left.push(d.data.runId);
+    expect(left).toEqual([]);
+  });
+
+  it("leaves the runs of a function no worker here serves on the queue, unclaimed", async () => {
+    const client = new Stepwise({ appId: "batch", url: "http://unused" });
+    const fn = client.createFunction({ id: "served", triggers: [{ event: "served" }] }, async () => 1);
+    worker = new Worker({ url: `http://127.0.0.1:${server.port}`, functions: [fn], handleSignals: false, capacity: 4 });
+    await worker.connect();
+    await store.registerFunctions("batch", [
+      { id: "served", name: "served", eventTriggers: ["served"], config: {} },
+      { id: "other", name: "other", eventTriggers: ["other"], config: {} },
+    ]);
+    const runs = await queuedRuns("other", 3);
+    await bus.publishWork(workMessages(runs));
+    await new Promise((r) => setTimeout(r, 300));
+    const states = await Promise.all(runs.map((r) => store.getRun(r.runId)));
+    expect(states.map((r) => r?.status)).toEqual(["QUEUED", "QUEUED", "QUEUED"]);
   });
 });

@@ -13,6 +13,8 @@ import {
   type RunEnd,
   type TimerStore,
   type WaitStore,
+  workMessages,
+  workRunIds,
 } from "@stepwise/core";
 import {
   CancelRunSchema,
@@ -21,7 +23,6 @@ import {
   HeartbeatSchema,
   RegisteredSchema,
   RunEventSchema,
-  RunWorkSchema,
   StartRunSchema,
   StepAckSchema,
   WorkerService,
@@ -82,6 +83,8 @@ export class Executor {
   private readonly claims: GroupCommit<string, ClaimedRun | null>;
   private readonly suspender: RunSuspender;
   private readonly ended: RunEnd[] = [];
+  /** Runs pulled but not yet claimed, by app, in the order their messages came. */
+  private readonly backlogs = new Map<string, BacklogEntry[]>();
 
   constructor(private readonly options: ExecutorOptions) {
     this.recorder = new ResultRecorder(
@@ -116,6 +119,8 @@ export class Executor {
   start(): void {
     const renewEvery = Math.max(100, Math.floor(this.options.leaseMs / 3));
     const renew = () => {
+      // Messages still waiting in a backlog for a slot are not redelivered meanwhile.
+      for (const q of this.backlogs.values()) for (const entry of q) entry.delivery.working();
       // Only the runs a session still holds: a run dropped on an error path
       // must see its lease lapse so the reconciler hands it on.
       const held = this.registry.all().flatMap((s) => [...s.runs.keys()]);
@@ -139,6 +144,16 @@ export class Executor {
     clearInterval(this.renewTimer);
     clearInterval(this.heartbeatTimer);
     await Promise.all([...this.pullers.values()].map((p) => p.stop()));
+    // Runs pulled but not claimed go back: their message is redelivered to
+    // another executor (the runs of it claimed here are then duplicates).
+    for (const q of this.backlogs.values()) {
+      for (const entry of q) {
+        entry.ids.length = entry.next;
+        entry.failed = true;
+        if (entry.pending === 0) entry.delivery.nak();
+      }
+    }
+    this.backlogs.clear();
     const sessions = this.registry.all();
     for (const s of sessions) {
       s.draining = true;
@@ -213,7 +228,7 @@ export class Executor {
     // Not tracked for stop(): a reader only ends when the peer's side does,
     // which a peer that vanished may never do. What it started is tracked.
     void reader;
-    this.puller(session.appId).kick();
+    this.drain(session.appId);
     // Registered now, so that stop() closing the session also waits for its hand-back.
     let ended!: () => void;
     const ending = new Promise<void>((r) => (ended = r));
@@ -387,9 +402,7 @@ export class Executor {
   /** Publishes the work of runs QUEUED with a short deadline and confirms it; a lost publish is the reconciler's. */
   private async publish(runs: PublishedRunRef[]): Promise<void> {
     try {
-      await this.options.bus.publishWork(
-        runs.map((r) => create(RunWorkSchema, { runId: r.runId, appId: r.appId, functionId: r.functionId })),
-      );
+      await this.options.bus.publishWork(workMessages(runs));
       await this.options.store.markPublished(runs, this.options.queuedBackstopMs);
     } catch (err) {
       this.options.log.warn({ err, runs: runs.length }, "publishing run work failed; the reconciler publishes it");
@@ -400,48 +413,94 @@ export class Executor {
   private release(session: WorkerSession, runId: string, lease: number): void {
     if (session.runs.get(runId)?.lease !== lease) return;
     session.runs.delete(runId);
-    this.puller(session.appId).kick();
+    this.drain(session.appId);
   }
 
+  /** Takes a work message: its runs wait in the app's backlog until a worker has a slot. */
   private dispatch(appId: string, delivery: Delivery<RunWork>): void {
-    this.track(
-      this.startRun(appId, delivery).catch((err: unknown) => {
-        this.options.log.warn({ err, run: delivery.data.runId }, "starting a run failed");
-        delivery.nak(1000);
-        this.puller(appId).kick();
-      }),
-    );
+    this.backlog(appId).push({ delivery, functionId: delivery.data.functionId, ids: workRunIds(delivery.data), next: 0, pending: 0, failed: false });
+    this.drain(appId);
   }
 
-  private async startRun(appId: string, delivery: Delivery<RunWork>): Promise<void> {
-    const work = delivery.data;
-    const session = this.registry.pick(appId, work.functionId);
-    if (!session) {
-      // No worker of this app here serves the function (workers of another
-      // version, or the slot went away): leave it for one that does, without
-      // spinning on it.
-      delivery.nak(NO_WORKER_RETRY_MS);
-      this.puller(appId).kick();
-      return;
+  private backlog(appId: string): BacklogEntry[] {
+    let q = this.backlogs.get(appId);
+    if (!q) this.backlogs.set(appId, (q = []));
+    return q;
+  }
+
+  /** Runs of an app's backlog not yet given to a claim. */
+  private backlogSize(appId: string): number {
+    let n = 0;
+    for (const e of this.backlogs.get(appId) ?? []) n += e.ids.length - e.next;
+    return n;
+  }
+
+  /**
+   * Claims the runs of an app's backlog, oldest first, as long as its
+   * workers have free slots. A message's runs are claimed together (one
+   * statement, by the claims' group commit), and it is acked once all of
+   * them were handled.
+   */
+  private drain(appId: string): void {
+    const q = this.backlogs.get(appId);
+    while (q && q.length > 0) {
+      const entry = q[0]!;
+      if (entry.next >= entry.ids.length) {
+        q.shift();
+        continue;
+      }
+      const session = this.registry.pick(appId, entry.functionId);
+      if (!session) {
+        if (entry.next === 0 && !this.registry.serves(appId, entry.functionId)) {
+          // No worker of this app here serves the function (workers of another
+          // version, or the worker went away): leave it for one that does,
+          // without spinning on it.
+          q.shift();
+          entry.delivery.nak(NO_WORKER_RETRY_MS);
+          continue;
+        }
+        break; // Waits for a slot: release() drains again.
+      }
+      const runId = entry.ids[entry.next++]!;
+      entry.pending++;
+      session.claiming++;
+      this.track(this.claimAndStart(appId, entry, session, runId));
     }
-    session.claiming++;
-    let claimed: ClaimedRun | null;
+    if (q?.length === 0) this.backlogs.delete(appId);
+    this.puller(appId).kick();
+  }
+
+  private async claimAndStart(appId: string, entry: BacklogEntry, session: WorkerSession, runId: string): Promise<void> {
+    let claimed: ClaimedRun | null = null;
     try {
-      claimed = await this.claims.submit(work.runId);
+      claimed = await this.claims.submit(runId);
+    } catch (err) {
+      this.options.log.warn({ err, run: runId }, "claiming a run failed");
+      entry.failed = true;
     } finally {
       session.claiming--;
+      entry.pending--;
+      if (entry.pending === 0 && entry.next >= entry.ids.length) {
+        // Redelivered after a failure: the runs claimed meanwhile are then duplicates, which a claim skips.
+        if (entry.failed) entry.delivery.nak(1000);
+        else entry.delivery.ack();
+      }
     }
-    delivery.ack();
     if (!claimed) {
-      // Finished, or held by another live execution: the message was a duplicate.
-      this.puller(appId).kick();
+      // Finished, held by another live execution (the message was a
+      // duplicate), or the claim failed: the slot is free again.
+      this.drain(appId);
       return;
     }
     if (session.closed || claimed.appId !== session.appId) {
       await this.requeue(claimed.runId, claimed.lease, claimed.appId, claimed.functionId);
-      this.puller(appId).kick();
+      this.drain(appId);
       return;
     }
+    this.startOn(session, claimed);
+  }
+
+  private startOn(session: WorkerSession, claimed: ClaimedRun): void {
     session.runs.set(claimed.runId, {
       runId: claimed.runId,
       functionId: claimed.functionId,
@@ -480,14 +539,14 @@ export class Executor {
     const runs = [...session.runs.values()];
     session.runs.clear();
     await Promise.all(runs.map((r) => this.requeue(r.runId, r.lease, session.appId, r.functionId)));
-    if (!this.stopping) this.puller(session.appId).kick();
+    if (!this.stopping) this.drain(session.appId);
   }
 
   private async requeue(runId: string, lease: number, appId: string, functionId: string): Promise<void> {
     try {
       const ok = await this.options.store.requeueRun(runId, lease, this.options.requeueAfterMs);
       if (!ok) return;
-      await this.options.bus.publishWork([create(RunWorkSchema, { runId, appId, functionId })]);
+      await this.options.bus.publishWork(workMessages([{ runId, appId, functionId }]));
       await this.options.store.markPublished([{ runId, lease }], this.options.queuedBackstopMs);
     } catch (err) {
       // The lease lapses, or the requeue deadline passes, and the reconciler hands the run on.
@@ -519,7 +578,7 @@ export class Executor {
       p = new WorkPuller(
         appId,
         this.options.bus,
-        () => (this.stopping ? 0 : this.registry.freeSlots(appId)),
+        () => (this.stopping ? 0 : this.registry.freeSlots(appId) - this.backlogSize(appId)),
         (d) => this.dispatch(appId, d),
         this.options.log,
       );
@@ -547,6 +606,19 @@ export class Executor {
     this.tasks.add(settled);
     void settled.finally(() => this.tasks.delete(settled));
   }
+}
+
+/** A work message whose runs are being claimed. */
+interface BacklogEntry {
+  delivery: Delivery<RunWork>;
+  functionId: string;
+  ids: string[];
+  /** Index of the next run to claim. */
+  next: number;
+  /** Claims in progress. */
+  pending: number;
+  /** A claim failed: the message is redelivered instead of acked. */
+  failed: boolean;
 }
 
 /** When work no connected worker can serve is offered again. */

@@ -32,6 +32,12 @@ export class WorkerRegistry {
     return best;
   }
 
+  /** Whether a worker of the app here serves the function, free or not. */
+  serves(appId: string, functionId: string): boolean {
+    for (const s of this.byApp.get(appId) ?? []) if (!s.closed && !s.draining && s.functions.has(functionId)) return true;
+    return false;
+  }
+
   all(): WorkerSession[] {
     return [...this.byApp.values()].flatMap((set) => [...set]);
   }

@@ -11,6 +11,7 @@ import {
   WaitStore,
   type EventInput,
   type Sql,
+  MemoryBus,
 } from "@stepwise/core";
 import { EventBatches } from "./run-creation.js";
 
@@ -71,7 +72,7 @@ for (const backend of ["Postgres", "PGlite"] as const) {
     });
 
     it("records concurrent events in shared statements with the same outcome as one by one", async () => {
-      const batches = new EventBatches(store, waits);
+      const batches = new EventBatches(store, waits, new MemoryBus());
       const events = Array.from({ length: 30 }, (_, i) => event("order.placed", { total: i * 10 }));
       const nameless = event("nobody.listens", {});
       const recorded = await Promise.all([...events, nameless, events[0]!].map((e) => batches.record(e)));
@@ -95,7 +96,7 @@ for (const backend of ["Postgres", "PGlite"] as const) {
     });
 
     it("looks up the waits of concurrent events in shared statements, by index and by full scan", async () => {
-      const batches = new EventBatches(store, waits);
+      const batches = new EventBatches(store, waits, new MemoryBus());
       const keys = ["k1", "k2", "k3"];
       const runIds: string[] = [];
       for (const key of keys) {

@@ -54,7 +54,7 @@ export class Scheduler {
 
   async start(): Promise<void> {
     const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs } = this.options;
-    const batches = new EventBatches(store, waits, queuedBackstopMs);
+    const batches = new EventBatches(store, waits, bus, queuedBackstopMs);
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   compileCondition,
   GroupCommit,
@@ -8,6 +7,8 @@ import {
   conditionEvent,
   waitMatches,
   waitOutputJson,
+  workMessages,
+  WorkPublisher,
   type Bus,
   type JournalStore,
   type Logger,
@@ -15,7 +16,7 @@ import {
   type WaitEvent,
   type WaitStore,
 } from "@stepwise/core";
-import { RunWorkSchema, type EventRecord } from "@stepwise/proto";
+import type { EventRecord } from "@stepwise/proto";
 
 /**
  * Handles one event from the event stream: persists it and creates one run
@@ -59,7 +60,7 @@ export async function handleEvent(
     );
     runs.push(...(await deps.store.createRuns(event.id, passing, deps.backstopMs)));
   }
-  if (runs.length > 0) await publishRunWork(deps.bus, runs);
+  if (runs.length > 0) await (deps.batches ? deps.batches.publish(runs) : publishRunWork(deps.bus, runs));
   // After the event's commit (above), so that a wait committed before this
   // query is seen here, and one committed after sees the event in its lookback.
   await resolveWaits(event, recorded.storedAtMs, deps);
@@ -73,8 +74,10 @@ export async function handleEvent(
 export class EventBatches {
   private readonly records: GroupCommit<EventInput, RecordedEvent>;
   private readonly lookups: GroupCommit<{ event: WaitEvent; storedAtMs: number }, WaitCandidate[]>;
+  private readonly work: WorkPublisher;
 
-  constructor(store: JournalStore, waits: WaitStore, backstopMs?: number) {
+  constructor(store: JournalStore, waits: WaitStore, bus: Bus, backstopMs?: number) {
+    this.work = new WorkPublisher(bus);
     this.records = new GroupCommit(
       (events) => store.recordEventsMatching(events, backstopMs),
       (event) => store.recordEventMatching(event, backstopMs),
@@ -91,6 +94,11 @@ export class EventBatches {
 
   candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
     return this.lookups.submit({ event, storedAtMs });
+  }
+
+  /** Publishes the work of runs, in the messages of every event handled in the same turn. */
+  publish(runs: readonly RunRef[]): Promise<void> {
+    return this.work.publish(runs);
   }
 }
 
@@ -110,15 +118,13 @@ async function resolveWaits(
     .map((c) => ({ runId: c.runId, stepKey: c.stepKey, outputJson: output }));
   const woken = await deps.waits.resolve(matches, deps.requeueAfterMs ?? 60_000);
   if (woken.length === 0) return;
-  await publishRunWork(deps.bus, woken);
+  await (deps.batches ? deps.batches.publish(woken) : publishRunWork(deps.bus, woken));
   await deps.store.markPublished(woken, deps.backstopMs);
 }
 
-/** Publishes the work messages of runs. */
+/** Publishes the work of runs, in one message per function and batch of runs. */
 export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void> {
-  return bus.publishWork(
-    runs.map((r) => create(RunWorkSchema, { runId: r.runId, appId: r.appId, functionId: r.functionId })),
-  );
+  return bus.publishWork(workMessages(runs));
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/bus.proto.
  */
 export const file_stepwise_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIj4KB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCSIuCglSdW5zRW5kZWQSIQoEcnVucxgBIAMoCzITLnN0ZXB3aXNlLnYxLlJ1bkVuZCIqCgZSdW5FbmQSDgoGcnVuX2lkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJYgZwcm90bzM");
+  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIlQKB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCRIUCgxtb3JlX3J1bl9pZHMYBCADKAkiLgoJUnVuc0VuZGVkEiEKBHJ1bnMYASADKAsyEy5zdGVwd2lzZS52MS5SdW5FbmQiKgoGUnVuRW5kEg4KBnJ1bl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCWIGcHJvdG8z");
 
 /**
  * EventRecord is an accepted event as carried on the event stream, from
@@ -63,14 +63,16 @@ export const EventRecordSchema: GenMessage<EventRecord> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_bus, 0);
 
 /**
- * RunWork tells executors that a run needs a worker, carried on the work
- * stream under a subject per app and function.
+ * RunWork tells executors that runs need a worker, carried on the work
+ * stream under a subject per app and function. One message carries the
+ * runs of one function that became ready together (at most 32), so a busy
+ * engine moves one message per batch of runs, not one per run.
  *
  * @generated from message stepwise.v1.RunWork
  */
 export type RunWork = Message<"stepwise.v1.RunWork"> & {
   /**
-   * Id of the run.
+   * Id of the (first) run.
    *
    * @generated from field: string run_id = 1;
    */
@@ -89,6 +91,13 @@ export type RunWork = Message<"stepwise.v1.RunWork"> & {
    * @generated from field: string function_id = 3;
    */
   functionId: string;
+
+  /**
+   * Ids of more runs of the same function, handled as run_id is.
+   *
+   * @generated from field: repeated string more_run_ids = 4;
+   */
+  moreRunIds: string[];
 };
 
 /**
