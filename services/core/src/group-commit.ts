@@ -12,12 +12,15 @@ export class GroupCommit<T, R> {
    * @param writeMany writes a batch, returning one result per item, in order.
    * @param writeOne writes one item; used for a batch that failed as a
    *   whole, so that one bad item fails alone.
+   * @param maxInFlight writes at once. One by default: under W1 it gave
+   *   15-25% more runs/s than four, with 35% less Postgres CPU (fewer,
+   *   larger statements), and no measurable cost in W2/W3 latency.
    */
   constructor(
     private readonly writeMany: (items: T[]) => Promise<R[]>,
     private readonly writeOne: (item: T) => Promise<R>,
     private readonly maxBatch = 500,
-    private readonly maxInFlight = 4,
+    private readonly maxInFlight = 1,
   ) {}
 
   submit(item: T): Promise<R> {
