@@ -60,17 +60,20 @@ export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress
   const sleeping = stepwise.createFunction(
     { id: "sleep", triggers: [{ event: EVENTS.sleep }] },
     async ({ event, step }): Promise<SleepOutput> => {
-      const { run, sleep, sleepMs } = event.data as unknown as SleepEvent;
-      // Journaled, so the replay after the sleep sees the time of the first
-      // execution. Counted in step bodies, which a replay does not run again.
-      const before = await step.run("before", () => {
+      const { run, sleepMs } = event.data as unknown as SleepEvent;
+      // The due time is fixed in a journaled step (so the replay after the
+      // sleep sees the first execution's), and the sleep is until then: the
+      // lateness is the timer's own, from its due time to the step after it,
+      // whatever the suspension in between took. Counted in step bodies,
+      // which a replay does not run again.
+      const dueAt = await step.run("before", () => {
         progress.asleep++;
-        return Date.now();
+        return Date.now() + sleepMs;
       });
-      await step.sleep("nap", sleep);
+      await step.sleepUntil("nap", new Date(dueAt));
       const latenessMs = await step.run("after", () => {
         progress.woke++;
-        return Date.now() - (before + sleepMs);
+        return Date.now() - dueAt;
       });
       return { run, latenessMs };
     },

@@ -87,16 +87,15 @@ export function expectedOneStep(run: number): OneStepOutput {
 /** Event data of the sleeping function (W4). */
 export interface SleepEvent {
   run: number;
-  /** The duration given to step.sleep, such as "60s". */
+  /** The duration of the sleep, as given to the bench, such as "60s". */
   sleep: string;
-  /** The same duration in milliseconds, to compute the due time. */
+  /** The same duration in milliseconds, from which the run computes its due time. */
   sleepMs: number;
 }
 
 /**
  * What a sleeping run returns: how late the step after the sleep started,
- * after the sleep's due time (the time recorded in a step just before the
- * sleep, plus the duration).
+ * after the sleep's due time (fixed in a step just before the sleep).
  */
 export interface SleepOutput {
   run: number;

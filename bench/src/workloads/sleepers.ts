@@ -1,4 +1,3 @@
-import type { RunInfo } from "@stepwise/sdk";
 import { parseDuration } from "../duration.js";
 import { EVENTS, type SleepEvent, type SleepOutput } from "../workload-shapes.js";
 import type { ClientContext, ClientWorkloadResult } from "../client-workload.js";
@@ -24,8 +23,6 @@ export interface SentSleepers {
 /** How early a run may wake, in ms, before it counts as wrong (clock reads differ by a little). */
 const EARLY_TOLERANCE_MS = 5;
 const ENDED = new Set<string>(["COMPLETED", "FAILED", "CANCELLED"]);
-/** Reads in flight while collecting. */
-const COLLECT_CONCURRENCY = 32;
 
 /**
  * W4, first half: sends `runs` events of the sleeping function, in batches
@@ -44,43 +41,34 @@ export async function sendSleepers(ctx: ClientContext, params: SleepersParams): 
 
 /**
  * W4, second half: once the worker has run every step after the sleep,
- * reads every run back (ListRuns by event id) until it ended, checks its
- * output, and reports the timer lateness the runs measured, p50 and p99.
+ * waits for every run to end (all on the client's one WatchRuns stream),
+ * checks its output, and reports the timer lateness the runs measured,
+ * p50 and p99.
  */
 export async function collectSleepers(ctx: ClientContext, sent: SentSleepers, timeoutMs: number): Promise<ClientWorkloadResult> {
   const verifier = new RunVerifier(sent.events.length);
   const lateness: number[] = [];
-  const deadline = performance.now() + timeoutMs;
-  let reads = 0;
-  let next = 0;
-  const lane = async () => {
-    while (next < sent.events.length) {
-      const { id, run } = sent.events[next++]!;
-      let ended: RunInfo | undefined;
-      while (!ended) {
-        reads++;
-        const [found] = await ctx.client.listRunsOfEvent(id);
-        if (found && ENDED.has(found.status)) ended = found;
-        else if (performance.now() > deadline) break;
-        else await new Promise((r) => setTimeout(r, 200));
-      }
-      if (!ended) {
+  const reads = sent.events.length;
+  await Promise.all(
+    sent.events.map(async ({ id, run }) => {
+      const { runs, done } = await ctx.client.waitForRuns(id, { timeoutMs: Math.min(timeoutMs, 300_000) });
+      const [ended] = runs;
+      if (!done || !ended || !ENDED.has(ended.status)) {
         verifier.lost(`the run of event ${id} did not end in time`);
-        continue;
+        return;
       }
       const output = ended.output as SleepOutput | undefined;
       if (typeof output?.latenessMs !== "number") {
         verifier.check(ended, { run, latenessMs: "a number" });
-        continue;
+        return;
       }
       if (output.latenessMs < -EARLY_TOLERANCE_MS) {
         verifier.wrong(`run ${ended.id} woke ${-output.latenessMs} ms before its sleep was due`);
-        continue;
+        return;
       }
       if (verifier.check(ended, { run, latenessMs: output.latenessMs })) lateness.push(output.latenessMs);
-    }
-  };
-  await Promise.all(Array.from({ length: COLLECT_CONCURRENCY }, lane));
+    }),
+  );
   const dist = distribution(lateness);
   return {
     figures: { latenessP50Ms: dist.p50, latenessP99Ms: dist.p99, latenessMaxMs: dist.max },
