@@ -529,6 +529,37 @@ function storeSuite(backend: TestBackend): void {
       expect(ids(await store.reclaimStale(100, 60_000))).toEqual([run.runId]);
     });
 
+    if (backend.pooled) it("markPublished and renewLeases skip a run another transaction holds locked instead of waiting for it", async () => {
+      await settleSweep();
+      const busy = await requeuedRun(1);
+      const free = await requeuedRun(1);
+      const held = await claimed("exec-renew");
+      const other = await claimed("exec-renew");
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      // Another statement (a claim, a completion) holding the rows.
+      const holder = db.sql.transaction(async (tx) => {
+        await tx.query("SELECT id FROM runs WHERE id = ANY($1::uuid[]) FOR UPDATE", [[busy.runId, held.runId]]);
+        locked();
+        await released;
+      });
+      await isLocked;
+      const t0 = Date.now();
+      await store.markPublished([
+        { runId: busy.runId, lease: busy.lease },
+        { runId: free.runId, lease: free.lease },
+      ]);
+      expect(await store.renewLeases("exec-renew", [held.runId, other.runId], 60_000)).toBe(1);
+      expect(Date.now() - t0).toBeLessThan(500);
+      release();
+      await holder;
+      // The skipped run kept its short deadline; the other one got the backstop.
+      await sleep(20);
+      expect(ids(await store.reclaimStale(100, 60_000))).toEqual([busy.runId]);
+    });
+
     it("runs waiting in the queue are published once more after the backstop, in case the bus lost them", async () => {
       await settleSweep();
       const appId = uniq("app");

@@ -237,12 +237,19 @@ export class JournalStore {
    */
   async claimRuns(runIds: readonly string[], executorId: string, leaseMs: number): Promise<Array<ClaimedRun | null>> {
     const rows = await this.sql.query<ClaimRow>(
-      `WITH claimed AS (
+      // The rows are locked in id order, as every statement that updates
+      // several runs does: two of them locking the same runs in different
+      // orders would deadlock, and Postgres only notices after a second.
+      `WITH target AS (
+         SELECT id FROM runs
+         WHERE id = ANY($1::uuid[]) AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
+         ORDER BY id FOR UPDATE
+       ), claimed AS (
          UPDATE runs SET status = 'RUNNING', lease = lease + 1, executor_id = $2,
            lease_expires_at = now() + $3 * interval '1 millisecond',
            started_at = coalesce(started_at, now())
-         WHERE id = ANY($1::uuid[]) AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
-         RETURNING id, app_id, function_id, event_id, lease, wakes
+         FROM target WHERE runs.id = target.id
+         RETURNING runs.id, app_id, function_id, event_id, lease, wakes
        )
        SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, e.id AS event_id, e.name AS event_name,
          e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
@@ -381,10 +388,13 @@ export class JournalStore {
    */
   async completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<boolean[]> {
     const rows = await this.sql.query<{ id: string }>(
-      `WITH r AS (
+      // Locked in id order (see claimRuns).
+      `WITH target AS (
+         SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND status = 'RUNNING' ORDER BY id FOR UPDATE
+       ), r AS (
          UPDATE runs SET status = 'COMPLETED', output = c.o, ended_at = now(), executor_id = NULL, lease_expires_at = NULL
-         FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o)
-         WHERE runs.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
+         FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o), target
+         WHERE runs.id = c.id AND target.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
          RETURNING runs.id
        ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
        w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
@@ -493,9 +503,15 @@ export class JournalStore {
    * it dropped keeps its lease lapsing. One round trip for all of them.
    */
   async renewLeases(executorId: string, runIds: readonly string[], leaseMs: number): Promise<number> {
+    // A run locked by another statement (it is being completed or
+    // suspended) is skipped rather than waited for: renewing it is moot,
+    // and waiting could deadlock with a statement locking in another order.
     const rows = await this.sql.query(
       `UPDATE runs SET lease_expires_at = now() + $3 * interval '1 millisecond'
-       WHERE executor_id = $1 AND status = 'RUNNING' AND id = ANY($2::uuid[]) RETURNING 1 AS ok`,
+       WHERE id IN (
+         SELECT id FROM runs WHERE executor_id = $1 AND status = 'RUNNING' AND id = ANY($2::uuid[])
+         ORDER BY id FOR UPDATE SKIP LOCKED)
+       RETURNING 1 AS ok`,
       [executorId, runIds, leaseMs],
     );
     return rows.length;
@@ -509,10 +525,16 @@ export class JournalStore {
    */
   async markPublished(runs: readonly PublishedRun[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<void> {
     if (runs.length === 0) return;
+    // A run locked by another statement is skipped, not waited for: it is
+    // being claimed (then the deadline is moot), and waiting deadlocked with
+    // claims of the same runs (each waiting a second for Postgres to notice,
+    // which stalled the wake-ups of W4). A skipped run keeps its short
+    // deadline: at worst the reconciler publishes its work once more.
     await this.sql.query(
       `UPDATE runs r SET lease_expires_at = now() + $3 * interval '1 millisecond'
        FROM unnest($1::uuid[], $2::int[]) AS p(id, lease)
-       WHERE r.id = p.id AND r.lease = p.lease AND r.status = 'QUEUED'`,
+       WHERE r.id = p.id AND r.lease = p.lease AND r.id IN (
+         SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND status = 'QUEUED' ORDER BY id FOR UPDATE SKIP LOCKED)`,
       [runs.map((r) => r.runId), runs.map((r) => r.lease), backstopMs],
     );
   }
