@@ -26,6 +26,28 @@ class SlowHandBackStore extends JournalStore {
   }
 }
 
+/** An executor on PGlite and the in-process bus, serving on a free port. */
+async function startExecutor(makeStore: (sql: Sql) => JournalStore, drainTimeoutMs?: number) {
+  const sql = await createPgliteSql();
+  await migrate(sql);
+  const store = makeStore(sql);
+  const bus = new MemoryBus();
+  const executor = new Executor({
+    store,
+    timers: new TimerStore(sql),
+    waits: new WaitStore(sql),
+    bus,
+    log: createLogger("test", "silent"),
+    leaseMs: 60_000,
+    requeueAfterMs: 60_000,
+    heartbeatMs: 1_000,
+    ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
+  });
+  const server = await serveConnect(executor.routes, 0, "127.0.0.1");
+  executor.start();
+  return { sql, store, bus, executor, server };
+}
+
 // The executor on the embedded store and bus, with a real SDK worker over a
 // real Connect stream: what happens to runs when the executor stops.
 describe("Executor.stop", () => {
@@ -37,23 +59,7 @@ describe("Executor.stop", () => {
   let worker: Worker | undefined;
 
   beforeEach(async () => {
-    sql = await createPgliteSql();
-    await migrate(sql);
-    store = new SlowHandBackStore(sql);
-    bus = new MemoryBus();
-    executor = new Executor({
-      store,
-      timers: new TimerStore(sql),
-      waits: new WaitStore(sql),
-      bus,
-      log: createLogger("test", "silent"),
-      leaseMs: 60_000,
-      requeueAfterMs: 60_000,
-      heartbeatMs: 1_000,
-      drainTimeoutMs: 200,
-    });
-    server = await serveConnect(executor.routes, 0, "127.0.0.1");
-    executor.start();
+    ({ sql, store, bus, executor, server } = await startExecutor((db) => new SlowHandBackStore(db), 200));
   });
 
   afterEach(async () => {
@@ -105,22 +111,7 @@ describe("Executor with work messages of many runs", () => {
   let worker: Worker | undefined;
 
   beforeEach(async () => {
-    sql = await createPgliteSql();
-    await migrate(sql);
-    store = new JournalStore(sql);
-    bus = new MemoryBus();
-    executor = new Executor({
-      store,
-      timers: new TimerStore(sql),
-      waits: new WaitStore(sql),
-      bus,
-      log: createLogger("test", "silent"),
-      leaseMs: 60_000,
-      requeueAfterMs: 60_000,
-      heartbeatMs: 1_000,
-    });
-    server = await serveConnect(executor.routes, 0, "127.0.0.1");
-    executor.start();
+    ({ sql, store, bus, executor, server } = await startExecutor((db) => new JournalStore(db)));
   });
 
   afterEach(async () => {
