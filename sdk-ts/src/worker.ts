@@ -11,6 +11,7 @@ import {
   FunctionConfigSchema,
   HeartbeatSchema,
   RegisterSchema,
+  RequestBatchSchema,
   TriggerSchema,
   WorkerService,
   type ConnectRequest,
@@ -209,8 +210,36 @@ export class Worker {
   ): Promise<void> {
     const outbox = pushable<ConnectRequest>({ objectMode: true });
     const abort = new AbortController();
-    const send = (m: ConnectRequest) => outbox.push(m);
-    this.current = { send, end: () => outbox.end(), abort };
+    // Once the executor agrees, the messages of one turn of the event loop
+    // (the results of many runs) go out as one stream message.
+    let batching = false;
+    let ended = false;
+    let unsent: ConnectRequest[] = [];
+    const flush = () => {
+      const messages = unsent;
+      unsent = [];
+      if (ended || messages.length === 0) return;
+      outbox.push(
+        messages.length === 1
+          ? messages[0]!
+          : create(ConnectRequestSchema, { message: { case: "batch", value: create(RequestBatchSchema, { messages }) } }),
+      );
+    };
+    const send = (m: ConnectRequest) => {
+      if (ended) return;
+      if (!batching) {
+        outbox.push(m);
+        return;
+      }
+      unsent.push(m);
+      if (unsent.length === 1) setImmediate(flush);
+    };
+    const end = () => {
+      flush();
+      ended = true;
+      outbox.end();
+    };
+    this.current = { send, end, abort };
     outbox.push(this.registerMessage());
     let heartbeat: NodeJS.Timeout | undefined;
     let lastHeard = Date.now();
@@ -219,6 +248,7 @@ export class Worker {
         lastHeard = Date.now();
         const m = res.message;
         if (m.case === "registered") {
+          batching = m.value.batches;
           const every = m.value.heartbeatIntervalMs || 5_000;
           heartbeat = setInterval(() => {
             if (Date.now() - lastHeard > every * 3) {
@@ -232,13 +262,15 @@ export class Worker {
             );
           }, every);
           onRegistered();
+        } else if (m.case === "batch") {
+          for (const inner of m.value.messages) this.onMessage(inner, send);
         } else {
           this.onMessage(res, send);
         }
       }
     } finally {
       clearInterval(heartbeat);
-      outbox.end();
+      end();
       this.current = undefined;
     }
   }
@@ -295,6 +327,7 @@ export class Worker {
           workerId: `${this.appId}-${randomUUID()}`,
           capacity: this.options.capacity,
           sdk: SDK,
+          batches: true,
           functions: [...this.fns.values()].map((fn) =>
             create(FunctionConfigSchema, {
               id: fn.config.id,

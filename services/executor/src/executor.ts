@@ -201,6 +201,7 @@ export class Executor {
       reg.appId,
       new Set(functions.map((f) => f.id)),
       reg.capacity,
+      reg.batches,
     );
     const log = this.options.log.child({ worker: session.id, app: session.appId });
     this.registry.add(session);
@@ -209,7 +210,11 @@ export class Executor {
       create(ConnectResponseSchema, {
         message: {
           case: "registered",
-          value: create(RegisteredSchema, { workerId: session.id, heartbeatIntervalMs: this.options.heartbeatMs }),
+          value: create(RegisteredSchema, {
+            workerId: session.id,
+            heartbeatIntervalMs: this.options.heartbeatMs,
+            batches: reg.batches,
+          }),
         },
       }),
     );
@@ -255,9 +260,13 @@ export class Executor {
     }
   }
 
-  private onMessage(session: WorkerSession, req: ConnectRequest): void {
+  private onMessage(session: WorkerSession, req: ConnectRequest, inBatch = false): void {
     const m = req.message;
     switch (m.case) {
+      case "batch":
+        // Batches do not nest: a batch inside one is ignored like an unknown message.
+        if (!inBatch) for (const inner of m.value.messages) this.onMessage(session, inner, true);
+        return;
       case "stepResult":
         this.trackFor(session, this.onStepResult(session, m.value));
         return;

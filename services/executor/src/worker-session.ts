@@ -1,5 +1,6 @@
+import { create } from "@bufbuild/protobuf";
 import { pushable, type Pushable } from "it-pushable";
-import type { ConnectResponse } from "@stepwise/proto";
+import { ConnectResponseSchema, ResponseBatchSchema, type ConnectResponse } from "@stepwise/proto";
 
 /** A run an executor holds on a worker. */
 export interface HeldRun {
@@ -32,11 +33,20 @@ export class WorkerSession {
   draining = false;
   closed = false;
 
+  /** Messages of this turn not yet in the outbox, when the worker takes batches. */
+  private unsent: ConnectResponse[] = [];
+
+  /**
+   * @param batches the worker takes ResponseBatch: the messages of one turn
+   *   of the event loop (the acks of one journal write, the runs of one
+   *   claim) go out as one stream message.
+   */
   constructor(
     readonly id: string,
     readonly appId: string,
     readonly functions: ReadonlySet<string>,
     readonly capacity: number,
+    readonly batches = false,
   ) {}
 
   /** Slots neither used by a run nor taken by a claim in progress. */
@@ -46,11 +56,29 @@ export class WorkerSession {
   }
 
   send(message: ConnectResponse): void {
-    if (!this.closed) this.outbox.push(message);
+    if (this.closed) return;
+    if (!this.batches) {
+      this.outbox.push(message);
+      return;
+    }
+    this.unsent.push(message);
+    if (this.unsent.length === 1) setImmediate(() => this.flush());
+  }
+
+  private flush(): void {
+    const messages = this.unsent;
+    this.unsent = [];
+    if (this.closed || messages.length === 0) return;
+    this.outbox.push(
+      messages.length === 1
+        ? messages[0]!
+        : create(ConnectResponseSchema, { message: { case: "batch", value: create(ResponseBatchSchema, { messages }) } }),
+    );
   }
 
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     this.outbox.end();
   }

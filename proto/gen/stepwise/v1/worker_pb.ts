@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIp8CCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAQgkKB21lc3NhZ2UioQIKD0Nvbm5lY3RSZXNwb25zZRItCgpyZWdpc3RlcmVkGAEgASgLMhcuc3RlcHdpc2UudjEuUmVnaXN0ZXJlZEgAEioKCXN0YXJ0X3J1bhgCIAEoCzIVLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuSAASKAoIc3RlcF9hY2sYAyABKAsyFC5zdGVwd2lzZS52MS5TdGVwQWNrSAASLAoKY2FuY2VsX3J1bhgEIAEoCzIWLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bkgAEisKCWhlYXJ0YmVhdBgFIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAYgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IAEIJCgdtZXNzYWdlInwKCFJlZ2lzdGVyEg4KBmFwcF9pZBgBIAEoCRIRCgl3b3JrZXJfaWQYAiABKAkSLgoJZnVuY3Rpb25zGAMgAygLMhsuc3RlcHdpc2UudjEuRnVuY3Rpb25Db25maWcSEAoIY2FwYWNpdHkYBCABKA0SCwoDc2RrGAUgASgJIpQBCg5GdW5jdGlvbkNvbmZpZxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEiYKCHRyaWdnZXJzGAMgAygLMhQuc3RlcHdpc2UudjEuVHJpZ2dlchIUCgdyZXRyaWVzGAQgASgNSACIAQESHgoWb25fZmFpbHVyZV9mdW5jdGlvbl9pZBgFIAEoCUIKCghfcmV0cmllcyJnCgdUcmlnZ2VyEioKBWV2ZW50GAEgASgLMhkuc3RlcHdpc2UudjEuRXZlbnRUcmlnZ2VySAASKAoEY3JvbhgCIAEoCzIYLnN0ZXB3aXNlLnYxLkNyb25UcmlnZ2VySABCBgoEa2luZCIwCgxFdmVudFRyaWdnZXISDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJIi0KC0Nyb25UcmlnZ2VyEgwKBGNyb24YASABKAkSEAoIdGltZXpvbmUYAiABKAkiPgoKUmVnaXN0ZXJlZBIRCgl3b3JrZXJfaWQYASABKAkSHQoVaGVhcnRiZWF0X2ludGVydmFsX21zGAIgASgNIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQisQEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCKUAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAlCCgoIX3JldHJpZXMiZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQisQEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -77,6 +77,15 @@ export type ConnectRequest = Message<"stepwise.v1.ConnectRequest"> & {
      */
     value: Suspend;
     case: "suspend";
+  } | {
+    /**
+     * Several messages at once, handled in order as if sent one by one.
+     * Only to an executor whose Registered set batches.
+     *
+     * @generated from field: stepwise.v1.RequestBatch batch = 7;
+     */
+    value: RequestBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -86,6 +95,53 @@ export type ConnectRequest = Message<"stepwise.v1.ConnectRequest"> & {
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 0);
+
+/**
+ * RequestBatch carries the messages a worker produced together (the
+ * results of many runs in one turn of its event loop), so that a busy
+ * stream moves one message per turn instead of one per result. It does not
+ * nest.
+ *
+ * @generated from message stepwise.v1.RequestBatch
+ */
+export type RequestBatch = Message<"stepwise.v1.RequestBatch"> & {
+  /**
+   * The messages, in order; none is a batch or a register.
+   *
+   * @generated from field: repeated stepwise.v1.ConnectRequest messages = 1;
+   */
+  messages: ConnectRequest[];
+};
+
+/**
+ * Describes the message stepwise.v1.RequestBatch.
+ * Use `create(RequestBatchSchema)` to create a new message.
+ */
+export const RequestBatchSchema: GenMessage<RequestBatch> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 1);
+
+/**
+ * ResponseBatch carries the messages an executor produced together (the
+ * acknowledgements of one journal write, the runs of one claim). It does
+ * not nest.
+ *
+ * @generated from message stepwise.v1.ResponseBatch
+ */
+export type ResponseBatch = Message<"stepwise.v1.ResponseBatch"> & {
+  /**
+   * The messages, in order; none is a batch.
+   *
+   * @generated from field: repeated stepwise.v1.ConnectResponse messages = 1;
+   */
+  messages: ConnectResponse[];
+};
+
+/**
+ * Describes the message stepwise.v1.ResponseBatch.
+ * Use `create(ResponseBatchSchema)` to create a new message.
+ */
+export const ResponseBatchSchema: GenMessage<ResponseBatch> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 2);
 
 /**
  * ConnectResponse is a message from the executor to a worker.
@@ -147,6 +203,15 @@ export type ConnectResponse = Message<"stepwise.v1.ConnectResponse"> & {
      */
     value: Drain;
     case: "drain";
+  } | {
+    /**
+     * Several messages at once, handled in order as if sent one by one.
+     * Only to a worker whose Register set batches.
+     *
+     * @generated from field: stepwise.v1.ResponseBatch batch = 7;
+     */
+    value: ResponseBatch;
+    case: "batch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -155,7 +220,7 @@ export type ConnectResponse = Message<"stepwise.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 1);
+  messageDesc(file_stepwise_v1_worker, 3);
 
 /**
  * Register announces a worker, its app and its functions.
@@ -198,6 +263,14 @@ export type Register = Message<"stepwise.v1.Register"> & {
    * @generated from field: string sdk = 5;
    */
   sdk: string;
+
+  /**
+   * The worker understands ConnectResponse.batch, and sends
+   * ConnectRequest.batch if the executor's Registered says it may.
+   *
+   * @generated from field: bool batches = 6;
+   */
+  batches: boolean;
 };
 
 /**
@@ -205,7 +278,7 @@ export type Register = Message<"stepwise.v1.Register"> & {
  * Use `create(RegisterSchema)` to create a new message.
  */
 export const RegisterSchema: GenMessage<Register> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 2);
+  messageDesc(file_stepwise_v1_worker, 4);
 
 /**
  * FunctionConfig is the definition of a function as the SDK declares it.
@@ -257,7 +330,7 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
  * Use `create(FunctionConfigSchema)` to create a new message.
  */
 export const FunctionConfigSchema: GenMessage<FunctionConfig> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 3);
+  messageDesc(file_stepwise_v1_worker, 5);
 
 /**
  * Trigger is one way a function gets started.
@@ -294,7 +367,7 @@ export type Trigger = Message<"stepwise.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 4);
+  messageDesc(file_stepwise_v1_worker, 6);
 
 /**
  * EventTrigger starts a run for each event of a name.
@@ -323,7 +396,7 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 5);
+  messageDesc(file_stepwise_v1_worker, 7);
 
 /**
  * CronTrigger starts a run at each tick of a schedule. Each tick starts one
@@ -354,7 +427,7 @@ export type CronTrigger = Message<"stepwise.v1.CronTrigger"> & {
  * Use `create(CronTriggerSchema)` to create a new message.
  */
 export const CronTriggerSchema: GenMessage<CronTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 6);
+  messageDesc(file_stepwise_v1_worker, 8);
 
 /**
  * Registered confirms a registration.
@@ -376,6 +449,14 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
    * @generated from field: uint32 heartbeat_interval_ms = 2;
    */
   heartbeatIntervalMs: number;
+
+  /**
+   * The executor understands ConnectRequest.batch. Set only when the
+   * worker's Register set batches; the executor then batches too.
+   *
+   * @generated from field: bool batches = 3;
+   */
+  batches: boolean;
 };
 
 /**
@@ -383,7 +464,7 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 7);
+  messageDesc(file_stepwise_v1_worker, 9);
 
 /**
  * StartRun gives a run to the worker, with the journal of the steps that
@@ -460,7 +541,7 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
  * Use `create(StartRunSchema)` to create a new message.
  */
 export const StartRunSchema: GenMessage<StartRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 8);
+  messageDesc(file_stepwise_v1_worker, 10);
 
 /**
  * RunEvent is the triggering event as a worker receives it.
@@ -502,7 +583,7 @@ export type RunEvent = Message<"stepwise.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 9);
+  messageDesc(file_stepwise_v1_worker, 11);
 
 /**
  * JournalEntry is one journaled step result.
@@ -546,7 +627,7 @@ export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
  * Use `create(JournalEntrySchema)` to create a new message.
  */
 export const JournalEntrySchema: GenMessage<JournalEntry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 10);
+  messageDesc(file_stepwise_v1_worker, 12);
 
 /**
  * StepResult is the outcome of one step attempt, sent by the worker.
@@ -641,7 +722,7 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
  * Use `create(StepResultSchema)` to create a new message.
  */
 export const StepResultSchema: GenMessage<StepResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 11);
+  messageDesc(file_stepwise_v1_worker, 13);
 
 /**
  * StepAck confirms that a step result is committed to the journal. The
@@ -686,7 +767,7 @@ export type StepAck = Message<"stepwise.v1.StepAck"> & {
  * Use `create(StepAckSchema)` to create a new message.
  */
 export const StepAckSchema: GenMessage<StepAck> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 12);
+  messageDesc(file_stepwise_v1_worker, 14);
 
 /**
  * RunResult ends a run.
@@ -745,7 +826,7 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
  * Use `create(RunResultSchema)` to create a new message.
  */
 export const RunResultSchema: GenMessage<RunResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 13);
+  messageDesc(file_stepwise_v1_worker, 15);
 
 /**
  * Suspend ends an execution of a run that must wait. The worker sends it
@@ -782,7 +863,7 @@ export type Suspend = Message<"stepwise.v1.Suspend"> & {
  * Use `create(SuspendSchema)` to create a new message.
  */
 export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 14);
+  messageDesc(file_stepwise_v1_worker, 16);
 
 /**
  * Await is one thing a suspended run waits for, named by its step.
@@ -844,7 +925,7 @@ export type Await = Message<"stepwise.v1.Await"> & {
  * Use `create(AwaitSchema)` to create a new message.
  */
 export const AwaitSchema: GenMessage<Await> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 15);
+  messageDesc(file_stepwise_v1_worker, 17);
 
 /**
  * Sleep waits until a time.
@@ -865,7 +946,7 @@ export type Sleep = Message<"stepwise.v1.Sleep"> & {
  * Use `create(SleepSchema)` to create a new message.
  */
 export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 16);
+  messageDesc(file_stepwise_v1_worker, 18);
 
 /**
  * WaitForEvent waits for the first matching event after the wait began.
@@ -902,7 +983,7 @@ export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
  * Use `create(WaitForEventSchema)` to create a new message.
  */
 export const WaitForEventSchema: GenMessage<WaitForEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 17);
+  messageDesc(file_stepwise_v1_worker, 19);
 
 /**
  * Retry waits for the time of a step's next attempt.
@@ -923,7 +1004,7 @@ export type Retry = Message<"stepwise.v1.Retry"> & {
  * Use `create(RetrySchema)` to create a new message.
  */
 export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 18);
+  messageDesc(file_stepwise_v1_worker, 20);
 
 /**
  * CancelRun asks the worker to stop executing a run.
@@ -959,7 +1040,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 19);
+  messageDesc(file_stepwise_v1_worker, 21);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -980,7 +1061,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 20);
+  messageDesc(file_stepwise_v1_worker, 22);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -1001,7 +1082,7 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 21);
+  messageDesc(file_stepwise_v1_worker, 23);
 
 /**
  * WorkerService is how SDK workers execute functions. A worker opens one
