@@ -15,6 +15,7 @@ import {
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
 import { EventRecordSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
 import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
+import { JetStreamPublisher } from "./jetstream-publisher.js";
 import type { Logger } from "./log.js";
 
 /** Options of the JetStream bus. */
@@ -50,6 +51,7 @@ export class JetStreamBus implements Bus {
   private readonly endedSubject: string;
   private readonly eventsStream: string;
   private readonly workStream: string;
+  private readonly publisher: JetStreamPublisher;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -62,6 +64,7 @@ export class JetStreamBus implements Bus {
     this.workStream = `${upper}_WORK`;
     this.eventsSubject = `${options.prefix}.events`;
     this.endedSubject = `${options.prefix}.ended`;
+    this.publisher = new JetStreamPublisher(nc);
   }
 
   /** Connects to NATS and creates the streams when missing. */
@@ -115,7 +118,7 @@ export class JetStreamBus implements Bus {
     // Pipelined: every publish is in flight at once, then all acks awaited.
     await Promise.all(
       records.map((r) =>
-        this.js.publish(this.eventsSubject, toBinary(EventRecordSchema, r), { msgID: r.id }),
+        this.publisher.publish(this.eventsSubject, toBinary(EventRecordSchema, r), r.id),
       ),
     );
   }
@@ -186,7 +189,7 @@ export class JetStreamBus implements Bus {
 
   async publishWork(work: readonly RunWork[]): Promise<void> {
     await Promise.all(
-      work.map((w) => this.js.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w))),
+      work.map((w) => this.publisher.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w))),
     );
   }
 
@@ -304,6 +307,7 @@ export class JetStreamBus implements Bus {
 
   async close(): Promise<void> {
     await this.nc.drain().catch(() => this.nc.close());
+    this.publisher.close();
   }
 }
 
