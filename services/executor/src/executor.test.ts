@@ -27,11 +27,15 @@ class SlowHandBackStore extends JournalStore {
 }
 
 /** An executor on PGlite and the in-process bus, serving on a free port. */
-async function startExecutor(makeStore: (sql: Sql) => JournalStore, drainTimeoutMs?: number) {
-  const sql = await createPgliteSql();
-  await migrate(sql);
+async function startExecutor(
+  makeStore: (sql: Sql) => JournalStore,
+  drainTimeoutMs?: number,
+  shared?: { sql: Sql; bus: MemoryBus },
+) {
+  const sql = shared?.sql ?? (await createPgliteSql());
+  if (!shared) await migrate(sql);
   const store = makeStore(sql);
-  const bus = new MemoryBus();
+  const bus = shared?.bus ?? new MemoryBus();
   const executor = new Executor({
     store,
     timers: new TimerStore(sql),
@@ -179,4 +183,34 @@ describe("Executor with work messages of many runs", () => {
     const states = await Promise.all(runs.map((r) => store.getRun(r.runId)));
     expect(states.map((r) => r?.status)).toEqual(["QUEUED", "QUEUED", "QUEUED"]);
   });
+  it("gives a message back when the worker for its other runs goes away, so another executor runs them", async () => {
+    const other = await startExecutor((db) => new JournalStore(db), undefined, { sql, bus });
+    const client = new Stepwise({ appId: "batch", url: "http://unused" });
+    const fn = client.createFunction({ id: "work", triggers: [{ event: "go" }] }, async ({ event, step }) =>
+      step.run("only", async () => {
+        await new Promise((r) => setTimeout(r, 200));
+        return event.data["i"];
+      }),
+    );
+    worker = new Worker({ url: `http://127.0.0.1:${server.port}`, functions: [fn], handleSignals: false, capacity: 1 });
+    await worker.connect();
+    const runs = await queuedRuns("go", 4);
+    await bus.publishWork(workMessages(runs));
+    // One run is taken by the one slot; the other three wait in this executor's backlog.
+    for (let i = 0; i < 100 && (await store.getRun(runs[0]!.runId))?.status !== "RUNNING"; i++) await new Promise((r) => setTimeout(r, 20));
+    await worker.kill();
+    worker = new Worker({ url: `http://127.0.0.1:${other.server.port}`, functions: [fn], handleSignals: false, capacity: 4 });
+    await worker.connect();
+    for (let i = 0; i < 300; i++) {
+      const all = await Promise.all(runs.map((r) => store.getRun(r.runId)));
+      if (all.every((r) => r?.status === "COMPLETED")) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const ended = await Promise.all(runs.map((r) => store.getRun(r.runId)));
+    expect(ended.map((r) => r?.status)).toEqual(runs.map(() => "COMPLETED"));
+    await worker.close();
+    worker = undefined;
+    await other.executor.stop();
+    await other.server.close();
+  }, 30_000);
 });

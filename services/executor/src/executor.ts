@@ -149,7 +149,7 @@ export class Executor {
     for (const q of this.backlogs.values()) {
       for (const entry of q) {
         entry.ids.length = entry.next;
-        entry.failed = true;
+        entry.nakAfterMs = 0;
         if (entry.pending === 0) entry.delivery.nak();
       }
     }
@@ -427,7 +427,7 @@ export class Executor {
 
   /** Takes a work message: its runs wait in the app's backlog until a worker has a slot. */
   private dispatch(appId: string, delivery: Delivery<RunWork>): void {
-    this.backlog(appId).push({ delivery, functionId: delivery.data.functionId, ids: workRunIds(delivery.data), next: 0, pending: 0, failed: false });
+    this.backlog(appId).push({ delivery, functionId: delivery.data.functionId, ids: workRunIds(delivery.data), next: 0, pending: 0 });
     this.drain(appId);
   }
 
@@ -460,12 +460,15 @@ export class Executor {
       }
       const session = this.registry.pick(appId, entry.functionId);
       if (!session) {
-        if (entry.next === 0 && !this.registry.serves(appId, entry.functionId)) {
+        if (!this.registry.serves(appId, entry.functionId)) {
           // No worker of this app here serves the function (workers of another
-          // version, or the worker went away): leave it for one that does,
-          // without spinning on it.
+          // version, or the worker went away): the message goes back for an
+          // executor that has one, without spinning on it (the runs of it
+          // claimed here are duplicates there).
           q.shift();
-          entry.delivery.nak(NO_WORKER_RETRY_MS);
+          entry.ids.length = entry.next;
+          entry.nakAfterMs = NO_WORKER_RETRY_MS;
+          if (entry.pending === 0) entry.delivery.nak(NO_WORKER_RETRY_MS);
           continue;
         }
         break; // Waits for a slot: release() drains again.
@@ -485,13 +488,13 @@ export class Executor {
       claimed = await this.claims.submit(runId);
     } catch (err) {
       this.options.log.warn({ err, run: runId }, "claiming a run failed");
-      entry.failed = true;
+      entry.nakAfterMs = CLAIM_RETRY_MS;
     } finally {
       session.claiming--;
       entry.pending--;
       if (entry.pending === 0 && entry.next >= entry.ids.length) {
         // Redelivered after a failure: the runs claimed meanwhile are then duplicates, which a claim skips.
-        if (entry.failed) entry.delivery.nak(1000);
+        if (entry.nakAfterMs !== undefined) entry.delivery.nak(entry.nakAfterMs);
         else entry.delivery.ack();
       }
     }
@@ -626,9 +629,12 @@ interface BacklogEntry {
   next: number;
   /** Claims in progress. */
   pending: number;
-  /** A claim failed: the message is redelivered instead of acked. */
-  failed: boolean;
+  /** Set when the message is to be redelivered (after this delay) instead of acked: a claim failed, or it went back. */
+  nakAfterMs?: number;
 }
+
+/** When the work of a run whose claim failed (the journal was unreachable) is offered again. */
+const CLAIM_RETRY_MS = 1_000;
 
 /** When work no connected worker can serve is offered again. */
 const NO_WORKER_RETRY_MS = 2_000;
