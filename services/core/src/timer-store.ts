@@ -315,12 +315,17 @@ export class TimerStore {
  * RUNNING keeps running; its next suspension resumes at once.
  */
 export function WAKE_RUNS(ids: string, requeueParam = "$2"): string {
-  return `, woken AS (
+  // The runs are locked in id order, as every statement that changes
+  // several runs does (see JournalStore.claimRuns).
+  return `, wake_lock AS (
+         SELECT id FROM runs WHERE id IN (${ids}) AND status IN ('WAITING', 'RUNNING', 'QUEUED')
+         ORDER BY id FOR UPDATE
+       ), woken AS (
          UPDATE runs SET wakes = wakes + 1,
            status = CASE WHEN status = 'WAITING' THEN 'QUEUED' ELSE status END,
            lease_expires_at = CASE WHEN status = 'WAITING'
              THEN now() + ${requeueParam} * interval '1 millisecond' ELSE lease_expires_at END
-         WHERE id IN (${ids}) AND status IN ('WAITING', 'RUNNING', 'QUEUED')
+         WHERE id IN (SELECT id FROM wake_lock)
          RETURNING id, app_id, function_id, lease, status
        )
        SELECT id, app_id, function_id, lease FROM woken WHERE status = 'QUEUED'`;
