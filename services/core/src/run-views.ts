@@ -4,11 +4,14 @@ import type { Sql } from "./sql.js";
 
 // The read side of the journal: what RunService shows of runs.
 
+/** The columns toRunView reads, from runs `r` joined with their events `e`. */
+const RUN_COLUMNS = "r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts";
+
 /** Reads a run with its event, journal and failed attempts; null when unknown. Three round trips. */
 export async function readRun(sql: Sql, runId: string): Promise<RunView | null> {
   if (!isUuid(runId)) return null;
   const runs = await sql.query(
-    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+    `SELECT ${RUN_COLUMNS}
      FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1`,
     [runId],
   );
@@ -66,7 +69,7 @@ export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> 
   }
   params.push(filter.limit);
   const rows = await sql.query(
-    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+    `SELECT ${RUN_COLUMNS}
      FROM runs r JOIN events e ON e.id = r.event_id
      ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
      ORDER BY r.created_at DESC, r.id DESC LIMIT $${params.length}`,
@@ -82,7 +85,7 @@ export async function listRunsOfEvents(sql: Sql, eventIds: readonly string[]): P
     // Driven by the ids, each looked up by index on both tables: with the
     // events table on the outer side, a plan made while it was small (a
     // fresh install) would scan it whole on every call as it grows.
-    `SELECT r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts
+    `SELECT ${RUN_COLUMNS}
      FROM unnest($1::text[]) AS q(event_id)
      CROSS JOIN LATERAL (SELECT * FROM events WHERE id = q.event_id OFFSET 0) e
      CROSS JOIN LATERAL (SELECT * FROM runs WHERE event_id = q.event_id OFFSET 0) r

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { RunWorkSchema, type RunWork } from "@stepwise/proto";
 import type { Bus } from "./bus.js";
 import type { RunRef } from "./journal-types.js";
+import { TurnBatch } from "./turn-batch.js";
 
 /** Most runs one work message carries. */
 export const MAX_RUNS_PER_WORK = 32;
@@ -45,24 +46,19 @@ export function workRunIds(work: RunWork): string[] {
  * function), and each caller's promise resolves once its runs are stored.
  */
 export class WorkPublisher {
-  private pending: Array<{ runs: readonly RunRef[]; resolve: () => void; reject: (err: unknown) => void }> = [];
+  private readonly pending: TurnBatch<{ runs: readonly RunRef[]; resolve: () => void; reject: (err: unknown) => void }>;
 
-  constructor(private readonly bus: Bus) {}
-
-  publish(runs: readonly RunRef[]): Promise<void> {
-    if (runs.length === 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ runs, resolve, reject });
-      if (this.pending.length === 1) setImmediate(() => this.flush());
+  constructor(bus: Bus) {
+    this.pending = new TurnBatch((batch) => {
+      bus.publishWork(workMessages(batch.flatMap((b) => b.runs))).then(
+        () => batch.forEach((b) => b.resolve()),
+        (err: unknown) => batch.forEach((b) => b.reject(err)),
+      );
     });
   }
 
-  private flush(): void {
-    const batch = this.pending;
-    this.pending = [];
-    this.bus.publishWork(workMessages(batch.flatMap((b) => b.runs))).then(
-      () => batch.forEach((b) => b.resolve()),
-      (err: unknown) => batch.forEach((b) => b.reject(err)),
-    );
+  publish(runs: readonly RunRef[]): Promise<void> {
+    if (runs.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.pending.add({ runs, resolve, reject }));
   }
 }

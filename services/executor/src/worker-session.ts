@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { pushable, type Pushable } from "it-pushable";
+import { TurnBatch } from "@stepwise/core";
 import { ConnectResponseSchema, ResponseBatchSchema, type ConnectResponse } from "@stepwise/proto";
 
 /** A run an executor holds on a worker. */
@@ -34,7 +35,14 @@ export class WorkerSession {
   closed = false;
 
   /** Messages of this turn not yet in the outbox, when the worker takes batches. */
-  private unsent: ConnectResponse[] = [];
+  private readonly unsent = new TurnBatch<ConnectResponse>((messages) => {
+    if (this.closed) return;
+    this.outbox.push(
+      messages.length === 1
+        ? messages[0]!
+        : create(ConnectResponseSchema, { message: { case: "batch", value: create(ResponseBatchSchema, { messages }) } }),
+    );
+  });
 
   /**
    * @param batches the worker takes ResponseBatch: the messages of one turn
@@ -61,24 +69,12 @@ export class WorkerSession {
       this.outbox.push(message);
       return;
     }
-    this.unsent.push(message);
-    if (this.unsent.length === 1) setImmediate(() => this.flush());
-  }
-
-  private flush(): void {
-    const messages = this.unsent;
-    this.unsent = [];
-    if (this.closed || messages.length === 0) return;
-    this.outbox.push(
-      messages.length === 1
-        ? messages[0]!
-        : create(ConnectResponseSchema, { message: { case: "batch", value: create(ResponseBatchSchema, { messages }) } }),
-    );
+    this.unsent.add(message);
   }
 
   close(): void {
     if (this.closed) return;
-    this.flush();
+    this.unsent.flushNow();
     this.closed = true;
     this.outbox.end();
   }

@@ -60,7 +60,7 @@ export async function handleEvent(
     );
     runs.push(...(await deps.store.createRuns(event.id, passing, deps.backstopMs)));
   }
-  if (runs.length > 0) await (deps.batches ? deps.batches.publish(runs) : publishRunWork(deps.bus, runs));
+  if (runs.length > 0) await publishFor(deps, runs);
   // After the event's commit (above), so that a wait committed before this
   // query is seen here, and one committed after sees the event in its lookback.
   await resolveWaits(event, recorded.storedAtMs, deps);
@@ -118,8 +118,13 @@ async function resolveWaits(
     .map((c) => ({ runId: c.runId, stepKey: c.stepKey, outputJson: output }));
   const woken = await deps.waits.resolve(matches, deps.requeueAfterMs ?? 60_000);
   if (woken.length === 0) return;
-  await (deps.batches ? deps.batches.publish(woken) : publishRunWork(deps.bus, woken));
+  await publishFor(deps, woken);
   await deps.store.markPublished(woken, deps.backstopMs);
+}
+
+/** Publishes the work of runs with the event batches' messages when there are batches. */
+function publishFor(deps: { bus: Bus; batches?: EventBatches | undefined }, runs: readonly RunRef[]): Promise<void> {
+  return deps.batches ? deps.batches.publish(runs) : publishRunWork(deps.bus, runs);
 }
 
 /** Publishes the work of runs, in one message per function and batch of runs. */
