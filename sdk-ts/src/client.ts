@@ -5,6 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventSchema, IngestService, RunService, RunStatus, type ErrorDetail, type Run } from "@stepwise/proto";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import { retryPolicy } from "./retry-policy.js";
+import { EventSender } from "./event-sender.js";
 import { RunWatcher } from "./run-watcher.js";
 import type {
   CronTrigger,
@@ -140,6 +141,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   private ingest: Client<typeof IngestService> | undefined;
   private runs: Client<typeof RunService> | undefined;
   private watcher: RunWatcher | undefined;
+  private sender: EventSender | undefined;
 
   constructor(options: StepwiseOptions<S>) {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(options.appId)) {
@@ -241,19 +243,36 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     events: OutgoingEvent<N, EventData<S, N>> | readonly OutgoingEvent<N, EventData<S, N>>[],
   ): Promise<string[]> {
     const list = (Array.isArray(events) ? events : [events]) as readonly OutgoingEvent[];
-    const res = await this.ingestClient().send({
-      events: list.map((e) => {
-        const schema = this.schemas[e.name];
-        const data = schema ? (schema.parse(e.data) as Record<string, unknown>) : e.data;
-        return create(EventSchema, {
-          id: e.id ?? "",
-          name: e.name,
-          data: data as never,
-          ...(e.ts ? { ts: timestampFromDate(e.ts) } : {}),
-        });
-      }),
+    const messages = list.map((e) => {
+      const schema = this.schemas[e.name];
+      const data = schema ? (schema.parse(e.data) as Record<string, unknown>) : e.data;
+      return create(EventSchema, {
+        id: e.id ?? "",
+        name: e.name,
+        data: data as never,
+        ...(e.ts ? { ts: timestampFromDate(e.ts) } : {}),
+      });
     });
-    return res.ids;
+    // Every send of this client shares one IngestService.SendStream.
+    this.sender ??= new EventSender(this.ingestClient());
+    return this.sender.send(messages);
+  }
+
+  /**
+   * Ends the client's streams (the one its sends share, the one its
+   * waitForRuns share) as soon as what is in progress on them is answered,
+   * instead of 250 ms after, so that a script that is done exits at once.
+   * The client stays usable: a later call opens a stream again.
+   *
+   * @example
+   * ```ts
+   * await stepwise.send({ name: "report.requested", data: {} });
+   * stepwise.close();
+   * ```
+   */
+  close(): void {
+    this.sender?.close();
+    this.watcher?.close();
   }
 
   /** Reads a run with its journaled steps. */

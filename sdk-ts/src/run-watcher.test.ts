@@ -11,6 +11,7 @@ import {
 import { pushable } from "it-pushable";
 import { describe, expect, it } from "vitest";
 import { RunWatcher } from "./run-watcher.js";
+import { STREAM_LINGER_MS } from "./wire.js";
 
 /** A RunService client whose WatchRuns streams the test drives. */
 function fakeClient() {
@@ -49,7 +50,7 @@ function fakeClient() {
 const turn = () => new Promise((r) => setTimeout(r, 10));
 
 describe("RunWatcher", () => {
-  it("sends the waits of one turn in one message on one stream, and ends the stream when nothing is waited for", async () => {
+  it("sends the waits of one turn in one message on one stream, and ends the stream a linger after nothing is waited for", async () => {
     const { client, streams } = fakeClient();
     const watcher = new RunWatcher(client);
     const waits = ["a", "b", "c", "a"].map((id) => watcher.wait(id, 10_000));
@@ -63,7 +64,36 @@ describe("RunWatcher", () => {
     streams[0]!.answer(["a", "b", "c", "d"]);
     const outcomes = await Promise.all([...waits, d]);
     expect(outcomes.map((o) => (Array.isArray(o) ? o[0]?.id : o))).toEqual(["run-of-a", "run-of-b", "run-of-c", "run-of-a", "run-of-d"]);
+    // A wait soon after shares the idle stream.
+    await turn();
+    const e = watcher.wait("e", 10_000);
+    await turn();
+    expect(streams).toHaveLength(1);
+    expect(streams[0]!.requests.at(-1)?.eventIds).toEqual(["e"]);
+    streams[0]!.answer(["e"]);
+    await e;
+    const idleSince = performance.now();
     await streams[0]!.ended;
+    expect(performance.now() - idleSince).toBeGreaterThanOrEqual(STREAM_LINGER_MS - 20);
+  });
+
+  it("close() ends the request side at once, without the linger", async () => {
+    const { client, streams } = fakeClient();
+    const watcher = new RunWatcher(client);
+    const a = watcher.wait("a", 10_000);
+    await turn();
+    watcher.close();
+    let ended = false;
+    void streams[0]!.ended.then(() => (ended = true));
+    await turn();
+    expect(ended).toBe(true);
+    // This fake server ends its side then, with "a" unanswered: the wait goes on, on a new stream.
+    for (let i = 0; i < 50 && streams.length < 2; i++) await turn();
+    expect(streams[1]!.requests[0]?.eventIds).toEqual(["a"]);
+    streams[1]!.answer(["a"]);
+    expect(await a).toEqual([expect.objectContaining({ id: "run-of-a" })]);
+    watcher.close();
+    await streams[1]!.ended;
   });
 
   it("forgets an event at its timeout, and opens the stream again with every pending id after a failure", async () => {

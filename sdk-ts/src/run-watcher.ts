@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { RunService, WatchRunsRequestSchema, type Run, type WatchRunsRequest } from "@stepwise/proto";
 import { pushable, type Pushable } from "it-pushable";
-import { requestStream } from "./wire.js";
+import { requestStream, StreamLinger } from "./wire.js";
 
 /** First wait before a failed stream is opened again; it doubles up to MAX_RETRY_MS. */
 const FIRST_RETRY_MS = 100;
@@ -30,8 +30,9 @@ interface WatchStream {
  * Waits for the runs of any number of events over one RunService.WatchRuns
  * stream, instead of a call per event. The stream opens on the first wait,
  * carries the ids of the waits that start in the same turn of the event
- * loop in one message, ends when nothing is waited for (so it never keeps
- * the process alive), and is opened again, with every pending id, after it
+ * loop in one message, ends STREAM_LINGER_MS after nothing is waited for
+ * (so waits one after the other share it, and it keeps the process alive no
+ * longer than that), and is opened again, with every pending id, after it
  * fails. An ingest without WatchRuns makes every wait "unsupported", and
  * the caller falls back to WaitForRuns.
  */
@@ -44,6 +45,7 @@ export class RunWatcher {
   private retryMs = FIRST_RETRY_MS;
   private retryTimer: NodeJS.Timeout | undefined;
   private unsupported = false;
+  private readonly linger = new StreamLinger(() => this.endStream());
 
   constructor(private readonly client: Client<typeof RunService>) {}
 
@@ -90,26 +92,35 @@ export class RunWatcher {
 
   private flush(): void {
     if (this.retryTimer) return; // The stream opened after the retry wait sends every pending id.
-    if (this.waiting.size === 0) {
+    if (!this.stream) {
+      if (this.waiting.size > 0) this.open();
       this.toWatch.clear();
       this.toForget.clear();
-      this.endStream();
       return;
     }
-    if (!this.stream) {
-      this.open();
-      return;
+    if (this.toWatch.size > 0 || this.toForget.size > 0) {
+      this.stream.outbox.push(
+        create(WatchRunsRequestSchema, { eventIds: [...this.toWatch], forgetEventIds: [...this.toForget] }),
+      );
+      this.toWatch.clear();
+      this.toForget.clear();
     }
-    if (this.toWatch.size === 0 && this.toForget.size === 0) return;
-    this.stream.outbox.push(
-      create(WatchRunsRequestSchema, { eventIds: [...this.toWatch], forgetEventIds: [...this.toForget] }),
-    );
-    this.toWatch.clear();
-    this.toForget.clear();
+    if (this.waiting.size === 0) this.linger.idle();
+    else this.linger.busy();
+  }
+
+  /**
+   * Ends the request side now, without waiting for the linger: the server
+   * still answers what the stream watches, then ends it. A later wait
+   * opens a new stream.
+   */
+  close(): void {
+    this.endStream();
   }
 
   /** Ends the request side: the server ends the stream once nothing it watches is left. */
   private endStream(): void {
+    this.linger.busy();
     const s = this.stream;
     if (!s) return;
     this.stream = undefined;
@@ -120,6 +131,7 @@ export class RunWatcher {
   private open(): void {
     const stream: WatchStream = { outbox: pushable<WatchRunsRequest>({ objectMode: true }), ended: false };
     this.stream = stream;
+    this.linger.busy();
     this.toWatch.clear();
     this.toForget.clear();
     stream.outbox.push(create(WatchRunsRequestSchema, { eventIds: [...this.waiting.keys()] }));
@@ -137,7 +149,7 @@ export class RunWatcher {
           this.waiting.delete(ev.eventId);
           for (const done of waiters) done(ev.runs);
         }
-        if (this.waiting.size === 0) this.endStream();
+        if (this.waiting.size === 0 && this.stream === stream) this.linger.idle();
       }
     } catch (err) {
       failure = ConnectError.from(err);

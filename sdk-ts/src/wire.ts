@@ -29,3 +29,33 @@ export function fromErrorDetail(e: ErrorDetail): SerializedError {
 export async function* requestStream<T>(messages: AsyncIterable<T>): AsyncGenerator<T> {
   yield* messages;
 }
+
+/**
+ * How long a stream of the client (WatchRuns, SendStream) stays open with
+ * nothing in progress, so that calls made one after the other share it
+ * instead of opening a stream each. An open stream keeps the process alive:
+ * `Stepwise.close()` ends it at once.
+ */
+export const STREAM_LINGER_MS = 250;
+
+/** Ends an idle stream after STREAM_LINGER_MS, unless it is used again first. */
+export class StreamLinger {
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly end: () => void) {}
+
+  /** The stream went idle: end it after the linger. */
+  idle(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.end();
+    }, STREAM_LINGER_MS);
+  }
+
+  /** The stream is in use again. */
+  busy(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

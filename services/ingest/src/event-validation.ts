@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { EventRecord, SendRequest } from "@stepwise/proto";
+import type { Event, EventRecord } from "@stepwise/proto";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { EventRecordSchema } from "@stepwise/proto";
@@ -41,7 +41,7 @@ const eventSchema = z.object({
  * stream: ids assigned where missing, data encoded once as JSON. Throws
  * INVALID_ARGUMENT naming the first offending event and field.
  */
-export function toEventRecords(req: SendRequest, now = Date.now()): EventRecord[] {
+export function toEventRecords(req: { readonly events: readonly Event[] }, now = Date.now()): EventRecord[] {
   const n = req.events.length;
   if (n === 0) throw new ConnectError("events: at least one event is required", Code.InvalidArgument);
   if (n > EVENT_LIMITS.maxEventsPerSend) {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/ingest.proto.
  */
 export const file_stepwise_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS9pbmdlc3QucHJvdG8SC3N0ZXB3aXNlLnYxIjEKC1NlbmRSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50IhsKDFNlbmRSZXNwb25zZRILCgNpZHMYASADKAkyTAoNSW5nZXN0U2VydmljZRI7CgRTZW5kEhguc3RlcHdpc2UudjEuU2VuZFJlcXVlc3QaGS5zdGVwd2lzZS52MS5TZW5kUmVzcG9uc2ViBnByb3RvMw", [file_stepwise_v1_event]);
+  fileDesc("ChhzdGVwd2lzZS92MS9pbmdlc3QucHJvdG8SC3N0ZXB3aXNlLnYxIjEKC1NlbmRSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50IhsKDFNlbmRSZXNwb25zZRILCgNpZHMYASADKAkiOQoRU2VuZFN0cmVhbVJlcXVlc3QSJAoFY2FsbHMYASADKAsyFS5zdGVwd2lzZS52MS5TZW5kQ2FsbCI/CghTZW5kQ2FsbBIPCgdjYWxsX2lkGAEgASgEEiIKBmV2ZW50cxgCIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ij4KElNlbmRTdHJlYW1SZXNwb25zZRIoCgdhbnN3ZXJzGAEgAygLMhcuc3RlcHdpc2UudjEuU2VuZEFuc3dlciJ/CgpTZW5kQW5zd2VyEg8KB2NhbGxfaWQYASABKAQSKQoEc2VudBgCIAEoCzIZLnN0ZXB3aXNlLnYxLlNlbmRSZXNwb25zZUgAEioKBmZhaWxlZBgDIAEoCzIYLnN0ZXB3aXNlLnYxLlNlbmRGYWlsdXJlSABCCQoHb3V0Y29tZSIsCgtTZW5kRmFpbHVyZRIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkynwEKDUluZ2VzdFNlcnZpY2USOwoEU2VuZBIYLnN0ZXB3aXNlLnYxLlNlbmRSZXF1ZXN0Ghkuc3RlcHdpc2UudjEuU2VuZFJlc3BvbnNlElEKClNlbmRTdHJlYW0SHi5zdGVwd2lzZS52MS5TZW5kU3RyZWFtUmVxdWVzdBofLnN0ZXB3aXNlLnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAFiBnByb3RvMw", [file_stepwise_v1_event]);
 
 /**
  * SendRequest is a batch of events to accept.
@@ -57,6 +57,152 @@ export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_ingest, 1);
 
 /**
+ * SendStreamRequest carries calls of a SendStream.
+ *
+ * @generated from message stepwise.v1.SendStreamRequest
+ */
+export type SendStreamRequest = Message<"stepwise.v1.SendStreamRequest"> & {
+  /**
+   * The calls, each handled and answered on its own.
+   *
+   * @generated from field: repeated stepwise.v1.SendCall calls = 1;
+   */
+  calls: SendCall[];
+};
+
+/**
+ * Describes the message stepwise.v1.SendStreamRequest.
+ * Use `create(SendStreamRequestSchema)` to create a new message.
+ */
+export const SendStreamRequestSchema: GenMessage<SendStreamRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_ingest, 2);
+
+/**
+ * SendCall is one Send call made on a SendStream.
+ *
+ * @generated from message stepwise.v1.SendCall
+ */
+export type SendCall = Message<"stepwise.v1.SendCall"> & {
+  /**
+   * Id of the call, chosen by the client and unique among its calls not yet
+   * answered; the answer carries it.
+   *
+   * @generated from field: uint64 call_id = 1;
+   */
+  callId: bigint;
+
+  /**
+   * The events, as in SendRequest.
+   *
+   * @generated from field: repeated stepwise.v1.Event events = 2;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message stepwise.v1.SendCall.
+ * Use `create(SendCallSchema)` to create a new message.
+ */
+export const SendCallSchema: GenMessage<SendCall> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_ingest, 3);
+
+/**
+ * SendStreamResponse answers calls of a SendStream.
+ *
+ * @generated from message stepwise.v1.SendStreamResponse
+ */
+export type SendStreamResponse = Message<"stepwise.v1.SendStreamResponse"> & {
+  /**
+   * One answer for each call answered now.
+   *
+   * @generated from field: repeated stepwise.v1.SendAnswer answers = 1;
+   */
+  answers: SendAnswer[];
+};
+
+/**
+ * Describes the message stepwise.v1.SendStreamResponse.
+ * Use `create(SendStreamResponseSchema)` to create a new message.
+ */
+export const SendStreamResponseSchema: GenMessage<SendStreamResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_ingest, 4);
+
+/**
+ * SendAnswer is the answer to one call of a SendStream.
+ *
+ * @generated from message stepwise.v1.SendAnswer
+ */
+export type SendAnswer = Message<"stepwise.v1.SendAnswer"> & {
+  /**
+   * Id of the call answered.
+   *
+   * @generated from field: uint64 call_id = 1;
+   */
+  callId: bigint;
+
+  /**
+   * What became of the call.
+   *
+   * @generated from oneof stepwise.v1.SendAnswer.outcome
+   */
+  outcome: {
+    /**
+     * The call succeeded: the ids of its events, as Send returns them.
+     *
+     * @generated from field: stepwise.v1.SendResponse sent = 2;
+     */
+    value: SendResponse;
+    case: "sent";
+  } | {
+    /**
+     * The call failed. After INVALID_ARGUMENT or RESOURCE_EXHAUSTED none
+     * of its events was accepted; after UNAVAILABLE some may have been, and
+     * sending them again with the same event ids accepts each only once.
+     *
+     * @generated from field: stepwise.v1.SendFailure failed = 3;
+     */
+    value: SendFailure;
+    case: "failed";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message stepwise.v1.SendAnswer.
+ * Use `create(SendAnswerSchema)` to create a new message.
+ */
+export const SendAnswerSchema: GenMessage<SendAnswer> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_ingest, 5);
+
+/**
+ * SendFailure is why a call of a SendStream failed.
+ *
+ * @generated from message stepwise.v1.SendFailure
+ */
+export type SendFailure = Message<"stepwise.v1.SendFailure"> & {
+  /**
+   * The status code Send would have failed with, as its gRPC number:
+   * 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * What went wrong, for a person to read.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message stepwise.v1.SendFailure.
+ * Use `create(SendFailureSchema)` to create a new message.
+ */
+export const SendFailureSchema: GenMessage<SendFailure> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_ingest, 6);
+
+/**
  * IngestService accepts events from applications. An event is accepted only
  * once it is durably stored in the event stream, so a successful Send means
  * it will be processed.
@@ -75,6 +221,24 @@ export const IngestService: GenService<{
     methodKind: "unary";
     input: typeof SendRequestSchema;
     output: typeof SendResponseSchema;
+  },
+  /**
+   * SendStream is Send over one long-lived stream, for clients that send
+   * often: a call on it costs a message each way instead of a new HTTP
+   * request. Each request carries calls, each named by an id the client
+   * picks, and each call is answered as Send would answer it, once the event
+   * stream acknowledged every one of its events. A call that fails (an
+   * invalid event, the event stream unavailable) fails alone, with the code
+   * Send would fail with, and the stream goes on. Answers come in any order.
+   * The stream ends once the client ended its side and every call was
+   * answered.
+   *
+   * @generated from rpc stepwise.v1.IngestService.SendStream
+   */
+  sendStream: {
+    methodKind: "bidi_streaming";
+    input: typeof SendStreamRequestSchema;
+    output: typeof SendStreamResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_ingest, 0);

@@ -1,0 +1,167 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { Bus, Logger } from "@stepwise/core";
+import {
+  SendAnswerSchema,
+  SendFailureSchema,
+  SendResponseSchema,
+  SendStreamResponseSchema,
+  type Event,
+  type SendAnswer,
+  type SendStreamRequest,
+  type SendStreamResponse,
+} from "@stepwise/proto";
+import { toEventRecords } from "./event-validation.js";
+
+/**
+ * Most calls one SendStream has in progress. Past it the stream reads no
+ * further request until answers make room, so a client that sends faster
+ * than the event stream acknowledges is slowed by HTTP/2 flow control
+ * instead of growing the server's memory.
+ */
+export const MAX_CALLS_IN_PROGRESS = 2_000;
+
+/**
+ * Accepts a batch of events as Send does: validates them, publishes them to
+ * the event stream and resolves with their ids once it acknowledged every
+ * one. Throws INVALID_ARGUMENT for an invalid event (nothing published) and
+ * UNAVAILABLE when the event stream did not acknowledge.
+ */
+export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger | undefined): Promise<string[]> {
+  const records = toEventRecords({ events });
+  try {
+    await bus.publishEvents(records);
+  } catch (err) {
+    log?.error({ err }, "publishing events failed");
+    throw new ConnectError("the event stream is unavailable, retry the call", Code.Unavailable);
+  }
+  return records.map((r) => r.id);
+}
+
+/**
+ * One SendStream: every call is handled as soon as it arrives, concurrently
+ * with the others, and answered once its events were acknowledged; the
+ * answers ready in the same turn of the event loop go out in one message.
+ * The stream ends once the client ended its side and every call was
+ * answered.
+ */
+export async function* sendStream(
+  requests: AsyncIterable<SendStreamRequest>,
+  ctx: HandlerContext,
+  deps: { bus: Bus; log?: Logger | undefined },
+): AsyncIterable<SendStreamResponse> {
+  const calls = new CallsInProgress();
+  const onAbort = () => calls.close();
+  ctx.signal.addEventListener("abort", onAbort);
+  const reader = (async () => {
+    for await (const req of requests) {
+      for (const call of req.calls) {
+        calls.started();
+        void sendEvents(call.events, deps.bus, deps.log).then(
+          (ids) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: sent(ids) })),
+          (err: unknown) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: failed(err) })),
+        );
+      }
+      await calls.room();
+    }
+  })().then(
+    () => calls.requestsEnded(),
+    (err: unknown) => calls.fail(err),
+  );
+  try {
+    for (;;) {
+      const answers = await calls.next();
+      if (answers === undefined) break;
+      yield create(SendStreamResponseSchema, { answers });
+    }
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+    calls.close();
+    // Not awaited: a request stream ends when the peer's side does, which a
+    // peer that vanished may never do.
+    void reader;
+  }
+}
+
+function sent(ids: string[]): SendAnswer["outcome"] {
+  return { case: "sent", value: create(SendResponseSchema, { ids }) };
+}
+
+function failed(err: unknown): SendAnswer["outcome"] {
+  const e = err instanceof ConnectError ? err : new ConnectError("the call failed", Code.Internal);
+  return { case: "failed", value: create(SendFailureSchema, { code: e.code, message: e.rawMessage }) };
+}
+
+/** The calls of one stream not yet answered, and the answers not yet sent. */
+class CallsInProgress {
+  private inProgress = 0;
+  private outbox: SendAnswer[] = [];
+  private wakeWriter: (() => void) | undefined;
+  private wakeReader: (() => void) | undefined;
+  private ended = false;
+  private closed = false;
+  private error: unknown;
+
+  started(): void {
+    this.inProgress++;
+  }
+
+  answer(a: SendAnswer): void {
+    this.inProgress--;
+    if (this.closed) return;
+    this.outbox.push(a);
+    if (this.outbox.length === 1) this.wake();
+    if (this.inProgress < MAX_CALLS_IN_PROGRESS) {
+      const r = this.wakeReader;
+      this.wakeReader = undefined;
+      r?.();
+    }
+  }
+
+  /** Resolves once fewer than MAX_CALLS_IN_PROGRESS calls are in progress. */
+  room(): Promise<void> | undefined {
+    if (this.inProgress < MAX_CALLS_IN_PROGRESS || this.closed) return undefined;
+    return new Promise<void>((r) => (this.wakeReader = r));
+  }
+
+  requestsEnded(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  fail(err: unknown): void {
+    this.error ??= err;
+    this.wake();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.wake();
+    const r = this.wakeReader;
+    this.wakeReader = undefined;
+    r?.();
+  }
+
+  /** The answers to send next, once there are some; undefined once the stream is over. */
+  async next(): Promise<SendAnswer[] | undefined> {
+    for (;;) {
+      if (this.error !== undefined) throw ConnectError.from(this.error);
+      if (this.closed) return undefined;
+      if (this.outbox.length > 0) {
+        // Let the answers of this turn gather first: one message for all.
+        await new Promise<void>((r) => setImmediate(r));
+        const answers = this.outbox;
+        this.outbox = [];
+        return answers;
+      }
+      if (this.ended && this.inProgress === 0) return undefined;
+      await new Promise<void>((r) => (this.wakeWriter = r));
+    }
+  }
+
+  private wake(): void {
+    const w = this.wakeWriter;
+    this.wakeWriter = undefined;
+    w?.();
+  }
+}
