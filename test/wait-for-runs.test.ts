@@ -57,6 +57,19 @@ describe("WaitForRuns on the real stack", () => {
     }
   });
 
+  it("answers with the runs as the journal holds them, whether from the executor's announcement or from a read", async () => {
+    const [id] = await client.send({ name: "slow", data: { ms: 20, zeta: "z", alpha: [1, { b: 2, a: 1 }] } });
+    // The first answer comes from the announcements (both runs completed, carried whole).
+    const pushed = await client.waitForRuns(id!, { timeoutMs: 10_000 });
+    expect(pushed.done).toBe(true);
+    const read = await client.listRunsOfEvent(id!);
+    const strip = (r: (typeof read)[number]) => ({ ...r, steps: [], failedAttempts: [] });
+    expect(pushed.runs.map(strip)).toEqual([...read].reverse().map(strip));
+    // A wait that starts after the end reads the journal: the same answer.
+    const again = await client.waitForRuns(id!, { timeoutMs: 10_000 });
+    expect(again.runs.map(strip)).toEqual(pushed.runs.map(strip));
+  });
+
   it("answers at once for runs that already ended, and at the timeout with done false for a run still waiting", async () => {
     const [id] = await client.send({ name: "slow", data: { ms: 1 } });
     expect((await client.waitForRuns(id!)).done).toBe(true);

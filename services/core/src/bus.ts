@@ -76,6 +76,24 @@ export interface Bus {
 export interface RunEnd {
   runId: string;
   eventId: string;
+  /** The run, when it completed and the executor sends it along; waiters then need not read it. */
+  completed?: CompletedRun | undefined;
+}
+
+/** A completed run as the executor that held it knows it: RunService's view without steps. */
+export interface CompletedRun {
+  appId: string;
+  functionId: string;
+  eventName: string;
+  eventDataJson: string;
+  eventTsMs: number;
+  createdAtMs: number;
+  startedAtMs: number;
+  endedAtMs: number;
+  outputJson: string;
+  attempts: number;
+  /** How many runs the event had started when this one was claimed (all of them). */
+  eventRuns: number;
 }
 
 /** Ids of apps and functions double as subject tokens and consumer names. */

@@ -1,4 +1,4 @@
-export { type Bus, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription, ID_PATTERN } from "./bus.js";
+export { type Bus, type ConsumeEventsOptions, type Delivery, type CompletedRun, type RunEnd, type Subscription, ID_PATTERN } from "./bus.js";
 export {
   type Condition,
   type ConditionEvent,

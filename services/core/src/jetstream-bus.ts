@@ -13,7 +13,16 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
-import { EventRecordSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import {
+  CompletedRunSchema,
+  EventRecordSchema,
+  RunEndSchema,
+  RunsEndedSchema,
+  RunWorkSchema,
+  type EventRecord,
+  type RunEnd as RunEndMessage,
+  type RunWork,
+} from "@stepwise/proto";
 import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
 import { JetStreamPublisher } from "./jetstream-publisher.js";
 import type { Logger } from "./log.js";
@@ -280,7 +289,7 @@ export class JetStreamBus implements Bus {
   announceRunsEnded(runs: readonly RunEnd[]): void {
     if (runs.length === 0) return;
     try {
-      this.nc.publish(this.endedSubject, toBinary(RunsEndedSchema, create(RunsEndedSchema, { runs: [...runs] })));
+      this.nc.publish(this.endedSubject, toBinary(RunsEndedSchema, create(RunsEndedSchema, { runs: runs.map(runEndToProto) })));
     } catch (err) {
       // Closed or reconnecting: waiters find the end at their next check.
       this.options.log?.debug({ err }, "announcing ended runs failed");
@@ -292,7 +301,7 @@ export class JetStreamBus implements Bus {
       callback: (err, msg) => {
         if (err) return;
         try {
-          onEnded(fromBinary(RunsEndedSchema, msg.data).runs.map((r) => ({ runId: r.runId, eventId: r.eventId })));
+          onEnded(fromBinary(RunsEndedSchema, msg.data).runs.map(runEndFromProto));
         } catch (e) {
           this.options.log?.warn({ err: e }, "an undecodable run-end announcement was dropped");
         }
@@ -329,4 +338,45 @@ function toDelivery<T>(m: JsMsg, data: T): Delivery<T> {
 /** Redelivery delay after a failed handling: 250 ms doubling to 10 s. */
 export function backoffMs(deliveryCount: number): number {
   return Math.min(10_000, 250 * 2 ** Math.max(0, deliveryCount - 1));
+}
+
+function runEndToProto(r: RunEnd): RunEndMessage {
+  const c = r.completed;
+  return create(RunEndSchema, {
+    runId: r.runId,
+    eventId: r.eventId,
+    ...(c
+      ? {
+          completed: create(CompletedRunSchema, {
+            ...c,
+            eventTsMs: BigInt(c.eventTsMs),
+            createdAtMs: BigInt(c.createdAtMs),
+            startedAtMs: BigInt(c.startedAtMs),
+            endedAtMs: BigInt(c.endedAtMs),
+          }),
+        }
+      : {}),
+  });
+}
+
+function runEndFromProto(r: RunEndMessage): RunEnd {
+  const c = r.completed;
+  if (!c) return { runId: r.runId, eventId: r.eventId };
+  return {
+    runId: r.runId,
+    eventId: r.eventId,
+    completed: {
+      appId: c.appId,
+      functionId: c.functionId,
+      eventName: c.eventName,
+      eventDataJson: c.eventDataJson,
+      eventTsMs: Number(c.eventTsMs),
+      createdAtMs: Number(c.createdAtMs),
+      startedAtMs: Number(c.startedAtMs),
+      endedAtMs: Number(c.endedAtMs),
+      outputJson: c.outputJson,
+      attempts: c.attempts,
+      eventRuns: c.eventRuns,
+    },
+  };
 }

@@ -321,10 +321,34 @@ function storeSuite(backend: TestBackend): void {
       expect(await store.journalStep(stepRecord(ref.runId, stale!.lease, "a:0"))).toEqual({ kind: "lease-lost" });
 
       // Nothing is journaled for a finished run, nor for an unknown one.
-      expect(await store.completeRun(ref.runId, current!.lease, "null")).toBe(true);
+      expect(await store.completeRun(ref.runId, current!.lease, "null")).not.toBeNull();
       expect(await store.journalStep(stepRecord(ref.runId, current!.lease, "b:0"))).toEqual({ kind: "lease-lost" });
       expect(await store.journalStep(stepRecord(randomUUID(), 1, "a:0"))).toEqual({ kind: "lease-lost" });
       expect((await mustGet(ref.runId)).steps.map((s) => [s.key, s.output])).toEqual([["a:0", "new"]]);
+    });
+
+    it("a claim carries the run's times and its event's run count, and completeRun the end time, as getRun reads them", async () => {
+      const appId = uniq("app");
+      const name = uniq("evt");
+      await store.registerFunctions(appId, [
+        { id: "one", name: "One", eventTriggers: [name], config: {} },
+        { id: "two", name: "Two", eventTriggers: [name], config: {} },
+      ]);
+      const refs = await store.recordEvent(eventInput(name));
+      expect(refs).toHaveLength(2);
+      const claim = await store.claimRun(refs[0]!.runId, uniq("exec"), 60_000);
+      expect(claim?.eventRuns).toBe(2);
+      const endedAtMs = await store.completeRun(refs[0]!.runId, claim!.lease, '{"b":1,"a":2}');
+      const view = await mustGet(refs[0]!.runId);
+      expect(claim!.createdAtMs).toBe(view.createdAt.getTime());
+      expect(claim!.startedAtMs).toBe(view.startedAt!.getTime());
+      expect(endedAtMs).toBe(view.endedAt!.getTime());
+      // A second claim (after a lapse) keeps the first start.
+      const other = await store.claimRun(refs[1]!.runId, uniq("exec"), 1);
+      await sleep(20);
+      const retaken = await store.claimRun(refs[1]!.runId, uniq("exec"), 60_000);
+      expect(retaken!.startedAtMs).toBe(other!.startedAtMs);
+      expect(retaken!.eventRuns).toBe(2);
     });
 
     it("claimRun returns the journal in write order, with output text and errors", async () => {
@@ -371,13 +395,13 @@ function storeSuite(backend: TestBackend): void {
         ),
       ).toEqual({ kind: "journaled" });
 
-      expect(await store.completeRun(run.runId, run.lease - 1, '{"stale":true}')).toBe(false);
-      expect(await store.completeRun(run.runId, run.lease + 1, '{"future":true}')).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease - 1, '{"stale":true}')).toBeNull();
+      expect(await store.completeRun(run.runId, run.lease + 1, '{"future":true}')).toBeNull();
       expect((await mustGet(run.runId)).status).toBe("RUNNING");
 
-      expect(await store.completeRun(run.runId, run.lease, '{"ok":true}')).toBe(true);
+      expect(await store.completeRun(run.runId, run.lease, '{"ok":true}')).not.toBeNull();
       // Finished: a second end, a failure or a claim are all refused.
-      expect(await store.completeRun(run.runId, run.lease, '{"twice":true}')).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease, '{"twice":true}')).toBeNull();
       expect((await store.failRun(run.runId, run.lease, { name: "Error", message: "late" })).ok).toBe(false);
       expect(await store.claimRun(run.runId, uniq("exec"), 60_000)).toBeNull();
 
@@ -413,7 +437,7 @@ function storeSuite(backend: TestBackend): void {
 
       // A JSON null is an output, not the absence of one.
       const nullRun = await claimed(uniq("exec"));
-      expect(await store.completeRun(nullRun.runId, nullRun.lease, "null")).toBe(true);
+      expect(await store.completeRun(nullRun.runId, nullRun.lease, "null")).not.toBeNull();
       expect(await mustGet(nullRun.runId)).toMatchObject({ status: "COMPLETED", output: null, hasOutput: true });
     });
 
@@ -433,7 +457,7 @@ function storeSuite(backend: TestBackend): void {
       expect((await mustGet(run.runId)).status).toBe("RUNNING");
       expect(await store.failRun(run.runId, run.lease, error)).toEqual({ ok: true, failureRun: undefined });
       expect((await store.failRun(run.runId, run.lease, error)).ok).toBe(false);
-      expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease, "1")).toBeNull();
 
       const view = await mustGet(run.runId);
       expect(view).toMatchObject({ status: "FAILED", error, hasOutput: false, output: null, lease: run.lease });
@@ -454,7 +478,7 @@ function storeSuite(backend: TestBackend): void {
       // Redelivery of its event hands it out again, and the old lease can do nothing more.
       expect(ids(await store.recordEvent(run.event))).toEqual([run.runId]);
       expect(await store.journalStep(stepRecord(run.runId, run.lease, "b:0"))).toEqual({ kind: "lease-lost" });
-      expect(await store.completeRun(run.runId, run.lease, "1")).toBe(false);
+      expect(await store.completeRun(run.runId, run.lease, "1")).toBeNull();
 
       const again = await store.claimRun(run.runId, uniq("exec"), 60_000);
       expect(again?.lease).toBe(run.lease + 1);
@@ -469,7 +493,7 @@ function storeSuite(backend: TestBackend): void {
       const dropped = await claimed(mine, 80);
       const c = await claimed(theirs, 80);
       const done = await claimed(mine, 80);
-      expect(await store.completeRun(done.runId, done.lease, "1")).toBe(true);
+      expect(await store.completeRun(done.runId, done.lease, "1")).not.toBeNull();
 
       // `dropped` is no longer held by the executor: not named, not renewed.
       expect(await store.renewLeases(mine, [a.runId, b.runId, c.runId, done.runId], 60_000)).toBe(2);
@@ -492,7 +516,7 @@ function storeSuite(backend: TestBackend): void {
       const expired = await claimed(uniq("exec"), 1);
       const held = await claimed(uniq("exec"), 60_000);
       const finished = await claimed(uniq("exec"), 1);
-      expect(await store.completeRun(finished.runId, finished.lease, "1")).toBe(true);
+      expect(await store.completeRun(finished.runId, finished.lease, "1")).not.toBeNull();
       const failed = await claimed(uniq("exec"), 1);
       expect((await store.failRun(failed.runId, failed.lease, { name: "Error", message: "x" })).ok).toBe(true);
       await sleep(30);
@@ -514,7 +538,7 @@ function storeSuite(backend: TestBackend): void {
       expect((await mustGet(waiting.runId)).status).toBe("QUEUED");
       expect((await mustGet(confirmed.runId)).status).toBe("QUEUED");
       // The executor that let its lease lapse is fenced off; the next claim bumps the lease.
-      expect(await store.completeRun(expired.runId, expired.lease, "1")).toBe(false);
+      expect(await store.completeRun(expired.runId, expired.lease, "1")).toBeNull();
       expect((await store.claimRun(expired.runId, uniq("exec"), 60_000))?.lease).toBe(expired.lease + 1);
     });
 
@@ -608,7 +632,7 @@ function storeSuite(backend: TestBackend): void {
 
       const xRuns = refs.filter((r) => r.functionId === fnX);
       const claim = await store.claimRun(xRuns[0]!.runId, uniq("exec"), 60_000);
-      expect(await store.completeRun(xRuns[0]!.runId, claim!.lease, "1")).toBe(true);
+      expect(await store.completeRun(xRuns[0]!.runId, claim!.lease, "1")).not.toBeNull();
       await store.claimRun(xRuns[1]!.runId, uniq("exec"), 60_000);
 
       const byFunction = await store.listRuns({ functionId: fnX, limit: 100 });
@@ -683,7 +707,7 @@ function storeSuite(backend: TestBackend): void {
       const running = await claimed(uniq("exec"), 600_000);
       const stillRunning = await claimed(uniq("exec"), 600_000);
       const finished = await claimed(uniq("exec"), 600_000);
-      expect(await store.completeRun(finished.runId, finished.lease, "1")).toBe(true);
+      expect(await store.completeRun(finished.runId, finished.lease, "1")).not.toBeNull();
 
       await store.expireUnfinished();
       // A run held by a previous process is claimable straight away...
@@ -788,7 +812,7 @@ function storeSuite(backend: TestBackend): void {
 
     it("runsOfEvents reads the runs of several events in one query, and endedEvents names those whose runs all ended", async () => {
       const done = await claimed(uniq("exec"));
-      expect(await store.completeRun(done.runId, done.lease, '{"ok":1}')).toBe(true);
+      expect(await store.completeRun(done.runId, done.lease, '{"ok":1}')).not.toBeNull();
       const running = await claimed(uniq("exec"));
       const views = await store.runsOfEvents([done.event.id, running.event.id, "no-such-event"]);
       expect(views.map((v) => [v.event.id, v.status]).sort()).toEqual(
@@ -860,7 +884,7 @@ function storeSuite(backend: TestBackend): void {
         expect(view.steps).toEqual([]);
 
         // Nothing is written for a finished run.
-        expect(await store.completeRun(run.runId, run.lease, "1")).toBe(true);
+        expect(await store.completeRun(run.runId, run.lease, "1")).not.toBeNull();
         expect(await store.journalAttempt(attemptRecord(run.runId, run.lease, { attempt: 3 }))).toBe(false);
         expect((await mustGet(run.runId)).failedAttempts).toHaveLength(3);
       });

@@ -249,10 +249,13 @@ export class JournalStore {
            lease_expires_at = now() + $3 * interval '1 millisecond',
            started_at = coalesce(started_at, now())
          FROM target WHERE runs.id = target.id
-         RETURNING runs.id, app_id, function_id, event_id, lease, wakes
+         RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at
        )
        SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, e.id AS event_id, e.name AS event_name,
          e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
+         floor(extract(epoch FROM c.created_at) * 1000)::float8 AS created_at_ms,
+         floor(extract(epoch FROM c.started_at) * 1000)::float8 AS started_at_ms,
+         (SELECT count(*) FROM runs o WHERE o.event_id = c.event_id)::int AS event_runs,
          (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
             FROM steps s WHERE s.run_id = c.id) AS journal,
          (SELECT coalesce(json_object_agg(a.step_key, json_build_object('n', a.n, 'r', a.r)), '{}'::json)
@@ -366,28 +369,28 @@ export class JournalStore {
 
   /**
    * Ends a run this execution holds as COMPLETED, dropping timers and waits
-   * it left. False when the lease was lost. One round trip.
+   * it left. Returns its end time (ms since the epoch), null when the lease was lost. One round trip.
    */
-  async completeRun(runId: string, lease: number, outputJson: string): Promise<boolean> {
-    const rows = await this.sql.query(
+  async completeRun(runId: string, lease: number, outputJson: string): Promise<number | null> {
+    const rows = await this.sql.query<{ ended_at_ms: number | string }>(
       `WITH r AS (
          UPDATE runs SET status = 'COMPLETED', output = $3::jsonb, ended_at = now(),
            executor_id = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING id
+         WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING id, ended_at
        ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
        w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
-       SELECT 1 AS ok FROM r`,
+       SELECT floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms FROM r`,
       [runId, lease, outputJson],
     );
-    return rows.length > 0;
+    return rows[0] ? Number(rows[0].ended_at_ms) : null;
   }
 
   /**
    * Ends many runs as COMPLETED in one statement, as completeRun does each;
-   * one entry per run, in order, false when its lease was lost.
+   * one entry per run, in order: its end time, null when its lease was lost.
    */
-  async completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<boolean[]> {
-    const rows = await this.sql.query<{ id: string }>(
+  async completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<Array<number | null>> {
+    const rows = await this.sql.query<{ id: string; ended_at_ms: number | string }>(
       // Locked in id order (see claimRuns).
       `WITH target AS (
          SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND status = 'RUNNING' ORDER BY id FOR UPDATE
@@ -395,14 +398,14 @@ export class JournalStore {
          UPDATE runs SET status = 'COMPLETED', output = c.o, ended_at = now(), executor_id = NULL, lease_expires_at = NULL
          FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o), target
          WHERE runs.id = c.id AND target.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
-         RETURNING runs.id
+         RETURNING runs.id, runs.ended_at
        ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
        w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
-       SELECT id FROM r`,
+       SELECT id, floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms FROM r`,
       [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson)],
     );
-    const done = new Set(rows.map((r) => r.id));
-    return runs.map((r) => done.has(r.runId));
+    const done = new Map(rows.map((r) => [r.id, Number(r.ended_at_ms)]));
+    return runs.map((r) => done.get(r.runId) ?? null);
   }
 
   /**
@@ -620,6 +623,9 @@ type ClaimRow = {
   event_name: string;
   event_data: string;
   event_ts_ms: string | number;
+  created_at_ms: string | number;
+  started_at_ms: string | number;
+  event_runs: number;
   journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
   attempts: Record<string, { n: number; r: number }> | string;
   wakes: number;
@@ -649,5 +655,8 @@ function toClaimedRun(r: ClaimRow): ClaimedRun {
     stepAttempts,
     retryAtMs,
     wakes: Number(r.wakes),
+    createdAtMs: Number(r.created_at_ms),
+    startedAtMs: Number(r.started_at_ms),
+    eventRuns: Number(r.event_runs),
   };
 }

@@ -97,6 +97,12 @@ export interface ClaimedRun extends RunRef {
   retryAtMs: Record<string, number>;
   /** The run's wake-up count when claimed; suspendRun compares it. */
   wakes: number;
+  /** When the run was created, in ms since the epoch (whole ms, as the journal's times read back). */
+  createdAtMs: number;
+  /** When a worker first started the run (this claim, for a first claim), in ms since the epoch. */
+  startedAtMs: number;
+  /** How many runs the event had started at the claim: all of them, since they are created before any is claimed. */
+  eventRuns: number;
 }
 
 /** A failed attempt that will be retried. */

@@ -10,6 +10,7 @@ import {
   type JournalStore,
   type Logger,
   type PublishedRunRef,
+  type CompletedRun,
   type RunEnd,
   type TimerStore,
   type WaitStore,
@@ -371,9 +372,16 @@ export class Executor {
       this.release(session, m.runId, m.lease);
       return;
     }
-    const { ended, failureRun } = await this.recorder.recordEnd(m);
+    const { ended, completedAtMs, failureRun } = await this.recorder.recordEnd(m);
     this.release(session, m.runId, m.lease);
-    if (ended) this.announceEnd(m.runId, held.eventId);
+    if (ended) {
+      const outputJson = m.result.case === "outputJson" ? m.result.value : "null";
+      const completed =
+        held.completion && completedAtMs !== undefined && outputJson.length <= ANNOUNCED_JSON_MAX_CHARS
+          ? { ...held.completion, endedAtMs: completedAtMs, outputJson }
+          : undefined;
+      this.announceEnd(m.runId, held.eventId, completed);
+    }
     if (failureRun) await this.publish([failureRun]);
   }
 
@@ -398,9 +406,13 @@ export class Executor {
     }
   }
 
-  /** Announces a run's end to RunService waiters, gathering the ends of one turn into one message. */
-  private announceEnd(runId: string, eventId: string): void {
-    this.ended.push({ runId, eventId });
+  /**
+   * Announces a run's end to RunService waiters, gathering the ends of one
+   * turn into one message; with the completed run, when given, so that
+   * they answer without reading the journal.
+   */
+  private announceEnd(runId: string, eventId: string, completed?: CompletedRun): void {
+    this.ended.push({ runId, eventId, completed });
     if (this.ended.length > 1) return;
     setImmediate(() => {
       const runs = this.ended.splice(0);
@@ -521,6 +533,20 @@ export class Executor {
       wakes: claimed.wakes,
       attempt: claimed.attempt,
       startedAtMs: Date.now(),
+      completion:
+        claimed.event.dataJson.length <= ANNOUNCED_JSON_MAX_CHARS
+          ? {
+              appId: claimed.appId,
+              functionId: claimed.functionId,
+              eventName: claimed.event.name,
+              eventDataJson: claimed.event.dataJson,
+              eventTsMs: claimed.event.tsMs,
+              createdAtMs: claimed.createdAtMs,
+              startedAtMs: claimed.startedAtMs,
+              attempts: claimed.lease,
+              eventRuns: claimed.eventRuns,
+            }
+          : undefined,
     });
     session.send(
       create(ConnectResponseSchema, {
@@ -641,3 +667,10 @@ const NO_WORKER_RETRY_MS = 2_000;
 
 /** Most a worker may take between opening the stream and registering. */
 const REGISTER_TIMEOUT_MS = 10_000;
+
+/**
+ * Longest event data and output (JSON text) an announcement of a completed
+ * run carries; past it, waiters read the run from the journal instead of
+ * every ingest receiving large payloads.
+ */
+const ANNOUNCED_JSON_MAX_CHARS = 16 * 1024;

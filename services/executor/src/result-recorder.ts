@@ -24,7 +24,7 @@ import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/p
  */
 export class ResultRecorder {
   private readonly steps: GroupCommit<StepRecord, JournalOutcome>;
-  private readonly completions: GroupCommit<{ runId: string; lease: number; outputJson: string }, boolean>;
+  private readonly completions: GroupCommit<{ runId: string; lease: number; outputJson: string }, number | null>;
 
   constructor(
     private readonly store: JournalStore,
@@ -90,18 +90,23 @@ export class ResultRecorder {
   }
 
   /**
-   * Records how a run ended: `ended` when it did now, with the run of its
-   * onFailure handler when one was created. A failure to record is logged: the lease then lapses
-   * and the run executes again, replaying its journal.
+   * Records how a run ended: `ended` when it did now, with its end time
+   * when it completed, and the run of its onFailure handler when one was
+   * created. A failure to record is logged: the lease then lapses and the
+   * run executes again, replaying its journal.
    */
-  async recordEnd(m: RunResult): Promise<{ ended: boolean; failureRun: PublishedRunRef | undefined }> {
+  async recordEnd(
+    m: RunResult,
+  ): Promise<{ ended: boolean; completedAtMs?: number | undefined; failureRun: PublishedRunRef | undefined }> {
     const result = m.result;
     const fail = (error: StoredError) => this.store.failRun(m.runId, m.lease, error, this.requeueAfterMs);
-    let outcome = await this.withRetry(async () =>
-      result.case === "error"
-        ? await fail(errorFromProto(result.value))
-        : { ok: await this.complete(m.runId, m.lease, result.case === "outputJson" ? result.value : "null"), failureRun: undefined },
-    );
+    let completedAtMs: number | undefined;
+    let outcome = await this.withRetry(async () => {
+      if (result.case === "error") return await fail(errorFromProto(result.value));
+      const endedAtMs = await this.complete(m.runId, m.lease, result.case === "outputJson" ? result.value : "null");
+      completedAtMs = endedAtMs ?? undefined;
+      return { ok: endedAtMs !== null, failureRun: undefined };
+    });
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableRunResult", message: outcome.message, nonRetriable: true };
       outcome = await this.withRetry(() => fail(substitute));
@@ -110,11 +115,11 @@ export class ResultRecorder {
       this.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
       return { ended: false, failureRun: undefined };
     }
-    return { ended: outcome.ok, failureRun: outcome.failureRun };
+    return { ended: outcome.ok, completedAtMs, failureRun: outcome.failureRun };
   }
 
-  /** Completes a run, in a group commit unless its output is large. */
-  private complete(runId: string, lease: number, outputJson: string): Promise<boolean> {
+  /** Completes a run, in a group commit unless its output is large; its end time, null when the lease was lost. */
+  private complete(runId: string, lease: number, outputJson: string): Promise<number | null> {
     if (outputJson.length > BATCHED_RESULT_MAX_CHARS) return this.store.completeRun(runId, lease, outputJson);
     return this.completions.submit({ runId, lease, outputJson });
   }

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { pushable, type Pushable } from "it-pushable";
-import { TurnBatch } from "@stepwise/core";
+import { TurnBatch, type CompletedRun } from "@stepwise/core";
 import { ConnectResponseSchema, ResponseBatchSchema, type ConnectResponse } from "@stepwise/proto";
 
 /** A run an executor holds on a worker. */
@@ -16,6 +16,11 @@ export interface HeldRun {
   attempt: number;
   /** When the run was given to the worker. */
   startedAtMs: number;
+  /**
+   * What the announcement of the run's completion carries besides its end
+   * time and output; unset when the event's data is too large to carry.
+   */
+  completion?: Omit<CompletedRun, "endedAtMs" | "outputJson"> | undefined;
 }
 
 /**

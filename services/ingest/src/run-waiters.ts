@@ -14,7 +14,7 @@ const RECHECK_BATCH = 5_000;
  * wakes those whose runs all ended. It subscribes on first use.
  */
 export class RunWaiters {
-  private readonly byEvent = new Map<string, Set<() => void>>();
+  private readonly byEvent = new Map<string, Set<(end?: RunEnd) => void>>();
   private subscription: Promise<Subscription> | undefined;
   private recheck: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -53,14 +53,15 @@ export class RunWaiters {
   }
 
   /**
-   * Calls onEnd whenever a run of the event is announced ended, or the
-   * recheck finds all of its runs ended, until the returned function is
-   * called. Register before reading the journal (after ready()).
+   * Calls onEnd whenever a run of the event is announced ended (with the
+   * announcement), or the recheck finds all of its runs ended (without),
+   * until the returned function is called. Register before reading the
+   * journal (after ready()).
    */
-  watch(eventId: string, onEnd: () => void): () => void {
+  watch(eventId: string, onEnd: (end?: RunEnd) => void): () => void {
     let set = this.byEvent.get(eventId);
     if (!set) this.byEvent.set(eventId, (set = new Set()));
-    const cb = () => onEnd();
+    const cb = (end?: RunEnd) => onEnd(end);
     set.add(cb);
     if (!this.stopped) this.recheck ??= setTimeout(() => void this.recheckAll(), RECHECK_MS);
     return () => {
@@ -82,12 +83,12 @@ export class RunWaiters {
   }
 
   private onEnded(runs: readonly RunEnd[]): void {
-    for (const r of runs) this.wake(r.eventId);
+    for (const r of runs) this.wake(r.eventId, r);
   }
 
-  private wake(eventId: string): void {
+  private wake(eventId: string, end?: RunEnd): void {
     const set = this.byEvent.get(eventId);
-    if (set) for (const wake of [...set]) wake();
+    if (set) for (const wake of [...set]) wake(end);
   }
 
   /** One look at every waited event; then again in RECHECK_MS while anyone waits. */

@@ -126,6 +126,92 @@ describe("watchRuns", () => {
     await waiters.stop();
   });
 
+  it("answers from announcements that carry the completed runs, without a read, once all of the event's runs were announced", async () => {
+    const { bus, store, runs, reads, waiters } = setup();
+    runs.set("ev-a", ["RUNNING", "RUNNING"]);
+    const s = openStream({ store, waiters });
+    s.send(["ev-a"]);
+    await tick();
+    const before = reads.length;
+    const completed = (runId: string, createdAtMs: number, output: unknown) => ({
+      runId,
+      eventId: "ev-a",
+      completed: {
+        appId: "app",
+        functionId: `fn-${runId}`,
+        eventName: "order.placed",
+        eventDataJson: '{"orderId": "o-1"}',
+        eventTsMs: 1_700_000_000_000,
+        createdAtMs,
+        startedAtMs: createdAtMs + 5,
+        endedAtMs: createdAtMs + 9,
+        outputJson: JSON.stringify(output),
+        attempts: 1,
+        eventRuns: 2,
+      },
+    });
+    bus.announceRunsEnded([completed("00000000-0000-4000-8000-000000000002", 1_700_000_000_200, { n: 2 })]);
+    await tick();
+    expect(s.ids()).toEqual([]);
+    bus.announceRunsEnded([completed("00000000-0000-4000-8000-000000000001", 1_700_000_000_100, null)]);
+    await s.answered(1);
+    expect(reads.length).toBe(before);
+    const [ev] = s.received.flatMap((r) => r.events);
+    // In the journal's order (by creation), with what the announcements carried.
+    expect(ev!.runs.map((r) => [r.id, r.functionId, r.status, r.attempts])).toEqual([
+      ["00000000-0000-4000-8000-000000000001", "fn-00000000-0000-4000-8000-000000000001", ProtoRunStatus.COMPLETED, 1],
+      ["00000000-0000-4000-8000-000000000002", "fn-00000000-0000-4000-8000-000000000002", ProtoRunStatus.COMPLETED, 1],
+    ]);
+    const second = ev!.runs[1]!;
+    expect(second.output?.kind.case).toBe("structValue");
+    expect(second.output?.kind.value).toMatchObject({ fields: { n: { kind: { case: "numberValue", value: 2 } } } });
+    expect(second.event?.name).toBe("order.placed");
+    expect(second.event?.data).toEqual({ orderId: "o-1" });
+    expect(Number(second.endedAt!.seconds) * 1000 + second.endedAt!.nanos / 1e6).toBe(1_700_000_000_209);
+    expect(ev!.runs[0]!.output?.kind.case).toBe("nullValue");
+    s.abort();
+    await s.done;
+    await waiters.stop();
+  });
+
+  it("completes an answer from a read's ended runs and a later announcement, without another read", async () => {
+    const { bus, store, runs, reads, waiters } = setup();
+    runs.set("ev-a", ["COMPLETED", "RUNNING"]);
+    const s = openStream({ store, waiters });
+    s.send(["ev-a"]);
+    await tick();
+    const before = reads.length;
+    bus.announceRunsEnded([
+      {
+        runId: "00000000-0000-4000-8000-000000000001",
+        eventId: "ev-a",
+        completed: {
+          appId: "app",
+          functionId: "f1",
+          eventName: "e",
+          eventDataJson: "{}",
+          eventTsMs: Date.now(),
+          createdAtMs: Date.now(),
+          startedAtMs: Date.now(),
+          endedAtMs: Date.now(),
+          outputJson: '"done"',
+          attempts: 2,
+          eventRuns: 2,
+        },
+      },
+    ]);
+    await s.answered(1);
+    expect(reads.length).toBe(before);
+    const [ev] = s.received.flatMap((r) => r.events);
+    expect(ev!.runs.map((r) => [r.functionId, r.status])).toEqual([
+      ["f0", ProtoRunStatus.COMPLETED],
+      ["f1", ProtoRunStatus.COMPLETED],
+    ]);
+    s.abort();
+    await s.done;
+    await waiters.stop();
+  });
+
   it("stops checking forgotten events, and ends once the client ended and nothing is left", async () => {
     const { bus, store, runs, reads, waiters } = setup();
     runs.set("ev-a", ["RUNNING"]);

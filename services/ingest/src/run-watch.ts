@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import type { JournalStore, Logger, RunView } from "@stepwise/core";
+import type { CompletedRun, JournalStore, Logger, RunEnd, RunView } from "@stepwise/core";
 import { EventRunsSchema, WatchRunsResponseSchema, type EventRuns, type WatchRunsRequest, type WatchRunsResponse } from "@stepwise/proto";
 import type { RunWaiters } from "./run-waiters.js";
 import { ENDED_STATUSES, toProtoRun } from "./run-proto.js";
@@ -17,11 +17,14 @@ const READ_RETRY_MS = 1_000;
 /**
  * One WatchRuns stream. The events the client names are registered with
  * the waiters first and read from the journal after, so an end announced
- * in between is not missed; from then on each announcement (or the
- * waiters' recheck) marks its event for the next read. The marks of one
- * turn of the event loop share one query, and each event is sent once,
- * when all of its runs ended. Once the client closes its side, the stream
- * ends when nothing it watches is left.
+ * in between is not missed. From then on an announcement that carries the
+ * completed run is kept, and once as many completed runs of the event
+ * were announced as it started, the event is answered from them, without
+ * a read; any other announcement (a failed run, one without its content)
+ * or the waiters' recheck marks its event for the next read. The marks of
+ * one turn of the event loop share one query, and each event is sent
+ * once, when all of its runs ended. Once the client closes its side, the
+ * stream ends when nothing it watches is left.
  */
 export async function* watchRuns(
   requests: AsyncIterable<WatchRunsRequest>,
@@ -59,6 +62,11 @@ class EventWatch {
   private readonly watched = new Map<string, () => void>();
   /** Watched events to read at the next read. */
   private readonly dirty = new Set<string>();
+  /**
+   * Runs known to have ended, by watched event and run id: announced with
+   * their content, or found ended by a read that found others still going.
+   */
+  private readonly ended = new Map<string, Map<string, RunView>>();
   private readonly outbox: EventRuns[] = [];
   private wakeOutbox: (() => void) | undefined;
   private reading = false;
@@ -83,7 +91,7 @@ class EventWatch {
       }
       this.watched.set(
         id,
-        this.deps.waiters.watch(id, () => this.mark(id)),
+        this.deps.waiters.watch(id, (end) => this.onEnd(id, end)),
       );
       this.dirty.add(id);
     }
@@ -116,6 +124,38 @@ class EventWatch {
     }
   }
 
+  private onEnd(id: string, end: RunEnd | undefined): void {
+    const completed = end?.completed;
+    if (!completed || !this.watched.has(id)) {
+      this.mark(id);
+      return;
+    }
+    let answer: EventRuns | undefined;
+    try {
+      const runs = this.endedRuns(id);
+      runs.set(end.runId, toCompletedView(end.runId, id, completed));
+      // Fewer: other runs of the event are still going, and their
+      // announcements (or the recheck, should one be lost) come later.
+      if (runs.size >= completed.eventRuns) {
+        answer = create(EventRunsSchema, { eventId: id, runs: [...runs.values()].sort(byCreation).map(toProtoRun) });
+      }
+    } catch (err) {
+      this.deps.log?.warn({ err, event: id }, "an announced run did not convert; reading it instead");
+      this.mark(id);
+      return;
+    }
+    if (!answer) return;
+    this.unwatch(id);
+    this.outbox.push(answer);
+    this.wake();
+  }
+
+  private endedRuns(id: string): Map<string, RunView> {
+    let runs = this.ended.get(id);
+    if (!runs) this.ended.set(id, (runs = new Map()));
+    return runs;
+  }
+
   private mark(id: string): void {
     if (!this.watched.has(id)) return;
     this.dirty.add(id);
@@ -126,6 +166,7 @@ class EventWatch {
     this.watched.get(id)?.();
     this.watched.delete(id);
     this.dirty.delete(id);
+    this.ended.delete(id);
   }
 
   private wake(): void {
@@ -178,10 +219,41 @@ class EventWatch {
     const before = this.outbox.length;
     for (const id of ids) {
       const list = byEvent.get(id);
-      if (!list || !this.watched.has(id) || !list.every((r) => ENDED_STATUSES.has(r.status))) continue;
+      if (!list || !this.watched.has(id)) continue;
+      if (!list.every((r) => ENDED_STATUSES.has(r.status))) {
+        // Kept, so that the announcements of the others complete the answer.
+        const known = this.endedRuns(id);
+        for (const r of list) if (ENDED_STATUSES.has(r.status)) known.set(r.id, r);
+        continue;
+      }
       this.unwatch(id);
       this.outbox.push(create(EventRunsSchema, { eventId: id, runs: list.map(toProtoRun) }));
     }
     if (this.outbox.length > before || (this.requestsEnded && this.watched.size === 0)) this.wake();
   }
+}
+
+/** A completed run, as announced, in the journal's view of it. */
+function toCompletedView(runId: string, eventId: string, c: CompletedRun): RunView {
+  return {
+    id: runId,
+    appId: c.appId,
+    functionId: c.functionId,
+    status: "COMPLETED",
+    lease: c.attempts,
+    createdAt: new Date(c.createdAtMs),
+    startedAt: new Date(c.startedAtMs),
+    endedAt: new Date(c.endedAtMs),
+    output: JSON.parse(c.outputJson) as unknown,
+    hasOutput: true,
+    error: null,
+    event: { id: eventId, name: c.eventName, data: JSON.parse(c.eventDataJson) as unknown, ts: new Date(c.eventTsMs) },
+    steps: [],
+    failedAttempts: [],
+  };
+}
+
+/** The journal's order of an event's runs: by creation, then id. */
+function byCreation(a: RunView, b: RunView): number {
+  return a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/bus.proto.
  */
 export const file_stepwise_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIlQKB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCRIUCgxtb3JlX3J1bl9pZHMYBCADKAkiLgoJUnVuc0VuZGVkEiEKBHJ1bnMYASADKAsyEy5zdGVwd2lzZS52MS5SdW5FbmQiKgoGUnVuRW5kEg4KBnJ1bl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCWIGcHJvdG8z");
+  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIlQKB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCRIUCgxtb3JlX3J1bl9pZHMYBCADKAkiLgoJUnVuc0VuZGVkEiEKBHJ1bnMYASADKAsyEy5zdGVwd2lzZS52MS5SdW5FbmQiWAoGUnVuRW5kEg4KBnJ1bl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIsCgljb21wbGV0ZWQYAyABKAsyGS5zdGVwd2lzZS52MS5Db21wbGV0ZWRSdW4i8wEKDENvbXBsZXRlZFJ1bhIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSEgoKZXZlbnRfbmFtZRgDIAEoCRIXCg9ldmVudF9kYXRhX2pzb24YBCABKAkSEwoLZXZlbnRfdHNfbXMYBSABKAMSFQoNY3JlYXRlZF9hdF9tcxgGIAEoAxIVCg1zdGFydGVkX2F0X21zGAcgASgDEhMKC2VuZGVkX2F0X21zGAggASgDEhMKC291dHB1dF9qc29uGAkgASgJEhAKCGF0dGVtcHRzGAogASgNEhIKCmV2ZW50X3J1bnMYCyABKA1iBnByb3RvMw");
 
 /**
  * EventRecord is an accepted event as carried on the event stream, from
@@ -149,6 +149,15 @@ export type RunEnd = Message<"stepwise.v1.RunEnd"> & {
    * @generated from field: string event_id = 2;
    */
   eventId: string;
+
+  /**
+   * The run, when it completed and the executor sends it along (it does
+   * when the event's data and the output are small), so that waiters can
+   * answer without reading the journal. Unset otherwise: waiters read.
+   *
+   * @generated from field: stepwise.v1.CompletedRun completed = 3;
+   */
+  completed?: CompletedRun | undefined;
 };
 
 /**
@@ -157,4 +166,99 @@ export type RunEnd = Message<"stepwise.v1.RunEnd"> & {
  */
 export const RunEndSchema: GenMessage<RunEnd> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_bus, 3);
+
+/**
+ * CompletedRun is a run that completed, as the executor that held it knows
+ * it: what RunService shows of it, without its steps, with the same values
+ * as the journal's.
+ *
+ * @generated from message stepwise.v1.CompletedRun
+ */
+export type CompletedRun = Message<"stepwise.v1.CompletedRun"> & {
+  /**
+   * Id of the app that owns the function.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * Id of the function.
+   *
+   * @generated from field: string function_id = 2;
+   */
+  functionId: string;
+
+  /**
+   * Name of the event that started the run.
+   *
+   * @generated from field: string event_name = 3;
+   */
+  eventName: string;
+
+  /**
+   * Data of that event, as JSON text.
+   *
+   * @generated from field: string event_data_json = 4;
+   */
+  eventDataJson: string;
+
+  /**
+   * When that event happened, in milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 event_ts_ms = 5;
+   */
+  eventTsMs: bigint;
+
+  /**
+   * When the run was created, in milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 created_at_ms = 6;
+   */
+  createdAtMs: bigint;
+
+  /**
+   * When a worker first started the run, in milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 started_at_ms = 7;
+   */
+  startedAtMs: bigint;
+
+  /**
+   * When the run completed, in milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 ended_at_ms = 8;
+   */
+  endedAtMs: bigint;
+
+  /**
+   * The value the handler returned, as JSON text.
+   *
+   * @generated from field: string output_json = 9;
+   */
+  outputJson: string;
+
+  /**
+   * Times the run was given to a worker.
+   *
+   * @generated from field: uint32 attempts = 10;
+   */
+  attempts: number;
+
+  /**
+   * How many runs the event had started when this run was claimed. Once
+   * that many runs of the event were announced completed, all of its runs
+   * have ended: the event's runs are all created before any is claimed.
+   *
+   * @generated from field: uint32 event_runs = 11;
+   */
+  eventRuns: number;
+};
+
+/**
+ * Describes the message stepwise.v1.CompletedRun.
+ * Use `create(CompletedRunSchema)` to create a new message.
+ */
+export const CompletedRunSchema: GenMessage<CompletedRun> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_bus, 4);
 
