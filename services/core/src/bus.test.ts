@@ -491,3 +491,43 @@ describe("JetStreamBus with messages that do not decode", () => {
     }
   });
 });
+
+describe("JetStreamBus work consumers", () => {
+  it("keeps the consumer it looked up for later pulls, and creates it again once it was deleted behind its back", async () => {
+    const prefix = `bt-gone-${randomBytes(4).toString("hex")}`;
+    const bus = await JetStreamBus.connect({ url: "nats://127.0.0.1:4222", prefix });
+    const { connect } = await import("@nats-io/transport-node");
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    const nc = await connect({ servers: "nats://127.0.0.1:4222" });
+    const pullAll = async () => {
+      const ids: string[] = [];
+      try {
+        for await (const d of bus.pullWork("app", 5, 1000, new AbortController().signal)) {
+          ids.push(d.data.runId);
+          d.ack();
+        }
+      } catch {
+        // The pull that meets the deleted consumer fails; the next one recovers.
+      }
+      return ids;
+    };
+    try {
+      const jsm = await jetstreamManager(nc);
+      const stream = `${prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_")}_WORK`;
+      await bus.publishWork([create(RunWorkSchema, { runId: "r-1", appId: "app", functionId: "fn" })]);
+      expect(await pullAll()).toEqual(["r-1"]);
+      const [durable] = (await jsm.consumers.list(stream).next()).map((c) => c.name);
+      expect(durable).toBeDefined();
+      await jsm.consumers.delete(stream, durable!);
+
+      await bus.publishWork([create(RunWorkSchema, { runId: "r-2", appId: "app", functionId: "fn" })]);
+      const pulled: string[] = [];
+      for (let i = 0; i < 4 && pulled.length === 0; i++) pulled.push(...(await pullAll()));
+      expect(pulled).toEqual(["r-2"]);
+    } finally {
+      await nc.close();
+      await bus.destroy();
+      await bus.close();
+    }
+  });
+});

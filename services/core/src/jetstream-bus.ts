@@ -7,6 +7,7 @@ import {
   JetStreamApiError,
   RetentionPolicy,
   StorageType,
+  type Consumer,
   type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
@@ -55,6 +56,7 @@ export interface JetStreamBusOptions {
  */
 export class JetStreamBus implements Bus {
   private readonly consumersReady = new Map<string, Promise<string>>();
+  private readonly pullConsumers = new Map<string, Promise<Consumer>>();
   private readonly eventsSubject: string;
   /** Plain NATS subject of run-end announcements (outside the streams' subjects). */
   private readonly endedSubject: string;
@@ -208,28 +210,47 @@ export class JetStreamBus implements Bus {
     expiresMs: number,
     signal: AbortSignal,
   ): AsyncIterable<Delivery<RunWork>> {
-    const durable = await this.workConsumer(appId);
-    const consumer = await this.js.consumers.get(this.workStream, durable).catch((err: unknown) => {
-      // Deleted behind our back (or NATS lost its store): create it anew next time.
-      if (isNotFound(err)) this.consumersReady.delete(appId);
-      throw err;
-    });
+    const consumer = await this.workPullConsumer(appId);
     // Aborted before the pull was sent (or while the consumer was looked up):
     // send none, so no message is handed to a pull nobody reads.
     if (signal.aborted) return;
-    const batch = await consumer.fetch({ max_messages: max, expires: Math.max(1000, expiresMs) });
-    const onAbort = () => void batch.close();
-    signal.addEventListener("abort", onAbort, { once: true });
-    // The listener never fires for an abort that came while fetch() was awaited.
-    if (signal.aborted) onAbort();
+    const onAbort = () => void batch?.close();
+    let batch: Awaited<ReturnType<typeof consumer.fetch>> | undefined;
     try {
+      batch = await consumer.fetch({ max_messages: max, expires: Math.max(1000, expiresMs) });
+      signal.addEventListener("abort", onAbort, { once: true });
+      // The listener never fires for an abort that came while fetch() was awaited.
+      if (signal.aborted) onAbort();
       for await (const m of batch) {
         const work = this.decode(m, RunWorkSchema);
         if (work) yield toDelivery(m, work);
       }
+    } catch (err) {
+      // The consumer may be gone (deleted behind our back, or NATS lost its
+      // store): look it up, and create it if need be, at the next pull.
+      this.pullConsumers.delete(appId);
+      this.consumersReady.delete(appId);
+      throw err;
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * The handle of an app's work consumer, looked up once and kept: every
+   * lookup is a JetStream API request, and executors pull often.
+   */
+  private workPullConsumer(appId: string): Promise<Consumer> {
+    let consumer = this.pullConsumers.get(appId);
+    if (!consumer) {
+      consumer = this.workConsumer(appId).then((durable) => this.js.consumers.get(this.workStream, durable));
+      this.pullConsumers.set(appId, consumer);
+      consumer.catch((err: unknown) => {
+        this.pullConsumers.delete(appId);
+        if (isNotFound(err)) this.consumersReady.delete(appId);
+      });
+    }
+    return consumer;
   }
 
   private workSubject(appId: string, functionId: string): string {
