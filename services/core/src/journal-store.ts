@@ -256,12 +256,16 @@ export class JournalStore {
          floor(extract(epoch FROM c.created_at) * 1000)::float8 AS created_at_ms,
          floor(extract(epoch FROM c.started_at) * 1000)::float8 AS started_at_ms,
          (SELECT count(*) FROM runs o WHERE o.event_id = c.event_id)::int AS event_runs,
-         (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
-            FROM steps s WHERE s.run_id = c.id) AS journal,
-         (SELECT coalesce(json_object_agg(a.step_key, json_build_object('n', a.n, 'r', a.r)), '{}'::json)
-            FROM (SELECT step_key, max(attempt) AS n,
-                    (extract(epoch FROM (array_agg(retry_at ORDER BY attempt DESC))[1]) * 1000)::float8 AS r
-                  FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) AS attempts
+         -- A first claim (lease 1) has nothing journaled yet: only a
+         -- lease holder writes steps and attempts.
+         CASE WHEN c.lease = 1 THEN '[]'::json ELSE
+           (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
+              FROM steps s WHERE s.run_id = c.id) END AS journal,
+         CASE WHEN c.lease = 1 THEN '{}'::json ELSE
+           (SELECT coalesce(json_object_agg(a.step_key, json_build_object('n', a.n, 'r', a.r)), '{}'::json)
+              FROM (SELECT step_key, max(attempt) AS n,
+                      (extract(epoch FROM (array_agg(retry_at ORDER BY attempt DESC))[1]) * 1000)::float8 AS r
+                    FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) END AS attempts
        FROM claimed c JOIN events e ON e.id = c.event_id`,
       [runIds, executorId, leaseMs],
     );
