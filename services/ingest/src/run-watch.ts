@@ -3,6 +3,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { CompletedRun, JournalStore, Logger, RunEnd, RunView } from "@stepwise/core";
 import { EventRunsSchema, WatchRunsResponseSchema, type EventRuns, type WatchRunsRequest, type WatchRunsResponse } from "@stepwise/proto";
 import type { RunWaiters } from "./run-waiters.js";
+import { AnswerQueue } from "./answer-queue.js";
 import { ENDED_STATUSES, toProtoRun } from "./run-proto.js";
 
 /** Most events one WatchRuns stream watches at once. */
@@ -67,13 +68,9 @@ class EventWatch {
    * their content, or found ended by a read that found others still going.
    */
   private readonly ended = new Map<string, Map<string, RunView>>();
-  private readonly outbox: EventRuns[] = [];
-  private wakeOutbox: (() => void) | undefined;
+  private readonly outbox = new AnswerQueue<EventRuns>(() => this.watched.size > 0);
   private reading = false;
   private readScheduled = false;
-  private requestsEnded = false;
-  private closed = false;
-  private error: unknown;
 
   constructor(private readonly deps: { store: JournalStore; waiters: RunWaiters; log?: Logger | undefined }) {}
 
@@ -85,7 +82,7 @@ class EventWatch {
     }
     for (const id of req.forgetEventIds) this.unwatch(id);
     for (const id of req.eventIds) {
-      if (this.watched.has(id) || this.closed) continue;
+      if (this.watched.has(id) || this.outbox.closed) continue;
       if (this.watched.size >= MAX_WATCHED_EVENTS) {
         throw new ConnectError(`a stream watches at most ${MAX_WATCHED_EVENTS} events at once`, Code.ResourceExhausted);
       }
@@ -99,29 +96,22 @@ class EventWatch {
   }
 
   onRequestsEnded(): void {
-    this.requestsEnded = true;
-    this.wake();
+    this.outbox.endRequests();
   }
 
   fail(err: unknown): void {
-    this.error ??= err;
-    this.wake();
+    this.outbox.fail(err);
   }
 
   close(): void {
-    this.closed = true;
+    this.outbox.close();
     for (const id of [...this.watched.keys()]) this.unwatch(id);
-    this.wake();
   }
 
   /** The next response, or undefined once the stream is over. */
   async next(): Promise<WatchRunsResponse | undefined> {
-    for (;;) {
-      if (this.error !== undefined) throw ConnectError.from(this.error);
-      if (this.outbox.length > 0) return create(WatchRunsResponseSchema, { events: this.outbox.splice(0) });
-      if (this.closed || (this.requestsEnded && this.watched.size === 0)) return undefined;
-      await new Promise<void>((r) => (this.wakeOutbox = r));
-    }
+    const events = await this.outbox.next();
+    return events && create(WatchRunsResponseSchema, { events });
   }
 
   private onEnd(id: string, end: RunEnd | undefined): void {
@@ -147,7 +137,6 @@ class EventWatch {
     if (!answer) return;
     this.unwatch(id);
     this.outbox.push(answer);
-    this.wake();
   }
 
   private endedRuns(id: string): Map<string, RunView> {
@@ -169,15 +158,10 @@ class EventWatch {
     this.ended.delete(id);
   }
 
-  private wake(): void {
-    const w = this.wakeOutbox;
-    this.wakeOutbox = undefined;
-    w?.();
-  }
 
   /** Reads the marked events at the end of this turn, after every mark it brings. */
   private scheduleRead(): void {
-    if (this.readScheduled || this.reading || this.dirty.size === 0 || this.closed) return;
+    if (this.readScheduled || this.reading || this.dirty.size === 0 || this.outbox.closed) return;
     this.readScheduled = true;
     setImmediate(() => {
       this.readScheduled = false;
@@ -186,13 +170,13 @@ class EventWatch {
   }
 
   private async read(): Promise<void> {
-    if (this.reading || this.closed) return;
+    if (this.reading || this.outbox.closed) return;
     this.reading = true;
     const ids = [...this.dirty];
     this.dirty.clear();
     let retry = false;
     try {
-      for (let i = 0; i < ids.length && !this.closed; i += READ_BATCH) {
+      for (let i = 0; i < ids.length && !this.outbox.closed; i += READ_BATCH) {
         const chunk = ids.slice(i, i + READ_BATCH);
         this.collect(chunk, await this.deps.store.runsOfEvents(chunk));
       }
@@ -216,7 +200,6 @@ class EventWatch {
       if (!list) byEvent.set(r.event.id, (list = []));
       list.push(r);
     }
-    const before = this.outbox.length;
     for (const id of ids) {
       const list = byEvent.get(id);
       if (!list || !this.watched.has(id)) continue;
@@ -229,7 +212,8 @@ class EventWatch {
       this.unwatch(id);
       this.outbox.push(create(EventRunsSchema, { eventId: id, runs: list.map(toProtoRun) }));
     }
-    if (this.outbox.length > before || (this.requestsEnded && this.watched.size === 0)) this.wake();
+    // The last event watched may be gone: the stream may end.
+    if (this.watched.size === 0) this.outbox.wake();
   }
 }
 

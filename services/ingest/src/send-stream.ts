@@ -11,6 +11,7 @@ import {
   type SendStreamRequest,
   type SendStreamResponse,
 } from "@stepwise/proto";
+import { AnswerQueue } from "./answer-queue.js";
 import { toEventRecords } from "./event-validation.js";
 
 /**
@@ -65,12 +66,13 @@ export async function* sendStream(
       await calls.room();
     }
   })().then(
-    () => calls.requestsEnded(),
-    (err: unknown) => calls.fail(err),
+    () => calls.answers.endRequests(),
+    (err: unknown) => calls.answers.fail(err),
   );
   try {
     for (;;) {
-      const answers = await calls.next();
+      // The answers ready in the same turn go out in one message.
+      const answers = await calls.answers.next(true);
       if (answers === undefined) break;
       yield create(SendStreamResponseSchema, { answers });
     }
@@ -95,12 +97,8 @@ function failed(err: unknown): SendAnswer["outcome"] {
 /** The calls of one stream not yet answered, and the answers not yet sent. */
 class CallsInProgress {
   private inProgress = 0;
-  private outbox: SendAnswer[] = [];
-  private wakeWriter: (() => void) | undefined;
   private wakeReader: (() => void) | undefined;
-  private ended = false;
-  private closed = false;
-  private error: unknown;
+  readonly answers = new AnswerQueue<SendAnswer>(() => this.inProgress > 0);
 
   started(): void {
     this.inProgress++;
@@ -108,60 +106,26 @@ class CallsInProgress {
 
   answer(a: SendAnswer): void {
     this.inProgress--;
-    if (this.closed) return;
-    this.outbox.push(a);
-    if (this.outbox.length === 1) this.wake();
-    if (this.inProgress < MAX_CALLS_IN_PROGRESS) {
-      const r = this.wakeReader;
-      this.wakeReader = undefined;
-      r?.();
-    }
+    this.answers.push(a);
+    // The last answer owed after the client ended its side ends the stream.
+    if (this.inProgress === 0) this.answers.wake();
+    if (this.inProgress < MAX_CALLS_IN_PROGRESS) this.makeRoom();
   }
 
   /** Resolves once fewer than MAX_CALLS_IN_PROGRESS calls are in progress. */
   room(): Promise<void> | undefined {
-    if (this.inProgress < MAX_CALLS_IN_PROGRESS || this.closed) return undefined;
+    if (this.inProgress < MAX_CALLS_IN_PROGRESS || this.answers.closed) return undefined;
     return new Promise<void>((r) => (this.wakeReader = r));
   }
 
-  requestsEnded(): void {
-    this.ended = true;
-    this.wake();
-  }
-
-  fail(err: unknown): void {
-    this.error ??= err;
-    this.wake();
-  }
-
   close(): void {
-    this.closed = true;
-    this.wake();
+    this.answers.close();
+    this.makeRoom();
+  }
+
+  private makeRoom(): void {
     const r = this.wakeReader;
     this.wakeReader = undefined;
     r?.();
-  }
-
-  /** The answers to send next, once there are some; undefined once the stream is over. */
-  async next(): Promise<SendAnswer[] | undefined> {
-    for (;;) {
-      if (this.error !== undefined) throw ConnectError.from(this.error);
-      if (this.closed) return undefined;
-      if (this.outbox.length > 0) {
-        // Let the answers of this turn gather first: one message for all.
-        await new Promise<void>((r) => setImmediate(r));
-        const answers = this.outbox;
-        this.outbox = [];
-        return answers;
-      }
-      if (this.ended && this.inProgress === 0) return undefined;
-      await new Promise<void>((r) => (this.wakeWriter = r));
-    }
-  }
-
-  private wake(): void {
-    const w = this.wakeWriter;
-    this.wakeWriter = undefined;
-    w?.();
   }
 }
