@@ -19,8 +19,17 @@ export class AnswerQueue<T> {
   /**
    * @param owesMore Whether answers are still owed (events watched, calls
    * in progress); the stream ends when it is false after the requests ended.
+   * @param onTaken Called after next() took answers: room was made.
    */
-  constructor(private readonly owesMore: () => boolean) {}
+  constructor(
+    private readonly owesMore: () => boolean,
+    private readonly onTaken?: () => void,
+  ) {}
+
+  /** Answers pushed and not yet taken. */
+  get size(): number {
+    return this.items.length;
+  }
 
   push(item: T): void {
     if (this.closed) return;
@@ -65,6 +74,7 @@ export class AnswerQueue<T> {
         if (gather) await new Promise<void>((r) => setImmediate(r));
         const items = this.items;
         this.items = [];
+        this.onTaken?.();
         return items;
       }
       if (this.requestsEnded && !this.owesMore()) return undefined;

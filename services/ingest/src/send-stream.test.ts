@@ -153,6 +153,38 @@ describe("sendStream", () => {
     await s.until(MAX_CALLS_IN_PROGRESS + 1);
   });
 
+  it("reads no further request while MAX_CALLS_IN_PROGRESS answers wait for a client that does not read them", async () => {
+    const { bus, published } = controlledBus();
+    const requests = pushable<SendStreamRequest>({ objectMode: true });
+    let pulled = 0;
+    const counted = (async function* () {
+      for await (const r of requests) {
+        pulled++;
+        yield r;
+      }
+    })();
+    const abort = new AbortController();
+    const responses = sendStream(counted, { signal: abort.signal } as HandlerContext, { bus })[Symbol.asyncIterator]();
+    const full = (base: number) =>
+      create(SendStreamRequestSchema, { calls: Array.from({ length: MAX_CALLS_IN_PROGRESS }, (_, i) => call(base + i, [{ name: "n" }])) });
+    requests.push(full(0));
+    requests.push(full(100_000));
+    requests.push(full(200_000));
+    const first = await responses.next();
+    expect(first.done).toBe(false);
+    expect(first.value?.answers).toHaveLength(MAX_CALLS_IN_PROGRESS);
+    // The client reads nothing more: the second request's answers wait, and the third is not read.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pulled).toBe(2);
+    expect(published).toHaveLength(2 * MAX_CALLS_IN_PROGRESS);
+    const second = await responses.next();
+    expect(second.value?.answers).toHaveLength(MAX_CALLS_IN_PROGRESS);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pulled).toBe(3);
+    abort.abort();
+    await responses.return?.(undefined);
+  });
+
   it("publishes through a real bus implementation too", async () => {
     const bus = new MemoryBus();
     const s = stream(bus);

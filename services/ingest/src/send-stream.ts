@@ -15,10 +15,11 @@ import { AnswerQueue } from "./answer-queue.js";
 import { toEventRecords } from "./event-validation.js";
 
 /**
- * Most calls one SendStream has in progress. Past it the stream reads no
- * further request until answers make room, so a client that sends faster
- * than the event stream acknowledges is slowed by HTTP/2 flow control
- * instead of growing the server's memory.
+ * Most calls one SendStream holds: in progress, or answered and not yet
+ * sent. Past it the stream reads no further request until answers go out,
+ * so a client that sends faster than the event stream acknowledges, or
+ * that does not read its answers, is slowed by HTTP/2 flow control instead
+ * of growing the server's memory.
  */
 export const MAX_CALLS_IN_PROGRESS = 2_000;
 
@@ -98,7 +99,10 @@ function failed(err: unknown): SendAnswer["outcome"] {
 class CallsInProgress {
   private inProgress = 0;
   private wakeReader: (() => void) | undefined;
-  readonly answers = new AnswerQueue<SendAnswer>(() => this.inProgress > 0);
+  readonly answers = new AnswerQueue<SendAnswer>(
+    () => this.inProgress > 0,
+    () => this.makeRoom(),
+  );
 
   started(): void {
     this.inProgress++;
@@ -109,13 +113,17 @@ class CallsInProgress {
     this.answers.push(a);
     // The last answer owed after the client ended its side ends the stream.
     if (this.inProgress === 0) this.answers.wake();
-    if (this.inProgress < MAX_CALLS_IN_PROGRESS) this.makeRoom();
   }
 
-  /** Resolves once fewer than MAX_CALLS_IN_PROGRESS calls are in progress. */
-  room(): Promise<void> | undefined {
-    if (this.inProgress < MAX_CALLS_IN_PROGRESS || this.answers.closed) return undefined;
-    return new Promise<void>((r) => (this.wakeReader = r));
+  /** Resolves once the stream holds fewer than MAX_CALLS_IN_PROGRESS calls. */
+  async room(): Promise<void> {
+    while (this.held() >= MAX_CALLS_IN_PROGRESS && !this.answers.closed) {
+      await new Promise<void>((r) => (this.wakeReader = r));
+    }
+  }
+
+  private held(): number {
+    return this.inProgress + this.answers.size;
   }
 
   close(): void {
