@@ -31,8 +31,8 @@ function call(callId: number, events: { id?: string; name: string }[]) {
   return create(SendCallSchema, { callId: BigInt(callId), events: events.map((e) => create(EventSchema, e)) });
 }
 
-/** A SendStream on the handler: the client's side, and the answers it got. */
-function openStream(bus: Bus) {
+/** The client's side of a stream, counting the requests the handler has read. */
+function countedRequests() {
   const requests = pushable<SendStreamRequest>({ objectMode: true });
   let pulled = 0;
   const counted = (async function* () {
@@ -41,6 +41,12 @@ function openStream(bus: Bus) {
       yield r;
     }
   })();
+  return { requests, counted, pulled: () => pulled };
+}
+
+/** A SendStream on the handler: the client's side, and the answers it got. */
+function openStream(bus: Bus) {
+  const { requests, counted, pulled } = countedRequests();
   const abort = new AbortController();
   const answers = new Map<bigint, SendAnswer>();
   let messages = 0;
@@ -58,7 +64,7 @@ function openStream(bus: Bus) {
     abort: () => abort.abort(),
     answers,
     done,
-    pulled: () => pulled,
+    pulled,
     messages: () => messages,
     async until(n: number) {
       while (answers.size < n) await new Promise<void>((r) => (onAnswer = r));
@@ -155,14 +161,7 @@ describe("sendStream", () => {
 
   it("reads no further request while MAX_CALLS_IN_PROGRESS answers wait for a client that does not read them", async () => {
     const { bus, published } = controlledBus();
-    const requests = pushable<SendStreamRequest>({ objectMode: true });
-    let pulled = 0;
-    const counted = (async function* () {
-      for await (const r of requests) {
-        pulled++;
-        yield r;
-      }
-    })();
+    const { requests, counted, pulled } = countedRequests();
     const abort = new AbortController();
     const responses = sendStream(counted, { signal: abort.signal } as HandlerContext, { bus })[Symbol.asyncIterator]();
     const full = (base: number) =>
@@ -175,12 +174,12 @@ describe("sendStream", () => {
     expect(first.value?.answers).toHaveLength(MAX_CALLS_IN_PROGRESS);
     // The client reads nothing more: the second request's answers wait, and the third is not read.
     await new Promise((r) => setTimeout(r, 50));
-    expect(pulled).toBe(2);
+    expect(pulled()).toBe(2);
     expect(published).toHaveLength(2 * MAX_CALLS_IN_PROGRESS);
     const second = await responses.next();
     expect(second.value?.answers).toHaveLength(MAX_CALLS_IN_PROGRESS);
     await new Promise((r) => setTimeout(r, 50));
-    expect(pulled).toBe(3);
+    expect(pulled()).toBe(3);
     abort.abort();
     await responses.return?.(undefined);
   });
