@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
 // Postgres. `npm test` builds first: the system tests run the built CLI.
 export default defineConfig({
   test: {
-    include: ["services/*/src/**/*.test.ts", "sdk-ts/src/**/*.test.ts", "test/**/*.test.ts"],
+    include: ["proto/protocol/**/*.test.ts", "services/*/src/**/*.test.ts", "sdk-ts/src/**/*.test.ts", "test/**/*.test.ts"],
     exclude: ["**/node_modules/**", "**/dist/**"],
     testTimeout: 60_000,
     hookTimeout: 60_000,

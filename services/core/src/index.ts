@@ -42,7 +42,6 @@ export { MemoryBus } from "./memory-bus.js";
 export { type Migration, migrate, migrations } from "./migrations.js";
 export { createPgliteSql } from "./pglite-sql.js";
 export { MAX_RUNS_PER_WORK, WorkPublisher, workMessages, workRunIds } from "./run-work.js";
-export { TurnBatch } from "./turn-batch.js";
 export { type AwaitRecord, type DueCron, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./timer-store.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./wait-matching.js";
 export {

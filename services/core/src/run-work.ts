@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { RunWorkSchema, type RunWork } from "@stepwise/proto";
 import type { Bus } from "./bus.js";
 import type { RunRef } from "./journal-types.js";
-import { TurnBatch } from "./turn-batch.js";
+import { TurnBatch } from "@stepwise/proto";
 
 /** Most runs one work message carries. */
 export const MAX_RUNS_PER_WORK = 32;

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { pushable, type Pushable } from "it-pushable";
-import { TurnBatch, type CompletedRun } from "@stepwise/core";
-import { ConnectResponseSchema, ResponseBatchSchema, type ConnectResponse } from "@stepwise/proto";
+import type { CompletedRun } from "@stepwise/core";
+import { ConnectResponseSchema, ResponseBatchSchema, TurnBatch, type ConnectResponse } from "@stepwise/proto";
 
 /** A run an executor holds on a worker. */
 export interface HeldRun {
