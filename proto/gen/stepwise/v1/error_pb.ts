@@ -40,7 +40,8 @@ export type ErrorDetail = Message<"stepwise.v1.ErrorDetail"> & {
   stack: string;
 
   /**
-   * The error this one wraps, when it has a cause.
+   * The error this one wraps, when it has a cause. Causes nest at most 8
+   * levels below the top error; the SDK and the services drop deeper ones.
    *
    * @generated from field: stepwise.v1.ErrorDetail cause = 4;
    */

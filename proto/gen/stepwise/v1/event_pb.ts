@@ -25,29 +25,35 @@ export type Event = Message<"stepwise.v1.Event"> & {
   /**
    * Unique id of the event. Optional on Send: the engine assigns a
    * time-ordered id when empty. Sending an id a second time is a no-op that
-   * returns the same id, which makes Send safe to retry.
+   * returns the same id, which makes Send safe to retry. On Send at most 128
+   * characters, printable ASCII without spaces. Ids the engine makes itself
+   * (a cron tick's) may be longer; queries (WaitForRuns, WatchRuns) accept
+   * ids of up to 256 characters.
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * Name of the event, such as "order.placed". Required, at most 256
-   * characters. Function triggers match on it.
+   * Name of the event, such as "order.placed". Required: 1 to 256
+   * characters, without NUL. Function triggers match on it.
    *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
-   * Payload of the event: a JSON object, at most 512 KiB once encoded.
+   * Payload of the event: a JSON object, at most 512 KiB (524,288 bytes) once
+   * encoded as JSON text in UTF-8. It must not contain NUL characters or lone
+   * surrogates, which the journal cannot store.
    *
    * @generated from field: google.protobuf.Struct data = 3;
    */
   data?: JsonObject | undefined;
 
   /**
-   * When the event happened. Optional: the time of receipt when unset.
+   * When the event happened, between the years 0001 and 9999. Optional: the
+   * time of receipt when unset.
    *
    * @generated from field: google.protobuf.Timestamp ts = 4;
    */

@@ -92,7 +92,7 @@ export type SendCall = Message<"stepwise.v1.SendCall"> & {
   callId: bigint;
 
   /**
-   * The events, as in SendRequest.
+   * The events, as in SendRequest: at least 1 and at most 5,000.
    *
    * @generated from field: repeated stepwise.v1.Event events = 2;
    */

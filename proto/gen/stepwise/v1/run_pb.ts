@@ -132,8 +132,9 @@ export const RunSchema: GenMessage<Run> = /*@__PURE__*/
  */
 export type Step = Message<"stepwise.v1.Step"> & {
   /**
-   * Key of the step: its id and occurrence count within the run, stable
-   * across replays.
+   * Key of the step, `<step id>:<occurrence>`: the occurrence counts the
+   * earlier steps of the run with the same id, from 0, so the first is
+   * `<step id>:0`. It is the same on every replay.
    *
    * @generated from field: string key = 1;
    */
@@ -204,7 +205,8 @@ export const StepSchema: GenMessage<Step> = /*@__PURE__*/
  */
 export type StepAttempt = Message<"stepwise.v1.StepAttempt"> & {
   /**
-   * Key of the step; empty for an attempt of the handler itself.
+   * Key of the step, as in Step; empty for an attempt of the handler
+   * itself.
    *
    * @generated from field: string step_key = 1;
    */
@@ -386,14 +388,15 @@ export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*
  */
 export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
   /**
-   * Id of the event, as Send returned it.
+   * Id of the event, as Send returned it: 1 to 256 characters.
    *
    * @generated from field: string event_id = 1;
    */
   eventId: string;
 
   /**
-   * Longest wait, in milliseconds: 1 to 300,000. 0 means 30,000.
+   * Longest wait, in milliseconds: 1 to 300,000; more fails with
+   * INVALID_ARGUMENT. 0 means 30,000.
    *
    * @generated from field: uint32 timeout_ms = 2;
    */
@@ -452,7 +455,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
 
   /**
    * Ids of watched events the client no longer waits for (after its own
-   * timeout, say); the server stops checking them.
+   * timeout, say), 1-256 characters each; the server stops checking them.
    *
    * @generated from field: repeated string forget_event_ids = 2;
    */

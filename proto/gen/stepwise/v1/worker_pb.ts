@@ -251,7 +251,7 @@ export type Register = Message<"stepwise.v1.Register"> & {
   functions: FunctionConfig[];
 
   /**
-   * How many runs the worker executes at once, at least 1.
+   * How many runs the worker executes at once: 1 to 10,000.
    *
    * @generated from field: uint32 capacity = 4;
    */
@@ -309,7 +309,9 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
   triggers: Trigger[];
 
   /**
-   * How many times a failed step is retried. Unset means the default.
+   * How many times a failed step, or a handler that failed outside any
+   * step, is retried before it fails for good: 0 to 20. Unset means the
+   * default the SDK applies: 4 retries, so 5 attempts.
    *
    * @generated from field: optional uint32 retries = 4;
    */
@@ -376,7 +378,7 @@ export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
  */
 export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
   /**
-   * Name of the event, such as "order.placed".
+   * Name of the event, such as "order.placed": 1 to 256 characters.
    *
    * @generated from field: string event = 1;
    */
@@ -384,7 +386,8 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
 
   /**
    * CEL expression over the candidate event, bound as `event`, that must be
-   * true for a run to start (the SDK's `if`). Empty means every event.
+   * true for a run to start (the SDK's `if`), at most 4,096 characters.
+   * Empty means every event.
    *
    * @generated from field: string condition = 2;
    */
@@ -592,7 +595,7 @@ export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
  */
 export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
   /**
-   * Key of the step.
+   * Key of the step, as in StepResult.
    *
    * @generated from field: string step_key = 1;
    */
@@ -650,7 +653,9 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
   lease: number;
 
   /**
-   * Key of the step: its id and occurrence count.
+   * Key of the step, `<step id>:<occurrence>`: the occurrence counts the
+   * run's earlier steps with the same id, from 0, so the first is
+   * `<step id>:0`. It is the same on every replay.
    *
    * @generated from field: string step_key = 3;
    */
@@ -814,7 +819,8 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
 
   /**
    * Set with an error when the handler will be retried: the time of its
-   * next attempt. The run then waits instead of ending.
+   * next attempt. The run then waits instead of ending. A time more than
+   * 366 days after the executor receives it is brought in to 366 days.
    *
    * @generated from field: google.protobuf.Timestamp retry_at = 5;
    */
@@ -851,7 +857,9 @@ export type Suspend = Message<"stepwise.v1.Suspend"> & {
   lease: number;
 
   /**
-   * What the run waits for; the first one done wakes it.
+   * What the run waits for; the first one done wakes it. 1 to 1,000
+   * awaits, each with its own step key; a Suspend with none, more or a key
+   * repeated fails the run with a non-retriable InvalidSuspension error.
    *
    * @generated from field: repeated stepwise.v1.Await awaits = 3;
    */
@@ -866,13 +874,17 @@ export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 16);
 
 /**
- * Await is one thing a suspended run waits for, named by its step.
+ * Await is one thing a suspended run waits for, named by its step. A
+ * time in it (wake_at, timeout_at, retry_at) may be at most 366 days after
+ * the executor receives the Suspend; an await past that, or otherwise
+ * refused, fails its step with a non-retriable error and the run resumes.
  *
  * @generated from message stepwise.v1.Await
  */
 export type Await = Message<"stepwise.v1.Await"> & {
   /**
-   * Key of the step that waits.
+   * Key of the step that waits, as in StepResult: 1 to 1,024 characters
+   * (the executor refuses the Suspend otherwise, see Suspend.awaits).
    *
    * @generated from field: string step_key = 1;
    */
@@ -955,7 +967,7 @@ export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
  */
 export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
   /**
-   * Name of the awaited event.
+   * Name of the awaited event: 1 to 256 characters.
    *
    * @generated from field: string event = 1;
    */
@@ -963,8 +975,8 @@ export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
 
   /**
    * CEL expression that a candidate event, bound as `async`, must make
-   * true; the run's triggering event is bound as `event`. Empty means any
-   * event of the name.
+   * true; the run's triggering event is bound as `event`. At most 4,096
+   * characters. Empty means any event of the name.
    *
    * @generated from field: string condition = 2;
    */
