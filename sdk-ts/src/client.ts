@@ -2,7 +2,21 @@ import { create, toJson } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { EventSchema, IngestService, RunService, RunStatus, type ErrorDetail, type Run } from "@stepwise/proto";
+import {
+  errorFromDetail,
+  EventSchema,
+  ID_PATTERN,
+  IngestService,
+  MAX_EVENT_ID_LENGTH,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_ID_LENGTH,
+  MAX_WAIT_MS,
+  runStatusFromProto,
+  RunService,
+  type ErrorDetail,
+  type Run,
+  type RunStatusName,
+} from "@stepwise/proto";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import { retryPolicy } from "./retry-policy.js";
 import { EventSender } from "./event-sender.js";
@@ -18,7 +32,6 @@ import type {
   ReceivedEvent,
   StepwiseFunction,
 } from "./function.js";
-import { fromErrorDetail } from "./wire.js";
 
 /** Options of a Stepwise client. */
 export interface StepwiseOptions<S extends EventSchemas> {
@@ -40,15 +53,19 @@ export interface OutgoingEvent<N extends string = string, D = Record<string, unk
   ts?: Date;
 }
 
-/** The status of a run; WAITING is a suspended run (sleeping, waiting for an event or a retry). */
-export type RunState = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED" | "CANCELLED";
+/**
+ * Where a run is in its life: "QUEUED", "RUNNING", "WAITING" (suspended:
+ * sleeping, waiting for an event or for a retry), or one of the ends,
+ * "COMPLETED", "FAILED" and "CANCELLED". The same names the journal stores
+ * and the contract's RunStatus values carry.
+ */
+export type RunStatus = RunStatusName;
 
 /** Id suffix of the function that runs a function's onFailure handler. */
 const FAILURE_SUFFIX = "-on-failure";
 
-/** WaitForRuns limits: the default and the longest wait, in ms. */
+/** How long a WaitForRuns waits when the caller gives no timeout, in ms. */
 const DEFAULT_WAIT_MS = 30_000;
-const MAX_WAIT_MS = 300_000;
 
 /** The data of the "stepwise/run.failed" event that starts an onFailure run. */
 interface FailedRunData {
@@ -67,8 +84,8 @@ function checkTrigger(t: unknown, where: string): void {
     if (o["timezone"] !== undefined && typeof o["timezone"] !== "string") throw new TypeError(`${where}.timezone: must be a string`);
     return;
   }
-  if (typeof o["event"] !== "string" || o["event"].length === 0 || o["event"].length > 256) {
-    throw new TypeError(`${where}.event: must be an event name of 1-256 characters`);
+  if (typeof o["event"] !== "string" || o["event"].length === 0 || o["event"].length > MAX_EVENT_NAME_LENGTH) {
+    throw new TypeError(`${where}.event: must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
   }
   if (o["if"] !== undefined && (typeof o["if"] !== "string" || o["if"].trim() === "")) {
     throw new TypeError(`${where}.if: must be a CEL expression`);
@@ -91,7 +108,7 @@ export interface RunInfo {
   id: string;
   appId: string;
   functionId: string;
-  status: RunState;
+  status: RunStatus;
   event: { id: string; name: string; data: unknown };
   createdAt: Date | undefined;
   startedAt: Date | undefined;
@@ -144,8 +161,8 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   private sender: EventSender | undefined;
 
   constructor(options: StepwiseOptions<S>) {
-    if (!/^[A-Za-z0-9_-]{1,128}$/.test(options.appId)) {
-      throw new TypeError(`appId ${JSON.stringify(options.appId)} must be 1-128 letters, digits, "-" or "_"`);
+    if (!ID_PATTERN.test(options.appId)) {
+      throw new TypeError(`appId ${JSON.stringify(options.appId)} must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`);
     }
     this.appId = options.appId;
     this.schemas = options.schemas ?? ({} as S);
@@ -171,8 +188,8 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     handler: Handler<ReceivedEvent<N, EventData<S, N>>, R>,
   ): StepwiseFunction {
     const { onFailure, ...declared } = config;
-    if (typeof declared.id !== "string" || !/^[A-Za-z0-9_-]{1,128}$/.test(declared.id)) {
-      throw new TypeError(`function id ${JSON.stringify(declared.id)} must be 1-128 letters, digits, "-" or "_"`);
+    if (typeof declared.id !== "string" || !ID_PATTERN.test(declared.id)) {
+      throw new TypeError(`function id ${JSON.stringify(declared.id)} must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`);
     }
     const where = `function ${declared.id}`;
     if (!Array.isArray(declared.triggers) || declared.triggers.length === 0) {
@@ -196,7 +213,9 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     if (onFailure !== undefined) {
       if (typeof onFailure !== "function") throw new TypeError(`${where}: onFailure: must be a function`);
       const id = `${declared.id}${FAILURE_SUFFIX}`;
-      if (id.length > 128) throw new TypeError(`${where}: id: at most ${128 - FAILURE_SUFFIX.length} characters with onFailure`);
+      if (id.length > MAX_ID_LENGTH) {
+        throw new TypeError(`${where}: id: at most ${MAX_ID_LENGTH - FAILURE_SUFFIX.length} characters with onFailure`);
+      }
       failureHandler = {
         appId: this.appId,
         config: {
@@ -298,7 +317,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    */
   async waitForRuns(eventId: string, options: { timeoutMs?: number } = {}): Promise<{ runs: RunInfo[]; done: boolean }> {
     const timeoutMs = options.timeoutMs ?? 0;
-    if (eventId.length > 0 && eventId.length <= 256 && timeoutMs >= 0 && timeoutMs <= MAX_WAIT_MS) {
+    if (eventId.length > 0 && eventId.length <= MAX_EVENT_ID_LENGTH && timeoutMs >= 0 && timeoutMs <= MAX_WAIT_MS) {
       // Every wait of this client shares one WatchRuns stream.
       this.watcher ??= new RunWatcher(this.runClient());
       const outcome = await this.watcher.wait(eventId, timeoutMs || DEFAULT_WAIT_MS);
@@ -339,22 +358,14 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   }
 }
 
-const STATES: Record<number, RunState> = {
-  [RunStatus.QUEUED]: "QUEUED",
-  [RunStatus.RUNNING]: "RUNNING",
-  [RunStatus.WAITING]: "WAITING",
-  [RunStatus.COMPLETED]: "COMPLETED",
-  [RunStatus.FAILED]: "FAILED",
-  [RunStatus.CANCELLED]: "CANCELLED",
-};
-
 function toRunInfo(run: Run): RunInfo {
-  const err = (e: ErrorDetail | undefined) => (e ? fromErrorDetail(e) : undefined);
+  const err = (e: ErrorDetail | undefined) => (e ? errorFromDetail(e) : undefined);
   return {
     id: run.id,
     appId: run.appId,
     functionId: run.functionId,
-    status: STATES[run.status] ?? "QUEUED",
+    // RUN_STATUS_UNSPECIFIED, or a status newer than this SDK: shown as queued.
+    status: runStatusFromProto(run.status) ?? "QUEUED",
     event: { id: run.event?.id ?? "", name: run.event?.name ?? "", data: run.event?.data },
     createdAt: run.createdAt ? timestampDate(run.createdAt) : undefined,
     startedAt: run.startedAt ? timestampDate(run.startedAt) : undefined,

@@ -1,4 +1,5 @@
 import { inspect } from "node:util";
+import { type ErrorData, MAX_ERROR_DEPTH } from "@stepwise/proto";
 import { parseDuration } from "./duration.js";
 
 /**
@@ -65,14 +66,14 @@ export class StepError extends Error {
   }
 }
 
-/** An error as it crosses the wire and lives in the journal. */
-export interface SerializedError {
-  name: string;
-  message: string;
-  stack?: string;
-  cause?: SerializedError;
-  nonRetriable?: boolean;
-}
+/**
+ * An error as it crosses the wire and lives in the journal: plain data (name,
+ * message, stack, cause, the retry flag) that survives JSON. It is what
+ * `RunInfo.error` and `StepInfo.error` hold; `deserializeError` turns it back
+ * into an Error. The contract's error data, shared with the services: a
+ * `cause` that crossed the wire nests at most 8 levels.
+ */
+export type SerializedError = ErrorData;
 
 /** Turns anything thrown into its serialised form, keeping causes. */
 export function serializeError(err: unknown, depth = 0): SerializedError {
@@ -80,7 +81,7 @@ export function serializeError(err: unknown, depth = 0): SerializedError {
     const out: SerializedError = { name: withoutNul(err.name), message: withoutNul(err.message) };
     if (err.stack) out.stack = withoutNul(err.stack);
     if (err instanceof NonRetriableError) out.nonRetriable = true;
-    if (err.cause !== undefined && depth < 8) out.cause = serializeError(err.cause, depth + 1);
+    if (err.cause !== undefined && depth < MAX_ERROR_DEPTH) out.cause = serializeError(err.cause, depth + 1);
     return out;
   }
   let message: string;

@@ -1,6 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { IngestService, SendCallSchema, SendStreamRequestSchema, type Event, type SendCall, type SendStreamRequest } from "@stepwise/proto";
+import {
+  IngestService,
+  SendCallSchema,
+  SendStreamRequestSchema,
+  TurnBatch,
+  type Event,
+  type SendCall,
+  type SendStreamRequest,
+} from "@stepwise/proto";
 import { pushable, type Pushable } from "it-pushable";
 import { requestStream, StreamLinger } from "./wire.js";
 
@@ -31,9 +39,8 @@ interface SendStream {
 export class EventSender {
   private nextCallId = 1n;
   private readonly pending = new Map<bigint, PendingCall>();
-  private queued: SendCall[] = [];
+  private readonly queued = new TurnBatch<SendCall>((calls) => this.flush(calls));
   private stream: SendStream | undefined;
-  private flushScheduled = false;
   private unsupported = false;
   private readonly linger = new StreamLinger(() => this.endStream());
 
@@ -45,12 +52,8 @@ export class EventSender {
     return new Promise<string[]>((resolve, reject) => {
       const callId = this.nextCallId++;
       this.pending.set(callId, { events, stream: undefined, resolve, reject });
-      this.queued.push(create(SendCallSchema, { callId, events }));
+      this.queued.add(create(SendCallSchema, { callId, events }));
       this.linger.busy();
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
     });
   }
 
@@ -64,11 +67,8 @@ export class EventSender {
     return (await this.client.send({ events })).ids;
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    if (this.queued.length === 0) return;
-    const calls = this.queued;
-    this.queued = [];
+  /** Sends the calls of one turn, in one message. */
+  private flush(calls: SendCall[]): void {
     if (this.unsupported) {
       for (const c of calls) this.settleWith(c.callId, this.sendUnary(c.events));
       return;

@@ -3,7 +3,7 @@ export {
   type AttemptInfo,
   type OutgoingEvent,
   type RunInfo,
-  type RunState,
+  type RunStatus,
   type StepInfo,
   type StepwiseOptions,
 } from "./client.js";
@@ -29,7 +29,7 @@ export type {
   ReceivedEvent,
   StepwiseFunction,
 } from "./function.js";
-export { DEFAULT_RETRIES, MAX_RETRIES } from "./retry-policy.js";
+export { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
 export { MAX_OUTPUT_BYTES } from "./run-execution.js";
 export type { Jsonified, StepId, StepOptions, StepTools, WaitForEventOptions } from "./step-tools.js";
 export { Worker, type WorkerOptions } from "./worker.js";

@@ -1,6 +1,7 @@
+import { DEFAULT_RETRIES, MAX_RETRIES } from "./index.js";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
-import { checkRetries, DEFAULT_RETRIES, MAX_RETRIES, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
+import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 
 const NOW = Date.UTC(2025, 0, 1);
 

@@ -1,11 +1,7 @@
+import { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
 import { MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
 import type { Backoff } from "./function.js";
-
-/** Default retries of a step and of a handler: 4, so 5 attempts. */
-export const DEFAULT_RETRIES = 4;
-/** Most retries a function or a step may ask for. */
-export const MAX_RETRIES = 20;
 
 /** A function's retry settings, validated. */
 export interface RetryPolicy {

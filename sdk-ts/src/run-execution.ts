@@ -3,6 +3,9 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   AwaitSchema,
   ConnectRequestSchema,
+  errorFromDetail,
+  errorToDetail,
+  MAX_EVENT_NAME_LENGTH,
   RetrySchema,
   RunResultSchema,
   SleepSchema,
@@ -20,7 +23,6 @@ import { deserializeError, NonRetriableError, serializeError, StepError, type Se
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import type { StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
-import { fromErrorDetail, toErrorDetail } from "./wire.js";
 
 /** Largest JSON a step or a run may return. */
 export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
@@ -132,7 +134,7 @@ export class RunExecution {
             lease: this.start.lease,
             result:
               "error" in outcome
-                ? { case: "error", value: toErrorDetail(outcome.error) }
+                ? { case: "error", value: errorToDetail(outcome.error) }
                 : { case: "outputJson", value: outcome.outputJson },
             ...(retryAtMs !== undefined && "error" in outcome ? { retryAt: timestampFromMs(retryAtMs) } : {}),
           }),
@@ -224,7 +226,7 @@ export class RunExecution {
               endedAt: timestampFromMs(endedAt),
               result:
                 "error" in outcome
-                  ? { case: "error", value: toErrorDetail(outcome.error) }
+                  ? { case: "error", value: errorToDetail(outcome.error) }
                   : { case: "outputJson", value: outcome.outputJson },
               ...(retryAtMs !== undefined ? { retryAt: timestampFromMs(retryAtMs) } : {}),
             }),
@@ -276,8 +278,8 @@ export class RunExecution {
     }
     const where = `step.waitForEvent ${JSON.stringify(id)}`;
     const { timeoutMs, condition } = this.guard(() => {
-      if (typeof options?.event !== "string" || options.event.length === 0 || options.event.length > 256) {
-        throw new TypeError(`${where}: event must be an event name of 1-256 characters`);
+      if (typeof options?.event !== "string" || options.event.length === 0 || options.event.length > MAX_EVENT_NAME_LENGTH) {
+        throw new TypeError(`${where}: event must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
       }
       const conditions: string[] = [];
       if (options.if !== undefined) {
@@ -381,6 +383,6 @@ function encodeOutput(value: unknown, what: string): Outcome {
 }
 
 function fromJournalEntry(e: JournalEntry): Outcome {
-  if (e.result.case === "error") return { error: fromErrorDetail(e.result.value) };
+  if (e.result.case === "error") return { error: errorFromDetail(e.result.value) };
   return { outputJson: e.result.case === "outputJson" ? e.result.value : "null" };
 }

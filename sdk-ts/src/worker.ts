@@ -13,6 +13,7 @@ import {
   RegisterSchema,
   RequestBatchSchema,
   TriggerSchema,
+  TurnBatch,
   WorkerService,
   type ConnectRequest,
   type ConnectResponse,
@@ -214,28 +215,24 @@ export class Worker {
     // (the results of many runs) go out as one stream message.
     let batching = false;
     let ended = false;
-    let unsent: ConnectRequest[] = [];
-    const flush = () => {
-      const messages = unsent;
-      unsent = [];
-      if (ended || messages.length === 0) return;
+    const unsent = new TurnBatch<ConnectRequest>((messages) => {
+      if (ended) return;
       outbox.push(
         messages.length === 1
           ? messages[0]!
           : create(ConnectRequestSchema, { message: { case: "batch", value: create(RequestBatchSchema, { messages }) } }),
       );
-    };
+    });
     const send = (m: ConnectRequest) => {
       if (ended) return;
       if (!batching) {
         outbox.push(m);
         return;
       }
-      unsent.push(m);
-      if (unsent.length === 1) setImmediate(flush);
+      unsent.add(m);
     };
     const end = () => {
-      flush();
+      unsent.flushNow();
       ended = true;
       outbox.end();
     };
