@@ -1,4 +1,15 @@
-export { type Bus, type ConsumeEventsOptions, type Delivery, type CompletedRun, type RunEnd, type Subscription, ID_PATTERN } from "./bus.js";
+// What the Stepwise services share, by folder:
+//   journal/     Postgres: the journal store and its modules (functions, run
+//                creation, leases, steps, run ends, views), timers, waits,
+//                migrations, the SQL clients
+//   bus/         the Bus interface, over JetStream and in process, and run work
+//   conditions/  CEL conditions, cron schedules, wait matching
+//   runtime/     configuration, logging, the Connect server, group commit
+// Exports are named; nothing here re-exports a module whole.
+export { type Bus, type CompletedRun, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus/bus.js";
+export { backoffMs, JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
+export { MemoryBus } from "./bus/memory-bus.js";
+export { MAX_RUNS_PER_WORK, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
 export {
   type Condition,
   type ConditionEvent,
@@ -7,43 +18,37 @@ export {
   InvalidConditionError,
   MAX_CONDITION_LENGTH,
   valueAt,
-} from "./cel-condition.js";
-export { type Config, loadConfig } from "./config.js";
-export { CronSchedule, InvalidCronError } from "./cron-schedule.js";
-export { GroupCommit } from "./group-commit.js";
-export { errorFromProto, errorToProto } from "./error-detail.js";
-export { JetStreamBus, type JetStreamBusOptions, backoffMs } from "./jetstream-bus.js";
+} from "./conditions/cel-condition.js";
+export { CronSchedule, InvalidCronError } from "./conditions/cron-schedule.js";
+export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-matching.js";
+export { JournalStore } from "./journal/journal-store.js";
+export { type Migration, migrate, migrations } from "./journal/migrations.js";
+export { createPgliteSql } from "./journal/pglite-sql.js";
+export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./journal/sql.js";
+export { type AwaitRecord, type DueCron, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./journal/timer-store.js";
 export {
   type AttemptRecord,
   type AttemptView,
   type ClaimedRun,
   type ConditionalTrigger,
+  DEFAULT_QUEUED_BACKSTOP_MS,
   DEFAULT_TIMER_CHANNEL,
-  type RecordedEvent,
   type EventInput,
   type FunctionRegistration,
+  isUuid,
   type JournalEntry,
   type JournalOutcome,
-  JournalStore,
-  type RunFilter,
   type PublishedRun,
   type PublishedRunRef,
+  type RecordedEvent,
+  type RunFilter,
   type RunRef,
-  DEFAULT_QUEUED_BACKSTOP_MS,
   type RunStatus,
   type RunView,
   type StepRecord,
   type StepView,
   type StoredError,
-  isUuid,
-} from "./journal-store.js";
-export { createLogger, type Logger } from "./log.js";
-export { MemoryBus } from "./memory-bus.js";
-export { type Migration, migrate, migrations } from "./migrations.js";
-export { createPgliteSql } from "./pglite-sql.js";
-export { MAX_RUNS_PER_WORK, WorkPublisher, workMessages, workRunIds } from "./run-work.js";
-export { type AwaitRecord, type DueCron, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./timer-store.js";
-export { conditionEvent, waitMatches, waitOutputJson } from "./wait-matching.js";
+} from "./journal/types.js";
 export {
   LOOKBACK_PAGE,
   type LookbackCandidate,
@@ -51,6 +56,8 @@ export {
   type WaitEvent,
   type WaitMatch,
   WaitStore,
-} from "./wait-store.js";
-export { type RunningServer, serveConnect } from "./server.js";
-export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./sql.js";
+} from "./journal/wait-store.js";
+export { type Config, loadConfig } from "./runtime/config.js";
+export { GroupCommit } from "./runtime/group-commit.js";
+export { createLogger, type Logger } from "./runtime/log.js";
+export { type RunningServer, serveConnect } from "./runtime/server.js";

@@ -3,7 +3,6 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import {
-  errorFromProto,
   type Bus,
   type ClaimedRun,
   type Delivery,
@@ -17,6 +16,7 @@ import {
   workMessages,
   workRunIds,
 } from "@stepwise/core";
+import { errorFromDetail, MAX_SUSPEND_MS } from "@stepwise/proto";
 import {
   CancelRunSchema,
   ConnectResponseSchema,
@@ -38,7 +38,6 @@ import { validateRegistration } from "./registration.js";
 import { ResultRecorder, toProtoEntry } from "./result-recorder.js";
 import { GroupCommit } from "@stepwise/core";
 import { RunSuspender } from "./run-suspender.js";
-import { MAX_SUSPEND_MS } from "./suspension.js";
 import { WorkPuller } from "./work-puller.js";
 import { WorkerRegistry } from "./worker-registry.js";
 import { WorkerSession } from "./worker-session.js";
@@ -310,7 +309,7 @@ export class Executor {
         attempt: m.attempt,
         startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
         endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
-        error: errorFromProto(m.result.value),
+        error: errorFromDetail(m.result.value),
         retryAtMs: timestampMs(m.retryAt),
       });
       if (!ok) {
@@ -365,7 +364,7 @@ export class Executor {
         attempt: held.attempt,
         startedAtMs: held.startedAtMs,
         endedAtMs: Date.now(),
-        error: errorFromProto(m.result.value),
+        error: errorFromDetail(m.result.value),
         retryAtMs,
       });
       if (ok) await this.suspender.suspend(held, [{ stepKey: "", stepId: "", kind: "retry", dueAtMs: retryAtMs }]);

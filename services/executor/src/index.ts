@@ -1,2 +1,2 @@
 export { Executor, type ExecutorOptions } from "./executor.js";
-export { MAX_CAPACITY, validateRegistration } from "./registration.js";
+export { validateRegistration } from "./registration.js";

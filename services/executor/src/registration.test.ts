@@ -2,7 +2,8 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RegisterSchema, type FunctionConfigSchema } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
-import { MAX_CAPACITY, MAX_RETRIES, validateRegistration } from "./registration.js";
+import { MAX_CAPACITY, MAX_RETRIES } from "@stepwise/proto";
+import { validateRegistration } from "./registration.js";
 
 type FunctionInit = MessageInitShape<typeof FunctionConfigSchema>;
 

@@ -2,18 +2,11 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   compileCondition,
   CronSchedule,
-  ID_PATTERN,
   InvalidConditionError,
   InvalidCronError,
   type FunctionRegistration,
 } from "@stepwise/core";
-import type { Register } from "@stepwise/proto";
-
-/** Most runs one worker may hold at once. */
-export const MAX_CAPACITY = 10_000;
-
-/** Most retries a function may ask for. */
-export const MAX_RETRIES = 20;
+import { ID_PATTERN, MAX_CAPACITY, MAX_ID_LENGTH, MAX_EVENT_NAME_LENGTH, MAX_RETRIES, type Register } from "@stepwise/proto";
 
 /**
  * Validates a worker's registration and returns its functions in the form
@@ -22,7 +15,7 @@ export const MAX_RETRIES = 20;
 export function validateRegistration(reg: Register): FunctionRegistration[] {
   if (!ID_PATTERN.test(reg.appId)) {
     throw new ConnectError(
-      `register.app_id: ${JSON.stringify(reg.appId)} must be 1-128 letters, digits, "-" or "_"`,
+      `register.app_id: ${JSON.stringify(reg.appId)} must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`,
       Code.InvalidArgument,
     );
   }
@@ -39,7 +32,7 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
   return reg.functions.map((fn) => {
     const where = `function ${JSON.stringify(fn.id)}`;
     const invalid = (field: string, message: string) => new ConnectError(`${where}: ${field}: ${message}`, Code.InvalidArgument);
-    if (!ID_PATTERN.test(fn.id)) throw new ConnectError(`${where}: id must be 1-128 letters, digits, "-" or "_"`, Code.InvalidArgument);
+    if (!ID_PATTERN.test(fn.id)) throw new ConnectError(`${where}: id must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`, Code.InvalidArgument);
     if (seen.has(fn.id)) throw new ConnectError(`${where}: registered twice`, Code.InvalidArgument);
     seen.add(fn.id);
     if (fn.retries !== undefined && fn.retries > MAX_RETRIES) throw invalid("retries", `must be 0 to ${MAX_RETRIES}`);
@@ -56,7 +49,9 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
     fn.triggers.forEach((t, i) => {
       if (t.kind.case === "event") {
         const { event, condition } = t.kind.value;
-        if (event.length === 0 || event.length > 256) throw invalid(`triggers[${i}].event`, "must be an event name of 1-256 characters");
+        if (event.length === 0 || event.length > MAX_EVENT_NAME_LENGTH) {
+          throw invalid(`triggers[${i}].event`, `must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
+        }
         if (condition === "") {
           events.push(event);
           return;

@@ -2,9 +2,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import {
   type AttemptRecord,
-  errorFromProto,
   type PublishedRunRef,
-  errorToProto,
   type JournalEntry,
   type JournalOutcome,
   type JournalStore,
@@ -12,6 +10,7 @@ import {
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
+import { errorFromDetail, errorToDetail } from "@stepwise/proto";
 import { GroupCommit } from "@stepwise/core";
 import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/proto";
 
@@ -58,7 +57,7 @@ export class ResultRecorder {
       startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
       endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
       outputJson: result.case === "outputJson" ? result.value : undefined,
-      error: result.case === "error" ? errorFromProto(result.value) : undefined,
+      error: result.case === "error" ? errorFromDetail(result.value) : undefined,
     };
     // Large results go alone: a batch of them would make one huge statement.
     const alone = (record.outputJson?.length ?? 0) > BATCHED_RESULT_MAX_CHARS;
@@ -102,7 +101,7 @@ export class ResultRecorder {
     const fail = (error: StoredError) => this.store.failRun(m.runId, m.lease, error, this.requeueAfterMs);
     let completedAtMs: number | undefined;
     let outcome = await this.withRetry(async () => {
-      if (result.case === "error") return await fail(errorFromProto(result.value));
+      if (result.case === "error") return await fail(errorFromDetail(result.value));
       const endedAtMs = await this.complete(m.runId, m.lease, result.case === "outputJson" ? result.value : "null");
       completedAtMs = endedAtMs ?? undefined;
       return { ok: endedAtMs !== null, failureRun: undefined };
@@ -179,6 +178,6 @@ function isDataException(err: unknown): boolean {
 export function toProtoEntry(e: JournalEntry) {
   return create(JournalEntrySchema, {
     stepKey: e.stepKey,
-    result: e.error ? { case: "error", value: errorToProto(e.error) } : { case: "outputJson", value: e.outputJson },
+    result: e.error ? { case: "error", value: errorToDetail(e.error) } : { case: "outputJson", value: e.outputJson },
   });
 }

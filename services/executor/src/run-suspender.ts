@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import {
-  errorToProto,
   waitMatches,
   waitOutputJson,
   type AwaitRecord,
@@ -13,6 +12,7 @@ import {
   type WaitMatch,
   type WaitStore,
 } from "@stepwise/core";
+import { errorToDetail } from "@stepwise/proto";
 import { StepResultSchema, type Suspend } from "@stepwise/proto";
 import type { ResultRecorder } from "./result-recorder.js";
 import { parseAwaits } from "./suspension.js";
@@ -64,7 +64,7 @@ export class RunSuspender {
             stepKey: bad.stepKey,
             stepId: bad.stepId,
             attempt: 1,
-            result: { case: "error", value: errorToProto({ name: bad.name, message: bad.message, nonRetriable: true }) },
+            result: { case: "error", value: errorToDetail({ name: bad.name, message: bad.message, nonRetriable: true }) },
           }),
         );
       }

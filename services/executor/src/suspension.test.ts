@@ -3,7 +3,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type AwaitSchema, SuspendSchema } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
-import { MAX_AWAITS, MAX_SUSPEND_MS, parseAwaits } from "./suspension.js";
+import { MAX_AWAITS, MAX_SUSPEND_MS } from "@stepwise/proto";
+import { parseAwaits } from "./suspension.js";
 
 type AwaitInit = MessageInitShape<typeof AwaitSchema>;
 

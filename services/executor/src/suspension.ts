@@ -1,13 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type AwaitRecord, compileCondition, InvalidConditionError } from "@stepwise/core";
-import type { Suspend } from "@stepwise/proto";
-
-/** Longest a run may sleep or wait: one year, plus a day of slack for clocks and calendars. */
-export const MAX_SUSPEND_MS = 366 * 24 * 3_600_000;
-
-/** Most awaits one suspension may carry. */
-export const MAX_AWAITS = 1_000;
+import { MAX_AWAITS, MAX_EVENT_NAME_LENGTH, MAX_STEP_KEY_LENGTH, MAX_SUSPEND_MS, type Suspend } from "@stepwise/proto";
 
 /** An await the executor refuses; its step is journaled with this error. */
 export interface InvalidAwait {
@@ -32,8 +26,8 @@ export function parseAwaits(m: Suspend, nowMs: number): { awaits: AwaitRecord[];
   const invalid: InvalidAwait[] = [];
   const keys = new Set<string>();
   for (const a of m.awaits) {
-    if (a.stepKey.length === 0 || a.stepKey.length > 1024 || keys.has(a.stepKey)) {
-      throw new ConnectError("suspend.awaits: each needs a distinct step key of 1-1024 characters", Code.InvalidArgument);
+    if (a.stepKey.length === 0 || a.stepKey.length > MAX_STEP_KEY_LENGTH || keys.has(a.stepKey)) {
+      throw new ConnectError(`suspend.awaits: each needs a distinct step key of 1-${MAX_STEP_KEY_LENGTH} characters`, Code.InvalidArgument);
     }
     keys.add(a.stepKey);
     const bad = (message: string, name = "InvalidAwait") => invalid.push({ stepKey: a.stepKey, stepId: a.stepId, name, message });
@@ -59,8 +53,8 @@ export function parseAwaits(m: Suspend, nowMs: number): { awaits: AwaitRecord[];
         const w = k.value;
         const at = due(w.timeoutAt, `step ${JSON.stringify(a.stepId)}: the wait's timeout`);
         if (at === undefined) break;
-        if (w.event.length === 0 || w.event.length > 256) {
-          bad(`step ${JSON.stringify(a.stepId)}: event must be an event name of 1-256 characters`);
+        if (w.event.length === 0 || w.event.length > MAX_EVENT_NAME_LENGTH) {
+          bad(`step ${JSON.stringify(a.stepId)}: event must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
           break;
         }
         let equality: AwaitRecord & { kind: "wait" } extends { equality: infer E } ? E : never = undefined;

@@ -13,7 +13,7 @@ import {
   type Sql,
   MemoryBus,
 } from "@stepwise/core";
-import { EventBatches } from "./run-creation.js";
+import { EventBatches } from "./event-batches.js";
 
 const DATABASE_URL = process.env["TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
 

@@ -1,5 +1,6 @@
 import {
   CronSchedule,
+  publishRunWork,
   TIMER_POLL_MS,
   type Bus,
   type DueCron,
@@ -9,7 +10,6 @@ import {
   type Sql,
   type TimerStore,
 } from "@stepwise/core";
-import { publishRunWork } from "./run-creation.js";
 
 /** Options of the timer firing. */
 export interface TimerFiringOptions {

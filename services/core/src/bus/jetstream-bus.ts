@@ -26,7 +26,7 @@ import {
 } from "@stepwise/proto";
 import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
 import { JetStreamPublisher } from "./jetstream-publisher.js";
-import type { Logger } from "./log.js";
+import type { Logger } from "../runtime/log.js";
 
 /** Options of the JetStream bus. */
 export interface JetStreamBusOptions {

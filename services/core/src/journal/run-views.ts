@@ -1,5 +1,5 @@
-import type { RunFilter, RunStatus, RunView, StoredError } from "./journal-types.js";
-import { isUuid } from "./journal-types.js";
+import type { RunFilter, RunStatus, RunView, StoredError } from "./types.js";
+import { isUuid } from "./types.js";
 import type { Sql } from "./sql.js";
 
 // The read side of the journal: what RunService shows of runs.
@@ -115,4 +115,24 @@ function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedA
       ts: r["event_ts"] as Date,
     },
   };
+}
+
+/**
+ * Of the given event ids, those that started at least one run and whose
+ * runs all ended (COMPLETED, FAILED or CANCELLED). One round trip.
+ */
+export async function endedEvents(sql: Sql, eventIds: readonly string[]): Promise<string[]> {
+  if (eventIds.length === 0) return [];
+  const rows = await sql.query<{ event_id: string }>(
+    `SELECT event_id FROM runs WHERE event_id = ANY($1::text[])
+     GROUP BY event_id HAVING bool_and(status IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
+    [eventIds],
+  );
+  return rows.map((r) => r.event_id);
+}
+
+/** Counts stored events with an id; used by tests and tools. */
+export async function hasEvent(sql: Sql, eventId: string): Promise<boolean> {
+  const rows = await sql.query("SELECT 1 AS ok FROM events WHERE id = $1", [eventId]);
+  return rows.length > 0;
 }

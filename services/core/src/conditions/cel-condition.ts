@@ -1,3 +1,4 @@
+import { MAX_CONDITION_LENGTH } from "@stepwise/proto";
 import { celEnv, isCelError, parse, plan } from "@bufbuild/cel";
 import type { Expr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
 
@@ -46,7 +47,7 @@ const cache = new Map<string, Condition>();
 const CACHE_MAX = 10_000;
 
 /** Longest condition accepted. */
-export const MAX_CONDITION_LENGTH = 4096;
+export { MAX_CONDITION_LENGTH };
 
 /**
  * Compiles a CEL condition once (cached by its text). Throws

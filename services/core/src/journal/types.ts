@@ -1,14 +1,13 @@
-/** Where a run is in its life, as stored. */
-export type RunStatus = "QUEUED" | "RUNNING" | "WAITING" | "COMPLETED" | "FAILED" | "CANCELLED";
+import type { ErrorData, RunStatusName } from "@stepwise/proto";
 
-/** An error as journaled: the SDK's serialised form. */
-export interface StoredError {
-  name: string;
-  message: string;
-  stack?: string;
-  cause?: StoredError;
-  nonRetriable?: boolean;
-}
+// The journal's types: what the stores take and give, shared by every
+// module of journal/ and by the services.
+
+/** Where a run is in its life, as stored: the contract's status names. */
+export type RunStatus = RunStatusName;
+
+/** An error as journaled: the SDK's serialised form, as the contract carries it. */
+export type StoredError = ErrorData;
 
 /** A function as registered by a worker. */
 export interface FunctionRegistration {

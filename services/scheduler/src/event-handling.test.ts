@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { createLogger, createPgliteSql, JournalStore, MemoryBus, migrate, type Sql, WaitStore } from "@stepwise/core";
 import { EventRecordSchema, type RunWork } from "@stepwise/proto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { handleEvent, Reconciler } from "./run-creation.js";
+import { handleEvent } from "./event-handling.js";
+import { Reconciler } from "./reconciler.js";
 
 // The scheduler's two jobs on the embedded store and bus (the same SQL as
 // Postgres, the same bus contract as JetStream): events become runs whose

@@ -1,6 +1,6 @@
-import type { PublishedRunRef } from "./journal-store.js";
-import { DEFAULT_TIMER_CHANNEL } from "./journal-store.js";
+import { CRON_TICK_RUNS } from "./run-creation.js";
 import type { Sql } from "./sql.js";
+import { DEFAULT_TIMER_CHANNEL, type PublishedRunRef } from "./types.js";
 
 /** One thing a suspending run waits for, keyed by its step. */
 export type AwaitRecord =
@@ -297,10 +297,7 @@ export class TimerStore {
            UPDATE cron_schedules c SET next_at = x.next FROM x
            WHERE c.app_id = x.a AND c.function_id = x.f AND c.trigger_index = x.x
          )
-         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
-         SELECT gen_random_uuid(), x.a, x.f, x.id, 'QUEUED', now() + $2 * interval '1 millisecond' FROM x
-         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
-         RETURNING id, app_id, function_id, lease`,
+         ${CRON_TICK_RUNS("$2")}`,
         [JSON.stringify(ticks), requeueAfterMs],
       );
       return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
@@ -316,7 +313,7 @@ export class TimerStore {
  */
 export function WAKE_RUNS(ids: string, requeueParam = "$2"): string {
   // The runs are locked in id order, as every statement that changes
-  // several runs does (see JournalStore.claimRuns).
+  // several runs does (see claimRuns in run-leases.ts).
   return `, wake_lock AS (
          SELECT id FROM runs WHERE id IN (${ids}) AND status IN ('WAITING', 'RUNNING', 'QUEUED')
          ORDER BY id FOR UPDATE

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { createPgliteSql } from "./pglite-sql.js";
-import { createPgSql, quoteIdent, type Sql } from "./sql.js";
+import { createPgliteSql } from "../journal/pglite-sql.js";
+import { createPgSql, quoteIdent, type Sql } from "../journal/sql.js";
 
 // For the conformance suites that run the same cases on Postgres and on
 // PGlite (the store and scheduler tests); not part of the engine's API.

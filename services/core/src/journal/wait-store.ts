@@ -1,4 +1,4 @@
-import type { PublishedRunRef } from "./journal-store.js";
+import type { PublishedRunRef } from "./types.js";
 import type { Sql } from "./sql.js";
 import { WAKE_RUNS } from "./timer-store.js";
 

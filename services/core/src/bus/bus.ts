@@ -95,6 +95,3 @@ export interface CompletedRun {
   /** How many runs the event had started when this one was claimed (all of them). */
   eventRuns: number;
 }
-
-/** Ids of apps and functions double as subject tokens and consumer names. */
-export const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { conditionEvent, waitMatches, waitOutputJson } from "./wait-matching.js";
-import type { WaitEvent } from "./wait-store.js";
+import type { WaitEvent } from "../journal/wait-store.js";
 
 const TS = Date.UTC(2025, 2, 4, 5, 6, 7, 89);
 

@@ -1,16 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  JournalStore,
-  type AttemptRecord,
-  type EventInput,
-  type JournalEntry,
-  type RunRef,
-  type RunView,
-  type StepRecord,
-  type StoredError,
-} from "./journal-store.js";
-import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
+import { JournalStore } from "./journal-store.js";
+import type { AttemptRecord, EventInput, JournalEntry, RunRef, RunView, StepRecord, StoredError } from "./types.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "../testing/test-database.js";
 import { migrate, migrations } from "./migrations.js";
 import { quoteIdent } from "./sql.js";
 

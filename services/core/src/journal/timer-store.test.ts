@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { type EventInput, JournalStore, type PublishedRunRef, type RunView } from "./journal-store.js";
-import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
+import { JournalStore } from "./journal-store.js";
+import type { EventInput, PublishedRunRef, RunView } from "./types.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "../testing/test-database.js";
 import { migrate } from "./migrations.js";
 import { type AwaitRecord, type DueCron, TimerStore } from "./timer-store.js";
 import { WaitStore } from "./wait-store.js";

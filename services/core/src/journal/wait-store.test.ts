@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { compileCondition } from "./cel-condition.js";
-import { type EventInput, JournalStore, type PublishedRunRef } from "./journal-store.js";
-import { testBackends, type TestBackend, type TestDatabase, uniq } from "./test-database.js";
+import { compileCondition } from "../conditions/cel-condition.js";
+import { JournalStore } from "./journal-store.js";
+import type { EventInput, PublishedRunRef } from "./types.js";
+import { testBackends, type TestBackend, type TestDatabase, uniq } from "../testing/test-database.js";
 import { migrate } from "./migrations.js";
 import { type AwaitRecord, TimerStore } from "./timer-store.js";
-import { waitOutputJson } from "./wait-matching.js";
+import { waitOutputJson } from "../conditions/wait-matching.js";
 import { LOOKBACK_PAGE, type WaitEvent, WaitStore } from "./wait-store.js";
 
 // One conformance suite, run against real Postgres and against PGlite, as

@@ -1,5 +1,5 @@
 import { compileCondition, type ConditionEvent } from "./cel-condition.js";
-import type { WaitEvent } from "./wait-store.js";
+import type { WaitEvent } from "../journal/wait-store.js";
 
 /** An event in the shape conditions and handlers see: data decoded, ts as RFC 3339 text. */
 export function conditionEvent(e: WaitEvent): ConditionEvent {

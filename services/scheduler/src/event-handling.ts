@@ -1,14 +1,9 @@
 import {
   compileCondition,
-  GroupCommit,
-  type EventInput,
-  type RecordedEvent,
-  type WaitCandidate,
   conditionEvent,
+  publishRunWork,
   waitMatches,
   waitOutputJson,
-  workMessages,
-  WorkPublisher,
   type Bus,
   type JournalStore,
   type Logger,
@@ -17,6 +12,11 @@ import {
   type WaitStore,
 } from "@stepwise/core";
 import type { EventRecord } from "@stepwise/proto";
+import type { EventBatches } from "./event-batches.js";
+
+// What the scheduler does with each event of the stream: the journal
+// stores it and creates its runs (services/core/src/journal/run-creation.ts),
+// then the waits it matches are resolved.
 
 /**
  * Handles one event from the event stream: persists it and creates one run
@@ -67,41 +67,6 @@ export async function handleEvent(
   return runs;
 }
 
-/**
- * The scheduler's statements for concurrent events, each shared by the
- * events handled at the same time (group commit).
- */
-export class EventBatches {
-  private readonly records: GroupCommit<EventInput, RecordedEvent>;
-  private readonly lookups: GroupCommit<{ event: WaitEvent; storedAtMs: number }, WaitCandidate[]>;
-  private readonly work: WorkPublisher;
-
-  constructor(store: JournalStore, waits: WaitStore, bus: Bus, backstopMs?: number) {
-    this.work = new WorkPublisher(bus);
-    this.records = new GroupCommit(
-      (events) => store.recordEventsMatching(events, backstopMs),
-      (event) => store.recordEventMatching(event, backstopMs),
-    );
-    this.lookups = new GroupCommit(
-      (events) => waits.candidatesMany(events),
-      (x) => waits.candidates(x.event, x.storedAtMs),
-    );
-  }
-
-  record(event: EventInput): Promise<RecordedEvent> {
-    return this.records.submit(event);
-  }
-
-  candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
-    return this.lookups.submit({ event, storedAtMs });
-  }
-
-  /** Publishes the work of runs, in the messages of every event handled in the same turn. */
-  publish(runs: readonly RunRef[]): Promise<void> {
-    return this.work.publish(runs);
-  }
-}
-
 /** Resolves the waits an event matches and publishes the work of the runs it woke. */
 async function resolveWaits(
   event: WaitEvent,
@@ -125,66 +90,4 @@ async function resolveWaits(
 /** Publishes the work of runs with the event batches' messages when there are batches. */
 function publishFor(deps: { bus: Bus; batches?: EventBatches | undefined }, runs: readonly RunRef[]): Promise<void> {
   return deps.batches ? deps.batches.publish(runs) : publishRunWork(deps.bus, runs);
-}
-
-/** Publishes the work of runs, in one message per function and batch of runs. */
-export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void> {
-  return bus.publishWork(workMessages(runs));
-}
-
-/**
- * The reconciler closes the gap between a Postgres commit and a NATS
- * publish: runs whose executor stopped renewing its lease, runs handed back
- * to the queue whose publish was not confirmed by their deadline, and, once
- * per long backstop, runs still waiting in the queue (in case the bus lost
- * their message) get their work published again. A duplicate work message
- * is harmless: claiming a run is idempotent.
- */
-export class Reconciler {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-
-  constructor(
-    private readonly deps: {
-      store: JournalStore;
-      bus: Bus;
-      log: Logger;
-      requeueAfterMs: number;
-      intervalMs: number;
-      backstopMs?: number;
-    },
-  ) {}
-
-  start(): void {
-    const tick = () => {
-      this.running = this.sweep()
-        .then(() => undefined)
-        .catch((err: unknown) => this.deps.log.warn({ err }, "reconciler sweep failed"))
-        .finally(() => {
-          this.running = undefined;
-          if (this.timer !== undefined) this.timer = setTimeout(tick, this.deps.intervalMs);
-        });
-    };
-    this.timer = setTimeout(tick, this.deps.intervalMs);
-  }
-
-  /** One sweep; returns how many runs got their work published again. */
-  async sweep(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const runs = await this.deps.store.reclaimStale(500, this.deps.requeueAfterMs);
-      if (runs.length === 0) return total;
-      await publishRunWork(this.deps.bus, runs);
-      await this.deps.store.markPublished(runs, this.deps.backstopMs);
-      total += runs.length;
-      this.deps.log.info({ runs: runs.length }, "re-published work of stale runs");
-      if (runs.length < 500) return total;
-    }
-  }
-
-  async stop(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.running;
-  }
 }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { RunWorkSchema, type RunWork } from "@stepwise/proto";
 import type { Bus } from "./bus.js";
-import type { RunRef } from "./journal-types.js";
+import type { RunRef } from "../journal/types.js";
 import { TurnBatch } from "@stepwise/proto";
 
 /** Most runs one work message carries. */
@@ -37,6 +37,11 @@ export function workMessages(runs: readonly RunRef[]): RunWork[] {
 /** The ids of the runs a work message carries. */
 export function workRunIds(work: RunWork): string[] {
   return [work.runId, ...work.moreRunIds];
+}
+
+/** Publishes the work of runs, in one message per function and batch of runs. */
+export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void> {
+  return bus.publishWork(workMessages(runs));
 }
 
 /**

@@ -1,0 +1,67 @@
+import type { Sql } from "./sql.js";
+import type { FunctionRegistration } from "./types.js";
+
+// The functions workers registered, their event triggers and their cron
+// schedules: what the scheduler matches events and ticks against.
+
+/**
+ * Upserts an app's functions and replaces their triggers, in one
+ * transaction. A cron trigger whose schedule did not change keeps its next
+ * tick, so a worker reconnecting neither skips nor repeats one.
+ */
+export async function registerFunctions(sql: Sql, timerChannel: string, appId: string, functions: FunctionRegistration[]): Promise<void> {
+  const sorted = [...functions].sort((a, b) => a.id.localeCompare(b.id));
+  await sql.transaction(async (tx) => {
+    // The cron schedules of functions this app no longer registers stop
+    // firing: their runs would wait for a worker that never comes.
+    await tx.query("DELETE FROM cron_schedules WHERE app_id = $1 AND NOT (function_id = ANY($2::text[]))", [
+      appId,
+      sorted.map((f) => f.id),
+    ]);
+    for (const fn of sorted) {
+      await tx.query(
+        `INSERT INTO functions (app_id, function_id, name, config, updated_at)
+         VALUES ($1, $2, $3, $4::jsonb, now())
+         ON CONFLICT (app_id, function_id) DO UPDATE
+           SET name = excluded.name, config = excluded.config, updated_at = now()`,
+        [appId, fn.id, fn.name, JSON.stringify(fn.config ?? {})],
+      );
+      await tx.query("DELETE FROM function_triggers WHERE app_id = $1 AND function_id = $2", [appId, fn.id]);
+      // Per event name: NULL conditions when any trigger of the name has
+      // none, else every condition (any one true starts a run).
+      const byName = new Map<string, string[] | null>();
+      for (const name of fn.eventTriggers) byName.set(name, null);
+      for (const t of fn.conditionalTriggers ?? []) {
+        const had = byName.get(t.event);
+        if (had === null) continue;
+        byName.set(t.event, [...(had ?? []), t.condition]);
+      }
+      if (byName.size > 0) {
+        await tx.query(
+          `INSERT INTO function_triggers (event_name, app_id, function_id, conditions)
+           SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END
+           FROM jsonb_to_recordset($1::jsonb) AS x(n text, c jsonb)`,
+          [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id],
+        );
+      }
+      const crons = fn.cronTriggers ?? [];
+      await tx.query("DELETE FROM cron_schedules WHERE app_id = $1 AND function_id = $2 AND trigger_index >= $3", [
+        appId,
+        fn.id,
+        crons.length,
+      ]);
+      for (const [i, c] of crons.entries()) {
+        await tx.query(
+          `INSERT INTO cron_schedules (app_id, function_id, trigger_index, cron, timezone, next_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (app_id, function_id, trigger_index) DO UPDATE
+             SET cron = excluded.cron, timezone = excluded.timezone,
+                 next_at = CASE WHEN cron_schedules.cron = excluded.cron AND cron_schedules.timezone = excluded.timezone
+                           THEN cron_schedules.next_at ELSE excluded.next_at END`,
+          [appId, fn.id, i, c.cron, c.timezone, c.firstAt],
+        );
+      }
+      if (crons.length > 0) await tx.query("SELECT pg_notify($1, 'cron')", [timerChannel]);
+    }
+  });
+}

@@ -1,0 +1,179 @@
+import { registerFunctions } from "./function-registry.js";
+import { createRuns, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
+import { completeRun, completeRuns, failRun } from "./run-ends.js";
+import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
+import { endedEvents, hasEvent, listRuns, listRunsOfEvents, readRun } from "./run-views.js";
+import type { Sql } from "./sql.js";
+import { journalAttempt, journalStep, journalSteps } from "./step-journal.js";
+import {
+  type AttemptRecord,
+  type ClaimedRun,
+  DEFAULT_QUEUED_BACKSTOP_MS,
+  DEFAULT_TIMER_CHANNEL,
+  type EventInput,
+  type FunctionRegistration,
+  type JournalOutcome,
+  type PublishedRun,
+  type PublishedRunRef,
+  type RecordedEvent,
+  type RunFilter,
+  type RunView,
+  type StepRecord,
+  type StoredError,
+} from "./types.js";
+
+/**
+ * The journal as the services hold it: one object over one database, whose
+ * methods are the statements of the modules beside this file (each named
+ * for its part of a run's life). Timers and waits have stores of their own
+ * (TimerStore, WaitStore). Each method is one round trip to Postgres unless
+ * the function it calls says otherwise, and runs on Postgres and PGlite
+ * alike.
+ */
+export class JournalStore {
+  /** The LISTEN/NOTIFY channel that wakes schedulers when timers or schedules change. */
+  readonly timerChannel: string;
+
+  constructor(
+    private readonly sql: Sql,
+    options: { timerChannel?: string } = {},
+  ) {
+    this.timerChannel = options.timerChannel ?? DEFAULT_TIMER_CHANNEL;
+  }
+
+  // function-registry.ts
+
+  /** Upserts an app's functions and replaces their triggers and cron schedules, in one transaction. */
+  registerFunctions(appId: string, functions: FunctionRegistration[]): Promise<void> {
+    return registerFunctions(this.sql, this.timerChannel, appId, functions);
+  }
+
+  // run-creation.ts
+
+  /** Stores an event and creates the runs of its unconditional triggers; returns them. */
+  recordEvent(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<PublishedRunRef[]> {
+    return recordEvent(this.sql, ev, backstopMs);
+  }
+
+  /** Stores an event, creates the runs of its unconditional triggers, and returns them with the conditional triggers. */
+  recordEventMatching(ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent> {
+    return recordEventMatching(this.sql, ev, backstopMs);
+  }
+
+  /** recordEventMatching for many events in one statement. */
+  recordEventsMatching(events: readonly EventInput[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent[]> {
+    return recordEventsMatching(this.sql, events, backstopMs);
+  }
+
+  /** Creates the runs of an event for the functions whose trigger conditions held. */
+  createRuns(
+    eventId: string,
+    functions: ReadonlyArray<{ appId: string; functionId: string }>,
+    backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
+  ): Promise<PublishedRunRef[]> {
+    return createRuns(this.sql, eventId, functions, backstopMs);
+  }
+
+  // run-leases.ts
+
+  /** Claims a run for an executor; null when it is not claimable. */
+  claimRun(runId: string, executorId: string, leaseMs: number): Promise<ClaimedRun | null> {
+    return claimRun(this.sql, runId, executorId, leaseMs);
+  }
+
+  /** Claims many runs in one statement; null for each run not claimable. */
+  claimRuns(runIds: readonly string[], executorId: string, leaseMs: number): Promise<Array<ClaimedRun | null>> {
+    return claimRuns(this.sql, runIds, executorId, leaseMs);
+  }
+
+  /** Hands a held run back to the queue; false when the lease was lost. */
+  requeueRun(runId: string, lease: number, requeueAfterMs: number): Promise<boolean> {
+    return requeueRun(this.sql, runId, lease, requeueAfterMs);
+  }
+
+  /** Extends the leases of the runs an executor still holds. */
+  renewLeases(executorId: string, runIds: readonly string[], leaseMs: number): Promise<number> {
+    return renewLeases(this.sql, executorId, runIds, leaseMs);
+  }
+
+  /** Confirms that the work of QUEUED runs is on the bus. */
+  markPublished(runs: readonly PublishedRun[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<void> {
+    return markPublished(this.sql, runs, backstopMs);
+  }
+
+  /** The reconciler's sweep: takes back lapsed and unconfirmed runs, to publish their work again. */
+  reclaimStale(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
+    return reclaimStale(this.sql, limit, requeueAfterMs);
+  }
+
+  /** Makes every unfinished run due for the reconciler at once (the embedded engine's restart). */
+  expireUnfinished(): Promise<void> {
+    return expireUnfinished(this.sql);
+  }
+
+  // step-journal.ts
+
+  /** Journals a step result, first write wins, if this execution holds the run. */
+  journalStep(s: StepRecord): Promise<JournalOutcome> {
+    return journalStep(this.sql, s);
+  }
+
+  /** Journals the step results of many executions in one statement. */
+  journalSteps(records: readonly StepRecord[]): Promise<JournalOutcome[]> {
+    return journalSteps(this.sql, records);
+  }
+
+  /** Journals a failed attempt that will be retried; false when the lease was lost. */
+  journalAttempt(a: AttemptRecord): Promise<boolean> {
+    return journalAttempt(this.sql, a);
+  }
+
+  // run-ends.ts
+
+  /** Ends a held run as COMPLETED; its end time, null when the lease was lost. */
+  completeRun(runId: string, lease: number, outputJson: string): Promise<number | null> {
+    return completeRun(this.sql, runId, lease, outputJson);
+  }
+
+  /** Ends many held runs as COMPLETED in one statement. */
+  completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<Array<number | null>> {
+    return completeRuns(this.sql, runs);
+  }
+
+  /** Ends a held run as FAILED, creating its onFailure run in the same statement. */
+  failRun(
+    runId: string,
+    lease: number,
+    error: StoredError,
+    requeueAfterMs = 60_000,
+  ): Promise<{ ok: boolean; failureRun: PublishedRunRef | undefined }> {
+    return failRun(this.sql, runId, lease, error, requeueAfterMs);
+  }
+
+  // run-views.ts
+
+  /** Reads a run with its event, journal and failed attempts; null when unknown. */
+  getRun(runId: string): Promise<RunView | null> {
+    return readRun(this.sql, runId);
+  }
+
+  /** Of the given event ids, those whose runs all ended. */
+  endedEvents(eventIds: readonly string[]): Promise<string[]> {
+    return endedEvents(this.sql, eventIds);
+  }
+
+  /** Lists runs newest first, without steps. */
+  listRuns(filter: RunFilter): Promise<RunView[]> {
+    return listRuns(this.sql, filter);
+  }
+
+  /** The runs of several events, oldest first, without steps. */
+  runsOfEvents(eventIds: readonly string[]): Promise<RunView[]> {
+    return listRunsOfEvents(this.sql, eventIds);
+  }
+
+  /** Whether an event with this id is stored. */
+  hasEvent(eventId: string): Promise<boolean> {
+    return hasEvent(this.sql, eventId);
+  }
+}

@@ -1,0 +1,182 @@
+import type { Sql } from "./sql.js";
+import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type RecordedEvent } from "./types.js";
+
+// Where runs are created: every INSERT INTO runs of the engine is in this
+// module. A run is created QUEUED, once per (app, function, event): by an
+// event whose trigger matches (recordEventsMatching, createRuns), by a cron
+// tick (CRON_TICK_RUNS, in TimerStore.fireCron's statement) and by a failed
+// run whose function has an onFailure handler (FAILURE_RUN, in failRun's
+// statement). The two fragments are SQL spliced into those statements, so
+// that a run's creation commits with what caused it.
+
+/**
+ * Stores an event and creates one QUEUED run per function it triggers
+ * without a condition; returns those runs. See recordEventMatching.
+ */
+export async function recordEvent(sql: Sql, ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<PublishedRunRef[]> {
+  return (await recordEventMatching(sql, ev, backstopMs)).runs;
+}
+
+/**
+ * Stores an event and creates one QUEUED run per function it triggers
+ * without a condition, idempotently: a second call for the same event id
+ * creates nothing and returns the runs that are still QUEUED, so a
+ * redelivered event gets its work published again. Until their work is
+ * published the event stays unacknowledged, and its redelivery is what
+ * re-publishes; the new runs only get the long backstop deadline. The
+ * triggers with conditions are returned for the caller to evaluate, then
+ * createRuns. One statement, one round trip.
+ */
+export async function recordEventMatching(sql: Sql, ev: EventInput, backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent> {
+  return (await recordEventsMatching(sql, [ev], backstopMs))[0] as RecordedEvent;
+}
+
+/**
+ * recordEventMatching for many events in one statement (group commit of
+ * the scheduler's concurrent events); one result per event, in order. One
+ * round trip.
+ */
+export async function recordEventsMatching(sql: Sql, events: readonly EventInput[], backstopMs = DEFAULT_QUEUED_BACKSTOP_MS): Promise<RecordedEvent[]> {
+  const rows = await sql.query<{
+    kind: string;
+    event_id: string;
+    id: string | null;
+    app_id: string | null;
+    function_id: string | null;
+    lease: number | null;
+    conditions: string[] | null;
+    stored_ms: number | string | null;
+  }>(
+    // The lookups of existing rows go by id (LATERAL ... OFFSET 0, a
+    // correlated subquery): a join there would let a plan cached while
+    // the tables were small (a fresh install) scan them whole as they grow.
+    // The events come as one JSON array, not as arrays per column: the
+    // planner sizes jsonb_to_recordset the same whatever its argument, so
+    // Postgres keeps one generic plan for the statement instead of
+    // planning it anew at each execution (it costs about 1 ms here) as it
+    // does when unnest's row count follows the array it is given.
+    `WITH e AS (
+       SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)
+         AS e(id text, name text, data jsonb, ts float8, rcv float8)
+     ), ev AS (
+       INSERT INTO events (id, name, data, ts, received_at)
+       SELECT id, name, data, to_timestamp(ts / 1000.0), to_timestamp(rcv / 1000.0) FROM e
+       ON CONFLICT (id) DO NOTHING
+       RETURNING id, stored_at
+     ), created AS (
+       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+       SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond'
+       FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL
+       ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+       RETURNING id, app_id, function_id, event_id, lease
+     )
+     SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
+     FROM created
+     UNION ALL
+     SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
+     FROM e CROSS JOIN LATERAL (SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' OFFSET 0) r
+     UNION ALL
+     SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL
+     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL
+     UNION ALL
+     SELECT 'stored', e.id, NULL, NULL, NULL, NULL, NULL,
+       (extract(epoch FROM coalesce(ev.stored_at, (SELECT old.stored_at FROM events old WHERE old.id = e.id))) * 1000)::float8
+     FROM e LEFT JOIN ev ON ev.id = e.id`,
+    [eventsDocument(events), backstopMs],
+  );
+  const out = new Map<string, RecordedEvent>(events.map((e) => [e.id, { runs: [], conditional: [], storedAtMs: 0 }]));
+  for (const r of rows) {
+    const rec = out.get(r.event_id);
+    if (!rec) continue;
+    if (r.kind === "run" && r.id !== null) {
+      rec.runs.push({ runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) });
+    } else if (r.kind === "cond" && r.conditions) {
+      rec.conditional.push({ appId: r.app_id ?? "", functionId: r.function_id ?? "", conditions: r.conditions });
+    } else if (r.kind === "stored") {
+      rec.storedAtMs = Number(r.stored_ms ?? 0);
+    }
+  }
+  // An id sent twice in one batch shares one record; each caller gets its own copy.
+  return events.map((e) => {
+    const rec = out.get(e.id) as RecordedEvent;
+    return { runs: [...rec.runs], conditional: [...rec.conditional], storedAtMs: rec.storedAtMs };
+  });
+}
+
+/**
+ * Creates QUEUED runs of an event for functions whose trigger conditions
+ * held, idempotently; returns the runs created now or still QUEUED. One
+ * round trip.
+ */
+export async function createRuns(
+  sql: Sql,
+  eventId: string,
+  functions: ReadonlyArray<{ appId: string; functionId: string }>,
+  backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
+): Promise<PublishedRunRef[]> {
+  if (functions.length === 0) return [];
+  const rows = await sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+    `WITH created AS (
+       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+       SELECT gen_random_uuid(), f.app_id, f.function_id, $1, 'QUEUED', now() + $4 * interval '1 millisecond'
+       FROM unnest($2::text[], $3::text[]) AS f(app_id, function_id)
+       ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+       RETURNING id, app_id, function_id, lease
+     )
+     SELECT id, app_id, function_id, lease FROM created
+     UNION ALL
+     SELECT r.id, r.app_id, r.function_id, r.lease FROM runs r
+     JOIN unnest($2::text[], $3::text[]) AS f(app_id, function_id) ON r.app_id = f.app_id AND r.function_id = f.function_id
+     WHERE r.event_id = $1 AND r.status = 'QUEUED'`,
+    [eventId, functions.map((f) => f.appId), functions.map((f) => f.functionId), backstopMs],
+  );
+  return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
+}
+
+/**
+ * The tail of failRun's statement that creates the onFailure run of the
+ * failed run: given `h` (run_id, app_id, handler, data: the failed run, its
+ * function's onFailure handler and the failure event's data), stores the
+ * "stepwise/run.failed" event `stepwise-failed-<run id>` and creates the
+ * handler's run, QUEUED with a deadline of `deadlineParam` milliseconds
+ * (the short one: its work is published next). `created` returns the run.
+ */
+export function FAILURE_RUN(deadlineParam: string): string {
+  return `ev AS (
+         INSERT INTO events (id, name, data, ts, received_at)
+         SELECT 'stepwise-failed-' || h.run_id, 'stepwise/run.failed', h.data, now(), now() FROM h
+         ON CONFLICT (id) DO NOTHING
+       ), created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), h.app_id, h.handler, 'stepwise-failed-' || h.run_id, 'QUEUED',
+           now() + ${deadlineParam} * interval '1 millisecond'
+         FROM h
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, lease
+       )`;
+}
+
+/**
+ * The last part of TimerStore.fireCron's statement: creates the run of each
+ * tick of `x` (a: app, f: function, id: the tick's event id), QUEUED with a
+ * deadline of `deadlineParam` milliseconds, and returns them. The tick's
+ * event id names the tick, so a tick fired twice creates one run.
+ */
+export function CRON_TICK_RUNS(deadlineParam: string): string {
+  return `INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), x.a, x.f, x.id, 'QUEUED', now() + ${deadlineParam} * interval '1 millisecond' FROM x
+         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         RETURNING id, app_id, function_id, lease`;
+}
+
+/**
+ * Events as one JSON array for jsonb_to_recordset, each one's data
+ * embedded as the JSON text it already is (no parse and re-encode). The
+ * data comes from the event stream as ingest encoded it; a malformed one
+ * fails the statement, and the group commit then writes each event alone.
+ */
+function eventsDocument(events: readonly EventInput[]): string {
+  return `[${events
+    .map((e) => `{"id":${JSON.stringify(e.id)},"name":${JSON.stringify(e.name)},"data":${e.dataJson},"ts":${e.tsMs},"rcv":${e.receivedAtMs}}`)
+    .join(",")}]`;
+}

@@ -1,0 +1,58 @@
+import { publishRunWork, type Bus, type JournalStore, type Logger } from "@stepwise/core";
+
+/**
+ * The reconciler closes the gap between a Postgres commit and a NATS
+ * publish: runs whose executor stopped renewing its lease, runs handed back
+ * to the queue whose publish was not confirmed by their deadline, and, once
+ * per long backstop, runs still waiting in the queue (in case the bus lost
+ * their message) get their work published again. A duplicate work message
+ * is harmless: claiming a run is idempotent.
+ */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly deps: {
+      store: JournalStore;
+      bus: Bus;
+      log: Logger;
+      requeueAfterMs: number;
+      intervalMs: number;
+      backstopMs?: number;
+    },
+  ) {}
+
+  start(): void {
+    const tick = () => {
+      this.running = this.sweep()
+        .then(() => undefined)
+        .catch((err: unknown) => this.deps.log.warn({ err }, "reconciler sweep failed"))
+        .finally(() => {
+          this.running = undefined;
+          if (this.timer !== undefined) this.timer = setTimeout(tick, this.deps.intervalMs);
+        });
+    };
+    this.timer = setTimeout(tick, this.deps.intervalMs);
+  }
+
+  /** One sweep; returns how many runs got their work published again. */
+  async sweep(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const runs = await this.deps.store.reclaimStale(500, this.deps.requeueAfterMs);
+      if (runs.length === 0) return total;
+      await publishRunWork(this.deps.bus, runs);
+      await this.deps.store.markPublished(runs, this.deps.backstopMs);
+      total += runs.length;
+      this.deps.log.info({ runs: runs.length }, "re-published work of stale runs");
+      if (runs.length < 500) return total;
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

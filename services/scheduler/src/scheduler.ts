@@ -1,0 +1,85 @@
+import type { Bus, JournalStore, Logger, Sql, Subscription, TimerStore, WaitStore } from "@stepwise/core";
+import { EventBatches } from "./event-batches.js";
+import { handleEvent } from "./event-handling.js";
+import { Reconciler } from "./reconciler.js";
+import { TimerFiring } from "./timer-firing.js";
+
+/** Options of the scheduler. */
+export interface SchedulerOptions {
+  sql: Sql;
+  store: JournalStore;
+  timers: TimerStore;
+  waits: WaitStore;
+  bus: Bus;
+  log: Logger;
+  /** Events handled at once. */
+  concurrency: number;
+  requeueAfterMs: number;
+  reconcileIntervalMs: number;
+  /** When a run waiting in the queue has its work published once more. */
+  queuedBackstopMs?: number;
+}
+
+/**
+ * The scheduler: the durable consumer of events that turns them into runs
+ * and resolves the waits they match, the timer firing (sleeps, retries,
+ * wait timeouts, cron ticks), and the reconciler that re-publishes work of
+ * stale runs.
+ */
+export class Scheduler {
+  private subscription: Subscription | undefined;
+  private readonly reconciler: Reconciler;
+  private readonly firing: TimerFiring;
+
+  constructor(private readonly options: SchedulerOptions) {
+    this.reconciler = new Reconciler({
+      store: options.store,
+      bus: options.bus,
+      log: options.log,
+      requeueAfterMs: options.requeueAfterMs,
+      intervalMs: options.reconcileIntervalMs,
+      ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
+    });
+    this.firing = new TimerFiring({
+      sql: options.sql,
+      store: options.store,
+      timers: options.timers,
+      bus: options.bus,
+      log: options.log,
+      requeueAfterMs: options.requeueAfterMs,
+      ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
+    });
+  }
+
+  async start(): Promise<void> {
+    const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs } = this.options;
+    const batches = new EventBatches(store, waits, bus, queuedBackstopMs);
+    this.subscription = await bus.consumeEvents(
+      async (record, delivery) => {
+        try {
+          await handleEvent(record, {
+            store,
+            waits,
+            bus,
+            log,
+            requeueAfterMs,
+            batches,
+            ...(queuedBackstopMs !== undefined ? { backstopMs: queuedBackstopMs } : {}),
+          });
+        } catch (err) {
+          log.warn({ err, eventId: record.id, delivery: delivery.deliveryCount }, "event handling failed, will retry");
+          throw err;
+        }
+      },
+      { concurrency: this.options.concurrency },
+    );
+    this.reconciler.start();
+    await this.firing.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.firing.stop();
+    await this.reconciler.stop();
+    await this.subscription?.stop();
+  }
+}
