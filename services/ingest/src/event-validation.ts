@@ -2,19 +2,25 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Event, EventRecord } from "@stepwise/proto";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { EventRecordSchema } from "@stepwise/proto";
+import {
+  EventRecordSchema,
+  MAX_EVENT_DATA_BYTES,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_EVENTS_PER_SEND,
+  MAX_SENT_EVENT_ID_LENGTH,
+} from "@stepwise/proto";
 import { v7 as uuidv7 } from "uuid";
 import { z } from "zod";
 
 const MIN_TS_MS = Date.parse("0001-01-01T00:00:00.000Z");
 const MAX_TS_MS = Date.parse("9999-12-31T23:59:59.999Z");
 
-/** Limits on what Send accepts. */
+/** Limits on what Send accepts: the contract's, from @stepwise/proto. */
 export const EVENT_LIMITS = {
-  maxEventsPerSend: 5_000,
-  maxNameLength: 256,
-  maxIdLength: 128,
-  maxDataBytes: 512 * 1024,
+  maxEventsPerSend: MAX_EVENTS_PER_SEND,
+  maxNameLength: MAX_EVENT_NAME_LENGTH,
+  maxIdLength: MAX_SENT_EVENT_ID_LENGTH,
+  maxDataBytes: MAX_EVENT_DATA_BYTES,
 } as const;
 
 /**

@@ -7,9 +7,11 @@ import { RunWaiters } from "./run-waiters.js";
 
 export { EVENT_LIMITS, toEventRecords } from "./event-validation.js";
 export { createIngestService } from "./ingest-service.js";
-export { createRunService, MAX_WAIT_MS } from "./run-service.js";
+export { createRunService } from "./run-service.js";
 export { RunWaiters } from "./run-waiters.js";
 export { MAX_WATCHED_EVENTS } from "./run-watch.js";
+// The contract's limit, which WaitForRuns enforces; exported here as before.
+export { MAX_WAIT_MS } from "@stepwise/proto";
 
 /** Registers the ingest service's RPCs (IngestService and RunService) on a router. */
 export function ingestRoutes(deps: { bus: Bus; store: JournalStore; log: Logger }) {

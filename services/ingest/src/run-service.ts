@@ -1,23 +1,21 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { isUuid, type JournalStore, type Logger, type RunStatus, type RunView } from "@stepwise/core";
+import { isUuid, type JournalStore, type Logger, type RunView } from "@stepwise/core";
 import {
+  ENDED_RUN_STATUSES,
   GetRunResponseSchema,
   ListRunsResponseSchema,
+  MAX_EVENT_ID_LENGTH,
+  MAX_WAIT_MS,
   RunService,
   RunStatus as ProtoRunStatus,
+  runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
-import { ENDED_STATUSES, STATUS_TO_PROTO, toProtoRun } from "./run-proto.js";
+import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
 import { watchRuns } from "./run-watch.js";
 
-const PROTO_TO_STATUS = new Map<ProtoRunStatus, RunStatus>(
-  Object.entries(STATUS_TO_PROTO).map(([k, v]) => [v, k as RunStatus]),
-);
-
-/** Longest WaitForRuns, in milliseconds. */
-export const MAX_WAIT_MS = 300_000;
 const DEFAULT_WAIT_MS = 30_000;
 
 /**
@@ -30,8 +28,8 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, log?:
       return watchRuns(requests, ctx, { store, waiters, log });
     },
     async waitForRuns(req, ctx) {
-      if (req.eventId.length === 0 || req.eventId.length > 256) {
-        throw new ConnectError("event_id: must be an event id of 1-256 characters", Code.InvalidArgument);
+      if (req.eventId.length === 0 || req.eventId.length > MAX_EVENT_ID_LENGTH) {
+        throw new ConnectError(`event_id: must be an event id of 1-${MAX_EVENT_ID_LENGTH} characters`, Code.InvalidArgument);
       }
       if (req.timeoutMs > MAX_WAIT_MS) throw new ConnectError(`timeout_ms: at most ${MAX_WAIT_MS}`, Code.InvalidArgument);
       const deadline = Date.now() + (req.timeoutMs || DEFAULT_WAIT_MS);
@@ -40,7 +38,7 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, log?:
         // Registered before the read, so an end announced during it wakes this waiter.
         const next = waiters.next(req.eventId, deadline - Date.now(), ctx.signal);
         const runs = await store.listRuns({ eventId: req.eventId, limit: 1000 });
-        const done = runs.length > 0 && runs.every((r) => ENDED_STATUSES.has(r.status));
+        const done = runs.length > 0 && runs.every((r) => ENDED_RUN_STATUSES.has(r.status));
         if (done || Date.now() >= deadline || ctx.signal.aborted) {
           next.cancel();
           return create(WaitForRunsResponseSchema, { runs: runs.map(toProtoRun), done });
@@ -56,12 +54,13 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, log?:
     async listRuns(req) {
       const limit = req.pageSize === 0 ? 100 : req.pageSize;
       if (limit > 1000) throw new ConnectError("page_size: at most 1000", Code.InvalidArgument);
-      if (req.status !== ProtoRunStatus.UNSPECIFIED && !PROTO_TO_STATUS.has(req.status)) {
+      const status = runStatusFromProto(req.status);
+      if (status === undefined && req.status !== ProtoRunStatus.UNSPECIFIED) {
         throw new ConnectError("status: unknown value", Code.InvalidArgument);
       }
       const runs = await store.listRuns({
         functionId: req.functionId || undefined,
-        status: PROTO_TO_STATUS.get(req.status),
+        status,
         eventId: req.eventId || undefined,
         limit: limit + 1,
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,

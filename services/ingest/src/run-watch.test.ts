@@ -1,7 +1,13 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { MemoryBus, type JournalStore, type RunStatus, type RunView } from "@stepwise/core";
-import { RunStatus as ProtoRunStatus, WatchRunsRequestSchema, type WatchRunsRequest, type WatchRunsResponse } from "@stepwise/proto";
+import { MemoryBus, type JournalStore, type RunView } from "@stepwise/core";
+import {
+  RunStatus as ProtoRunStatus,
+  type RunStatusName,
+  WatchRunsRequestSchema,
+  type WatchRunsRequest,
+  type WatchRunsResponse,
+} from "@stepwise/proto";
 import { pushable } from "it-pushable";
 import { afterEach, describe, expect, it } from "vitest";
 import { RunWaiters } from "./run-waiters.js";
@@ -9,7 +15,7 @@ import { MAX_WATCHED_EVENTS, watchRuns } from "./run-watch.js";
 
 /** A journal whose runs the test sets, recording each read's event ids. */
 function fakeStore() {
-  const runs = new Map<string, RunStatus[]>();
+  const runs = new Map<string, RunStatusName[]>();
   const reads: string[][] = [];
   let failing = false;
   const store = {
@@ -25,7 +31,7 @@ function fakeStore() {
   return { store, runs, reads, setFailing: (f: boolean) => (failing = f) };
 }
 
-function view(eventId: string, i: number, status: RunStatus): RunView {
+function view(eventId: string, i: number, status: RunStatusName): RunView {
   return {
     id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
     appId: "app",

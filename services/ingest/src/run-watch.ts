@@ -1,10 +1,18 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { CompletedRun, JournalStore, Logger, RunEnd, RunView } from "@stepwise/core";
-import { EventRunsSchema, WatchRunsResponseSchema, type EventRuns, type WatchRunsRequest, type WatchRunsResponse } from "@stepwise/proto";
+import {
+  ENDED_RUN_STATUSES,
+  EventRunsSchema,
+  MAX_EVENT_ID_LENGTH,
+  WatchRunsResponseSchema,
+  type EventRuns,
+  type WatchRunsRequest,
+  type WatchRunsResponse,
+} from "@stepwise/proto";
 import type { RunWaiters } from "./run-waiters.js";
 import { AnswerQueue } from "./answer-queue.js";
-import { ENDED_STATUSES, toProtoRun } from "./run-proto.js";
+import { toProtoRun } from "./run-proto.js";
 
 /** Most events one WatchRuns stream watches at once. */
 export const MAX_WATCHED_EVENTS = 100_000;
@@ -76,8 +84,8 @@ class EventWatch {
 
   onRequest(req: WatchRunsRequest): void {
     for (const id of [...req.eventIds, ...req.forgetEventIds]) {
-      if (id.length === 0 || id.length > 256) {
-        throw new ConnectError("event_ids: each must be an event id of 1-256 characters", Code.InvalidArgument);
+      if (id.length === 0 || id.length > MAX_EVENT_ID_LENGTH) {
+        throw new ConnectError(`event_ids: each must be an event id of 1-${MAX_EVENT_ID_LENGTH} characters`, Code.InvalidArgument);
       }
     }
     for (const id of req.forgetEventIds) this.unwatch(id);
@@ -203,10 +211,10 @@ class EventWatch {
     for (const id of ids) {
       const list = byEvent.get(id);
       if (!list || !this.watched.has(id)) continue;
-      if (!list.every((r) => ENDED_STATUSES.has(r.status))) {
+      if (!list.every((r) => ENDED_RUN_STATUSES.has(r.status))) {
         // Kept, so that the announcements of the others complete the answer.
         const known = this.endedRuns(id);
-        for (const r of list) if (ENDED_STATUSES.has(r.status)) known.set(r.id, r);
+        for (const r of list) if (ENDED_RUN_STATUSES.has(r.status)) known.set(r.id, r);
         continue;
       }
       this.unwatch(id);
