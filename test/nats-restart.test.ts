@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { Stepwise, Worker } from "@stepwise/sdk";
+import { Stepwise, StepwiseError, Worker } from "@stepwise/sdk";
 import { PrivateNats, Stack, expectEveryRunCompletedOnce } from "./support/stack.js";
 
 // Every run ends COMPLETED across a kill -9 of NATS: the journal is in
@@ -50,7 +49,7 @@ describe("NATS killed and restarted under load", () => {
           accepted.push(id!);
           return;
         } catch (err) {
-          if (ConnectError.from(err).code !== Code.Unavailable && ConnectError.from(err).code !== Code.DeadlineExceeded) throw err;
+          if (!(err instanceof StepwiseError) || (err.code !== "unavailable" && err.code !== "deadline_exceeded")) throw err;
           await new Promise((r) => setTimeout(r, 100));
         }
       }

@@ -21,6 +21,7 @@ import { deserializeError, NonRetriableError, type SerializedError } from "./err
 import { retryPolicy } from "./retry-policy.js";
 import { EventSender } from "./event-sender.js";
 import { RunWatcher } from "./run-watcher.js";
+import { callEngine, StepwiseError } from "./stepwise-error.js";
 import type {
   CronTrigger,
   EventData,
@@ -256,7 +257,16 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
 
   /**
    * Sends events; resolves with their ids once the engine stored them
-   * durably. Data is validated against its schema first.
+   * durably. Data is validated against its schema first: data that does not
+   * match rejects with the schema's ZodError, and nothing is sent. A call
+   * the engine refuses or that fails on the way rejects with a
+   * StepwiseError, and is not sent again: sending the same events again
+   * with the same ids stores each once.
+   *
+   * @example
+   * ```ts
+   * const [id] = await stepwise.send({ id: `order-${order.id}`, name: "order.placed", data: { orderId: order.id } });
+   * ```
    */
   async send<N extends Extract<keyof S, string> | (string & {})>(
     events: OutgoingEvent<N, EventData<S, N>> | readonly OutgoingEvent<N, EventData<S, N>>[],
@@ -294,10 +304,19 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     this.watcher?.close();
   }
 
-  /** Reads a run with its journaled steps. */
+  /**
+   * Reads a run with its journaled steps. Rejects with a StepwiseError,
+   * code "not_found" for a run the engine does not know.
+   *
+   * @example
+   * ```ts
+   * const run = await stepwise.getRun(runId);
+   * if (run.status === "FAILED") console.error(run.error?.message);
+   * ```
+   */
   async getRun(runId: string): Promise<RunInfo> {
-    const res = await this.runClient().getRun({ runId });
-    if (!res.run) throw new Error("GetRun returned no run");
+    const res = await callEngine(() => this.runClient().getRun({ runId }));
+    if (!res.run) throw new StepwiseError("GetRun returned no run", "internal");
     return toRunInfo(res.run);
   }
 
@@ -308,6 +327,12 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * the runs as they are and `done` false. All the waits of one client
    * share one RunService.WatchRuns stream, so waiting for thousands of runs
    * at once costs one message per batch of them, not a call each.
+   *
+   * Rejects with a StepwiseError when the engine refuses the arguments
+   * (code "invalid_argument": an empty event id, a timeout over 300 s), or
+   * when at the timeout it cannot be reached to read the runs as they are.
+   * A stream that fails meanwhile is opened again on its own and does not
+   * fail the wait.
    *
    * @example
    * ```ts
@@ -324,19 +349,22 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
       if (Array.isArray(outcome)) return { runs: outcome.map(toRunInfo), done: true };
       if (outcome === "timeout") {
         // The runs as they are now: a one-look WaitForRuns.
-        const res = await this.runClient().waitForRuns({ eventId, timeoutMs: 1 });
+        const res = await callEngine(() => this.runClient().waitForRuns({ eventId, timeoutMs: 1 }));
         return { runs: res.runs.map(toRunInfo), done: res.done };
       }
     }
     // Arguments the server refuses (it says why), or an ingest without
     // WatchRuns. No call deadline: the server answers at the timeout itself.
-    const res = await this.runClient().waitForRuns({ eventId, timeoutMs });
+    const res = await callEngine(() => this.runClient().waitForRuns({ eventId, timeoutMs }));
     return { runs: res.runs.map(toRunInfo), done: res.done };
   }
 
-  /** Lists the runs an event triggered, newest first. */
+  /**
+   * Lists the runs an event triggered, newest first, without their steps.
+   * Rejects with a StepwiseError when the call fails.
+   */
   async listRunsOfEvent(eventId: string): Promise<RunInfo[]> {
-    const res = await this.runClient().listRuns({ eventId, pageSize: 100 });
+    const res = await callEngine(() => this.runClient().listRuns({ eventId, pageSize: 100 }));
     return res.runs.map(toRunInfo);
   }
 

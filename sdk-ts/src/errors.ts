@@ -53,8 +53,21 @@ export class RetryAfterError extends Error {
 }
 
 /**
- * StepError is what a handler receives when a step failed for good. Catch it
- * to handle the failure and continue; uncaught, it fails the run.
+ * StepError is what a handler receives when a step failed for good: its
+ * retries are used up, or it threw a NonRetriableError. Its `cause` is the
+ * step's last error, rebuilt from the journal. Catch it to handle the
+ * failure and continue; uncaught, it fails the run at once, without a retry
+ * of the handler.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await step.run("charge", () => charge(order));
+ * } catch (err) {
+ *   if (!(err instanceof StepError)) throw err;
+ *   return { charged: false, reason: err.message };
+ * }
+ * ```
  */
 export class StepError extends Error {
   override name = "StepError";
@@ -67,6 +80,33 @@ export class StepError extends Error {
 }
 
 /**
+ * RunAbortedError is what the step tools throw in a handler whose run this
+ * worker no longer holds: the run was cancelled, the worker lost its
+ * connection to the executor, a newer execution of the run took over, or
+ * the worker was killed. A step in progress rejects with it (once its
+ * function returns, or while it waits for its result to be journaled), and
+ * so does every later step call that is not in the journal already.
+ * Nothing the handler does from then on is recorded, and no result is
+ * sent: the run goes on in the execution that took it over (replaying its
+ * journal), or stays cancelled. It is not a failure of the run and is not
+ * retried as one; let it propagate rather than catch it.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await step.run("charge", () => charge(order));
+ * } catch (err) {
+ *   // Only a failed step is handled here; a RunAbortedError goes on up.
+ *   if (!(err instanceof StepError)) throw err;
+ *   await step.run("notify", () => notifyDeclined(order));
+ * }
+ * ```
+ */
+export class RunAbortedError extends Error {
+  override name = "RunAbortedError";
+}
+
+/**
  * An error as it crosses the wire and lives in the journal: plain data (name,
  * message, stack, cause, the retry flag) that survives JSON. It is what
  * `RunInfo.error` and `StepInfo.error` hold; `deserializeError` turns it back
@@ -75,7 +115,12 @@ export class StepError extends Error {
  */
 export type SerializedError = ErrorData;
 
-/** Turns anything thrown into its serialised form, keeping causes. */
+/**
+ * Turns anything thrown into its serialised form, keeping name, message,
+ * stack, the retry flag and causes (at most 8 levels). The SDK uses it for
+ * what steps and handlers throw; use it to store or send an error the same
+ * way. Anything that is not an Error becomes an Error whose message shows it.
+ */
 export function serializeError(err: unknown, depth = 0): SerializedError {
   if (err instanceof Error) {
     const out: SerializedError = { name: withoutNul(err.name), message: withoutNul(err.message) };
@@ -100,7 +145,11 @@ function withoutNul(s: string): string {
   return s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s;
 }
 
-/** Rebuilds an Error from its serialised form, with the same name, message, stack and cause. */
+/**
+ * Rebuilds an Error from its serialised form (a run's error from getRun,
+ * say), with the same name, message, stack and causes: a NonRetriableError
+ * for one that was, an Error carrying the original name otherwise.
+ */
 export function deserializeError(s: SerializedError): Error {
   const cause = s.cause ? deserializeError(s.cause) : undefined;
   const opts = cause ? { cause } : undefined;

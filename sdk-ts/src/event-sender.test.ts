@@ -15,6 +15,7 @@ import {
 import { pushable } from "it-pushable";
 import { describe, expect, it } from "vitest";
 import { EventSender } from "./event-sender.js";
+import { StepwiseError } from "./stepwise-error.js";
 import { STREAM_LINGER_MS } from "./wire.js";
 
 /** An IngestService client whose SendStreams the test drives; Send answers with the events' ids. */
@@ -85,10 +86,10 @@ describe("EventSender", () => {
       { status: "fulfilled", value: ["a"] },
       { status: "fulfilled", value: ["b"] },
     ]);
-    const failure = (outcomes[2] as PromiseRejectedResult).reason as ConnectError;
-    expect(failure).toBeInstanceOf(ConnectError);
-    expect(failure.code).toBe(Code.InvalidArgument);
-    expect(failure.rawMessage).toBe("events[0].name: bad");
+    const failure = (outcomes[2] as PromiseRejectedResult).reason as StepwiseError;
+    expect(failure).toBeInstanceOf(StepwiseError);
+    expect(failure.code).toBe("invalid_argument");
+    expect(failure.message).toBe("events[0].name: bad");
 
     const later = sender.send(ev("d"));
     await turn();
@@ -106,7 +107,7 @@ describe("EventSender", () => {
     const lost = sender.send(ev("a"));
     await turn();
     streams[0]!.fail(new ConnectError("ingest went away", Code.Unavailable));
-    await expect(lost).rejects.toMatchObject({ code: Code.Unavailable });
+    await expect(lost).rejects.toMatchObject({ name: "StepwiseError", code: "unavailable" });
     const next = sender.send(ev("b"));
     await turn();
     expect(streams).toHaveLength(2);
@@ -127,6 +128,28 @@ describe("EventSender", () => {
     expect(await sender.send(ev("b"))).toEqual(["b"]);
     expect(unary.map((r) => r.events[0]!.id)).toEqual(["a", "b"]);
     expect(streams).toHaveLength(1);
+  });
+
+  it("a Send that fails, on an ingest without SendStream, rejects with a StepwiseError that keeps the ConnectError", async () => {
+    const refusal = new ConnectError("too many events", Code.ResourceExhausted);
+    const client = {
+      sendStream(): AsyncIterable<SendStreamResponse> {
+        const out = pushable<SendStreamResponse>({ objectMode: true });
+        out.end(new ConnectError("no such method", Code.Unimplemented));
+        return out;
+      },
+      send: () => Promise.reject(refusal),
+    } as unknown as Client<typeof IngestService>;
+    const sender = new EventSender(client);
+    for (const call of [sender.send(ev("a")), sender.send(ev("b"))]) {
+      const err = await call.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(StepwiseError);
+      expect(err).toMatchObject({ name: "StepwiseError", code: "resource_exhausted", message: "too many events" });
+      expect((err as StepwiseError).cause).toBe(refusal);
+    }
   });
 
   it("close() ends the request side at once; the calls on it are still answered", async () => {

@@ -10,6 +10,7 @@ import {
   type SendStreamRequest,
 } from "@stepwise/proto";
 import { pushable, type Pushable } from "it-pushable";
+import { callEngine, toStepwiseError, type StepwiseError } from "./stepwise-error.js";
 import { requestStream, StreamLinger } from "./wire.js";
 
 /** A call not yet answered, and the stream it went out on. */
@@ -31,8 +32,8 @@ interface SendStream {
  * call costs a new HTTP/2 stream with its headers. The calls made in the
  * same turn of the event loop go out in one message. The stream opens on
  * the first call, stays open STREAM_LINGER_MS after the last answer, and
- * ends then. A failed stream fails the calls it carried, with its error,
- * as a failed Send would: they are not sent again, since an event without
+ * ends then. A failed stream fails the calls it carried, with its error
+ * as a StepwiseError, as a failed Send would: they are not sent again, since an event without
  * an id of its own would be accepted twice. An ingest without SendStream
  * makes every call a Send, for good.
  */
@@ -46,7 +47,7 @@ export class EventSender {
 
   constructor(private readonly client: Client<typeof IngestService>) {}
 
-  /** Sends events; resolves with their ids once the engine acknowledged every one. */
+  /** Sends events; resolves with their ids once the engine acknowledged every one, rejects with a StepwiseError. */
   send(events: Event[]): Promise<string[]> {
     if (this.unsupported) return this.sendUnary(events);
     return new Promise<string[]>((resolve, reject) => {
@@ -64,7 +65,7 @@ export class EventSender {
   }
 
   private async sendUnary(events: Event[]): Promise<string[]> {
-    return (await this.client.send({ events })).ids;
+    return (await callEngine(() => this.client.send({ events }))).ids;
   }
 
   /** Sends the calls of one turn, in one message. */
@@ -102,8 +103,8 @@ export class EventSender {
           if (!p) continue;
           this.pending.delete(a.callId);
           if (a.outcome.case === "sent") p.resolve(a.outcome.value.ids);
-          else if (a.outcome.case === "failed") p.reject(new ConnectError(a.outcome.value.message, a.outcome.value.code));
-          else p.reject(new ConnectError("SendStream answered a call without an outcome", Code.Internal));
+          else if (a.outcome.case === "failed") p.reject(toStepwiseError(new ConnectError(a.outcome.value.message, a.outcome.value.code)));
+          else p.reject(toStepwiseError(new ConnectError("SendStream answered a call without an outcome", Code.Internal)));
         }
         if (this.pending.size === 0 && this.stream === stream) this.linger.idle();
       }
@@ -117,6 +118,7 @@ export class EventSender {
     }
     const unsupported = failure?.code === Code.Unimplemented;
     if (unsupported) this.unsupported = true;
+    let rejection: StepwiseError | undefined;
     for (const [callId, p] of this.pending) {
       if (p.stream !== stream) continue;
       if (unsupported) {
@@ -124,7 +126,8 @@ export class EventSender {
         this.settleWith(callId, this.sendUnary([...p.events]));
       } else {
         this.pending.delete(callId);
-        p.reject(failure ?? new ConnectError("SendStream ended before the call was answered", Code.Unavailable));
+        rejection ??= toStepwiseError(failure ?? new ConnectError("SendStream ended before the call was answered", Code.Unavailable));
+        p.reject(rejection);
       }
     }
   }

@@ -12,6 +12,7 @@ export {
   deserializeError,
   NonRetriableError,
   RetryAfterError,
+  RunAbortedError,
   serializeError,
   StepError,
   type SerializedError,
@@ -31,5 +32,6 @@ export type {
 } from "./function.js";
 export { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
 export { MAX_OUTPUT_BYTES } from "./run-execution.js";
+export { StepwiseError, type StepwiseErrorCode } from "./stepwise-error.js";
 export type { Jsonified, StepId, StepOptions, StepTools, WaitForEventOptions } from "./step-tools.js";
 export { Worker, type WorkerOptions } from "./worker.js";

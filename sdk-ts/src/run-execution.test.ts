@@ -6,9 +6,9 @@ import {
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { Stepwise } from "./client.js";
-import { NonRetriableError, StepError } from "./errors.js";
+import { NonRetriableError, RunAbortedError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { MAX_OUTPUT_BYTES, RunAbortedError } from "./run-execution.js";
+import { MAX_OUTPUT_BYTES } from "./run-execution.js";
 import { errorOf, Harness, journaledError, journaledOutput, HARNESS_EVENT_TS, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
 
 const RUN_ID = HARNESS_RUN_ID;

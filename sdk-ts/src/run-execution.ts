@@ -19,7 +19,7 @@ import {
   type StepAck,
 } from "@stepwise/proto";
 import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
-import { deserializeError, NonRetriableError, serializeError, StepError, type SerializedError } from "./errors.js";
+import { deserializeError, NonRetriableError, RunAbortedError, serializeError, StepError, type SerializedError } from "./errors.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import type { StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
@@ -35,11 +35,6 @@ export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
 
 type Outcome = { outputJson: string } | { error: SerializedError };
-
-/** Raised inside a handler whose run was taken away (cancelled, or the stream dropped). */
-export class RunAbortedError extends Error {
-  override name = "RunAbortedError";
-}
 
 /** A suspension the run will send once no step is executing. */
 type PendingAwait = Omit<Await, "$typeName"> & { stepKey: string };
