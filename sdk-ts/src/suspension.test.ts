@@ -7,7 +7,7 @@ import { Stepwise } from "./client.js";
 import { MAX_DURATION_MS } from "./duration.js";
 import { NonRetriableError, RetryAfterError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { errorOf, Harness, journaledError, journaledOutput, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./run-execution-harness.js";
+import { errorOf, Harness, journaledError, journaledOutput, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./testing/run-execution-harness.js";
 
 // Suspension and retries of a RunExecution, with a fake stream as in
 // run-execution.test.ts: sleeps, waits and steps waiting for their next

@@ -11,11 +11,12 @@ import {
   type StepResult,
   type Suspend,
 } from "@stepwise/proto";
-import type { StepwiseFunction } from "./function.js";
-import { RunExecution } from "./run-execution.js";
+import type { StepwiseFunction } from "../function.js";
+import { RunExecution } from "../run-execution.js";
 
 // For the SDK's tests: one RunExecution on a fake stream. Not exported by
-// the package.
+// the package, and not shipped in it: package.json's "files" leaves out
+// dist/testing/.
 
 /** Id of the run every harness executes. */
 export const HARNESS_RUN_ID = "run-1";
