@@ -1,18 +1,14 @@
-import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { create } from "@bufbuild/protobuf";
 import {
+  GroupCommit,
   type AttemptRecord,
-  type PublishedRunRef,
-  type JournalEntry,
   type JournalOutcome,
   type JournalStore,
   type Logger,
+  type PublishedRunRef,
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
-import { errorFromDetail, errorToDetail } from "@stepwise/proto";
-import { GroupCommit } from "@stepwise/core";
-import { JournalEntrySchema, type RunResult, type StepResult } from "@stepwise/proto";
+import type { RunEnding } from "./worker-protocol.js";
 
 /**
  * Records what workers report in the journal: step results (first write
@@ -46,19 +42,7 @@ export class ResultRecorder {
    * Journals a step result. "lease-lost" when this execution must not
    * proceed: another one took over, or the journal stayed unreachable.
    */
-  async recordStep(m: StepResult): Promise<JournalOutcome> {
-    const result = m.result;
-    const record: StepRecord = {
-      runId: m.runId,
-      lease: m.lease,
-      stepKey: m.stepKey,
-      stepId: m.stepId,
-      attempt: m.attempt,
-      startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
-      endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
-      outputJson: result.case === "outputJson" ? result.value : undefined,
-      error: result.case === "error" ? errorFromDetail(result.value) : undefined,
-    };
+  async recordStep(record: StepRecord): Promise<JournalOutcome> {
     // Large results go alone: a batch of them would make one huge statement.
     const alone = (record.outputJson?.length ?? 0) > BATCHED_RESULT_MAX_CHARS;
     let outcome = await this.withRetry(() => (alone ? this.store.journalStep(record) : this.steps.submit(record)));
@@ -67,7 +51,7 @@ export class ResultRecorder {
       outcome = await this.withRetry(() => this.store.journalStep({ ...record, outputJson: undefined, error: substitute }));
       // The worker must continue with what the journal holds, not what it sent.
       if (outcome && !(outcome instanceof UnstorableResult) && outcome.kind === "journaled") {
-        return { kind: "existing", entry: { stepKey: m.stepKey, error: substitute } };
+        return { kind: "existing", entry: { stepKey: record.stepKey, error: substitute } };
       }
     }
     if (!outcome || outcome instanceof UnstorableResult) return { kind: "lease-lost" };
@@ -95,14 +79,15 @@ export class ResultRecorder {
    * run executes again, replaying its journal.
    */
   async recordEnd(
-    m: RunResult,
+    runId: string,
+    lease: number,
+    end: RunEnding,
   ): Promise<{ ended: boolean; completedAtMs?: number | undefined; failureRun: PublishedRunRef | undefined }> {
-    const result = m.result;
-    const fail = (error: StoredError) => this.store.failRun(m.runId, m.lease, error, this.requeueAfterMs);
+    const fail = (error: StoredError) => this.store.failRun(runId, lease, error, this.requeueAfterMs);
     let completedAtMs: number | undefined;
     let outcome = await this.withRetry(async () => {
-      if (result.case === "error") return await fail(errorFromDetail(result.value));
-      const endedAtMs = await this.complete(m.runId, m.lease, result.case === "outputJson" ? result.value : "null");
+      if (end.kind === "failed") return await fail(end.error);
+      const endedAtMs = await this.complete(runId, lease, end.outputJson);
       completedAtMs = endedAtMs ?? undefined;
       return { ok: endedAtMs !== null, failureRun: undefined };
     });
@@ -111,7 +96,7 @@ export class ResultRecorder {
       outcome = await this.withRetry(() => fail(substitute));
     }
     if (outcome === undefined || outcome instanceof UnstorableResult) {
-      this.log.warn({ run: m.runId }, "recording the end of a run failed; its lease lapses and it runs again");
+      this.log.warn({ run: runId }, "recording the end of a run failed; its lease lapses and it runs again");
       return { ended: false, failureRun: undefined };
     }
     return { ended: outcome.ok, completedAtMs, failureRun: outcome.failureRun };
@@ -172,12 +157,4 @@ class UnstorableResult {
 function isDataException(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && code.startsWith("22");
-}
-
-/** A journal entry as the worker protocol carries it. */
-export function toProtoEntry(e: JournalEntry) {
-  return create(JournalEntrySchema, {
-    stepKey: e.stepKey,
-    result: e.error ? { case: "error", value: errorToDetail(e.error) } : { case: "outputJson", value: e.outputJson },
-  });
 }

@@ -1,4 +1,3 @@
-import { create } from "@bufbuild/protobuf";
 import {
   waitMatches,
   waitOutputJson,
@@ -12,10 +11,8 @@ import {
   type WaitMatch,
   type WaitStore,
 } from "@stepwise/core";
-import { errorToDetail } from "@stepwise/proto";
-import { StepResultSchema, type Suspend } from "@stepwise/proto";
 import type { ResultRecorder } from "./result-recorder.js";
-import { parseAwaits } from "./suspension.js";
+import type { Suspension } from "./worker-protocol.js";
 import type { HeldRun } from "./worker-session.js";
 
 /** What the suspender needs from the executor. */
@@ -39,34 +36,32 @@ export class RunSuspender {
   constructor(private readonly options: RunSuspenderOptions) {}
 
   /**
-   * Handles a worker's suspend message. "requeue" when the run must instead
+   * Handles a worker's suspension, as the worker protocol decoded it. "requeue" when the run must instead
    * go back to the queue at once (an await was refused and its step now
    * holds the error); an error when the message cannot be honoured at all
    * (no awaits, keys missing or repeated, too many awaits), which would come
    * back identical on every replay: the run fails with it.
    */
-  async onSuspend(held: HeldRun, m: Suspend): Promise<"suspended" | "requeue" | StoredError> {
-    let parsed: ReturnType<typeof parseAwaits>;
-    try {
-      parsed = parseAwaits(m, Date.now());
-    } catch (err) {
-      this.options.log.warn({ err, run: m.runId }, "a worker sent a suspension that cannot be honoured; the run fails");
-      return { name: "InvalidSuspension", message: err instanceof Error ? err.message : String(err), nonRetriable: true };
+  async onSuspend(held: HeldRun, parsed: Suspension): Promise<"suspended" | "requeue" | StoredError> {
+    if ("refused" in parsed) {
+      this.options.log.warn({ reason: parsed.refused, run: held.runId }, "a worker sent a suspension that cannot be honoured; the run fails");
+      return { name: "InvalidSuspension", message: parsed.refused, nonRetriable: true };
     }
     if (parsed.invalid.length > 0) {
       // Each invalid await fails its step for good; the run resumes and the
       // handler sees a StepError there.
       for (const bad of parsed.invalid) {
-        await this.options.recorder.recordStep(
-          create(StepResultSchema, {
-            runId: m.runId,
-            lease: m.lease,
-            stepKey: bad.stepKey,
-            stepId: bad.stepId,
-            attempt: 1,
-            result: { case: "error", value: errorToDetail({ name: bad.name, message: bad.message, nonRetriable: true }) },
-          }),
-        );
+        const now = Date.now();
+        await this.options.recorder.recordStep({
+          runId: held.runId,
+          lease: held.lease,
+          stepKey: bad.stepKey,
+          stepId: bad.stepId,
+          attempt: 1,
+          startedAtMs: now,
+          endedAtMs: now,
+          error: { name: bad.name || "Error", message: bad.message, nonRetriable: true },
+        });
       }
       return "requeue";
     }

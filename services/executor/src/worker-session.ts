@@ -1,7 +1,7 @@
-import { create } from "@bufbuild/protobuf";
 import { pushable, type Pushable } from "it-pushable";
-import type { CompletedRun } from "@stepwise/core";
-import { ConnectResponseSchema, ResponseBatchSchema, TurnBatch, type ConnectResponse } from "@stepwise/proto";
+import { TurnBatch, type ConnectResponse } from "@stepwise/proto";
+import type { Completion } from "./run-announcer.js";
+import { batchMessage } from "./worker-protocol.js";
 
 /** A run an executor holds on a worker. */
 export interface HeldRun {
@@ -20,7 +20,7 @@ export interface HeldRun {
    * What the announcement of the run's completion carries besides its end
    * time and output; unset when the event's data is too large to carry.
    */
-  completion?: Omit<CompletedRun, "endedAtMs" | "outputJson"> | undefined;
+  completion?: Completion | undefined;
 }
 
 /**
@@ -42,11 +42,7 @@ export class WorkerSession {
   /** Messages of this turn not yet in the outbox, when the worker takes batches. */
   private readonly unsent = new TurnBatch<ConnectResponse>((messages) => {
     if (this.closed) return;
-    this.outbox.push(
-      messages.length === 1
-        ? messages[0]!
-        : create(ConnectResponseSchema, { message: { case: "batch", value: create(ResponseBatchSchema, { messages }) } }),
-    );
+    this.outbox.push(batchMessage(messages));
   });
 
   /**
