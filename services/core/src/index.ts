@@ -6,8 +6,16 @@
 //   conditions/  CEL conditions, cron schedules, wait matching
 //   runtime/     configuration, logging, the Connect server, group commit
 // Exports are named; nothing here re-exports a module whole.
-export { type Bus, type CompletedRun, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus/bus.js";
-export { backoffMs, JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
+export {
+  backoffMs,
+  type Bus,
+  type CompletedRun,
+  type ConsumeEventsOptions,
+  type Delivery,
+  type RunEnd,
+  type Subscription,
+} from "./bus/bus.js";
+export { JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
 export { MemoryBus } from "./bus/memory-bus.js";
 export { MAX_RUNS_PER_WORK, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
 export {

@@ -95,3 +95,8 @@ export interface CompletedRun {
   /** How many runs the event had started when this one was claimed (all of them). */
   eventRuns: number;
 }
+
+/** Redelivery delay after a failed handling: 250 ms doubling to 10 s. */
+export function backoffMs(deliveryCount: number): number {
+  return Math.min(10_000, 250 * 2 ** Math.max(0, deliveryCount - 1));
+}

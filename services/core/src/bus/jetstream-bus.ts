@@ -14,18 +14,10 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
-import {
-  CompletedRunSchema,
-  EventRecordSchema,
-  RunEndSchema,
-  RunsEndedSchema,
-  RunWorkSchema,
-  type EventRecord,
-  type RunEnd as RunEndMessage,
-  type RunWork,
-} from "@stepwise/proto";
-import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
+import { EventRecordSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus.js";
 import { JetStreamPublisher } from "./jetstream-publisher.js";
+import { runEndFromProto, runEndToProto } from "./run-end.js";
 import type { Logger } from "../runtime/log.js";
 
 /** Options of the JetStream bus. */
@@ -353,51 +345,5 @@ function toDelivery<T>(m: JsMsg, data: T): Delivery<T> {
     ack: () => m.ack(),
     nak: (delayMs?: number) => m.nak(delayMs),
     working: () => m.working(),
-  };
-}
-
-/** Redelivery delay after a failed handling: 250 ms doubling to 10 s. */
-export function backoffMs(deliveryCount: number): number {
-  return Math.min(10_000, 250 * 2 ** Math.max(0, deliveryCount - 1));
-}
-
-function runEndToProto(r: RunEnd): RunEndMessage {
-  const c = r.completed;
-  return create(RunEndSchema, {
-    runId: r.runId,
-    eventId: r.eventId,
-    ...(c
-      ? {
-          completed: create(CompletedRunSchema, {
-            ...c,
-            eventTsMs: BigInt(c.eventTsMs),
-            createdAtMs: BigInt(c.createdAtMs),
-            startedAtMs: BigInt(c.startedAtMs),
-            endedAtMs: BigInt(c.endedAtMs),
-          }),
-        }
-      : {}),
-  });
-}
-
-function runEndFromProto(r: RunEndMessage): RunEnd {
-  const c = r.completed;
-  if (!c) return { runId: r.runId, eventId: r.eventId };
-  return {
-    runId: r.runId,
-    eventId: r.eventId,
-    completed: {
-      appId: c.appId,
-      functionId: c.functionId,
-      eventName: c.eventName,
-      eventDataJson: c.eventDataJson,
-      eventTsMs: Number(c.eventTsMs),
-      createdAtMs: Number(c.createdAtMs),
-      startedAtMs: Number(c.startedAtMs),
-      endedAtMs: Number(c.endedAtMs),
-      outputJson: c.outputJson,
-      attempts: c.attempts,
-      eventRuns: c.eventRuns,
-    },
   };
 }

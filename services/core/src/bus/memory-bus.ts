@@ -1,7 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { EventRecord, RunWork } from "@stepwise/proto";
-import type { Bus, ConsumeEventsOptions, Delivery, RunEnd, Subscription } from "./bus.js";
-import { backoffMs } from "./jetstream-bus.js";
+import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus.js";
 
 interface Entry<T> {
   data: T;
