@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { StepError, Stepwise, Worker, type RunInfo, type StepwiseFunction } from "@stepwise/sdk";
+import { StepError, Stepwise, StepwiseError, Worker, type RunInfo, type StepwiseFunction } from "@stepwise/sdk";
 import { Stack, eventually } from "./support/stack.js";
 
 const noop = async () => null;
@@ -110,9 +109,9 @@ describe("bad function configs", () => {
           (e: unknown) => e,
         );
         workers.push(worker);
-        expect(err).toBeInstanceOf(ConnectError);
-        expect((err as ConnectError).code).toBe(Code.InvalidArgument);
-        expect((err as ConnectError).rawMessage).toMatch(message);
+        expect(err).toBeInstanceOf(StepwiseError);
+        expect((err as StepwiseError).code).toBe("invalid_argument");
+        expect((err as StepwiseError).message).toMatch(message);
         expect(await stack.query("SELECT function_id FROM functions WHERE app_id = 'reg-bad'")).toEqual([]);
         expect(await stack.query("SELECT function_id FROM cron_schedules WHERE app_id = 'reg-bad'")).toEqual([]);
         expect(stack.procs.get("executor")?.exitCode).toBeNull();

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pushable } from "it-pushable";
 import {
@@ -20,6 +20,7 @@ import {
 } from "@stepwise/proto";
 import type { StepwiseFunction } from "./function.js";
 import { RunExecution } from "./run-execution.js";
+import { toStepwiseError } from "./stepwise-error.js";
 import { requestStream } from "./wire.js";
 
 const SDK = "@stepwise/sdk/0.1.0";
@@ -187,9 +188,9 @@ export class Worker {
           onRegistered();
         });
       } catch (err) {
-        const e = ConnectError.from(err);
+        const e = toStepwiseError(err);
         // A refused registration will be refused again: report it, stop.
-        if (!registered && e.code === 3 /* INVALID_ARGUMENT */) {
+        if (!registered && e.code === "invalid_argument") {
           this.closed = true;
           onRefused(e);
           return;
