@@ -1,9 +1,8 @@
-import { create, toJson } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
-  errorFromDetail,
   EventSchema,
   ID_PATTERN,
   IngestService,
@@ -11,15 +10,12 @@ import {
   MAX_EVENT_NAME_LENGTH,
   MAX_ID_LENGTH,
   MAX_WAIT_MS,
-  runStatusFromProto,
   RunService,
-  type ErrorDetail,
-  type Run,
-  type RunStatusName,
 } from "@stepwise/proto";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import { retryPolicy } from "./retry-policy.js";
 import { EventSender } from "./event-sender.js";
+import { type RunInfo, toRunInfo } from "./run-info.js";
 import { RunWatcher } from "./run-watcher.js";
 import { callEngine, StepwiseError } from "./stepwise-error.js";
 import type {
@@ -54,13 +50,6 @@ export interface OutgoingEvent<N extends string = string, D = Record<string, unk
   ts?: Date;
 }
 
-/**
- * Where a run is in its life: "QUEUED", "RUNNING", "WAITING" (suspended:
- * sleeping, waiting for an event or for a retry), or one of the ends,
- * "COMPLETED", "FAILED" and "CANCELLED". The same names the journal stores
- * and the contract's RunStatus values carry.
- */
-export type RunStatus = RunStatusName;
 
 /** Id suffix of the function that runs a function's onFailure handler. */
 const FAILURE_SUFFIX = "-on-failure";
@@ -91,47 +80,6 @@ function checkTrigger(t: unknown, where: string): void {
   if (o["if"] !== undefined && (typeof o["if"] !== "string" || o["if"].trim() === "")) {
     throw new TypeError(`${where}.if: must be a CEL expression`);
   }
-}
-
-/** A journaled step as GetRun returns it. */
-export interface StepInfo {
-  key: string;
-  id: string;
-  attempt: number;
-  startedAt: Date | undefined;
-  endedAt: Date | undefined;
-  output: unknown;
-  error: SerializedError | undefined;
-}
-
-/** A run as GetRun returns it. */
-export interface RunInfo {
-  id: string;
-  appId: string;
-  functionId: string;
-  status: RunStatus;
-  event: { id: string; name: string; data: unknown };
-  createdAt: Date | undefined;
-  startedAt: Date | undefined;
-  endedAt: Date | undefined;
-  output: unknown;
-  error: SerializedError | undefined;
-  /** Times the run was given to a worker. */
-  attempts: number;
-  steps: StepInfo[];
-  /** Failed attempts that were retried, of steps and of the handler (key ""), in the order they were journaled. */
-  failedAttempts: AttemptInfo[];
-}
-
-/** A failed attempt that was retried, as GetRun returns it. */
-export interface AttemptInfo {
-  key: string;
-  id: string;
-  attempt: number;
-  startedAt: Date | undefined;
-  endedAt: Date | undefined;
-  error: SerializedError | undefined;
-  retryAt: Date | undefined;
 }
 
 /**
@@ -384,40 +332,4 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     this.runs ??= createClient(RunService, this.connectTransport());
     return this.runs;
   }
-}
-
-function toRunInfo(run: Run): RunInfo {
-  const err = (e: ErrorDetail | undefined) => (e ? errorFromDetail(e) : undefined);
-  return {
-    id: run.id,
-    appId: run.appId,
-    functionId: run.functionId,
-    // RUN_STATUS_UNSPECIFIED, or a status newer than this SDK: shown as queued.
-    status: runStatusFromProto(run.status) ?? "QUEUED",
-    event: { id: run.event?.id ?? "", name: run.event?.name ?? "", data: run.event?.data },
-    createdAt: run.createdAt ? timestampDate(run.createdAt) : undefined,
-    startedAt: run.startedAt ? timestampDate(run.startedAt) : undefined,
-    endedAt: run.endedAt ? timestampDate(run.endedAt) : undefined,
-    output: run.output ? toJson(ValueSchema, run.output) : undefined,
-    error: err(run.error),
-    attempts: run.attempts,
-    steps: run.steps.map((s) => ({
-      key: s.key,
-      id: s.id,
-      attempt: s.attempt,
-      startedAt: s.startedAt ? timestampDate(s.startedAt) : undefined,
-      endedAt: s.endedAt ? timestampDate(s.endedAt) : undefined,
-      output: s.output ? toJson(ValueSchema, s.output) : undefined,
-      error: err(s.error),
-    })),
-    failedAttempts: run.failedAttempts.map((a) => ({
-      key: a.stepKey,
-      id: a.stepId,
-      attempt: a.attempt,
-      startedAt: a.startedAt ? timestampDate(a.startedAt) : undefined,
-      endedAt: a.endedAt ? timestampDate(a.endedAt) : undefined,
-      error: err(a.error),
-      retryAt: a.retryAt ? timestampDate(a.retryAt) : undefined,
-    })),
-  };
 }

@@ -1,12 +1,4 @@
-export {
-  Stepwise,
-  type AttemptInfo,
-  type OutgoingEvent,
-  type RunInfo,
-  type RunStatus,
-  type StepInfo,
-  type StepwiseOptions,
-} from "./client.js";
+export { Stepwise, type OutgoingEvent, type StepwiseOptions } from "./client.js";
 export { type Duration, MAX_DURATION_MS } from "./duration.js";
 export {
   deserializeError,
@@ -30,6 +22,7 @@ export type {
   ReceivedEvent,
   StepwiseFunction,
 } from "./function.js";
+export type { AttemptInfo, RunInfo, RunStatus, StepInfo } from "./run-info.js";
 export { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
 export { MAX_OUTPUT_BYTES } from "./run-execution.js";
 export { StepwiseError, type StepwiseErrorCode } from "./stepwise-error.js";
