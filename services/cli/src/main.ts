@@ -8,8 +8,8 @@ const USAGE = `Usage:
       The whole engine in one process: embedded Postgres (PGlite) under --dir,
       an in-process bus, IngestService, RunService and WorkerService on --port.
   stepwise start ingest|scheduler|executor
-      One service against DATABASE_URL and NATS_URL (see the README for all
-      environment variables).
+      One service against DATABASE_URL and NATS_URL (docs/configuration.md lists
+      every environment variable).
   stepwise migrate
       Applies the journal migrations to DATABASE_URL and exits.`;
 

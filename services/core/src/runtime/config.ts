@@ -49,8 +49,8 @@ export interface Config {
 }
 
 /**
- * Reads the configuration from environment variables (see the README's
- * table). Throws a readable error naming each invalid variable.
+ * Reads the configuration from environment variables (docs/configuration.md
+ * lists them). Throws a readable error naming each invalid variable.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = schema.safeParse(env);
