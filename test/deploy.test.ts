@@ -176,7 +176,7 @@ function confMap(v: ConfValue | undefined, what: string): ConfMap {
 
 const rootPkg = obj(JSON.parse(read(join(root, "package.json"))), "package.json");
 const workspaces = arr(rootPkg.workspaces, "workspaces").map((w, n) => str(w, `workspaces[${n}]`));
-const configSource = read(join(root, "services/core/src/config.ts"));
+const configSource = read(join(root, "services/core/src/runtime/config.ts"));
 
 interface K8sDoc {
   file: string;
