@@ -115,39 +115,24 @@ export function decodeWorkerMessages(req: ConnectRequest, out: WorkerMessage[] =
 }
 
 function decodeStepResult(m: StepResult): WorkerMessage {
-  const startedAtMs = m.startedAt ? timestampMs(m.startedAt) : Date.now();
-  const endedAtMs = m.endedAt ? timestampMs(m.endedAt) : Date.now();
   const result = m.result;
-  if (m.retryAt && result.case === "error") {
-    return {
-      kind: "attempt",
-      attempt: {
-        runId: m.runId,
-        lease: m.lease,
-        stepKey: m.stepKey,
-        stepId: m.stepId,
-        attempt: m.attempt,
-        startedAtMs,
-        endedAtMs,
-        error: errorFromDetail(result.value),
-        retryAtMs: timestampMs(m.retryAt),
-      },
-    };
-  }
-  return {
-    kind: "step",
-    step: {
-      runId: m.runId,
-      lease: m.lease,
-      stepKey: m.stepKey,
-      stepId: m.stepId,
-      attempt: m.attempt,
-      startedAtMs,
-      endedAtMs,
-      outputJson: result.case === "outputJson" ? result.value : undefined,
-      error: result.case === "error" ? errorFromDetail(result.value) : undefined,
-    },
+  const step: StepRecord = {
+    runId: m.runId,
+    lease: m.lease,
+    stepKey: m.stepKey,
+    stepId: m.stepId,
+    attempt: m.attempt,
+    startedAtMs: m.startedAt ? timestampMs(m.startedAt) : Date.now(),
+    endedAtMs: m.endedAt ? timestampMs(m.endedAt) : Date.now(),
   };
+  if (result.case === "error") {
+    const error = errorFromDetail(result.value);
+    if (m.retryAt) return { kind: "attempt", attempt: { ...step, error, retryAtMs: timestampMs(m.retryAt) } };
+    step.error = error;
+  } else if (result.case === "outputJson") {
+    step.outputJson = result.value;
+  }
+  return { kind: "step", step };
 }
 
 function decodeRunResult(m: RunResult): WorkerMessage {
