@@ -29,6 +29,13 @@ export const MAX_EVENTS_PER_SEND = 5_000;
 /** Largest event data, in bytes of JSON. */
 export const MAX_EVENT_DATA_BYTES = 512 * 1024;
 
+/**
+ * Largest JSON a step or a handler may return, in bytes of UTF-8. SDKs check
+ * it before they send: a larger value fails its step (or the run) with a
+ * non-retriable error instead of reaching the executor.
+ */
+export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+
 /** Longest step key (`<step id>:<occurrence>`). */
 export const MAX_STEP_KEY_LENGTH = 1_024;
 

@@ -24,7 +24,7 @@ export type {
 } from "./function.js";
 export type { AttemptInfo, RunInfo, RunStatus, StepInfo } from "./run-info.js";
 export { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
-export { MAX_OUTPUT_BYTES } from "./run-execution.js";
+export { MAX_OUTPUT_BYTES } from "@stepwise/proto";
 export { StepwiseError, type StepwiseErrorCode } from "./stepwise-error.js";
 export type { Jsonified, StepId, StepOptions, StepTools, WaitForEventOptions } from "./step-tools.js";
 export { Worker, type WorkerOptions } from "./worker.js";

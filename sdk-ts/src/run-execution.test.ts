@@ -8,7 +8,7 @@ import { z } from "zod";
 import { Stepwise } from "./client.js";
 import { NonRetriableError, RunAbortedError, StepError } from "./errors.js";
 import type { StepwiseFunction } from "./function.js";
-import { MAX_OUTPUT_BYTES } from "./run-execution.js";
+import { MAX_OUTPUT_BYTES } from "@stepwise/proto";
 import { errorOf, Harness, journaledError, journaledOutput, HARNESS_EVENT_TS, HARNESS_RUN_ID, type HarnessOptions, outputOf, ticks } from "./testing/run-execution-harness.js";
 
 const RUN_ID = HARNESS_RUN_ID;

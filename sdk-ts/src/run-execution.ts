@@ -6,6 +6,7 @@ import {
   errorFromDetail,
   errorToDetail,
   MAX_EVENT_NAME_LENGTH,
+  MAX_OUTPUT_BYTES,
   RetrySchema,
   RunResultSchema,
   SleepSchema,
@@ -24,8 +25,6 @@ import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import type { StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 
-/** Largest JSON a step or a run may return. */
-export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 
 /**
  * JSON that Postgres's jsonb refuses: an escaped NUL (\u0000) or lone

@@ -696,7 +696,8 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
    */
   result: {
     /**
-     * JSON text of the value the step returned.
+     * JSON text of the value the step returned, at most 4 MiB (4,194,304
+     * bytes); SDKs fail a step whose value is larger, non-retriably.
      *
      * @generated from field: string output_json = 8;
      */
@@ -801,7 +802,8 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
    */
   result: {
     /**
-     * JSON text of the value the handler returned; "null" for undefined.
+     * JSON text of the value the handler returned; "null" for undefined. At
+     * most 4 MiB (4,194,304 bytes); SDKs fail a run whose value is larger.
      *
      * @generated from field: string output_json = 3;
      */
