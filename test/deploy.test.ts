@@ -779,17 +779,16 @@ describe("Dockerfile", () => {
     expect(final.image).toMatch(/^node:20/);
   });
 
-  it("installs, builds, and ships production dependencies", () => {
-    const all = stages.flatMap(runs);
+  it("installs and builds the workspace, then packs it", () => {
     const build = stages.find((s) => runs(s).some((r) => /\bnpm run build\b/.test(r)));
     expect(build, "a stage runs npm run build").toBeDefined();
     const buildLineage = lineage(build as Stage).filter((i) => i.op === "RUN").map((i) => i.args);
     expect(buildLineage.some((r) => /\bnpm ci\b/.test(r) && !/--omit=dev/.test(r)), "full npm ci before build").toBe(
       true,
     );
-    expect(all.some((r) => /\bnpm ci\b/.test(r))).toBe(true);
-    expect(runs(final).some((r) => /\bnpm ci\b.*--omit=dev/.test(r)), "runtime: npm ci --omit=dev").toBe(true);
+    expect(runs(build as Stage).some((r) => /\bnpm run build\b.*\bnpm pack\b.*--pack-destination \/packages/.test(r)), "build packs").toBe(true);
     expect(runs(final).some((r) => /\bnpm run build\b/.test(r)), "runtime does not build").toBe(false);
+    expect(runs(final).some((r) => /\bnpm ci\b/.test(r)), "runtime has no workspace to npm ci").toBe(false);
     expect(rootPkg.scripts).toHaveProperty("build");
   });
 
@@ -809,7 +808,7 @@ describe("Dockerfile", () => {
     }
   });
 
-  it("the runtime stage gets the compiled output of everything the CLI needs", () => {
+  it("the runtime stage installs the packed packages of everything the CLI needs, and nothing else of the repo", () => {
     const pkgOf = (dir: string): Obj => obj(JSON.parse(read(join(root, dir, "package.json"))), `${dir}/package.json`);
     const dirByName = new Map(workspaces.map((w) => [str(pkgOf(w).name, `${w} name`), w]));
     // Workspaces the CLI depends on, transitively.
@@ -825,22 +824,16 @@ describe("Dockerfile", () => {
     visit("services/cli");
     expect(needed.size).toBeGreaterThanOrEqual(6);
 
+    const build = stages.find((s) => runs(s).some((r) => /\bnpm pack\b/.test(r))) as Stage;
+    const packRun = runs(build).find((r) => /\bnpm pack\b/.test(r)) ?? "";
+    const packed = [...packRun.matchAll(/--workspace\s+(\S+)/g)].map((m) => m[1]);
+    expect([...packed].sort(), "npm pack of every workspace the CLI needs").toEqual([...needed].sort());
+    for (const dir of packed) expect(obj(pkgOf(dir ?? ""), dir ?? "").private, `${dir} is publishable`).toBeUndefined();
+
     const from = copies(final.instructions).filter((c) => c.from !== undefined);
-    const copied = new Set<string>();
-    for (const c of from) {
-      const source = stageByName(c.from ?? "");
-      expect(source, `COPY --from=${String(c.from)} names a stage`).toBeDefined();
-      const prefix = `${workdir(source as Stage).replace(/\/$/, "")}/`;
-      for (const src of c.src) {
-        const rel = src.startsWith(prefix) ? src.slice(prefix.length) : src;
-        const m = /^(.+)\/dist\/?$/.exec(rel);
-        if (m?.[1] !== undefined) {
-          expect(workspaces, `${rel} is a workspace's dist`).toContain(m[1]);
-          copied.add(m[1]);
-        }
-      }
-    }
-    for (const dir of needed) expect([...copied], `${dir}/dist in the runtime image`).toContain(dir);
+    expect(from.map((c) => [c.from, c.src.join(" ")])).toEqual([[build.name, "/packages"]]);
+    expect(copies(final.instructions).filter((c) => c.from === undefined), "nothing copied from the context").toEqual([]);
+    expect(runs(final).some((r) => /\bnpm install\b.*--omit=dev.*\/packages\/\*\.tgz/.test(r)), "runtime installs the tarballs").toBe(true);
   });
 
   it("runs as node with the CLI as entrypoint", () => {
@@ -849,7 +842,7 @@ describe("Dockerfile", () => {
     const entry = final.instructions.filter((i) => i.op === "ENTRYPOINT");
     expect(entry).toHaveLength(1);
     const argv: unknown = JSON.parse(entry[0]?.args ?? "null");
-    expect(argv).toEqual(["node", "services/cli/dist/main.js"]);
+    expect(argv).toEqual(["node", "node_modules/@stepwise/cli/dist/main.js"]);
     expect(workdir(final)).toBe("/app");
     // The entrypoint is the CLI's own bin.
     const cli = obj(JSON.parse(read(join(root, "services/cli/package.json"))), "cli package.json");

@@ -21,9 +21,10 @@ import {
 import type { StepwiseFunction } from "./function.js";
 import { RunExecution } from "./run-execution.js";
 import { toStepwiseError } from "./stepwise-error.js";
+import { SDK_VERSION } from "./version.js";
 import { requestStream } from "./wire.js";
 
-const SDK = "@stepwise/sdk/0.1.0";
+const SDK = `@stepwise/sdk/${SDK_VERSION}`;
 
 /** Options of a Worker. */
 export interface WorkerOptions {
