@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Stack } from "./support/stack.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const run = promisify(execFile);
@@ -133,7 +134,7 @@ describe("an app outside the repository that installs the packed packages", () =
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it("installs without engine warnings, type-checks with strict, and runs a function on npx stepwise dev", async () => {
+  it("installs without engine warnings, type-checks with strict, and runs a function on npx stepwise dev and on stepwise start of each service", async () => {
     const app = join(dir, "app");
     const tarballs = (await readdir(join(dir, "packages"))).filter((f) => f.endsWith(".tgz"));
     expect(tarballs).toHaveLength(Object.keys(PACKAGES).length);
@@ -197,25 +198,39 @@ describe("an app outside the repository that installs the packed packages", () =
       engine!.on("exit", (code) => reject(new Error(`stepwise dev exited with ${code}: ${out}`)));
     });
 
-    const { stdout } = await run("node", ["dist/main.js", `http://127.0.0.1:${port}`], { cwd: app, timeout: 60_000 });
-    const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as {
-      status: string;
-      output: unknown;
-      steps: string[];
-      charged: number;
-    };
-    expect(result.status).toBe("COMPLETED");
-    expect(result.output).toEqual({ paymentId: "pay_o-1", trackingNumber: "TRK-1" });
-    expect(result.steps).toEqual(["charge:0", "wait-for-shipment:0", "cool-down:0"]);
-    expect(result.charged).toBe(1);
+    await expectRunCompletes(app, `http://127.0.0.1:${port}`);
+    engine.kill("SIGTERM");
+
+    // The same app on the three services as separate processes, from the
+    // installed `stepwise` command: migrate, start ingest|scheduler|executor.
+    const stack = new Stack({}, { cli: join(app, "node_modules", ".bin", "stepwise") });
+    try {
+      await stack.start();
+      const [migrated] = await stack.query<{ n: number }>("SELECT count(*)::int AS n FROM schema_migrations");
+      expect(migrated?.n).toBeGreaterThan(0);
+      await expectRunCompletes(app, stack.ingestUrl, stack.executorUrl);
+    } finally {
+      await stack.stop();
+    }
   }, 240_000);
 });
+
+/** Runs the app's function once against an engine and checks how its run ended. */
+async function expectRunCompletes(app: string, url: string, workerUrl = url): Promise<void> {
+  const { stdout } = await run("node", ["dist/main.js", url, workerUrl], { cwd: app, timeout: 60_000 });
+  const result = JSON.parse(stdout.trim().split("\n").at(-1)!) as { status: string; output: unknown; steps: string[]; charged: number };
+  expect(result.status).toBe("COMPLETED");
+  expect(result.output).toEqual({ paymentId: "pay_o-1", trackingNumber: "TRK-1" });
+  expect(result.steps).toEqual(["charge:0", "wait-for-shipment:0", "cool-down:0"]);
+  expect(result.charged).toBe(1);
+}
 
 /** The app: a function of step.run, step.waitForEvent and step.sleep; prints how its run ended as JSON. */
 const APP = `import { Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
 import { z } from "zod";
 
 const url = process.argv[2] ?? "http://127.0.0.1:8288";
+const workerUrl = process.argv[3] ?? url;
 const stepwise = new Stepwise({
   appId: "shop",
   url,
@@ -243,7 +258,7 @@ const orders = stepwise.createFunction(
   },
 );
 
-const worker = new Worker({ url, functions: [orders], handleSignals: false });
+const worker = new Worker({ url: workerUrl, functions: [orders], handleSignals: false });
 await worker.connect();
 const [eventId] = await stepwise.send({ name: "order.placed", data: { orderId: "o-1" } });
 let run: RunInfo | undefined;

@@ -58,7 +58,14 @@ export class Stack {
   readonly natsUrl: string;
   readonly databaseUrl: string;
 
-  constructor(private readonly env: Record<string, string> = {}) {
+  /** The `stepwise` command the services run from: the built CLI of this checkout, unless given. */
+  private readonly cli: string;
+
+  constructor(
+    private readonly env: Record<string, string> = {},
+    options: { cli?: string } = {},
+  ) {
+    this.cli = options.cli ?? CLI;
     this.natsUrl = env["NATS_URL"] ?? NATS_URL;
     this.databaseUrl = env["DATABASE_URL"] ?? DEFAULT_DATABASE_URL;
     this.db = new pg.Pool({ connectionString: this.databaseUrl, max: 2, options: `-c search_path=${this.schema}` });
@@ -103,7 +110,7 @@ export class Stack {
 
   private run(args: string[]): Promise<void> {
     return new Promise((resolve, reject) => {
-      const p = spawn(process.execPath, [CLI, ...args], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+      const p = spawn(process.execPath, [this.cli, ...args], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
       let out = "";
       p.stdout.on("data", (d: Buffer) => (out += d.toString()));
       p.stderr.on("data", (d: Buffer) => (out += d.toString()));
@@ -113,7 +120,7 @@ export class Stack {
 
   /** Starts (or restarts) one service and waits until it serves. */
   async startService(name: Service): Promise<void> {
-    const p = spawn(process.execPath, [...NODE_ARGS, CLI, "start", name], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(process.execPath, [...NODE_ARGS, this.cli, "start", name], { env: this.baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
     const log: string[] = this.logs.get(name) ?? [];
     this.logs.set(name, log);
     this.procs.set(name, p);
@@ -128,7 +135,7 @@ export class Stack {
   async startExtra(name: Service): Promise<ExtraService> {
     const port = name === "scheduler" ? 0 : await freePort();
     const env = { ...this.baseEnv(), ...(name === "ingest" ? { INGEST_PORT: String(port) } : {}), ...(name === "executor" ? { EXECUTOR_PORT: String(port) } : {}) };
-    const proc = spawn(process.execPath, [...NODE_ARGS, CLI, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(process.execPath, [...NODE_ARGS, this.cli, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
     const log: string[] = [];
     const extra: ExtraService = {
       name,
