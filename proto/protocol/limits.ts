@@ -36,6 +36,9 @@ export const MAX_EVENT_DATA_BYTES = 512 * 1024;
  */
 export const MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
 
+/** Longest reason a CancelRun may give. */
+export const MAX_CANCEL_REASON_LENGTH = 1_024;
+
 /** Longest step key (`<step id>:<occurrence>`). */
 export const MAX_STEP_KEY_LENGTH = 1_024;
 

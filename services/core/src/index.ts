@@ -12,11 +12,13 @@ export {
   type CompletedRun,
   type ConsumeEventsOptions,
   type Delivery,
+  type RunCancel,
   type RunEnd,
   type Subscription,
 } from "./bus/bus.js";
 export { JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
 export { MemoryBus } from "./bus/memory-bus.js";
+export { publishOutboxEvents } from "./bus/outbox-publishing.js";
 export { MAX_RUNS_PER_WORK, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
 export {
   type Condition,
@@ -30,6 +32,7 @@ export {
 export { CronSchedule, InvalidCronError } from "./conditions/cron-schedule.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-matching.js";
 export { JournalStore } from "./journal/journal-store.js";
+export type { CancelOutcome, OutboxEvent } from "./journal/run-ends.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";
 export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./journal/sql.js";

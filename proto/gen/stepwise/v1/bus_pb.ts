@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/bus.proto.
  */
 export const file_stepwise_v1_bus: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIlQKB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCRIUCgxtb3JlX3J1bl9pZHMYBCADKAkiLgoJUnVuc0VuZGVkEiEKBHJ1bnMYASADKAsyEy5zdGVwd2lzZS52MS5SdW5FbmQiWAoGUnVuRW5kEg4KBnJ1bl9pZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIsCgljb21wbGV0ZWQYAyABKAsyGS5zdGVwd2lzZS52MS5Db21wbGV0ZWRSdW4i8wEKDENvbXBsZXRlZFJ1bhIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSEgoKZXZlbnRfbmFtZRgDIAEoCRIXCg9ldmVudF9kYXRhX2pzb24YBCABKAkSEwoLZXZlbnRfdHNfbXMYBSABKAMSFQoNY3JlYXRlZF9hdF9tcxgGIAEoAxIVCg1zdGFydGVkX2F0X21zGAcgASgDEhMKC2VuZGVkX2F0X21zGAggASgDEhMKC291dHB1dF9qc29uGAkgASgJEhAKCGF0dGVtcHRzGAogASgNEhIKCmV2ZW50X3J1bnMYCyABKA1iBnByb3RvMw");
+  fileDesc("ChVzdGVwd2lzZS92MS9idXMucHJvdG8SC3N0ZXB3aXNlLnYxImEKC0V2ZW50UmVjb3JkEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEg0KBXRzX21zGAQgASgDEhYKDnJlY2VpdmVkX2F0X21zGAUgASgDIlQKB1J1bldvcmsSDgoGcnVuX2lkGAEgASgJEg4KBmFwcF9pZBgCIAEoCRITCgtmdW5jdGlvbl9pZBgDIAEoCRIUCgxtb3JlX3J1bl9pZHMYBCADKAkiLgoJUnVuc0VuZGVkEiEKBHJ1bnMYASADKAsyEy5zdGVwd2lzZS52MS5SdW5FbmQiOAoNUnVuc0NhbmNlbGxlZBInCgRydW5zGAEgAygLMhkuc3RlcHdpc2UudjEuUnVuQ2FuY2VsbGVkIlIKDFJ1bkNhbmNlbGxlZBIOCgZydW5faWQYASABKAkSEwoLZXhlY3V0b3JfaWQYAiABKAkSDQoFbGVhc2UYAyABKA0SDgoGcmVhc29uGAQgASgJIlgKBlJ1bkVuZBIOCgZydW5faWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSLAoJY29tcGxldGVkGAMgASgLMhkuc3RlcHdpc2UudjEuQ29tcGxldGVkUnVuIvMBCgxDb21wbGV0ZWRSdW4SDgoGYXBwX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEhIKCmV2ZW50X25hbWUYAyABKAkSFwoPZXZlbnRfZGF0YV9qc29uGAQgASgJEhMKC2V2ZW50X3RzX21zGAUgASgDEhUKDWNyZWF0ZWRfYXRfbXMYBiABKAMSFQoNc3RhcnRlZF9hdF9tcxgHIAEoAxITCgtlbmRlZF9hdF9tcxgIIAEoAxITCgtvdXRwdXRfanNvbhgJIAEoCRIQCghhdHRlbXB0cxgKIAEoDRISCgpldmVudF9ydW5zGAsgASgNYgZwcm90bzM");
 
 /**
  * EventRecord is an accepted event as carried on the event stream, from
@@ -131,6 +131,72 @@ export const RunsEndedSchema: GenMessage<RunsEnded> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_bus, 2);
 
 /**
+ * RunsCancelled tells executors that runs were cancelled, on a plain (not
+ * JetStream) subject, at most once: the executor holding one tells its
+ * worker to stop and frees the slot. A lost message delays only that: the
+ * journal already refuses the run's next step result, which stops it too.
+ *
+ * @generated from message stepwise.v1.RunsCancelled
+ */
+export type RunsCancelled = Message<"stepwise.v1.RunsCancelled"> & {
+  /**
+   * The runs that were cancelled while RUNNING.
+   *
+   * @generated from field: repeated stepwise.v1.RunCancelled runs = 1;
+   */
+  runs: RunCancelled[];
+};
+
+/**
+ * Describes the message stepwise.v1.RunsCancelled.
+ * Use `create(RunsCancelledSchema)` to create a new message.
+ */
+export const RunsCancelledSchema: GenMessage<RunsCancelled> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_bus, 3);
+
+/**
+ * RunCancelled is one run cancelled while an executor held it.
+ *
+ * @generated from message stepwise.v1.RunCancelled
+ */
+export type RunCancelled = Message<"stepwise.v1.RunCancelled"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Id of the executor that held it.
+   *
+   * @generated from field: string executor_id = 2;
+   */
+  executorId: string;
+
+  /**
+   * The lease of the execution that was cancelled.
+   *
+   * @generated from field: uint32 lease = 3;
+   */
+  lease: number;
+
+  /**
+   * Why it was cancelled.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RunCancelled.
+ * Use `create(RunCancelledSchema)` to create a new message.
+ */
+export const RunCancelledSchema: GenMessage<RunCancelled> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_bus, 4);
+
+/**
  * RunEnd is one run that ended.
  *
  * @generated from message stepwise.v1.RunEnd
@@ -165,7 +231,7 @@ export type RunEnd = Message<"stepwise.v1.RunEnd"> & {
  * Use `create(RunEndSchema)` to create a new message.
  */
 export const RunEndSchema: GenMessage<RunEnd> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_bus, 3);
+  messageDesc(file_stepwise_v1_bus, 5);
 
 /**
  * CompletedRun is a run that completed, as the executor that held it knows
@@ -260,5 +326,5 @@ export type CompletedRun = Message<"stepwise.v1.CompletedRun"> & {
  * Use `create(CompletedRunSchema)` to create a new message.
  */
 export const CompletedRunSchema: GenMessage<CompletedRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_bus, 4);
+  messageDesc(file_stepwise_v1_bus, 6);
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIocBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4quQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjK6AgoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZRJOCglXYXRjaFJ1bnMSHS5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChFDYW5jZWxSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4ihwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiSwoQTGlzdFJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChJXYWl0Rm9yUnVuc1JlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJDChNXYWl0Rm9yUnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SDAoEZG9uZRgCIAEoCCI/ChBXYXRjaFJ1bnNSZXF1ZXN0EhEKCWV2ZW50X2lkcxgBIAMoCRIYChBmb3JnZXRfZXZlbnRfaWRzGAIgAygJIjsKEVdhdGNoUnVuc1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnN0ZXB3aXNlLnYxLkV2ZW50UnVucyI9CglFdmVudFJ1bnMSEAoIZXZlbnRfaWQYASABKAkSHgoEcnVucxgCIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1biq5AQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFEhYKElJVTl9TVEFUVVNfV0FJVElORxAGMoYDCgpSdW5TZXJ2aWNlEkEKBkdldFJ1bhIaLnN0ZXB3aXNlLnYxLkdldFJ1blJlcXVlc3QaGy5zdGVwd2lzZS52MS5HZXRSdW5SZXNwb25zZRJHCghMaXN0UnVucxIcLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVxdWVzdBodLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVzcG9uc2USUAoLV2FpdEZvclJ1bnMSHy5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1JlcXVlc3QaIC5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1Jlc3BvbnNlEk4KCVdhdGNoUnVucxIdLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXNwb25zZSgBMAESSgoJQ2FuY2VsUnVuEh0uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -305,6 +305,57 @@ export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_run, 4);
 
 /**
+ * CancelRunRequest names the run to cancel.
+ *
+ * @generated from message stepwise.v1.CancelRunRequest
+ */
+export type CancelRunRequest = Message<"stepwise.v1.CancelRunRequest"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Why it is cancelled, at most 1,024 characters; stored as the run's
+   * error message and carried by the "stepwise/run.cancelled" event.
+   * Empty: "cancelled".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message stepwise.v1.CancelRunRequest.
+ * Use `create(CancelRunRequestSchema)` to create a new message.
+ */
+export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 5);
+
+/**
+ * CancelRunResponse carries the run as the cancel left it.
+ *
+ * @generated from message stepwise.v1.CancelRunResponse
+ */
+export type CancelRunResponse = Message<"stepwise.v1.CancelRunResponse"> & {
+  /**
+   * The run, CANCELLED, with its steps.
+   *
+   * @generated from field: stepwise.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.CancelRunResponse.
+ * Use `create(CancelRunResponseSchema)` to create a new message.
+ */
+export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 6);
+
+/**
  * ListRunsRequest filters and pages the list of runs.
  *
  * @generated from message stepwise.v1.ListRunsRequest
@@ -351,7 +402,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 5);
+  messageDesc(file_stepwise_v1_run, 7);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -379,7 +430,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 6);
+  messageDesc(file_stepwise_v1_run, 8);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -408,7 +459,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 7);
+  messageDesc(file_stepwise_v1_run, 9);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -437,7 +488,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 8);
+  messageDesc(file_stepwise_v1_run, 10);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -467,7 +518,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 9);
+  messageDesc(file_stepwise_v1_run, 11);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -488,7 +539,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 10);
+  messageDesc(file_stepwise_v1_run, 12);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -517,7 +568,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 11);
+  messageDesc(file_stepwise_v1_run, 13);
 
 /**
  * RunStatus is where a run is in its life.
@@ -583,7 +634,7 @@ export const RunStatusSchema: GenEnum<RunStatus> = /*@__PURE__*/
   enumDesc(file_stepwise_v1_run, 0);
 
 /**
- * RunService reads function runs and their step journals.
+ * RunService reads function runs and their step journals, and controls them.
  *
  * @generated from service stepwise.v1.RunService
  */
@@ -637,6 +688,24 @@ export const RunService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof WatchRunsRequestSchema;
     output: typeof WatchRunsResponseSchema;
+  },
+  /**
+   * CancelRun ends a run CANCELLED. A QUEUED or WAITING run ends at once,
+   * its timers and waits removed; a RUNNING run ends too, and the worker
+   * that holds it is told to stop (its handler gets a RunAbortedError at its
+   * next await, and a step result it sends after the cancel is not
+   * journaled). The end emits a "stepwise/run.cancelled" event, with the id
+   * "stepwise-cancelled-<run id>", that functions can trigger on. It fails
+   * with NOT_FOUND when no run has the id, and with FAILED_PRECONDITION,
+   * naming the status, when the run had already ended (a second cancel
+   * included).
+   *
+   * @generated from rpc stepwise.v1.RunService.CancelRun
+   */
+  cancelRun: {
+    methodKind: "unary";
+    input: typeof CancelRunRequestSchema;
+    output: typeof CancelRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);

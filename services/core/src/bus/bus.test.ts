@@ -440,6 +440,33 @@ function busSuite(kind: BusKind): void {
       await subB.stop();
     });
 
+    it("announced cancellations reach every watcher with their executor, lease and reason, until it stops", async () => {
+      const bus = await newBus();
+      const a: unknown[][] = [];
+      const b: unknown[][] = [];
+      const subA = await bus.watchRunsCancelled((runs) => a.push(runs));
+      const subB = await bus.watchRunsCancelled((runs) => b.push(runs));
+      bus.announceRunsCancelled([
+        { runId: "r1", executorId: "x1", lease: 3, reason: "wrong order" },
+        { runId: "r2", executorId: "x2", lease: 1, reason: "" },
+      ]);
+      bus.announceRunsCancelled([]);
+      await waitUntil(() => a.length === 1 && b.length === 1);
+      expect(a).toEqual([
+        [
+          { runId: "r1", executorId: "x1", lease: 3, reason: "wrong order" },
+          { runId: "r2", executorId: "x2", lease: 1, reason: "" },
+        ],
+      ]);
+      expect(b).toEqual(a);
+      await subA.stop();
+      bus.announceRunsCancelled([{ runId: "r3", executorId: "x1", lease: 2, reason: "x" }]);
+      await waitUntil(() => b.length === 2);
+      await sleep(100);
+      expect(a).toHaveLength(1);
+      await subB.stop();
+    });
+
     it("close() ends a pending pull", async () => {
       const bus = await newBus();
       const pending = pull(bus, "shop", 5, 10_000);

@@ -68,8 +68,26 @@ export interface Bus {
   announceRunsEnded(runs: readonly RunEnd[]): void;
   /** Calls onEnded with every announcement of every executor until stopped. */
   watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription>;
+  /**
+   * Tells executors that runs they held were cancelled, at most once and
+   * without waiting: a lost message leaves the journal to stop the run (it
+   * refuses the run's next step result).
+   */
+  announceRunsCancelled(runs: readonly RunCancel[]): void;
+  /** Calls onCancelled with every cancellation announced until stopped. */
+  watchRunsCancelled(onCancelled: (runs: RunCancel[]) => void): Promise<Subscription>;
   /** Closes the bus; pending pulls end. */
   close(): Promise<void>;
+}
+
+/** A run cancelled while an executor held it, as announced. */
+export interface RunCancel {
+  runId: string;
+  /** The executor that held it. */
+  executorId: string;
+  /** The lease of the cancelled execution. */
+  lease: number;
+  reason: string;
 }
 
 /** A run that ended, as announced. */

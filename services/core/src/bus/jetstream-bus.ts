@@ -14,8 +14,8 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
-import { EventRecordSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
-import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus.js";
+import { EventRecordSchema, RunCancelledSchema, RunsCancelledSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
+import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunCancel, type RunEnd, type Subscription } from "./bus.js";
 import { JetStreamPublisher } from "./jetstream-publisher.js";
 import { runEndFromProto, runEndToProto } from "./run-end.js";
 import type { Logger } from "../runtime/log.js";
@@ -52,6 +52,7 @@ export class JetStreamBus implements Bus {
   private readonly eventsSubject: string;
   /** Plain NATS subject of run-end announcements (outside the streams' subjects). */
   private readonly endedSubject: string;
+  private readonly cancelledSubject: string;
   private readonly eventsStream: string;
   private readonly workStream: string;
   private readonly publisher: JetStreamPublisher;
@@ -67,6 +68,7 @@ export class JetStreamBus implements Bus {
     this.workStream = `${upper}_WORK`;
     this.eventsSubject = `${options.prefix}.events`;
     this.endedSubject = `${options.prefix}.ended`;
+    this.cancelledSubject = `${options.prefix}.cancelled`;
     this.publisher = new JetStreamPublisher(nc);
   }
 
@@ -301,23 +303,48 @@ export class JetStreamBus implements Bus {
 
   announceRunsEnded(runs: readonly RunEnd[]): void {
     if (runs.length === 0) return;
+    this.announce(this.endedSubject, toBinary(RunsEndedSchema, create(RunsEndedSchema, { runs: runs.map(runEndToProto) })));
+  }
+
+  watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
+    return this.watch(this.endedSubject, (data) => fromBinary(RunsEndedSchema, data).runs.map(runEndFromProto), onEnded);
+  }
+
+  announceRunsCancelled(runs: readonly RunCancel[]): void {
+    if (runs.length === 0) return;
+    const message = create(RunsCancelledSchema, { runs: runs.map((r) => create(RunCancelledSchema, r)) });
+    this.announce(this.cancelledSubject, toBinary(RunsCancelledSchema, message));
+  }
+
+  watchRunsCancelled(onCancelled: (runs: RunCancel[]) => void): Promise<Subscription> {
+    const decode = (data: Uint8Array) =>
+      fromBinary(RunsCancelledSchema, data).runs.map((r) => ({ runId: r.runId, executorId: r.executorId, lease: r.lease, reason: r.reason }));
+    return this.watch(this.cancelledSubject, decode, onCancelled);
+  }
+
+  /** Publishes on a plain subject, at most once. */
+  private announce(subject: string, data: Uint8Array): void {
     try {
-      this.nc.publish(this.endedSubject, toBinary(RunsEndedSchema, create(RunsEndedSchema, { runs: runs.map(runEndToProto) })));
+      this.nc.publish(subject, data);
     } catch (err) {
-      // Closed or reconnecting: waiters find the end at their next check.
-      this.options.log?.debug({ err }, "announcing ended runs failed");
+      // Closed or reconnecting: the receivers find out another way (see Bus).
+      this.options.log?.debug({ err, subject }, "an announcement failed");
     }
   }
 
-  async watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
-    const sub = this.nc.subscribe(this.endedSubject, {
+  /** Subscribes to a plain subject; an undecodable message is dropped. */
+  private async watch<T>(subject: string, decode: (data: Uint8Array) => T, on: (value: T) => void): Promise<Subscription> {
+    const sub = this.nc.subscribe(subject, {
       callback: (err, msg) => {
         if (err) return;
+        let value: T;
         try {
-          onEnded(fromBinary(RunsEndedSchema, msg.data).runs.map(runEndFromProto));
+          value = decode(msg.data);
         } catch (e) {
-          this.options.log?.warn({ err: e }, "an undecodable run-end announcement was dropped");
+          this.options.log?.warn({ err: e, subject }, "an undecodable announcement was dropped");
+          return;
         }
+        on(value);
       },
     });
     return {

@@ -1,6 +1,6 @@
 import { setMaxListeners } from "node:events";
 import type { EventRecord, RunWork } from "@stepwise/proto";
-import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunEnd, type Subscription } from "./bus.js";
+import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunCancel, type RunEnd, type Subscription } from "./bus.js";
 
 interface Entry<T> {
   data: T;
@@ -87,25 +87,24 @@ export class MemoryBus implements Bus {
   private readonly work = new Map<string, Queue<RunWork>>();
   private readonly seen = new Map<string, number>();
   private readonly endWatchers = new Set<(runs: RunEnd[]) => void>();
+  private readonly cancelWatchers = new Set<(runs: RunCancel[]) => void>();
 
   constructor(private readonly duplicateWindowMs = 10 * 60 * 1000) {}
 
   announceRunsEnded(runs: readonly RunEnd[]): void {
-    if (runs.length === 0) return;
-    // Delivered on a later turn, like a message from another process.
-    setImmediate(() => {
-      for (const w of this.endWatchers) w([...runs]);
-    });
+    announce(this.endWatchers, runs);
   }
 
-  async watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
-    const watcher = (runs: RunEnd[]) => onEnded(runs);
-    this.endWatchers.add(watcher);
-    return {
-      stop: async () => {
-        this.endWatchers.delete(watcher);
-      },
-    };
+  watchRunsEnded(onEnded: (runs: RunEnd[]) => void): Promise<Subscription> {
+    return watch(this.endWatchers, onEnded);
+  }
+
+  announceRunsCancelled(runs: readonly RunCancel[]): void {
+    announce(this.cancelWatchers, runs);
+  }
+
+  watchRunsCancelled(onCancelled: (runs: RunCancel[]) => void): Promise<Subscription> {
+    return watch(this.cancelWatchers, onCancelled);
   }
 
   async publishEvents(records: readonly EventRecord[]): Promise<void> {
@@ -184,4 +183,23 @@ export class MemoryBus implements Bus {
     this.events.close();
     for (const q of this.work.values()) q.close();
   }
+}
+
+/** Delivers an announcement to every watcher on a later turn, like a message from another process. */
+function announce<T>(watchers: ReadonlySet<(items: T[]) => void>, items: readonly T[]): void {
+  if (items.length === 0) return;
+  setImmediate(() => {
+    for (const w of watchers) w([...items]);
+  });
+}
+
+/** Adds a watcher until its subscription stops. */
+async function watch<T>(watchers: Set<(items: T[]) => void>, on: (items: T[]) => void): Promise<Subscription> {
+  const watcher = (items: T[]) => on(items);
+  watchers.add(watcher);
+  return {
+    stop: async () => {
+      watchers.delete(watcher);
+    },
+  };
 }

@@ -433,6 +433,42 @@ function storeSuite(backend: TestBackend): void {
       expect(await mustGet(nullRun.runId)).toMatchObject({ status: "COMPLETED", output: null, hasOutput: true });
     });
 
+    it("cancelRun ends a queued or running run CANCELLED, fences the execution, and puts its event in the outbox once", async () => {
+      const queued = await queuedRun();
+      const q = await store.cancelRun(queued.runId, "not needed");
+      expect(q).toMatchObject({ kind: "cancelled", was: "QUEUED", executorId: null, eventId: queued.event.id });
+      expect(q.kind === "cancelled" && q.event?.id).toBe(`stepwise-cancelled-${queued.runId}`);
+      expect(q.kind === "cancelled" && JSON.parse(q.event!.dataJson)).toMatchObject({
+        run_id: queued.runId,
+        function_id: "fn",
+        reason: "not needed",
+        event: { id: queued.event.id, name: queued.event.name, data: JSON.parse(queued.event.dataJson) },
+      });
+      expect(await store.cancelRun(queued.runId, "again")).toEqual({ kind: "ended", status: "CANCELLED" });
+      expect((await store.outboxEvents(-60_000, 100)).filter((e) => e.id.endsWith(queued.runId))).toHaveLength(1);
+
+      const executorId = uniq("exec");
+      const running = await claimed(executorId);
+      const r = await store.cancelRun(running.runId, "stop");
+      expect(r).toMatchObject({ kind: "cancelled", was: "RUNNING", executorId, lease: running.lease });
+      // The execution that held it can no longer write: the journal refuses its step and its end.
+      expect(await store.journalStep(stepRecord(running.runId, running.lease, "late:0"))).toEqual({ kind: "lease-lost" });
+      expect(await store.completeRun(running.runId, running.lease, "1")).toBeNull();
+      expect(await store.claimRun(running.runId, uniq("exec"), 60_000)).toBeNull();
+      const view = await mustGet(running.runId);
+      expect(view).toMatchObject({ status: "CANCELLED", error: { name: "RunCancelled", message: "stop", nonRetriable: true } });
+      expect(view.steps).toEqual([]);
+
+      const done = await claimed(uniq("exec"));
+      await store.completeRun(done.runId, done.lease, "1");
+      expect(await store.cancelRun(done.runId, "late")).toEqual({ kind: "ended", status: "COMPLETED" });
+      expect(await store.cancelRun("00000000-0000-4000-8000-000000000000", "x")).toEqual({ kind: "unknown" });
+
+      const outbox = await store.outboxEvents(-60_000, 1000);
+      await store.deleteOutboxEvents(outbox.map((e) => e.id));
+      expect(await store.outboxEvents(-60_000, 1000)).toEqual([]);
+    });
+
     it("failRun needs the current lease and stores the error", async () => {
       const run = await claimed(uniq("exec"));
       const stepError: StoredError = { name: "TypeError", message: "x is undefined" };

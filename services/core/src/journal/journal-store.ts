@@ -1,6 +1,7 @@
 import { registerFunctions } from "./function-registry.js";
 import { createRuns, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
-import { completeRun, completeRuns, failRun } from "./run-ends.js";
+import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
+import { type CancelOutcome, cancelRun, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import { endedEvents, hasEvent, listRuns, listRunsOfEvents, readRun } from "./run-views.js";
 import type { Sql } from "./sql.js";
@@ -148,6 +149,23 @@ export class JournalStore {
     requeueAfterMs = 60_000,
   ): Promise<{ ok: boolean; failureRun: PublishedRunRef | undefined }> {
     return failRun(this.sql, runId, lease, error, requeueAfterMs);
+  }
+
+  /** Ends a run CANCELLED unless it ended, and puts its "stepwise/run.cancelled" event in the outbox. */
+  cancelRun(runId: string, reason: string): Promise<CancelOutcome> {
+    return cancelRun(this.sql, runId, reason);
+  }
+
+  // event-outbox.ts
+
+  /** Events the engine made that are still in the outbox after `olderThanMs`. */
+  outboxEvents(olderThanMs: number, limit: number): Promise<OutboxEvent[]> {
+    return outboxEvents(this.sql, olderThanMs, limit);
+  }
+
+  /** Removes events JetStream stored from the outbox. */
+  deleteOutboxEvents(ids: readonly string[]): Promise<void> {
+    return deleteOutboxEvents(this.sql, ids);
   }
 
   // run-views.ts

@@ -176,6 +176,24 @@ CREATE TABLE cron_schedules (
 CREATE INDEX cron_schedules_due ON cron_schedules (next_at);
 `,
   },
+  {
+    version: 3,
+    name: "event outbox",
+    sql: `
+-- Events the engine makes itself (a run's cancellation), written in the
+-- statement that causes them and deleted once JetStream stored them: the
+-- process that made one publishes it, and the scheduler's reconciler
+-- publishes those left behind by a process that died first.
+CREATE TABLE event_outbox (
+  id         text PRIMARY KEY,
+  name       text NOT NULL,
+  data       jsonb NOT NULL,
+  ts         timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX event_outbox_age ON event_outbox (created_at);
+`,
+  },
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

@@ -1,6 +1,6 @@
 import { FAILURE_RUN } from "./run-creation.js";
 import type { Sql } from "./sql.js";
-import type { PublishedRunRef, StoredError } from "./types.js";
+import type { PublishedRunRef, RunStatus, StoredError } from "./types.js";
 
 // How runs end: COMPLETED with their output or FAILED with their error,
 // by the execution that holds the lease; the timers and waits a run left
@@ -93,5 +93,81 @@ export async function failRun(
     failureRun: handler?.id
       ? { runId: handler.id, appId: handler.app_id, functionId: handler.function_id, lease: Number(handler.lease) }
       : undefined,
+  };
+}
+
+/** An event the engine made, as the event outbox holds it until JetStream stored it. */
+export interface OutboxEvent {
+  id: string;
+  name: string;
+  /** The payload, a JSON object as JSON text. */
+  dataJson: string;
+  tsMs: number;
+}
+
+/** What cancelRun did. */
+export type CancelOutcome =
+  /** Cancelled now; `executorId` and `lease` name the execution that held it when it was RUNNING. */
+  | { kind: "cancelled"; was: RunStatus; executorId: string | null; lease: number; eventId: string; event: OutboxEvent | undefined }
+  /** The run had ended already, with this status. */
+  | { kind: "ended"; status: RunStatus }
+  | { kind: "unknown" };
+
+/** cancelRun's statement. */
+const CANCEL_RUN = `WITH target AS (
+     SELECT id, status, executor_id, lease FROM runs WHERE id = $1 FOR UPDATE
+   ), r AS (
+     UPDATE runs SET status = 'CANCELLED', error = $2::jsonb, ended_at = now(),
+       executor_id = NULL, lease_expires_at = NULL
+     FROM target WHERE runs.id = target.id AND target.status IN ('QUEUED', 'RUNNING', 'WAITING')
+     RETURNING runs.id, runs.app_id, runs.function_id, runs.event_id, target.status AS was, target.executor_id, target.lease
+   ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
+   w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+   o AS (
+     INSERT INTO event_outbox (id, name, data, ts)
+     SELECT 'stepwise-cancelled-' || r.id, 'stepwise/run.cancelled',
+       jsonb_build_object('run_id', r.id, 'app_id', r.app_id, 'function_id', r.function_id, 'reason', $3::text,
+         'event', jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data,
+           'ts', to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))),
+       now()
+     FROM r JOIN events e ON e.id = r.event_id
+     ON CONFLICT (id) DO NOTHING
+     RETURNING id, name, data::text AS data, (extract(epoch FROM ts) * 1000)::float8 AS ts_ms
+   )
+   SELECT target.status, r.was, r.executor_id, r.lease, r.event_id, o.id AS outbox_id, o.name, o.data, o.ts_ms
+   FROM target LEFT JOIN r ON true LEFT JOIN o ON true`;
+
+/**
+ * Ends a run CANCELLED unless it ended already, whatever execution holds
+ * it: no lease is needed, and the lease check of every later write (a step
+ * result, a completion) then fails. Drops the run's timers and waits and,
+ * in the same statement, puts the "stepwise/run.cancelled" event in the
+ * event outbox. One round trip.
+ */
+export async function cancelRun(sql: Sql, runId: string, reason: string): Promise<CancelOutcome> {
+  const rows = await sql.query<{
+    status: RunStatus;
+    was: RunStatus | null;
+    executor_id: string | null;
+    lease: number | null;
+    event_id: string | null;
+    outbox_id: string | null;
+    name: string | null;
+    data: string | null;
+    ts_ms: number | string | null;
+  }>(CANCEL_RUN, [runId, JSON.stringify({ name: "RunCancelled", message: reason, nonRetriable: true }), reason]);
+  const r = rows[0];
+  if (!r) return { kind: "unknown" };
+  if (r.was === null) return { kind: "ended", status: r.status };
+  return {
+    kind: "cancelled",
+    was: r.was,
+    executorId: r.executor_id,
+    lease: Number(r.lease),
+    eventId: r.event_id ?? "",
+    event:
+      r.outbox_id !== null
+        ? { id: r.outbox_id, name: r.name ?? "", dataJson: r.data ?? "{}", tsMs: Math.floor(Number(r.ts_ms)) }
+        : undefined,
   };
 }
