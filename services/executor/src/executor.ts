@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import type { Bus, ClaimedRun, JournalStore, Logger, TimerStore, WaitStore } from "@stepwise/core";
+import type { Bus, ClaimedRun, JournalStore, Logger, RunCancel, Subscription, TimerStore, WaitStore } from "@stepwise/core";
 import { WorkerService, type ConnectRequest, type ConnectResponse } from "@stepwise/proto";
 import { Dispatcher } from "./dispatcher.js";
 import { validateRegistration } from "./registration.js";
@@ -57,6 +57,7 @@ export class Executor {
   private readonly tasks = new Set<Promise<unknown>>();
   private renewTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private cancellations: Promise<Subscription | undefined> | undefined;
   private stopping = false;
   private readonly sessionsEnding = new Set<Promise<void>>();
   private readonly recorder: ResultRecorder;
@@ -120,6 +121,11 @@ export class Executor {
     };
     this.renewTimer = setInterval(renew, renewEvery);
     this.heartbeatTimer = setInterval(() => this.expireSilentWorkers(), this.options.heartbeatMs);
+    this.cancellations = this.options.bus.watchRunsCancelled((runs) => this.onCancelled(runs)).catch((err: unknown) => {
+      // Cancelled runs are then stopped by the journal, which refuses their next step result.
+      this.options.log.warn({ err }, "watching run cancellations failed");
+      return undefined;
+    });
   }
 
   /**
@@ -130,6 +136,7 @@ export class Executor {
     this.stopping = true;
     clearInterval(this.renewTimer);
     clearInterval(this.heartbeatTimer);
+    await (await this.cancellations)?.stop();
     await this.dispatcher.stop();
     const sessions = this.registry.all();
     for (const s of sessions) {
@@ -315,6 +322,18 @@ export class Executor {
       const failed = await this.recorder.retrying(() => this.options.store.failRun(m.runId, m.lease, error, this.options.requeueAfterMs));
       if (failed?.ok) this.announcer.announce(m.runId, held.eventId);
       if (failed?.failureRun) await this.queue.publish([failed.failureRun]);
+    }
+  }
+
+  /** Runs cancelled while this executor held them: their workers drop them, their slots free up. */
+  private onCancelled(runs: RunCancel[]): void {
+    for (const r of runs) {
+      if (r.executorId !== this.id) continue;
+      for (const session of this.registry.all()) {
+        if (session.runs.get(r.runId)?.lease !== r.lease) continue;
+        this.release(session, r.runId, r.lease);
+        session.send(cancelRunMessage(r.runId, r.lease, r.reason));
+      }
     }
   }
 

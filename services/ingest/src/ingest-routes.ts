@@ -12,6 +12,6 @@ import { RunWaiters } from "./run-waiters.js";
 export function ingestRoutes(deps: { bus: Bus; store: JournalStore; log: Logger }) {
   return (router: ConnectRouter) => {
     router.service(IngestService, createIngestService(deps.bus, deps.log));
-    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus, deps.store, deps.log), deps.log));
+    router.service(RunService, createRunService(deps.store, new RunWaiters(deps.bus, deps.store, deps.log), deps.bus, deps.log));
   };
 }

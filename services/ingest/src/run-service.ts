@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { isUuid, type JournalStore, type Logger, type RunView } from "@stepwise/core";
+import { isUuid, type Bus, type JournalStore, type Logger, type RunView } from "@stepwise/core";
 import {
   ENDED_RUN_STATUSES,
   GetRunResponseSchema,
@@ -12,6 +12,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
+import { cancelRun } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
 import { watchRuns } from "./run-watch.js";
@@ -22,8 +23,11 @@ const DEFAULT_WAIT_MS = 30_000;
  * RunService: reads runs and their journals from Postgres, and waits for
  * the runs of an event to end, woken by the executors' announcements.
  */
-export function createRunService(store: JournalStore, waiters: RunWaiters, log?: Logger): ServiceImpl<typeof RunService> {
+export function createRunService(store: JournalStore, waiters: RunWaiters, bus: Bus, log?: Logger): ServiceImpl<typeof RunService> {
   return {
+    cancelRun(req) {
+      return cancelRun(req, { store, bus, log });
+    },
     watchRuns(requests, ctx) {
       return watchRuns(requests, ctx, { store, waiters, log });
     },

@@ -79,4 +79,26 @@ describe("run creation and reconciliation", () => {
     expect(await drain("shop")).toEqual([]);
     expect((await store.getRun(waiting!.runId))?.status).toBe("QUEUED");
   });
+
+  it("publishes the events a process left in the outbox past the grace, once, and leaves younger ones to it", async () => {
+    await sql.query(
+      `INSERT INTO event_outbox (id, name, data, ts, created_at) VALUES
+         ('left-behind', 'stepwise/run.cancelled', '{"run_id":"r1"}', now(), now() - interval '1 minute'),
+         ('just-made', 'stepwise/run.cancelled', '{"run_id":"r2"}', now(), now())`,
+    );
+    const published: Array<{ id: string; name: string; data: unknown }> = [];
+    const sub = await bus.consumeEvents(async (record) => {
+      published.push({ id: record.id, name: record.name, data: JSON.parse(record.dataJson) });
+    }, { concurrency: 1 });
+    try {
+      const reconciler = new Reconciler({ store, bus, log, requeueAfterMs: 60_000, intervalMs: 1_000 });
+      expect(await reconciler.sweepOutbox()).toBe(1);
+      expect(await reconciler.sweepOutbox()).toBe(0);
+      for (let i = 0; i < 100 && published.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(published).toEqual([{ id: "left-behind", name: "stepwise/run.cancelled", data: { run_id: "r1" } }]);
+      expect((await sql.query("SELECT id FROM event_outbox")).map((r) => r["id"])).toEqual(["just-made"]);
+    } finally {
+      await sub.stop();
+    }
+  });
 });

@@ -1,4 +1,4 @@
-import { publishRunWork, type Bus, type JournalStore, type Logger } from "@stepwise/core";
+import { publishOutboxEvents, publishRunWork, type Bus, type JournalStore, type Logger } from "@stepwise/core";
 
 /**
  * The reconciler closes the gap between a Postgres commit and a NATS
@@ -6,7 +6,9 @@ import { publishRunWork, type Bus, type JournalStore, type Logger } from "@stepw
  * to the queue whose publish was not confirmed by their deadline, and, once
  * per long backstop, runs still waiting in the queue (in case the bus lost
  * their message) get their work published again. A duplicate work message
- * is harmless: claiming a run is idempotent.
+ * is harmless: claiming a run is idempotent. It also publishes the events
+ * the engine made (the event outbox) that the process which made them did
+ * not get onto the event stream within OUTBOX_GRACE_MS.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | undefined;
@@ -25,7 +27,7 @@ export class Reconciler {
 
   start(): void {
     const tick = () => {
-      this.running = this.sweep()
+      this.running = Promise.all([this.sweep(), this.sweepOutbox()])
         .then(() => undefined)
         .catch((err: unknown) => this.deps.log.warn({ err }, "reconciler sweep failed"))
         .finally(() => {
@@ -50,9 +52,21 @@ export class Reconciler {
     }
   }
 
+  /** Publishes the events left in the outbox past OUTBOX_GRACE_MS; returns how many. */
+  async sweepOutbox(): Promise<number> {
+    const events = await this.deps.store.outboxEvents(OUTBOX_GRACE_MS, 500);
+    if (events.length === 0) return 0;
+    await publishOutboxEvents(this.deps.store, this.deps.bus, events);
+    this.deps.log.info({ events: events.length }, "published engine events left in the outbox");
+    return events.length;
+  }
+
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     await this.running;
   }
 }
+
+/** How long an event stays in the outbox for the process that made it to publish it, before the reconciler does. */
+const OUTBOX_GRACE_MS = 5_000;
