@@ -269,6 +269,26 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   }
 
   /**
+   * Cancels a run: it ends CANCELLED with `reason` as its error message.
+   * A queued or waiting run ends at once; a running one too, and its
+   * worker stops it at the handler's next await (step bodies see their
+   * `signal` abort). The engine then emits a "stepwise/run.cancelled" event
+   * that functions can trigger on. Resolves with the run as the cancel left
+   * it. Rejects with a StepwiseError: "not_found" for an unknown run,
+   * "failed_precondition" for a run that had already ended.
+   *
+   * @example
+   * ```ts
+   * await stepwise.cancelRun(runId, { reason: "the customer cancelled the order" });
+   * ```
+   */
+  async cancelRun(runId: string, options: { reason?: string } = {}): Promise<RunInfo> {
+    const res = await callEngine(() => this.runClient().cancelRun({ runId, reason: options.reason ?? "" }));
+    if (!res.run) throw new StepwiseError("CancelRun returned no run", "internal");
+    return toRunInfo(res.run);
+  }
+
+  /**
    * Waits until every run an event started has ended, and returns them
    * (without steps). The engine answers as soon as the last one ends, with
    * no polling; at the timeout (default 30 s, at most 300 s) it answers with

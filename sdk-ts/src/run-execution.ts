@@ -23,7 +23,7 @@ import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { deserializeError, NonRetriableError, RunAbortedError, serializeError, StepError, type SerializedError } from "./errors.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
-import type { StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
+import type { StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 
 
 /**
@@ -69,6 +69,8 @@ export class RunExecution {
   private finished = false;
   private suspendedNow = false;
   private aborted: RunAbortedError | undefined;
+  /** Aborts the signal step bodies get, with the RunAbortedError, when the run is taken away. */
+  private readonly abortController = new AbortController();
 
   constructor(
     private readonly start: StartRun,
@@ -149,6 +151,7 @@ export class RunExecution {
   abort(reason: string): void {
     if (this.aborted) return;
     this.aborted = new RunAbortedError(reason);
+    this.abortController.abort(this.aborted);
     for (const w of this.acks.values()) w.reject(this.aborted);
     this.acks.clear();
     if (this.suspendCheck) clearImmediate(this.suspendCheck);
@@ -169,7 +172,7 @@ export class RunExecution {
     return `${id}:${n}`;
   }
 
-  private async runStep(idOrOptions: StepId, fn: () => unknown): Promise<unknown> {
+  private async runStep(idOrOptions: StepId, fn: (ctx: StepContext) => unknown): Promise<unknown> {
     const opts = typeof idOrOptions === "string" ? { id: idOrOptions } : idOrOptions;
     const id = opts?.id;
     if (typeof id !== "string" || id.length === 0) throw new NonRetriableError("step.run needs a non-empty id");
@@ -198,7 +201,7 @@ export class RunExecution {
       let outcome: Outcome;
       let retryAtMs: number | undefined;
       try {
-        outcome = encodeOutput(await fn(), `the output of step ${JSON.stringify(id)}`);
+        outcome = encodeOutput(await fn({ signal: this.abortController.signal }), `the output of step ${JSON.stringify(id)}`);
       } catch (err) {
         outcome = { error: serializeError(err) };
         retryAtMs = nextAttemptAt(this.policy, retries, attempt, err, Date.now());

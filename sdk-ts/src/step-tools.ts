@@ -31,6 +31,16 @@ export interface WaitForEventOptions {
   match?: string;
 }
 
+/** What a step body gets. */
+export interface StepContext {
+  /**
+   * Aborts when the run is taken from this worker: cancelled with
+   * RunService.CancelRun, superseded by a newer execution, or its
+   * connection to the executor lost. The reason is a RunAbortedError.
+   */
+  signal: AbortSignal;
+}
+
 /** The step tools a handler receives as `step`. */
 export interface StepTools {
   /**
@@ -47,13 +57,18 @@ export interface StepTools {
    *
    * A step id may repeat (in a loop); each occurrence is its own step.
    *
+   * The body gets a StepContext whose `signal` aborts when the run is taken
+   * from this worker (cancelled, or its connection lost): pass it to `fetch`
+   * and the like to stop early. Its result is not journaled then.
+   *
    * @example
    * ```ts
    * const payment = await step.run("process-payment", () => charge(order));
    * const label = await step.run({ id: "print-label", retries: 10 }, () => print(order));
+   * const page = await step.run("fetch", ({ signal }) => fetch(url, { signal }).then((r) => r.text()));
    * ```
    */
-  run<T>(id: StepId, fn: () => Promise<T> | T): Promise<Jsonified<T>>;
+  run<T>(id: StepId, fn: (ctx: StepContext) => Promise<T> | T): Promise<Jsonified<T>>;
 
   /**
    * Suspends the run for a duration (ms, or a string such as "15s" or
