@@ -62,7 +62,7 @@ describe("cancelling runs", () => {
     });
     const quick = client.createFunction({ id: "quick", triggers: [{ event: "quick" }] }, async ({ step }) => step.run("only", () => "quick"));
     const listener = client.createFunction(
-      { id: "on-cancelled", triggers: [{ event: "stepwise/run.cancelled" }] },
+      { id: "on-cancelled", triggers: [{ event: "stepwise/run.cancelled", if: "event.data.app_id == 'cancel'" }] },
       async ({ event }) => ({ runId: event.data["run_id"], functionId: event.data["function_id"], reason: event.data["reason"] }),
     );
     functions = [slow, sleeper, waiter, quick, listener];
@@ -169,4 +169,61 @@ describe("cancelling runs", () => {
     expect((again as StepwiseError).code).toBe("failed_precondition");
     expect((again as StepwiseError).message).toContain("CANCELLED");
   });
+
+  it("CancelRuns cancels the waiting runs of a function that its condition selects, and no other run", async () => {
+    const bulk = new Stepwise({ appId: "bulk", url: stack.ingestUrl });
+    const sleeper = bulk.createFunction({ id: "sleeper", triggers: [{ event: "bulk.nap" }] }, async ({ step }) => {
+      await step.sleep("nap", "1h");
+    });
+    const other = bulk.createFunction({ id: "other", triggers: [{ event: "bulk.nap" }] }, async ({ step }) => {
+      await step.sleep("nap", "1h");
+    });
+    const bulkWorker = new Worker({ url: stack.executorUrl, functions: [sleeper, other], capacity: 100, handleSignals: false });
+    await bulkWorker.connect();
+    try {
+      const N = 1_000;
+      for (let i = 0; i < N; i += 250) {
+        await bulk.send(Array.from({ length: 250 }, (_, j) => ({ name: "bulk.nap", data: { n: i + j } })));
+      }
+      const waiting = () =>
+        stack.query<{ function_id: string; status: string; n: number }>(
+          "SELECT function_id, status, count(*)::int AS n FROM runs WHERE app_id = 'bulk' GROUP BY 1, 2 ORDER BY 1, 2",
+        );
+      await eventually(
+        async () => ((await waiting()).every((r) => r.status === "WAITING") && (await waiting()).reduce((a, r) => a + r.n, 0) === 2 * N ? true : undefined),
+        60_000,
+        "every bulk run asleep",
+      );
+      const started = Date.now();
+      const cancelled = await bulk.cancelRuns({ functionId: "sleeper", statuses: ["WAITING"], if: "int(event.data.n) % 2 == 0", reason: "evens" });
+      const ms = Date.now() - started;
+      expect(cancelled).toBe(N / 2);
+      expect(await waiting()).toEqual([
+        { function_id: "other", status: "WAITING", n: N },
+        { function_id: "sleeper", status: "CANCELLED", n: N / 2 },
+        { function_id: "sleeper", status: "WAITING", n: N / 2 },
+      ]);
+      const odd = await stack.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM runs r JOIN events e ON e.id = r.event_id
+         WHERE r.app_id = 'bulk' AND r.function_id = 'sleeper' AND r.status = 'CANCELLED' AND (e.data->>'n')::int % 2 = 1`,
+      );
+      expect(odd).toEqual([{ n: 0 }]);
+      expect(await stack.query("SELECT run_id FROM timers t JOIN runs r ON r.id = t.run_id WHERE r.status = 'CANCELLED'")).toEqual([]);
+      // A second call finds nothing left to cancel.
+      expect(await bulk.cancelRuns({ functionId: "sleeper", statuses: ["WAITING"], if: "int(event.data.n) % 2 == 0" })).toBe(0);
+      console.log(`CancelRuns of ${N / 2} of ${N} waiting runs (condition on each): ${ms} ms`);
+
+      const invalid = async (filter: Parameters<typeof bulk.cancelRuns>[0]) =>
+        bulk.cancelRuns(filter).then(
+          () => undefined,
+          (err: unknown) => (err as StepwiseError).code,
+        );
+      expect(await invalid({ functionId: "sleeper", if: "event.data.n >" })).toBe("invalid_argument");
+      expect(await invalid({ functionId: "" })).toBe("invalid_argument");
+      expect(await invalid({ functionId: "sleeper", createdAfter: new Date(2), createdBefore: new Date(1) })).toBe("invalid_argument");
+    } finally {
+      await bulkWorker.close();
+      bulk.close();
+    }
+  }, 120_000);
 });

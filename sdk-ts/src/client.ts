@@ -11,6 +11,7 @@ import {
   MAX_ID_LENGTH,
   MAX_WAIT_MS,
   RunService,
+  runStatusToProto,
 } from "@stepwise/proto";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import { retryPolicy } from "./retry-policy.js";
@@ -286,6 +287,51 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     const res = await callEngine(() => this.runClient().cancelRun({ runId, reason: options.reason ?? "" }));
     if (!res.run) throw new StepwiseError("CancelRun returned no run", "internal");
     return toRunInfo(res.run);
+  }
+
+  /**
+   * Cancels, as cancelRun does each, every run of a function that has not
+   * ended and matches the filter: by status, by when it was created, and by
+   * a CEL `if` over its event. Resolves with how many runs it cancelled.
+   * Rejects with a StepwiseError, "invalid_argument" for a bad filter or a
+   * condition that does not compile.
+   *
+   * @example
+   * ```ts
+   * const n = await stepwise.cancelRuns({
+   *   functionId: "order-processing",
+   *   statuses: ["WAITING"],
+   *   if: "event.data.customerId == 'c-42'",
+   *   reason: "the customer left",
+   * });
+   * ```
+   */
+  async cancelRuns(filter: {
+    functionId: string;
+    /** The app of the function; this client's app when unset. */
+    appId?: string;
+    /** Only runs in these statuses (QUEUED, RUNNING, WAITING); all three when unset. */
+    statuses?: ReadonlyArray<"QUEUED" | "RUNNING" | "WAITING">;
+    /** Only runs created at or after this time. */
+    createdAfter?: Date;
+    /** Only runs created before this time. */
+    createdBefore?: Date;
+    /** A CEL expression over the run's event (`event.data...`). */
+    if?: string;
+    reason?: string;
+  }): Promise<number> {
+    const res = await callEngine(() =>
+      this.runClient().cancelRuns({
+        appId: filter.appId ?? this.appId,
+        functionId: filter.functionId,
+        statuses: (filter.statuses ?? []).map((s) => runStatusToProto(s)),
+        ...(filter.createdAfter ? { createdAfter: timestampFromDate(filter.createdAfter) } : {}),
+        ...(filter.createdBefore ? { createdBefore: timestampFromDate(filter.createdBefore) } : {}),
+        condition: filter.if ?? "",
+        reason: filter.reason ?? "",
+      }),
+    );
+    return res.cancelled;
   }
 
   /**

@@ -33,6 +33,7 @@ export { CronSchedule, InvalidCronError } from "./conditions/cron-schedule.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-matching.js";
 export { JournalStore } from "./journal/journal-store.js";
 export type { CancelOutcome, OutboxEvent } from "./journal/run-ends.js";
+export type { CancelCandidate, CancelFilter } from "./journal/run-views.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";
 export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./journal/sql.js";

@@ -1,11 +1,29 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { isUuid, publishOutboxEvents, type Bus, type JournalStore, type Logger } from "@stepwise/core";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import {
+  type CancelOutcome,
+  compileCondition,
+  conditionEvent,
+  type Condition,
+  InvalidConditionError,
+  isUuid,
+  publishOutboxEvents,
+  type Bus,
+  type JournalStore,
+  type Logger,
+  type RunStatus,
+} from "@stepwise/core";
 import {
   CancelRunResponseSchema,
+  CancelRunsResponseSchema,
+  ID_PATTERN,
   MAX_CANCEL_REASON_LENGTH,
+  runStatusFromProto,
   type CancelRunRequest,
   type CancelRunResponse,
+  type CancelRunsRequest,
+  type CancelRunsResponse,
 } from "@stepwise/proto";
 import { toProtoRun } from "./run-proto.js";
 
@@ -25,28 +43,115 @@ export interface RunControlDeps {
  * the scheduler's reconciler, and the run stopped by the journal alone.
  */
 export async function cancelRun(req: CancelRunRequest, deps: RunControlDeps): Promise<CancelRunResponse> {
-  if (req.reason.length > MAX_CANCEL_REASON_LENGTH) {
-    throw new ConnectError(`reason: at most ${MAX_CANCEL_REASON_LENGTH} characters`, Code.InvalidArgument);
-  }
-  if (req.reason.includes("\u0000")) throw new ConnectError("reason: must not contain a NUL character", Code.InvalidArgument);
+  const reason = checkReason(req.reason);
   const notFound = () => new ConnectError(`run ${JSON.stringify(req.runId)} not found`, Code.NotFound);
   if (!isUuid(req.runId)) throw notFound();
-  const reason = req.reason || "cancelled";
   const outcome = await deps.store.cancelRun(req.runId, reason);
   if (outcome.kind === "unknown") throw notFound();
   if (outcome.kind === "ended") {
     throw new ConnectError(`run ${req.runId} already ended ${outcome.status}`, Code.FailedPrecondition);
   }
-  if (outcome.was === "RUNNING" && outcome.executorId) {
-    deps.bus.announceRunsCancelled([{ runId: req.runId, executorId: outcome.executorId, lease: outcome.lease, reason }]);
-  }
-  deps.bus.announceRunsEnded([{ runId: req.runId, eventId: outcome.eventId }]);
-  if (outcome.event) {
-    await publishOutboxEvents(deps.store, deps.bus, [outcome.event]).catch((err: unknown) => {
-      deps.log?.warn({ err, run: req.runId }, "publishing stepwise/run.cancelled failed; the reconciler publishes it");
-    });
-  }
+  await afterCancel(deps, [req.runId], [outcome], reason);
   const run = await deps.store.getRun(req.runId);
   if (!run) throw notFound();
   return create(CancelRunResponseSchema, { run: toProtoRun(run) });
+}
+
+/** Runs a bulk cancel reads, tests and cancels per statement. */
+const CANCEL_PAGE = 1_000;
+
+/**
+ * RunService.CancelRuns: pages through the function's runs that the filter
+ * selects, in id order, tests the condition on each one's event, and
+ * cancels a page's matches in one statement, as CancelRun does each.
+ */
+export async function cancelRuns(req: CancelRunsRequest, deps: RunControlDeps): Promise<CancelRunsResponse> {
+  const reason = checkReason(req.reason);
+  if (!ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: required, an app id", Code.InvalidArgument);
+  if (!ID_PATTERN.test(req.functionId)) throw new ConnectError("function_id: required, a function id", Code.InvalidArgument);
+  const statuses = new Set<RunStatus>();
+  for (const s of req.statuses) {
+    const name = runStatusFromProto(s);
+    if (name !== "QUEUED" && name !== "RUNNING" && name !== "WAITING") {
+      throw new ConnectError("statuses: each must be QUEUED, RUNNING or WAITING", Code.InvalidArgument);
+    }
+    statuses.add(name);
+  }
+  const createdAfter = req.createdAfter ? timestampDate(req.createdAfter) : undefined;
+  const createdBefore = req.createdBefore ? timestampDate(req.createdBefore) : undefined;
+  if (createdAfter && createdBefore && createdAfter >= createdBefore) {
+    throw new ConnectError("created_before: must be after created_after", Code.InvalidArgument);
+  }
+  let condition: Condition | undefined;
+  if (req.condition !== "") {
+    try {
+      condition = compileCondition(req.condition, ["event"]);
+    } catch (err) {
+      if (err instanceof InvalidConditionError) throw new ConnectError(`condition: ${err.message}`, Code.InvalidArgument);
+      throw err;
+    }
+  }
+  const filter = {
+    appId: req.appId,
+    functionId: req.functionId,
+    statuses: statuses.size > 0 ? [...statuses] : (["QUEUED", "RUNNING", "WAITING"] as RunStatus[]),
+    createdAfter,
+    createdBefore,
+  };
+  let cancelled = 0;
+  let after: string | undefined;
+  for (;;) {
+    const page = await deps.store.cancelCandidates(filter, after, CANCEL_PAGE);
+    if (page.length === 0) break;
+    after = page[page.length - 1]!.runId;
+    const ids = page.filter((c) => !condition || testCondition(condition, c.event, deps.log)).map((c) => c.runId);
+    const outcomes = await deps.store.cancelRuns(ids, reason);
+    cancelled += await afterCancel(deps, ids, outcomes, reason);
+    if (page.length < CANCEL_PAGE) break;
+  }
+  return create(CancelRunsResponseSchema, { cancelled });
+}
+
+/** A condition on a run's event; an event the condition cannot evaluate does not match. */
+function testCondition(condition: Condition, event: { id: string; name: string; dataJson: string; tsMs: number }, log?: Logger): boolean {
+  try {
+    return condition.test({ event: conditionEvent(event) });
+  } catch (err) {
+    log?.debug({ err, event: event.id }, "a cancel condition could not be evaluated; the run is left alone");
+    return false;
+  }
+}
+
+function checkReason(reason: string): string {
+  if (reason.length > MAX_CANCEL_REASON_LENGTH) {
+    throw new ConnectError(`reason: at most ${MAX_CANCEL_REASON_LENGTH} characters`, Code.InvalidArgument);
+  }
+  if (reason.includes("\u0000")) throw new ConnectError("reason: must not contain a NUL character", Code.InvalidArgument);
+  return reason || "cancelled";
+}
+
+/**
+ * What follows the cancel statement: the executors holding RUNNING runs
+ * are told, waiters learn that the runs ended, and the runs'
+ * "stepwise/run.cancelled" events are published and taken out of the
+ * outbox (or left to the scheduler's reconciler if that fails). Returns how
+ * many runs were cancelled.
+ */
+async function afterCancel(deps: RunControlDeps, ids: readonly string[], outcomes: readonly CancelOutcome[], reason: string): Promise<number> {
+  const held = [];
+  const ended = [];
+  const events = [];
+  for (const [i, o] of outcomes.entries()) {
+    if (o.kind !== "cancelled") continue;
+    const runId = ids[i]!;
+    if (o.was === "RUNNING" && o.executorId) held.push({ runId, executorId: o.executorId, lease: o.lease, reason });
+    ended.push({ runId, eventId: o.eventId });
+    if (o.event) events.push(o.event);
+  }
+  deps.bus.announceRunsCancelled(held);
+  deps.bus.announceRunsEnded(ended);
+  await publishOutboxEvents(deps.store, deps.bus, events).catch((err: unknown) => {
+    deps.log?.warn({ err, events: events.length }, "publishing stepwise/run.cancelled failed; the reconciler publishes it");
+  });
+  return ended.length;
 }

@@ -12,7 +12,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
-import { cancelRun } from "./run-control.js";
+import { cancelRun, cancelRuns } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
 import { watchRuns } from "./run-watch.js";
@@ -27,6 +27,9 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
   return {
     cancelRun(req) {
       return cancelRun(req, { store, bus, log });
+    },
+    cancelRuns(req) {
+      return cancelRuns(req, { store, bus, log });
     },
     watchRuns(requests, ctx) {
       return watchRuns(requests, ctx, { store, waiters, log });

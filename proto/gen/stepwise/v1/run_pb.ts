@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChFDYW5jZWxSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4ihwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiSwoQTGlzdFJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChJXYWl0Rm9yUnVuc1JlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJDChNXYWl0Rm9yUnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SDAoEZG9uZRgCIAEoCCI/ChBXYXRjaFJ1bnNSZXF1ZXN0EhEKCWV2ZW50X2lkcxgBIAMoCRIYChBmb3JnZXRfZXZlbnRfaWRzGAIgAygJIjsKEVdhdGNoUnVuc1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnN0ZXB3aXNlLnYxLkV2ZW50UnVucyI9CglFdmVudFJ1bnMSEAoIZXZlbnRfaWQYASABKAkSHgoEcnVucxgCIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1biq5AQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFEhYKElJVTl9TVEFUVVNfV0FJVElORxAGMoYDCgpSdW5TZXJ2aWNlEkEKBkdldFJ1bhIaLnN0ZXB3aXNlLnYxLkdldFJ1blJlcXVlc3QaGy5zdGVwd2lzZS52MS5HZXRSdW5SZXNwb25zZRJHCghMaXN0UnVucxIcLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVxdWVzdBodLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVzcG9uc2USUAoLV2FpdEZvclJ1bnMSHy5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1JlcXVlc3QaIC5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1Jlc3BvbnNlEk4KCVdhdGNoUnVucxIdLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXNwb25zZSgBMAESSgoJQ2FuY2VsUnVuEh0uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChFDYW5jZWxSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4i7AEKEUNhbmNlbFJ1bnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIoCghzdGF0dXNlcxgDIAMoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29uZGl0aW9uGAYgASgJEg4KBnJlYXNvbhgHIAEoCSInChJDYW5jZWxSdW5zUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgNIocBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4quQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjLVAwoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZRJOCglXYXRjaFJ1bnMSHS5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVzcG9uc2UoATABEkoKCUNhbmNlbFJ1bhIdLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXNwb25zZRJNCgpDYW5jZWxSdW5zEh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1JlcXVlc3QaHy5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -356,6 +356,93 @@ export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE_
   messageDesc(file_stepwise_v1_run, 6);
 
 /**
+ * CancelRunsRequest says which runs to cancel.
+ *
+ * @generated from message stepwise.v1.CancelRunsRequest
+ */
+export type CancelRunsRequest = Message<"stepwise.v1.CancelRunsRequest"> & {
+  /**
+   * Id of the app that owns the function; required.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * Id of the function whose runs are cancelled; required.
+   *
+   * @generated from field: string function_id = 2;
+   */
+  functionId: string;
+
+  /**
+   * Only runs in these statuses: QUEUED, RUNNING or WAITING. Empty: all
+   * three.
+   *
+   * @generated from field: repeated stepwise.v1.RunStatus statuses = 3;
+   */
+  statuses: RunStatus[];
+
+  /**
+   * Only runs created at or after this time (when their event was handled).
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 4;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only runs created before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 5;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * Only runs whose event makes this CEL expression true, with the event as
+   * `event` (event.name, event.data, event.id, event.ts); at most 4,096
+   * characters. Empty: every run the other fields select.
+   *
+   * @generated from field: string condition = 6;
+   */
+  condition: string;
+
+  /**
+   * Why they are cancelled, as in CancelRunRequest.reason.
+   *
+   * @generated from field: string reason = 7;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message stepwise.v1.CancelRunsRequest.
+ * Use `create(CancelRunsRequestSchema)` to create a new message.
+ */
+export const CancelRunsRequestSchema: GenMessage<CancelRunsRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 7);
+
+/**
+ * CancelRunsResponse says how many runs were cancelled.
+ *
+ * @generated from message stepwise.v1.CancelRunsResponse
+ */
+export type CancelRunsResponse = Message<"stepwise.v1.CancelRunsResponse"> & {
+  /**
+   * Runs cancelled by this call.
+   *
+   * @generated from field: uint32 cancelled = 1;
+   */
+  cancelled: number;
+};
+
+/**
+ * Describes the message stepwise.v1.CancelRunsResponse.
+ * Use `create(CancelRunsResponseSchema)` to create a new message.
+ */
+export const CancelRunsResponseSchema: GenMessage<CancelRunsResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 8);
+
+/**
  * ListRunsRequest filters and pages the list of runs.
  *
  * @generated from message stepwise.v1.ListRunsRequest
@@ -402,7 +489,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 7);
+  messageDesc(file_stepwise_v1_run, 9);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -430,7 +517,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 8);
+  messageDesc(file_stepwise_v1_run, 10);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -459,7 +546,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 9);
+  messageDesc(file_stepwise_v1_run, 11);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -488,7 +575,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 10);
+  messageDesc(file_stepwise_v1_run, 12);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -518,7 +605,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 11);
+  messageDesc(file_stepwise_v1_run, 13);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -539,7 +626,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 12);
+  messageDesc(file_stepwise_v1_run, 14);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -568,7 +655,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 13);
+  messageDesc(file_stepwise_v1_run, 15);
 
 /**
  * RunStatus is where a run is in its life.
@@ -706,6 +793,21 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof CancelRunRequestSchema;
     output: typeof CancelRunResponseSchema;
+  },
+  /**
+   * CancelRuns cancels, as CancelRun does each, every run of one function
+   * that matches a filter and has not ended, in batched statements, and
+   * answers how many it cancelled. Runs that end or start while it works
+   * are cancelled or not depending on when it reaches them. It fails with
+   * INVALID_ARGUMENT for a missing app or function id, a status that has
+   * ended, a bad range or a condition that does not compile.
+   *
+   * @generated from rpc stepwise.v1.RunService.CancelRuns
+   */
+  cancelRuns: {
+    methodKind: "unary";
+    input: typeof CancelRunsRequestSchema;
+    output: typeof CancelRunsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);

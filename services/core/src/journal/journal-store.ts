@@ -1,9 +1,18 @@
 import { registerFunctions } from "./function-registry.js";
 import { createRuns, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
-import { type CancelOutcome, cancelRun, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
+import { type CancelOutcome, cancelRun, cancelRuns, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
-import { endedEvents, hasEvent, listRuns, listRunsOfEvents, readRun } from "./run-views.js";
+import {
+  type CancelCandidate,
+  cancelCandidates,
+  type CancelFilter,
+  endedEvents,
+  hasEvent,
+  listRuns,
+  listRunsOfEvents,
+  readRun,
+} from "./run-views.js";
 import type { Sql } from "./sql.js";
 import { journalAttempt, journalStep, journalSteps } from "./step-journal.js";
 import {
@@ -156,6 +165,11 @@ export class JournalStore {
     return cancelRun(this.sql, runId, reason);
   }
 
+  /** cancelRun for many runs in one statement; one outcome per id, in order. */
+  cancelRuns(runIds: readonly string[], reason: string): Promise<CancelOutcome[]> {
+    return cancelRuns(this.sql, runIds, reason);
+  }
+
   // event-outbox.ts
 
   /** Events the engine made that are still in the outbox after `olderThanMs`. */
@@ -188,6 +202,11 @@ export class JournalStore {
   /** The runs of several events, oldest first, without steps. */
   runsOfEvents(eventIds: readonly string[]): Promise<RunView[]> {
     return listRunsOfEvents(this.sql, eventIds);
+  }
+
+  /** A page of the runs a bulk cancel selects, in id order after `afterId`. */
+  cancelCandidates(filter: CancelFilter, afterId: string | undefined, limit: number): Promise<CancelCandidate[]> {
+    return cancelCandidates(this.sql, filter, afterId, limit);
   }
 
   /** Whether an event with this id is stored. */

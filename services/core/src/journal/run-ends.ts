@@ -113,9 +113,9 @@ export type CancelOutcome =
   | { kind: "ended"; status: RunStatus }
   | { kind: "unknown" };
 
-/** cancelRun's statement. */
-const CANCEL_RUN = `WITH target AS (
-     SELECT id, status, executor_id, lease FROM runs WHERE id = $1 FOR UPDATE
+/** cancelRuns' statement: $1 the run ids, $2 the error to store, $3 the reason. */
+const CANCEL_RUNS = `WITH target AS (
+     SELECT id, status, executor_id, lease FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
    ), r AS (
      UPDATE runs SET status = 'CANCELLED', error = $2::jsonb, ended_at = now(),
        executor_id = NULL, lease_expires_at = NULL
@@ -134,8 +134,9 @@ const CANCEL_RUN = `WITH target AS (
      ON CONFLICT (id) DO NOTHING
      RETURNING id, name, data::text AS data, (extract(epoch FROM ts) * 1000)::float8 AS ts_ms
    )
-   SELECT target.status, r.was, r.executor_id, r.lease, r.event_id, o.id AS outbox_id, o.name, o.data, o.ts_ms
-   FROM target LEFT JOIN r ON true LEFT JOIN o ON true`;
+   SELECT target.id::text AS run_id, target.status, r.was, r.executor_id, r.lease, r.event_id,
+     o.id AS outbox_id, o.name, o.data, o.ts_ms
+   FROM target LEFT JOIN r ON r.id = target.id LEFT JOIN o ON o.id = 'stepwise-cancelled-' || target.id`;
 
 /**
  * Ends a run CANCELLED unless it ended already, whatever execution holds
@@ -145,7 +146,17 @@ const CANCEL_RUN = `WITH target AS (
  * event outbox. One round trip.
  */
 export async function cancelRun(sql: Sql, runId: string, reason: string): Promise<CancelOutcome> {
+  return (await cancelRuns(sql, [runId], reason))[0] ?? { kind: "unknown" };
+}
+
+/**
+ * cancelRun for many runs in one statement, locking them in id order like
+ * every statement that changes several runs; one outcome per id, in order.
+ */
+export async function cancelRuns(sql: Sql, runIds: readonly string[], reason: string): Promise<CancelOutcome[]> {
+  if (runIds.length === 0) return [];
   const rows = await sql.query<{
+    run_id: string;
     status: RunStatus;
     was: RunStatus | null;
     executor_id: string | null;
@@ -155,19 +166,22 @@ export async function cancelRun(sql: Sql, runId: string, reason: string): Promis
     name: string | null;
     data: string | null;
     ts_ms: number | string | null;
-  }>(CANCEL_RUN, [runId, JSON.stringify({ name: "RunCancelled", message: reason, nonRetriable: true }), reason]);
-  const r = rows[0];
-  if (!r) return { kind: "unknown" };
-  if (r.was === null) return { kind: "ended", status: r.status };
-  return {
-    kind: "cancelled",
-    was: r.was,
-    executorId: r.executor_id,
-    lease: Number(r.lease),
-    eventId: r.event_id ?? "",
-    event:
-      r.outbox_id !== null
-        ? { id: r.outbox_id, name: r.name ?? "", dataJson: r.data ?? "{}", tsMs: Math.floor(Number(r.ts_ms)) }
-        : undefined,
-  };
+  }>(CANCEL_RUNS, [runIds, JSON.stringify({ name: "RunCancelled", message: reason, nonRetriable: true }), reason]);
+  const byId = new Map(rows.map((r) => [r.run_id, r]));
+  return runIds.map((id): CancelOutcome => {
+    const r = byId.get(id.toLowerCase());
+    if (!r) return { kind: "unknown" };
+    if (r.was === null) return { kind: "ended", status: r.status };
+    return {
+      kind: "cancelled",
+      was: r.was,
+      executorId: r.executor_id,
+      lease: Number(r.lease),
+      eventId: r.event_id ?? "",
+      event:
+        r.outbox_id !== null
+          ? { id: r.outbox_id, name: r.name ?? "", dataJson: r.data ?? "{}", tsMs: Math.floor(Number(r.ts_ms)) }
+          : undefined,
+    };
+  });
 }

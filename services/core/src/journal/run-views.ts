@@ -136,3 +136,32 @@ export async function hasEvent(sql: Sql, eventId: string): Promise<boolean> {
   const rows = await sql.query("SELECT 1 AS ok FROM events WHERE id = $1", [eventId]);
   return rows.length > 0;
 }
+/** Which runs a bulk cancel selects: those of one function, not ended, by status and creation time. */
+export interface CancelFilter {
+  appId: string;
+  functionId: string;
+  /** Statuses among QUEUED, RUNNING and WAITING. */
+  statuses: readonly RunStatus[];
+  createdAfter?: Date | undefined;
+  createdBefore?: Date | undefined;
+}
+
+/** A run a bulk cancel may take, with its event for a condition to test. */
+export interface CancelCandidate {
+  runId: string;
+  event: { id: string; name: string; dataJson: string; tsMs: number };
+}
+
+/** A page of the runs a filter selects, in id order after `afterId`. One round trip. */
+export async function cancelCandidates(sql: Sql, filter: CancelFilter, afterId: string | undefined, limit: number): Promise<CancelCandidate[]> {
+  const rows = await sql.query<{ id: string; event_id: string; name: string; data: string; ts_ms: number | string }>(
+    `SELECT r.id::text AS id, e.id AS event_id, e.name, e.data::text AS data, (extract(epoch FROM e.ts) * 1000)::float8 AS ts_ms
+     FROM runs r JOIN events e ON e.id = r.event_id
+     WHERE r.app_id = $1 AND r.function_id = $2 AND r.status = ANY($3::text[])
+       AND ($4::timestamptz IS NULL OR r.created_at >= $4) AND ($5::timestamptz IS NULL OR r.created_at < $5)
+       AND ($6::uuid IS NULL OR r.id > $6)
+     ORDER BY r.id LIMIT $7`,
+    [filter.appId, filter.functionId, filter.statuses, filter.createdAfter ?? null, filter.createdBefore ?? null, afterId ?? null, limit],
+  );
+  return rows.map((r) => ({ runId: r.id, event: { id: r.event_id, name: r.name, dataJson: r.data, tsMs: Math.floor(Number(r.ts_ms)) } }));
+}
