@@ -335,6 +335,44 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   }
 
   /**
+   * Starts a new run of a run's function with the same event, from its
+   * first step: after a fix, say. The new run records where it came from
+   * (`originRunId`), and getRun of the old one lists it in
+   * `derivedRunIds`. Rejects with a StepwiseError, "not_found" for an
+   * unknown run.
+   *
+   * @example
+   * ```ts
+   * const again = await stepwise.rerunRun(failedRunId);
+   * ```
+   */
+  async rerunRun(runId: string): Promise<RunInfo> {
+    const res = await callEngine(() => this.runClient().rerunRun({ runId }));
+    if (!res.run) throw new StepwiseError("RerunRun returned no run", "internal");
+    return toRunInfo(res.run);
+  }
+
+  /**
+   * Starts a new run of a run that ended, whose journal holds a copy of the
+   * steps journaled before `fromStep` (a step key such as "charge:0"): those
+   * return their recorded results without running again, and the new run
+   * executes from `fromStep` on. Rejects with a StepwiseError, "not_found"
+   * for an unknown run, "failed_precondition" for a run that has not ended
+   * or has no such step.
+   *
+   * @example
+   * ```ts
+   * // Step 3 had a bug: fixed and deployed, replay from it.
+   * const replay = await stepwise.replayRun(failedRunId, "ship:0");
+   * ```
+   */
+  async replayRun(runId: string, fromStep: string): Promise<RunInfo> {
+    const res = await callEngine(() => this.runClient().replayRun({ runId, fromStep }));
+    if (!res.run) throw new StepwiseError("ReplayRun returned no run", "internal");
+    return toRunInfo(res.run);
+  }
+
+  /**
    * Waits until every run an event started has ended, and returns them
    * (without steps). The engine answers as soon as the last one ends, with
    * no polling; at the timeout (default 30 s, at most 300 s) it answers with

@@ -41,6 +41,12 @@ export interface RunInfo {
   steps: StepInfo[];
   /** Failed attempts that were retried, of steps and of the handler (key ""), in the order they were journaled. */
   failedAttempts: AttemptInfo[];
+  /** The run this one was made from by rerunRun or replayRun. */
+  originRunId: string | undefined;
+  /** For a replay, the key of the first step it executed again. */
+  originStepKey: string | undefined;
+  /** The runs made from this one by rerunRun or replayRun, oldest first (getRun only). */
+  derivedRunIds: string[];
 }
 
 /** A failed attempt that was retried, as GetRun returns it. */
@@ -70,6 +76,9 @@ export function toRunInfo(run: Run): RunInfo {
     output: run.output ? toJson(ValueSchema, run.output) : undefined,
     error: err(run.error),
     attempts: run.attempts,
+    originRunId: run.originRunId || undefined,
+    originStepKey: run.originStepKey || undefined,
+    derivedRunIds: run.derivedRunIds,
     steps: run.steps.map((s) => ({
       key: s.key,
       id: s.id,

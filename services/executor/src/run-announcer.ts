@@ -23,9 +23,13 @@ export class RunAnnouncer {
     this.ended = new TurnBatch((runs) => bus.announceRunsEnded(runs));
   }
 
-  /** What a claimed run's completion will carry; undefined when its event is too large to carry. */
+  /**
+   * What a claimed run's completion will carry; undefined when its event is
+   * too large to carry, or when the run was made by a rerun or a replay
+   * (whose origin the announcement does not carry: waiters read it).
+   */
   completionOf(claimed: ClaimedRun): Completion | undefined {
-    if (claimed.event.dataJson.length > ANNOUNCED_JSON_MAX_CHARS) return undefined;
+    if (claimed.derived || claimed.event.dataJson.length > ANNOUNCED_JSON_MAX_CHARS) return undefined;
     return {
       appId: claimed.appId,
       functionId: claimed.functionId,

@@ -9,6 +9,8 @@ import {
   InvalidConditionError,
   isUuid,
   publishOutboxEvents,
+  publishRunWork,
+  type RunView,
   type Bus,
   type JournalStore,
   type Logger,
@@ -17,8 +19,15 @@ import {
 import {
   CancelRunResponseSchema,
   CancelRunsResponseSchema,
+  ReplayRunResponseSchema,
+  RerunRunResponseSchema,
+  type ReplayRunRequest,
+  type ReplayRunResponse,
+  type RerunRunRequest,
+  type RerunRunResponse,
   ID_PATTERN,
   MAX_CANCEL_REASON_LENGTH,
+  MAX_STEP_KEY_LENGTH,
   runStatusFromProto,
   type CancelRunRequest,
   type CancelRunResponse,
@@ -55,6 +64,45 @@ export async function cancelRun(req: CancelRunRequest, deps: RunControlDeps): Pr
   const run = await deps.store.getRun(req.runId);
   if (!run) throw notFound();
   return create(CancelRunResponseSchema, { run: toProtoRun(run) });
+}
+
+/** RunService.RerunRun: a new run of the function with the same event, from its first step. */
+export async function rerunRun(req: RerunRunRequest, deps: RunControlDeps): Promise<RerunRunResponse> {
+  return create(RerunRunResponseSchema, { run: toProtoRun(await derive(req.runId, undefined, deps)) });
+}
+
+/** RunService.ReplayRun: a new run whose journal holds the origin's steps before from_step. */
+export async function replayRun(req: ReplayRunRequest, deps: RunControlDeps): Promise<ReplayRunResponse> {
+  if (req.fromStep.length === 0 || req.fromStep.length > MAX_STEP_KEY_LENGTH) {
+    throw new ConnectError(`from_step: a step key of 1-${MAX_STEP_KEY_LENGTH} characters`, Code.InvalidArgument);
+  }
+  return create(ReplayRunResponseSchema, { run: toProtoRun(await derive(req.runId, req.fromStep, deps)) });
+}
+
+/** When the reconciler publishes a new run's work if the publish here was lost. */
+const DERIVED_PUBLISH_DEADLINE_MS = 60_000;
+
+/** Creates a rerun or a replay, publishes its work and reads it back. */
+async function derive(runId: string, fromStep: string | undefined, deps: RunControlDeps): Promise<RunView> {
+  const notFound = () => new ConnectError(`run ${JSON.stringify(runId)} not found`, Code.NotFound);
+  if (!isUuid(runId)) throw notFound();
+  const outcome = await deps.store.deriveRun(runId, fromStep, DERIVED_PUBLISH_DEADLINE_MS);
+  if (outcome.kind === "unknown") throw notFound();
+  if (outcome.kind === "not-ended") {
+    throw new ConnectError(`run ${runId} is ${outcome.status}: only a run that ended can be replayed`, Code.FailedPrecondition);
+  }
+  if (outcome.kind === "no-step") {
+    throw new ConnectError(`run ${runId} has no step ${JSON.stringify(fromStep)} journaled`, Code.FailedPrecondition);
+  }
+  try {
+    await publishRunWork(deps.bus, [outcome.run]);
+    await deps.store.markPublished([outcome.run]);
+  } catch (err) {
+    deps.log?.warn({ err, run: outcome.run.runId }, "publishing a new run's work failed; the reconciler publishes it");
+  }
+  const run = await deps.store.getRun(outcome.run.runId);
+  if (!run) throw notFound();
+  return run;
 }
 
 /** Runs a bulk cancel reads, tests and cancels per statement. */

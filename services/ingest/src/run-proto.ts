@@ -24,6 +24,9 @@ export function toProtoRun(run: RunView): Run {
     ...(run.hasOutput ? { output: fromJson(ValueSchema, run.output as JsonValue) } : {}),
     ...(run.error ? { error: errorToDetail(run.error) } : {}),
     attempts: run.lease,
+    originRunId: run.originRunId ?? "",
+    originStepKey: run.originStepKey ?? "",
+    derivedRunIds: run.derivedRunIds,
     steps: run.steps.map((s) =>
       create(StepSchema, {
         key: s.key,

@@ -12,7 +12,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
-import { cancelRun, cancelRuns } from "./run-control.js";
+import { cancelRun, cancelRuns, replayRun, rerunRun } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
 import { watchRuns } from "./run-watch.js";
@@ -30,6 +30,12 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
     },
     cancelRuns(req) {
       return cancelRuns(req, { store, bus, log });
+    },
+    rerunRun(req) {
+      return rerunRun(req, { store, bus, log });
+    },
+    replayRun(req) {
+      return replayRun(req, { store, bus, log });
     },
     watchRuns(requests, ctx) {
       return watchRuns(requests, ctx, { store, waiters, log });

@@ -45,6 +45,9 @@ function view(eventId: string, i: number, status: RunStatusName): RunView {
     hasOutput: true,
     error: null,
     event: { id: eventId, name: "e", data: {}, ts: new Date() },
+    originRunId: null,
+    originStepKey: null,
+    derivedRunIds: [],
     steps: [],
     failedAttempts: [],
   };

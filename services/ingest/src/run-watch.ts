@@ -236,6 +236,10 @@ function toCompletedView(runId: string, eventId: string, c: CompletedRun): RunVi
     createdAt: new Date(c.createdAtMs),
     startedAt: new Date(c.startedAtMs),
     endedAt: new Date(c.endedAtMs),
+    // Runs that reruns or replays made are never announced with their completion.
+    originRunId: null,
+    originStepKey: null,
+    derivedRunIds: [],
     output: JSON.parse(c.outputJson) as unknown,
     hasOutput: true,
     error: null,

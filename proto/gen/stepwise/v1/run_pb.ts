@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIscDCgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQikQIKBFN0ZXASCwoDa2V5GAEgASgJEgoKAmlkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBm91dHB1dBgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgVlcnJvchgHIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsEjAKDGpvdXJuYWxlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChFDYW5jZWxSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4i7AEKEUNhbmNlbFJ1bnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIoCghzdGF0dXNlcxgDIAMoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29uZGl0aW9uGAYgASgJEg4KBnJlYXNvbhgHIAEoCSInChJDYW5jZWxSdW5zUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgNIocBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4quQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjLVAwoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZRJOCglXYXRjaFJ1bnMSHS5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVzcG9uc2UoATABEkoKCUNhbmNlbFJ1bhIdLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXNwb25zZRJNCgpDYW5jZWxSdW5zEh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1JlcXVlc3QaHy5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4ihwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiSwoQTGlzdFJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChJXYWl0Rm9yUnVuc1JlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJDChNXYWl0Rm9yUnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SDAoEZG9uZRgCIAEoCCI/ChBXYXRjaFJ1bnNSZXF1ZXN0EhEKCWV2ZW50X2lkcxgBIAMoCRIYChBmb3JnZXRfZXZlbnRfaWRzGAIgAygJIjsKEVdhdGNoUnVuc1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnN0ZXB3aXNlLnYxLkV2ZW50UnVucyI9CglFdmVudFJ1bnMSEAoIZXZlbnRfaWQYASABKAkSHgoEcnVucxgCIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1biq5AQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFEhYKElJVTl9TVEFUVVNfV0FJVElORxAGMuoECgpSdW5TZXJ2aWNlEkEKBkdldFJ1bhIaLnN0ZXB3aXNlLnYxLkdldFJ1blJlcXVlc3QaGy5zdGVwd2lzZS52MS5HZXRSdW5SZXNwb25zZRJHCghMaXN0UnVucxIcLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVxdWVzdBodLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVzcG9uc2USUAoLV2FpdEZvclJ1bnMSHy5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1JlcXVlc3QaIC5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1Jlc3BvbnNlEk4KCVdhdGNoUnVucxIdLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXNwb25zZSgBMAESSgoJQ2FuY2VsUnVuEh0uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk0KCkNhbmNlbFJ1bnMSHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVxdWVzdBofLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bnNSZXNwb25zZRJHCghSZXJ1blJ1bhIcLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVxdWVzdBodLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVzcG9uc2USSgoJUmVwbGF5UnVuEh0uc3RlcHdpc2UudjEuUmVwbGF5UnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLlJlcGxheVJ1blJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -116,6 +116,31 @@ export type Run = Message<"stepwise.v1.Run"> & {
    * @generated from field: repeated stepwise.v1.StepAttempt failed_attempts = 13;
    */
   failedAttempts: StepAttempt[];
+
+  /**
+   * The run this one was made from by RerunRun or ReplayRun; empty for a
+   * run its event or a cron tick started.
+   *
+   * @generated from field: string origin_run_id = 14;
+   */
+  originRunId: string;
+
+  /**
+   * For a replay, the key of the first step executed again; the steps
+   * journaled before it in the origin run were copied into this run's
+   * journal. Empty for a rerun.
+   *
+   * @generated from field: string origin_step_key = 15;
+   */
+  originStepKey: string;
+
+  /**
+   * The runs made from this one by RerunRun or ReplayRun, oldest first.
+   * Empty in ListRuns.
+   *
+   * @generated from field: repeated string derived_run_ids = 16;
+   */
+  derivedRunIds: string[];
 };
 
 /**
@@ -443,6 +468,98 @@ export const CancelRunsResponseSchema: GenMessage<CancelRunsResponse> = /*@__PUR
   messageDesc(file_stepwise_v1_run, 8);
 
 /**
+ * RerunRunRequest names the run to run again.
+ *
+ * @generated from message stepwise.v1.RerunRunRequest
+ */
+export type RerunRunRequest = Message<"stepwise.v1.RerunRunRequest"> & {
+  /**
+   * Id of the run.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RerunRunRequest.
+ * Use `create(RerunRunRequestSchema)` to create a new message.
+ */
+export const RerunRunRequestSchema: GenMessage<RerunRunRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 9);
+
+/**
+ * RerunRunResponse carries the new run.
+ *
+ * @generated from message stepwise.v1.RerunRunResponse
+ */
+export type RerunRunResponse = Message<"stepwise.v1.RerunRunResponse"> & {
+  /**
+   * The new run, QUEUED.
+   *
+   * @generated from field: stepwise.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.RerunRunResponse.
+ * Use `create(RerunRunResponseSchema)` to create a new message.
+ */
+export const RerunRunResponseSchema: GenMessage<RerunRunResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 10);
+
+/**
+ * ReplayRunRequest names the run to replay and the step to replay from.
+ *
+ * @generated from message stepwise.v1.ReplayRunRequest
+ */
+export type ReplayRunRequest = Message<"stepwise.v1.ReplayRunRequest"> & {
+  /**
+   * Id of the run, which must have ended.
+   *
+   * @generated from field: string run_id = 1;
+   */
+  runId: string;
+
+  /**
+   * Key of the first step to execute again (such as "charge:0"), journaled
+   * in the run.
+   *
+   * @generated from field: string from_step = 2;
+   */
+  fromStep: string;
+};
+
+/**
+ * Describes the message stepwise.v1.ReplayRunRequest.
+ * Use `create(ReplayRunRequestSchema)` to create a new message.
+ */
+export const ReplayRunRequestSchema: GenMessage<ReplayRunRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 11);
+
+/**
+ * ReplayRunResponse carries the new run.
+ *
+ * @generated from message stepwise.v1.ReplayRunResponse
+ */
+export type ReplayRunResponse = Message<"stepwise.v1.ReplayRunResponse"> & {
+  /**
+   * The new run, QUEUED.
+   *
+   * @generated from field: stepwise.v1.Run run = 1;
+   */
+  run?: Run | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.ReplayRunResponse.
+ * Use `create(ReplayRunResponseSchema)` to create a new message.
+ */
+export const ReplayRunResponseSchema: GenMessage<ReplayRunResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 12);
+
+/**
  * ListRunsRequest filters and pages the list of runs.
  *
  * @generated from message stepwise.v1.ListRunsRequest
@@ -489,7 +606,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 9);
+  messageDesc(file_stepwise_v1_run, 13);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -517,7 +634,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 10);
+  messageDesc(file_stepwise_v1_run, 14);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -546,7 +663,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 11);
+  messageDesc(file_stepwise_v1_run, 15);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -575,7 +692,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 12);
+  messageDesc(file_stepwise_v1_run, 16);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -605,7 +722,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 13);
+  messageDesc(file_stepwise_v1_run, 17);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -626,7 +743,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 14);
+  messageDesc(file_stepwise_v1_run, 18);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -655,7 +772,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 15);
+  messageDesc(file_stepwise_v1_run, 19);
 
 /**
  * RunStatus is where a run is in its life.
@@ -808,6 +925,35 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof CancelRunsRequestSchema;
     output: typeof CancelRunsResponseSchema;
+  },
+  /**
+   * RerunRun starts a new run of the same function with the same event,
+   * from its first step, whatever the origin run's status; the new run
+   * records the run it reruns (Run.origin_run_id). The function must still
+   * be registered. NOT_FOUND for an unknown run.
+   *
+   * @generated from rpc stepwise.v1.RunService.RerunRun
+   */
+  rerunRun: {
+    methodKind: "unary";
+    input: typeof RerunRunRequestSchema;
+    output: typeof RerunRunResponseSchema;
+  },
+  /**
+   * ReplayRun starts a new run of the same function with the same event
+   * whose journal holds a copy of the origin run's steps journaled before
+   * from_step: those steps return their recorded results and do not run
+   * again, and the run executes from from_step on (after a fix to it, say).
+   * The origin run must have ended. NOT_FOUND for an unknown run,
+   * FAILED_PRECONDITION for one that has not ended or has no step
+   * journaled under from_step.
+   *
+   * @generated from rpc stepwise.v1.RunService.ReplayRun
+   */
+  replayRun: {
+    methodKind: "unary";
+    input: typeof ReplayRunRequestSchema;
+    output: typeof ReplayRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);

@@ -1,5 +1,5 @@
 import { registerFunctions } from "./function-registry.js";
-import { createRuns, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
+import { createRuns, type DeriveOutcome, deriveRun, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
 import { type CancelOutcome, cancelRun, cancelRuns, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
@@ -82,6 +82,11 @@ export class JournalStore {
     backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
   ): Promise<PublishedRunRef[]> {
     return createRuns(this.sql, eventId, functions, backstopMs);
+  }
+
+  /** A rerun (no `fromStep`) or a replay from a step of a run, QUEUED. */
+  deriveRun(originRunId: string, fromStep: string | undefined, deadlineMs: number): Promise<DeriveOutcome> {
+    return deriveRun(this.sql, originRunId, fromStep, deadlineMs);
   }
 
   // run-leases.ts

@@ -194,6 +194,21 @@ CREATE TABLE event_outbox (
 CREATE INDEX event_outbox_age ON event_outbox (created_at);
 `,
   },
+  {
+    version: 4,
+    name: "reruns and replays",
+    sql: `
+-- A run made from another by RerunRun or ReplayRun (origin_step_key: the
+-- first step a replay executes again). Such runs share their origin's
+-- event, so only the runs an event or a tick started are unique per
+-- (app, function, event).
+ALTER TABLE runs ADD COLUMN origin_run_id uuid;
+ALTER TABLE runs ADD COLUMN origin_step_key text;
+ALTER TABLE runs DROP CONSTRAINT runs_app_id_function_id_event_id_key;
+CREATE UNIQUE INDEX runs_once_per_event ON runs (app_id, function_id, event_id) WHERE origin_run_id IS NULL;
+CREATE INDEX runs_origin ON runs (origin_run_id) WHERE origin_run_id IS NOT NULL;
+`,
+  },
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

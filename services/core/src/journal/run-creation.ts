@@ -1,12 +1,12 @@
 import type { Sql } from "./sql.js";
-import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type RecordedEvent } from "./types.js";
+import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type RecordedEvent, type RunStatus } from "./types.js";
 
 // Where runs are created: every INSERT INTO runs of the engine is in this
 // module. A run is created QUEUED, once per (app, function, event): by an
 // event whose trigger matches (recordEventsMatching, createRuns), by a cron
 // tick (CRON_TICK_RUNS, in TimerStore.fireCron's statement) and by a failed
 // run whose function has an onFailure handler (FAILURE_RUN, in failRun's
-// statement). The two fragments are SQL spliced into those statements, so
+// statement), and by RerunRun and ReplayRun (deriveRun). The two fragments are SQL spliced into those statements, so
 // that a run's creation commits with what caused it.
 
 /**
@@ -67,7 +67,7 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
        INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
        SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond'
        FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL
-       ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+       ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, event_id, lease
      )
      SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
@@ -120,7 +120,7 @@ export async function createRuns(
        INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
        SELECT gen_random_uuid(), f.app_id, f.function_id, $1, 'QUEUED', now() + $4 * interval '1 millisecond'
        FROM unnest($2::text[], $3::text[]) AS f(app_id, function_id)
-       ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+       ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, lease
      )
      SELECT id, app_id, function_id, lease FROM created
@@ -151,7 +151,7 @@ export function FAILURE_RUN(deadlineParam: string): string {
          SELECT gen_random_uuid(), h.app_id, h.handler, 'stepwise-failed-' || h.run_id, 'QUEUED',
            now() + ${deadlineParam} * interval '1 millisecond'
          FROM h
-         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
          RETURNING id, app_id, function_id, lease
        )`;
 }
@@ -165,8 +165,64 @@ export function FAILURE_RUN(deadlineParam: string): string {
 export function CRON_TICK_RUNS(deadlineParam: string): string {
   return `INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
          SELECT gen_random_uuid(), x.a, x.f, x.id, 'QUEUED', now() + ${deadlineParam} * interval '1 millisecond' FROM x
-         ON CONFLICT (app_id, function_id, event_id) DO NOTHING
+         ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
          RETURNING id, app_id, function_id, lease`;
+}
+
+/** What rerunRun or replayRun did. */
+export type DeriveOutcome =
+  | { kind: "created"; run: PublishedRunRef }
+  | { kind: "unknown" }
+  /** A replay of a run that has not ended, with this status. */
+  | { kind: "not-ended"; status: RunStatus }
+  /** A replay from a step the run has not journaled. */
+  | { kind: "no-step" };
+
+/** deriveRun's statement: $1 the origin run, $2 the publish deadline (ms), $3 the step to replay from (NULL: a rerun). */
+const DERIVE_RUN = `WITH origin AS (
+     SELECT id, app_id, function_id, event_id, status FROM runs WHERE id = $1
+   ), cut AS (
+     SELECT seq FROM steps WHERE run_id = $1 AND step_key = $3::text
+   ), created AS (
+     INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, origin_run_id, origin_step_key)
+     SELECT gen_random_uuid(), o.app_id, o.function_id, o.event_id, 'QUEUED', now() + $2 * interval '1 millisecond', o.id, $3::text
+     FROM origin o
+     WHERE $3::text IS NULL OR (o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND EXISTS (SELECT 1 FROM cut))
+     RETURNING id, app_id, function_id, lease
+   ), copied AS (
+     INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, error)
+     SELECT c.id, s.step_key, s.step_id, s.attempt, s.started_at, s.ended_at, s.output, s.error
+     FROM created c CROSS JOIN steps s
+     WHERE s.run_id = $1 AND s.seq < (SELECT seq FROM cut)
+     ORDER BY s.seq
+   )
+   SELECT o.status, c.id::text AS id, c.app_id, c.function_id, c.lease, EXISTS (SELECT 1 FROM cut) AS has_step
+   FROM origin o LEFT JOIN created c ON true`;
+
+/**
+ * Creates a run of the same function with the same event as an origin
+ * run, recording where it came from, QUEUED with a deadline of
+ * `deadlineMs` (its work is published next). A rerun (`fromStep`
+ * undefined) starts from the first step; a replay starts with a copy of
+ * the origin's steps journaled before `fromStep`, in their order, and
+ * needs an origin that ended. One round trip.
+ */
+export async function deriveRun(sql: Sql, originRunId: string, fromStep: string | undefined, deadlineMs: number): Promise<DeriveOutcome> {
+  const rows = await sql.query<{
+    status: RunStatus;
+    id: string | null;
+    app_id: string | null;
+    function_id: string | null;
+    lease: number | null;
+    has_step: boolean;
+  }>(DERIVE_RUN, [originRunId, deadlineMs, fromStep ?? null]);
+  const r = rows[0];
+  if (!r) return { kind: "unknown" };
+  if (r.id !== null) {
+    return { kind: "created", run: { runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) } };
+  }
+  if (!["COMPLETED", "FAILED", "CANCELLED"].includes(r.status)) return { kind: "not-ended", status: r.status };
+  return { kind: "no-step" };
 }
 
 /**

@@ -40,16 +40,17 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
          lease_expires_at = now() + $3 * interval '1 millisecond',
          started_at = coalesce(started_at, now())
        FROM target WHERE runs.id = target.id
-       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at
+       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key
      )
-     SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, e.id AS event_id, e.name AS event_name,
+     SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, c.origin_run_id IS NOT NULL AS derived, e.id AS event_id, e.name AS event_name,
        e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
        floor(extract(epoch FROM c.created_at) * 1000)::float8 AS created_at_ms,
        floor(extract(epoch FROM c.started_at) * 1000)::float8 AS started_at_ms,
        (SELECT count(*) FROM runs o WHERE o.event_id = c.event_id)::int AS event_runs,
        -- A first claim (lease 1) has nothing journaled yet: only a
-       -- lease holder writes steps and attempts.
-       CASE WHEN c.lease = 1 THEN '[]'::json ELSE
+       -- lease holder writes steps and attempts, but for the steps a
+       -- replay copied.
+       CASE WHEN c.lease = 1 AND c.origin_step_key IS NULL THEN '[]'::json ELSE
          (SELECT coalesce(json_agg(json_build_object('k', s.step_key, 'o', s.output::text, 'e', s.error) ORDER BY s.seq), '[]'::json)
             FROM steps s WHERE s.run_id = c.id) END AS journal,
        CASE WHEN c.lease = 1 THEN '{}'::json ELSE
@@ -179,6 +180,7 @@ type ClaimRow = {
   journal: Array<{ k: string; o: string | null; e: StoredError | null }> | string;
   attempts: Record<string, { n: number; r: number }> | string;
   wakes: number;
+  derived: boolean;
 };
 
 function toClaimedRun(r: ClaimRow): ClaimedRun {
@@ -208,5 +210,6 @@ function toClaimedRun(r: ClaimRow): ClaimedRun {
     createdAtMs: Number(r.created_at_ms),
     startedAtMs: Number(r.started_at_ms),
     eventRuns: Number(r.event_runs),
+    derived: r.derived === true,
   };
 }

@@ -11,7 +11,8 @@ const RUN_COLUMNS = "r.*, r.output IS NOT NULL AS has_output, e.name AS event_na
 export async function readRun(sql: Sql, runId: string): Promise<RunView | null> {
   if (!isUuid(runId)) return null;
   const runs = await sql.query(
-    `SELECT ${RUN_COLUMNS}
+    `SELECT ${RUN_COLUMNS},
+       ARRAY(SELECT d.id::text FROM runs d WHERE d.origin_run_id = r.id ORDER BY d.created_at, d.id) AS derived
      FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1`,
     [runId],
   );
@@ -29,6 +30,7 @@ export async function readRun(sql: Sql, runId: string): Promise<RunView | null> 
   );
   return {
     ...toRunView(r),
+    derivedRunIds: (r["derived"] as string[] | null) ?? [],
     failedAttempts: attempts.map((a) => ({
       key: a["step_key"] as string,
       id: a["step_id"] as string,
@@ -114,6 +116,9 @@ function toRunView(r: Record<string, unknown>): Omit<RunView, "steps" | "failedA
       data: r["event_data"],
       ts: r["event_ts"] as Date,
     },
+    originRunId: (r["origin_run_id"] as string | null) ?? null,
+    originStepKey: (r["origin_step_key"] as string | null) ?? null,
+    derivedRunIds: [],
   };
 }
 

@@ -102,6 +102,8 @@ export interface ClaimedRun extends RunRef {
   startedAtMs: number;
   /** How many runs the event had started at the claim: all of them, since they are created before any is claimed. */
   eventRuns: number;
+  /** Made from another run by a rerun or a replay. */
+  derived: boolean;
 }
 
 /** A failed attempt that will be retried. */
@@ -155,6 +157,12 @@ export interface RunView {
   hasOutput: boolean;
   error: StoredError | null;
   event: { id: string; name: string; data: unknown; ts: Date };
+  /** The run this one was made from by a rerun or a replay. */
+  originRunId: string | null;
+  /** For a replay, the first step it executed again. */
+  originStepKey: string | null;
+  /** The runs made from this one, oldest first; empty in lists. */
+  derivedRunIds: string[];
   steps: StepView[];
   /** Failed attempts that were retried, of steps and of the handler (key ''). */
   failedAttempts: AttemptView[];
