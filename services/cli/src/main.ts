@@ -1,6 +1,13 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { createPgSql, loadConfig, migrate } from "@stepwise/core";
+import {
+  callFailure,
+  functionsCommand,
+  runsCommand,
+  sendCommand,
+  UsageError,
+} from "./client-commands.js";
 import { startDev, startService, type Running, type ServiceName } from "./engine.js";
 
 const USAGE = `Usage:
@@ -11,11 +18,27 @@ const USAGE = `Usage:
       One service against DATABASE_URL and NATS_URL (docs/configuration.md lists
       every environment variable).
   stepwise migrate
-      Applies the journal migrations to DATABASE_URL and exits.`;
+      Applies the journal migrations to DATABASE_URL and exits.
+  stepwise runs list|get|cancel|rerun ...
+  stepwise send NAME [--data JSON] [--id ID]
+  stepwise functions list [--app A]
+      Drive a running engine over its public RPCs; \`stepwise runs --help\` and the like
+      say more.`;
+
+const write = (s: string) => process.stdout.write(s);
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
+    case "runs":
+      process.exitCode = await runsCommand(rest, write);
+      return;
+    case "send":
+      process.exitCode = await sendCommand(rest, write);
+      return;
+    case "functions":
+      process.exitCode = await functionsCommand(rest, write);
+      return;
     case "dev": {
       const { values } = parseArgs({
         args: rest,
@@ -39,7 +62,7 @@ async function main(argv: string[]): Promise<void> {
     case "start": {
       const name = rest[0];
       if (name !== "ingest" && name !== "scheduler" && name !== "executor") {
-        throw new UsageError(`unknown service ${JSON.stringify(name ?? "")}`);
+        throw new UsageError(`unknown service ${JSON.stringify(name ?? "")}`, USAGE);
       }
       const running = await startService(name as ServiceName, loadConfig());
       stopOnSignals(running);
@@ -63,11 +86,10 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`${USAGE}\n`);
       return;
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`, USAGE);
   }
 }
 
-class UsageError extends Error {}
 
 function stopOnSignals(running: Running): void {
   let stopping = false;
@@ -88,9 +110,9 @@ function stopOnSignals(running: Running): void {
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
-    process.stderr.write(`stepwise: ${err.message}\n\n${USAGE}\n`);
+    process.stderr.write(`stepwise: ${err.message}\n\n${err.usage}\n`);
     process.exit(2);
   }
-  process.stderr.write(`stepwise: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`stepwise: ${callFailure(err) ?? (err instanceof Error ? err.message : String(err))}\n`);
   process.exit(1);
 });

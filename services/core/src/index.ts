@@ -32,6 +32,7 @@ export {
 export { CronSchedule, InvalidCronError } from "./conditions/cron-schedule.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-matching.js";
 export { JournalStore } from "./journal/journal-store.js";
+export type { RegisteredFunction } from "./journal/function-registry.js";
 export type { DeriveOutcome } from "./journal/run-creation.js";
 export type { CancelOutcome, OutboxEvent } from "./journal/run-ends.js";
 export type { CancelCandidate, CancelFilter } from "./journal/run-views.js";

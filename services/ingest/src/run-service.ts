@@ -1,8 +1,12 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isUuid, type Bus, type JournalStore, type Logger, type RunView } from "@stepwise/core";
 import {
   ENDED_RUN_STATUSES,
+  FunctionInfoSchema,
+  ID_PATTERN,
+  ListFunctionsResponseSchema,
   GetRunResponseSchema,
   ListRunsResponseSchema,
   MAX_EVENT_ID_LENGTH,
@@ -30,6 +34,21 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
     },
     cancelRuns(req) {
       return cancelRuns(req, { store, bus, log });
+    },
+    async listFunctions(req) {
+      if (req.appId !== "" && !ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: not an app id", Code.InvalidArgument);
+      const functions = await store.listFunctions(req.appId || undefined);
+      return create(ListFunctionsResponseSchema, {
+        functions: functions.map((f) =>
+          create(FunctionInfoSchema, {
+            appId: f.appId,
+            functionId: f.functionId,
+            name: f.name,
+            config: f.config as JsonObject,
+            updatedAt: timestampFromDate(f.updatedAt),
+          }),
+        ),
+      });
     },
     rerunRun(req) {
       return rerunRun(req, { store, bus, log });
@@ -71,7 +90,9 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
       if (status === undefined && req.status !== ProtoRunStatus.UNSPECIFIED) {
         throw new ConnectError("status: unknown value", Code.InvalidArgument);
       }
+      if (req.appId !== "" && !ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: not an app id", Code.InvalidArgument);
       const runs = await store.listRuns({
+        appId: req.appId || undefined,
         functionId: req.functionId || undefined,
         status,
         eventId: req.eventId || undefined,

@@ -10,13 +10,13 @@ import type { ErrorDetail } from "./error_pb.js";
 import { file_stepwise_v1_error } from "./error_pb.js";
 import type { Event } from "./event_pb.js";
 import { file_stepwise_v1_event } from "./event_pb.js";
-import type { Message } from "@bufbuild/protobuf";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4ihwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkiSwoQTGlzdFJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI6ChJXYWl0Rm9yUnVuc1JlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDSJDChNXYWl0Rm9yUnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SDAoEZG9uZRgCIAEoCCI/ChBXYXRjaFJ1bnNSZXF1ZXN0EhEKCWV2ZW50X2lkcxgBIAMoCRIYChBmb3JnZXRfZXZlbnRfaWRzGAIgAygJIjsKEVdhdGNoUnVuc1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnN0ZXB3aXNlLnYxLkV2ZW50UnVucyI9CglFdmVudFJ1bnMSEAoIZXZlbnRfaWQYASABKAkSHgoEcnVucxgCIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1biq5AQoJUnVuU3RhdHVzEhoKFlJVTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIVChFSVU5fU1RBVFVTX1FVRVVFRBABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEhgKFFJVTl9TVEFUVVNfQ09NUExFVEVEEAMSFQoRUlVOX1NUQVRVU19GQUlMRUQQBBIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAFEhYKElJVTl9TVEFUVVNfV0FJVElORxAGMuoECgpSdW5TZXJ2aWNlEkEKBkdldFJ1bhIaLnN0ZXB3aXNlLnYxLkdldFJ1blJlcXVlc3QaGy5zdGVwd2lzZS52MS5HZXRSdW5SZXNwb25zZRJHCghMaXN0UnVucxIcLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVxdWVzdBodLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVzcG9uc2USUAoLV2FpdEZvclJ1bnMSHy5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1JlcXVlc3QaIC5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1Jlc3BvbnNlEk4KCVdhdGNoUnVucxIdLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXNwb25zZSgBMAESSgoJQ2FuY2VsUnVuEh0uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk0KCkNhbmNlbFJ1bnMSHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVxdWVzdBofLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bnNSZXNwb25zZRJHCghSZXJ1blJ1bhIcLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVxdWVzdBodLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVzcG9uc2USSgoJUmVwbGF5UnVuEh0uc3RlcHdpc2UudjEuUmVwbGF5UnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLlJlcGxheVJ1blJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4iJgoUTGlzdEZ1bmN0aW9uc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJIkUKFUxpc3RGdW5jdGlvbnNSZXNwb25zZRIsCglmdW5jdGlvbnMYASADKAsyGS5zdGVwd2lzZS52MS5GdW5jdGlvbkluZm8imgEKDEZ1bmN0aW9uSW5mbxIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRInCgZjb25maWcYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpcBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBmFwcF9pZBgGIAEoCSJLChBMaXN0UnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKEldhaXRGb3JSdW5zUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNIkMKE1dhaXRGb3JSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIMCgRkb25lGAIgASgIIj8KEFdhdGNoUnVuc1JlcXVlc3QSEQoJZXZlbnRfaWRzGAEgAygJEhgKEGZvcmdldF9ldmVudF9pZHMYAiADKAkiOwoRV2F0Y2hSdW5zUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYuc3RlcHdpc2UudjEuRXZlbnRSdW5zIj0KCUV2ZW50UnVucxIQCghldmVudF9pZBgBIAEoCRIeCgRydW5zGAIgAygLMhAuc3RlcHdpc2UudjEuUnVuKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUSFgoSUlVOX1NUQVRVU19XQUlUSU5HEAYywgUKClJ1blNlcnZpY2USQQoGR2V0UnVuEhouc3RlcHdpc2UudjEuR2V0UnVuUmVxdWVzdBobLnN0ZXB3aXNlLnYxLkdldFJ1blJlc3BvbnNlEkcKCExpc3RSdW5zEhwuc3RlcHdpc2UudjEuTGlzdFJ1bnNSZXF1ZXN0Gh0uc3RlcHdpc2UudjEuTGlzdFJ1bnNSZXNwb25zZRJQCgtXYWl0Rm9yUnVucxIfLnN0ZXB3aXNlLnYxLldhaXRGb3JSdW5zUmVxdWVzdBogLnN0ZXB3aXNlLnYxLldhaXRGb3JSdW5zUmVzcG9uc2USTgoJV2F0Y2hSdW5zEh0uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1Jlc3BvbnNlKAEwARJKCglDYW5jZWxSdW4SHS5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXF1ZXN0Gh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVzcG9uc2USTQoKQ2FuY2VsUnVucxIeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bnNSZXF1ZXN0Gh8uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1Jlc3BvbnNlEkcKCFJlcnVuUnVuEhwuc3RlcHdpc2UudjEuUmVydW5SdW5SZXF1ZXN0Gh0uc3RlcHdpc2UudjEuUmVydW5SdW5SZXNwb25zZRJKCglSZXBsYXlSdW4SHS5zdGVwd2lzZS52MS5SZXBsYXlSdW5SZXF1ZXN0Gh4uc3RlcHdpc2UudjEuUmVwbGF5UnVuUmVzcG9uc2USVgoNTGlzdEZ1bmN0aW9ucxIhLnN0ZXB3aXNlLnYxLkxpc3RGdW5jdGlvbnNSZXF1ZXN0GiIuc3RlcHdpc2UudjEuTGlzdEZ1bmN0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -560,6 +560,98 @@ export const ReplayRunResponseSchema: GenMessage<ReplayRunResponse> = /*@__PURE_
   messageDesc(file_stepwise_v1_run, 12);
 
 /**
+ * ListFunctionsRequest filters the list of functions.
+ *
+ * @generated from message stepwise.v1.ListFunctionsRequest
+ */
+export type ListFunctionsRequest = Message<"stepwise.v1.ListFunctionsRequest"> & {
+  /**
+   * Only functions of this app, when set.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+};
+
+/**
+ * Describes the message stepwise.v1.ListFunctionsRequest.
+ * Use `create(ListFunctionsRequestSchema)` to create a new message.
+ */
+export const ListFunctionsRequestSchema: GenMessage<ListFunctionsRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 13);
+
+/**
+ * ListFunctionsResponse carries the functions.
+ *
+ * @generated from message stepwise.v1.ListFunctionsResponse
+ */
+export type ListFunctionsResponse = Message<"stepwise.v1.ListFunctionsResponse"> & {
+  /**
+   * The functions, by app id then function id.
+   *
+   * @generated from field: repeated stepwise.v1.FunctionInfo functions = 1;
+   */
+  functions: FunctionInfo[];
+};
+
+/**
+ * Describes the message stepwise.v1.ListFunctionsResponse.
+ * Use `create(ListFunctionsResponseSchema)` to create a new message.
+ */
+export const ListFunctionsResponseSchema: GenMessage<ListFunctionsResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 14);
+
+/**
+ * FunctionInfo is a function as the last worker to register it declared it.
+ *
+ * @generated from message stepwise.v1.FunctionInfo
+ */
+export type FunctionInfo = Message<"stepwise.v1.FunctionInfo"> & {
+  /**
+   * Id of the app that owns the function.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * Id of the function, unique within its app.
+   *
+   * @generated from field: string function_id = 2;
+   */
+  functionId: string;
+
+  /**
+   * Display name.
+   *
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * The configuration as registered (triggers, retries, onFailure): a JSON
+   * object.
+   *
+   * @generated from field: google.protobuf.Struct config = 4;
+   */
+  config?: JsonObject | undefined;
+
+  /**
+   * When a worker last registered it.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 5;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.FunctionInfo.
+ * Use `create(FunctionInfoSchema)` to create a new message.
+ */
+export const FunctionInfoSchema: GenMessage<FunctionInfo> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 15);
+
+/**
  * ListRunsRequest filters and pages the list of runs.
  *
  * @generated from message stepwise.v1.ListRunsRequest
@@ -599,6 +691,13 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only runs of this app, when set.
+   *
+   * @generated from field: string app_id = 6;
+   */
+  appId: string;
 };
 
 /**
@@ -606,7 +705,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 13);
+  messageDesc(file_stepwise_v1_run, 16);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -634,7 +733,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 14);
+  messageDesc(file_stepwise_v1_run, 17);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -663,7 +762,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 15);
+  messageDesc(file_stepwise_v1_run, 18);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -692,7 +791,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 16);
+  messageDesc(file_stepwise_v1_run, 19);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -722,7 +821,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 17);
+  messageDesc(file_stepwise_v1_run, 20);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -743,7 +842,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 18);
+  messageDesc(file_stepwise_v1_run, 21);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -772,7 +871,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 19);
+  messageDesc(file_stepwise_v1_run, 22);
 
 /**
  * RunStatus is where a run is in its life.
@@ -954,6 +1053,17 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof ReplayRunRequestSchema;
     output: typeof ReplayRunResponseSchema;
+  },
+  /**
+   * ListFunctions returns the functions workers registered, by app and id,
+   * with their configuration as registered.
+   *
+   * @generated from rpc stepwise.v1.RunService.ListFunctions
+   */
+  listFunctions: {
+    methodKind: "unary";
+    input: typeof ListFunctionsRequestSchema;
+    output: typeof ListFunctionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);

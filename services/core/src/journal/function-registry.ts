@@ -65,3 +65,29 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
     }
   });
 }
+
+/** A function as registered, for display. */
+export interface RegisteredFunction {
+  appId: string;
+  functionId: string;
+  name: string;
+  /** The declared configuration (triggers, retries, onFailure). */
+  config: Record<string, unknown>;
+  updatedAt: Date;
+}
+
+/** The registered functions, of one app or all, by app then id. One round trip. */
+export async function listFunctions(sql: Sql, appId: string | undefined): Promise<RegisteredFunction[]> {
+  const rows = await sql.query<{ app_id: string; function_id: string; name: string; config: Record<string, unknown> | string; updated_at: Date }>(
+    `SELECT app_id, function_id, name, config, updated_at FROM functions
+     WHERE $1::text IS NULL OR app_id = $1 ORDER BY app_id, function_id`,
+    [appId ?? null],
+  );
+  return rows.map((r) => ({
+    appId: r.app_id,
+    functionId: r.function_id,
+    name: r.name,
+    config: (typeof r.config === "string" ? JSON.parse(r.config) : r.config) as Record<string, unknown>,
+    updatedAt: r.updated_at,
+  }));
+}

@@ -1,4 +1,4 @@
-import { registerFunctions } from "./function-registry.js";
+import { listFunctions, type RegisteredFunction, registerFunctions } from "./function-registry.js";
 import { createRuns, type DeriveOutcome, deriveRun, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
 import { type CancelOutcome, cancelRun, cancelRuns, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
@@ -56,6 +56,11 @@ export class JournalStore {
   /** Upserts an app's functions and replaces their triggers and cron schedules, in one transaction. */
   registerFunctions(appId: string, functions: FunctionRegistration[]): Promise<void> {
     return registerFunctions(this.sql, this.timerChannel, appId, functions);
+  }
+
+  /** The registered functions, of one app or all. */
+  listFunctions(appId?: string): Promise<RegisteredFunction[]> {
+    return listFunctions(this.sql, appId);
   }
 
   // run-creation.ts

@@ -62,6 +62,7 @@ export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> 
     params.push(value);
     where.push(cond.replace("?", `$${params.length}`));
   };
+  if (filter.appId) add("r.app_id = ?", filter.appId);
   if (filter.functionId) add("r.function_id = ?", filter.functionId);
   if (filter.status) add("r.status = ?", filter.status);
   if (filter.eventId) add("r.event_id = ?", filter.eventId);

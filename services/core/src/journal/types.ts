@@ -194,6 +194,7 @@ export interface StepView {
 
 /** Filter and page of ListRuns. */
 export interface RunFilter {
+  appId?: string | undefined;
   functionId?: string | undefined;
   status?: RunStatus | undefined;
   eventId?: string | undefined;
