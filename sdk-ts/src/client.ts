@@ -27,6 +27,7 @@ import type {
   FailureContext,
   FunctionConfig,
   Handler,
+  OutgoingEventData,
   ReceivedEvent,
   StepwiseFunction,
 } from "./function.js";
@@ -177,6 +178,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
         },
         handlesFailuresOf: declared.id,
         parseEvent: (event) => event,
+        sendEvents: (events) => this.send(events as never),
         handler: async ({ event, step, runId }) => {
           const failed = event.data as unknown as FailedRunData;
           let original: ReceivedEvent = { ...failed.event, ts: new Date(failed.event.ts) };
@@ -197,6 +199,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     }
     return {
       appId: this.appId,
+      sendEvents: (events: readonly OutgoingEventData[]) => this.send(events as never),
       config: declared as FunctionConfig,
       failureHandler,
       handler: handler as unknown as Handler<ReceivedEvent, unknown>,

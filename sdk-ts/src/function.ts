@@ -115,4 +115,14 @@ export interface StepwiseFunction {
   readonly handler: Handler<ReceivedEvent, unknown>;
   /** @internal Validates and types an event's data against the trigger's schema. */
   readonly parseEvent: (event: ReceivedEvent) => ReceivedEvent;
+  /** @internal Sends events with the client that defined the function (step.sendEvent). */
+  readonly sendEvents?: ((events: readonly OutgoingEventData[]) => Promise<string[]>) | undefined;
+}
+
+/** @internal An event as step.sendEvent hands it to the client, with the id it must have. */
+export interface OutgoingEventData {
+  id: string;
+  name: string;
+  data: Record<string, unknown>;
+  ts?: Date | undefined;
 }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -23,7 +24,8 @@ import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { deserializeError, NonRetriableError, RunAbortedError, serializeError, StepError, type SerializedError } from "./errors.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
-import type { StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
+import type { SentEvent, StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
+import { StepwiseError } from "./stepwise-error.js";
 
 
 /**
@@ -160,10 +162,28 @@ export class RunExecution {
   private tools(): StepTools {
     return {
       run: (id, fn) => this.runStep(id, fn) as never,
+      sendEvent: (id, events) => this.sendEvent(id, events),
       sleep: (id, duration) => this.sleep(id, duration),
       sleepUntil: (id, until) => this.sleepUntil(id, until),
       waitForEvent: (id, options) => this.waitForEvent(id, options),
     };
+  }
+
+  /** step.sendEvent: a step whose body sends the events with ids derived from the run and the step. */
+  private sendEvent(id: StepId, events: SentEvent | readonly SentEvent[]): Promise<string[]> {
+    const list: readonly SentEvent[] = Array.isArray(events) ? events : [events as SentEvent];
+    const send = this.fn.sendEvents;
+    return this.runStep(id, async ({ runId, stepKey }) => {
+      if (!send) throw new NonRetriableError("step.sendEvent needs a function defined with stepwise.createFunction");
+      if (list.length === 0) return [];
+      const digest = createHash("sha256").update(stepKey).digest("hex").slice(0, 16);
+      try {
+        return await send(list.map((e, i) => ({ ...e, id: e.id ?? `${runId}-${digest}-${i}` })));
+      } catch (err) {
+        if (err instanceof StepwiseError && err.code === "invalid_argument") throw new NonRetriableError(err.message, { cause: err });
+        throw err;
+      }
+    }) as Promise<string[]>;
   }
 
   private nextKey(id: string): string {
@@ -201,7 +221,8 @@ export class RunExecution {
       let outcome: Outcome;
       let retryAtMs: number | undefined;
       try {
-        outcome = encodeOutput(await fn({ signal: this.abortController.signal }), `the output of step ${JSON.stringify(id)}`);
+        const ctx = { signal: this.abortController.signal, runId: this.start.runId, stepKey: key };
+        outcome = encodeOutput(await fn(ctx), `the output of step ${JSON.stringify(id)}`);
       } catch (err) {
         outcome = { error: serializeError(err) };
         retryAtMs = nextAttemptAt(this.policy, retries, attempt, err, Date.now());

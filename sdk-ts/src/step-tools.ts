@@ -31,8 +31,25 @@ export interface WaitForEventOptions {
   match?: string;
 }
 
+/** An event step.sendEvent sends. */
+export interface SentEvent {
+  /** Its id; derived from the run and the step when omitted. */
+  id?: string;
+  name: string;
+  data: Record<string, unknown>;
+  /** When it happened; now when omitted. */
+  ts?: Date;
+}
+
 /** What a step body gets. */
 export interface StepContext {
+  /** Id of the run. */
+  runId: string;
+  /**
+   * The step's key (`<id>:<occurrence>`), the same on every attempt and
+   * replay: with the run id, an idempotency key for what the step calls.
+   */
+  stepKey: string;
   /**
    * Aborts when the run is taken from this worker: cancelled with
    * RunService.CancelRun, superseded by a newer execution, or its
@@ -81,6 +98,22 @@ export interface StepTools {
    * ```
    */
   sleep(id: string, duration: Duration): Promise<void>;
+
+  /**
+   * Sends events from the run, exactly once: each event without an id of
+   * its own gets one derived from the run and the step, so an attempt that
+   * runs again (a retry, a crash before the step was journaled, a replay)
+   * sends the same ids, which the engine stores once. The step's journaled
+   * result is the events' ids. Sent with the client that defined the
+   * function (`new Stepwise({ url })`); an event the engine refuses fails
+   * the step without retries.
+   *
+   * @example
+   * ```ts
+   * const [id] = await step.sendEvent("notify-warehouse", { name: "order.paid", data: { orderId } });
+   * ```
+   */
+  sendEvent(id: StepId, events: SentEvent | readonly SentEvent[]): Promise<string[]>;
 
   /** Suspends the run until a time (at most one year away), like sleep. */
   sleepUntil(id: string, until: Date | string): Promise<void>;
