@@ -94,6 +94,14 @@ describe("stepwise runs, send and functions", () => {
     expect(get.stdout).toContain(`from      ${runId} (replayed from ship:0)`);
   });
 
+  it("runs rerun --app --function reruns every run of a function by status", async () => {
+    const eventId = (await cli("send", "order.placed", "--data", '{"total":9}')).stdout.trim();
+    await client.waitForRuns(eventId, { timeoutMs: 20_000 });
+    const res = await cli("runs", "rerun", "--app", "ops", "--function", "order", "--status", "completed", "--if", "int(event.data.total) == 9");
+    expect(res).toMatchObject({ code: 0, stdout: "started 1 run\n" });
+    await eventually(async () => ((await client.listRunsOfEvent(eventId)).length === 2 ? true : undefined), 20_000, "the rerun");
+  });
+
   it("runs cancel cancels one run, or every run of a function by status", async () => {
     const one = (await cli("send", "nap")).stdout.trim();
     const others = [(await cli("send", "nap")).stdout.trim(), (await cli("send", "nap")).stdout.trim()];

@@ -100,6 +100,39 @@ describe("rerunning and replaying runs", () => {
     expect((await client.getRun(first.id)).derivedRunIds).toEqual([rerun.id]);
   });
 
+  it("RerunRuns replays every failed run of the function from a step after the fix, and skips those that never reached it", async () => {
+    shipIsBroken = true;
+    const sent = await client.send(Array.from({ length: 5 }, (_, i) => ({ name: "order.placed", data: { total: 100 + i } })));
+    const failed = [];
+    for (const id of sent) {
+      const { runs } = await client.waitForRuns(id, { timeoutMs: 20_000 });
+      expect(runs[0]!.status).toBe("FAILED");
+      failed.push(runs[0]!.id);
+    }
+    shipIsBroken = false;
+    const before = Object.fromEntries(ran);
+    const { started, skipped } = await client.rerunRuns({ functionId: "order", fromStep: "ship:0", if: "int(event.data.total) >= 100" });
+    expect({ started, skipped }).toEqual({ started: 5, skipped: 0 });
+    for (const id of failed) {
+      const origin = await client.getRun(id);
+      expect(origin.derivedRunIds).toHaveLength(1);
+      const replay = await ended(origin.derivedRunIds[0]!);
+      expect(replay).toMatchObject({ status: "COMPLETED", originRunId: id, originStepKey: "ship:0" });
+    }
+    // Charge and reserve did not run again; ship and notify ran once per replay.
+    expect(ran.get("charge")).toBe(before["charge"]);
+    expect(ran.get("reserve")).toBe(before["reserve"]);
+    expect(ran.get("ship")).toBe((before["ship"] ?? 0) + 5);
+    expect(ran.get("notify")).toBe((before["notify"] ?? 0) + 5);
+    // The origins stay FAILED; a replay from a step none of them journaled skips them all.
+    expect(await client.rerunRuns({ functionId: "order", fromStep: "never:0", if: "int(event.data.total) >= 100" })).toEqual({
+      started: 0,
+      skipped: 5,
+    });
+    const bad = await client.rerunRuns({ functionId: "order", statuses: ["QUEUED" as never] }).catch((e: unknown) => e);
+    expect((bad as StepwiseError).code).toBe("invalid_argument");
+  });
+
   it("refuses an unknown run, a replay of a run that has not ended, and a step the run never journaled", async () => {
     const code = (p: Promise<unknown>) =>
       p.then(

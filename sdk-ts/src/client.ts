@@ -376,6 +376,45 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   }
 
   /**
+   * Reruns (or, with `fromStep`, replays) every ended run of a function that
+   * the filter selects: FAILED runs unless `statuses` says otherwise. A
+   * replay skips the runs that never journaled `fromStep`. Resolves with
+   * how many new runs started and how many were skipped.
+   *
+   * @example
+   * ```ts
+   * // After fixing step "ship", replay every failed run from it.
+   * const { started } = await stepwise.rerunRuns({ functionId: "order-processing", fromStep: "ship:0" });
+   * ```
+   */
+  async rerunRuns(filter: {
+    functionId: string;
+    /** The app of the function; this client's app when unset. */
+    appId?: string;
+    /** Only runs in these statuses (COMPLETED, FAILED, CANCELLED); FAILED when unset. */
+    statuses?: ReadonlyArray<"COMPLETED" | "FAILED" | "CANCELLED">;
+    createdAfter?: Date;
+    createdBefore?: Date;
+    /** A CEL expression over the run's event. */
+    if?: string;
+    /** Replay each run from this step key instead of rerunning it from the start. */
+    fromStep?: string;
+  }): Promise<{ started: number; skipped: number }> {
+    const res = await callEngine(() =>
+      this.runClient().rerunRuns({
+        appId: filter.appId ?? this.appId,
+        functionId: filter.functionId,
+        statuses: (filter.statuses ?? []).map((s) => runStatusToProto(s)),
+        ...(filter.createdAfter ? { createdAfter: timestampFromDate(filter.createdAfter) } : {}),
+        ...(filter.createdBefore ? { createdBefore: timestampFromDate(filter.createdBefore) } : {}),
+        condition: filter.if ?? "",
+        fromStep: filter.fromStep ?? "",
+      }),
+    );
+    return { started: res.started, skipped: res.skipped };
+  }
+
+  /**
    * Waits until every run an event started has ended, and returns them
    * (without steps). The engine answers as soon as the last one ends, with
    * no polling; at the timeout (default 30 s, at most 300 s) it answers with

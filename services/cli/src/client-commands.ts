@@ -12,6 +12,7 @@ import {
   ListRunsResponseSchema,
   ReplayRunResponseSchema,
   RerunRunResponseSchema,
+  RerunRunsResponseSchema,
   RunService,
   runStatusFromProto,
   runStatusToProto,
@@ -43,7 +44,9 @@ export const RUNS_USAGE = `Usage:
   stepwise runs cancel --app A --function F [--status S ...] [--if CEL] [--reason R]
       Cancels one run, or every run of a function the filter selects.
   stepwise runs rerun RUN [--from-step STEP]
-      A new run with the same event: from the start, or replayed from a step key (such as ship:0).
+  stepwise runs rerun --app A --function F [--status S ...] [--if CEL] [--from-step STEP]
+      A new run with the same event: from the start, or replayed from a step key (such as ship:0);
+      for one run, or for every ended run of a function the filter selects (failed ones by default).
 Every command takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.`;
 
 export const SEND_USAGE = `Usage:
@@ -167,9 +170,22 @@ export async function runsCommand(args: string[], out: (s: string) => void): Pro
       return 0;
     }
     case "rerun": {
-      const runId = onePositional(positionals, "RUN", RUNS_USAGE);
       const c = clients(values.url).runs;
       const fromStep = values["from-step"];
+      if (positionals.length === 0) {
+        if (values.app === undefined || values.function === undefined) throw new UsageError("give a RUN, or --app and --function", RUNS_USAGE);
+        const res = await c.rerunRuns({
+          appId: String(values.app),
+          functionId: String(values.function),
+          statuses: (values.status ?? []).map((s) => runStatusToProto(statusName(s))),
+          condition: str(values.if),
+          fromStep: str(fromStep),
+        });
+        if (values.json) return json(out, RerunRunsResponseSchema, res);
+        out(`started ${res.started} run${res.started === 1 ? "" : "s"}${res.skipped ? `, skipped ${res.skipped} without step ${str(fromStep)}` : ""}\n`);
+        return 0;
+      }
+      const runId = onePositional(positionals, "RUN", RUNS_USAGE);
       if (fromStep !== undefined) {
         const res = await c.replayRun({ runId, fromStep: String(fromStep) });
         if (values.json) return json(out, ReplayRunResponseSchema, res);

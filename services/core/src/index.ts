@@ -35,7 +35,7 @@ export { JournalStore } from "./journal/journal-store.js";
 export type { RegisteredFunction } from "./journal/function-registry.js";
 export type { DeriveOutcome } from "./journal/run-creation.js";
 export type { CancelOutcome, OutboxEvent } from "./journal/run-ends.js";
-export type { CancelCandidate, CancelFilter } from "./journal/run-views.js";
+export type { SelectedRun, RunSelection } from "./journal/run-views.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";
 export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./journal/sql.js";

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   type CancelOutcome,
   compileCondition,
@@ -14,6 +14,7 @@ import {
   type Bus,
   type JournalStore,
   type Logger,
+  type RunSelection,
   type RunStatus,
 } from "@stepwise/core";
 import {
@@ -21,6 +22,10 @@ import {
   CancelRunsResponseSchema,
   ReplayRunResponseSchema,
   RerunRunResponseSchema,
+  RerunRunsResponseSchema,
+  type RerunRunsRequest,
+  type RerunRunsResponse,
+  type RunStatus as RunStatusProto,
   type ReplayRunRequest,
   type ReplayRunResponse,
   type RerunRunRequest,
@@ -105,8 +110,8 @@ async function derive(runId: string, fromStep: string | undefined, deps: RunCont
   return run;
 }
 
-/** Runs a bulk cancel reads, tests and cancels per statement. */
-const CANCEL_PAGE = 1_000;
+/** Runs a bulk call reads, tests and changes per statement. */
+const PAGE = 1_000;
 
 /**
  * RunService.CancelRuns: pages through the function's runs that the filter
@@ -115,13 +120,60 @@ const CANCEL_PAGE = 1_000;
  */
 export async function cancelRuns(req: CancelRunsRequest, deps: RunControlDeps): Promise<CancelRunsResponse> {
   const reason = checkReason(req.reason);
+  const selection = readSelection(req, ["QUEUED", "RUNNING", "WAITING"], ["QUEUED", "RUNNING", "WAITING"]);
+  let cancelled = 0;
+  await forEachPage(deps, selection, async (ids) => {
+    cancelled += await afterCancel(deps, ids, await deps.store.cancelRuns(ids, reason), reason);
+  });
+  return create(CancelRunsResponseSchema, { cancelled });
+}
+
+/**
+ * RunService.RerunRuns: as RerunRun or ReplayRun does each, for the ended
+ * runs of one function that the filter selects, a page per statement.
+ */
+export async function rerunRuns(req: RerunRunsRequest, deps: RunControlDeps): Promise<RerunRunsResponse> {
+  if (req.fromStep.length > MAX_STEP_KEY_LENGTH) {
+    throw new ConnectError(`from_step: at most ${MAX_STEP_KEY_LENGTH} characters`, Code.InvalidArgument);
+  }
+  const selection = readSelection(req, ["COMPLETED", "FAILED", "CANCELLED"], ["FAILED"]);
+  let started = 0;
+  let skipped = 0;
+  await forEachPage(deps, selection, async (ids) => {
+    const outcomes = await deps.store.deriveRuns(ids, req.fromStep || undefined, DERIVED_PUBLISH_DEADLINE_MS);
+    const runs = outcomes.flatMap((o) => (o.kind === "created" ? [o.run] : []));
+    skipped += outcomes.filter((o) => o.kind === "no-step").length;
+    started += runs.length;
+    if (runs.length === 0) return;
+    try {
+      await publishRunWork(deps.bus, runs);
+      await deps.store.markPublished(runs);
+    } catch (err) {
+      deps.log?.warn({ err, runs: runs.length }, "publishing new runs' work failed; the reconciler publishes it");
+    }
+  });
+  return create(RerunRunsResponseSchema, { started, skipped });
+}
+
+/** The runs a bulk call selects, as the request says, and the condition on their events. */
+interface Selection {
+  filter: RunSelection;
+  condition: Condition | undefined;
+}
+
+/** Reads a bulk call's filter; INVALID_ARGUMENT for what it cannot use. */
+function readSelection(
+  req: { appId: string; functionId: string; statuses: RunStatusProto[]; createdAfter?: Timestamp | undefined; createdBefore?: Timestamp | undefined; condition: string },
+  allowed: readonly RunStatus[],
+  byDefault: readonly RunStatus[],
+): Selection {
   if (!ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: required, an app id", Code.InvalidArgument);
   if (!ID_PATTERN.test(req.functionId)) throw new ConnectError("function_id: required, a function id", Code.InvalidArgument);
   const statuses = new Set<RunStatus>();
   for (const s of req.statuses) {
     const name = runStatusFromProto(s);
-    if (name !== "QUEUED" && name !== "RUNNING" && name !== "WAITING") {
-      throw new ConnectError("statuses: each must be QUEUED, RUNNING or WAITING", Code.InvalidArgument);
+    if (name === undefined || !allowed.includes(name)) {
+      throw new ConnectError(`statuses: each must be ${allowed.join(", ")}`, Code.InvalidArgument);
     }
     statuses.add(name);
   }
@@ -139,25 +191,21 @@ export async function cancelRuns(req: CancelRunsRequest, deps: RunControlDeps): 
       throw err;
     }
   }
-  const filter = {
-    appId: req.appId,
-    functionId: req.functionId,
-    statuses: statuses.size > 0 ? [...statuses] : (["QUEUED", "RUNNING", "WAITING"] as RunStatus[]),
-    createdAfter,
-    createdBefore,
-  };
-  let cancelled = 0;
+  const filter = { appId: req.appId, functionId: req.functionId, statuses: statuses.size > 0 ? [...statuses] : [...byDefault], createdAfter, createdBefore };
+  return { filter, condition };
+}
+
+/** Pages through a selection in id order, handing each page's runs that meet the condition to `fn`. */
+async function forEachPage(deps: RunControlDeps, { filter, condition }: Selection, fn: (ids: string[]) => Promise<void>): Promise<void> {
   let after: string | undefined;
   for (;;) {
-    const page = await deps.store.cancelCandidates(filter, after, CANCEL_PAGE);
-    if (page.length === 0) break;
+    const page = await deps.store.selectRuns(filter, after, PAGE);
+    if (page.length === 0) return;
     after = page[page.length - 1]!.runId;
     const ids = page.filter((c) => !condition || testCondition(condition, c.event, deps.log)).map((c) => c.runId);
-    const outcomes = await deps.store.cancelRuns(ids, reason);
-    cancelled += await afterCancel(deps, ids, outcomes, reason);
-    if (page.length < CANCEL_PAGE) break;
+    if (ids.length > 0) await fn(ids);
+    if (page.length < PAGE) return;
   }
-  return create(CancelRunsResponseSchema, { cancelled });
 }
 
 /** A condition on a run's event; an event the condition cannot evaluate does not match. */

@@ -16,7 +16,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
-import { cancelRun, cancelRuns, replayRun, rerunRun } from "./run-control.js";
+import { cancelRun, cancelRuns, replayRun, rerunRun, rerunRuns } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
 import { watchRuns } from "./run-watch.js";
@@ -49,6 +49,9 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
           }),
         ),
       });
+    },
+    rerunRuns(req) {
+      return rerunRuns(req, { store, bus, log });
     },
     rerunRun(req) {
       return rerunRun(req, { store, bus, log });

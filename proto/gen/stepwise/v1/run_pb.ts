@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4iJgoUTGlzdEZ1bmN0aW9uc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJIkUKFUxpc3RGdW5jdGlvbnNSZXNwb25zZRIsCglmdW5jdGlvbnMYASADKAsyGS5zdGVwd2lzZS52MS5GdW5jdGlvbkluZm8imgEKDEZ1bmN0aW9uSW5mbxIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRInCgZjb25maWcYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpcBCg9MaXN0UnVuc1JlcXVlc3QSEwoLZnVuY3Rpb25faWQYASABKAkSJgoGc3RhdHVzGAIgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEhAKCGV2ZW50X2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoDRISCgpwYWdlX3Rva2VuGAUgASgJEg4KBmFwcF9pZBgGIAEoCSJLChBMaXN0UnVuc1Jlc3BvbnNlEh4KBHJ1bnMYASADKAsyEC5zdGVwd2lzZS52MS5SdW4SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjoKEldhaXRGb3JSdW5zUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNIkMKE1dhaXRGb3JSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIMCgRkb25lGAIgASgIIj8KEFdhdGNoUnVuc1JlcXVlc3QSEQoJZXZlbnRfaWRzGAEgAygJEhgKEGZvcmdldF9ldmVudF9pZHMYAiADKAkiOwoRV2F0Y2hSdW5zUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYuc3RlcHdpc2UudjEuRXZlbnRSdW5zIj0KCUV2ZW50UnVucxIQCghldmVudF9pZBgBIAEoCRIeCgRydW5zGAIgAygLMhAuc3RlcHdpc2UudjEuUnVuKrkBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhUKEVJVTl9TVEFUVVNfUVVFVUVEEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISGAoUUlVOX1NUQVRVU19DT01QTEVURUQQAxIVChFSVU5fU1RBVFVTX0ZBSUxFRBAEEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAUSFgoSUlVOX1NUQVRVU19XQUlUSU5HEAYywgUKClJ1blNlcnZpY2USQQoGR2V0UnVuEhouc3RlcHdpc2UudjEuR2V0UnVuUmVxdWVzdBobLnN0ZXB3aXNlLnYxLkdldFJ1blJlc3BvbnNlEkcKCExpc3RSdW5zEhwuc3RlcHdpc2UudjEuTGlzdFJ1bnNSZXF1ZXN0Gh0uc3RlcHdpc2UudjEuTGlzdFJ1bnNSZXNwb25zZRJQCgtXYWl0Rm9yUnVucxIfLnN0ZXB3aXNlLnYxLldhaXRGb3JSdW5zUmVxdWVzdBogLnN0ZXB3aXNlLnYxLldhaXRGb3JSdW5zUmVzcG9uc2USTgoJV2F0Y2hSdW5zEh0uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1Jlc3BvbnNlKAEwARJKCglDYW5jZWxSdW4SHS5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXF1ZXN0Gh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVzcG9uc2USTQoKQ2FuY2VsUnVucxIeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bnNSZXF1ZXN0Gh8uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1Jlc3BvbnNlEkcKCFJlcnVuUnVuEhwuc3RlcHdpc2UudjEuUmVydW5SdW5SZXF1ZXN0Gh0uc3RlcHdpc2UudjEuUmVydW5SdW5SZXNwb25zZRJKCglSZXBsYXlSdW4SHS5zdGVwd2lzZS52MS5SZXBsYXlSdW5SZXF1ZXN0Gh4uc3RlcHdpc2UudjEuUmVwbGF5UnVuUmVzcG9uc2USVgoNTGlzdEZ1bmN0aW9ucxIhLnN0ZXB3aXNlLnYxLkxpc3RGdW5jdGlvbnNSZXF1ZXN0GiIuc3RlcHdpc2UudjEuTGlzdEZ1bmN0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4iJgoUTGlzdEZ1bmN0aW9uc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJIkUKFUxpc3RGdW5jdGlvbnNSZXNwb25zZRIsCglmdW5jdGlvbnMYASADKAsyGS5zdGVwd2lzZS52MS5GdW5jdGlvbkluZm8imgEKDEZ1bmN0aW9uSW5mbxIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRInCgZjb25maWcYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu4BChBSZXJ1blJ1bnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIoCghzdGF0dXNlcxgDIAMoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29uZGl0aW9uGAYgASgJEhEKCWZyb21fc3RlcBgHIAEoCSI1ChFSZXJ1blJ1bnNSZXNwb25zZRIPCgdzdGFydGVkGAEgASgNEg8KB3NraXBwZWQYAiABKA0ilwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSDgoGYXBwX2lkGAYgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4quQEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBjKOBgoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZRJOCglXYXRjaFJ1bnMSHS5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVzcG9uc2UoATABEkoKCUNhbmNlbFJ1bhIdLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXNwb25zZRJNCgpDYW5jZWxSdW5zEh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1JlcXVlc3QaHy5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVzcG9uc2USRwoIUmVydW5SdW4SHC5zdGVwd2lzZS52MS5SZXJ1blJ1blJlcXVlc3QaHS5zdGVwd2lzZS52MS5SZXJ1blJ1blJlc3BvbnNlEkoKCVJlcGxheVJ1bhIdLnN0ZXB3aXNlLnYxLlJlcGxheVJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5SZXBsYXlSdW5SZXNwb25zZRJKCglSZXJ1blJ1bnMSHS5zdGVwd2lzZS52MS5SZXJ1blJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuUmVydW5SdW5zUmVzcG9uc2USVgoNTGlzdEZ1bmN0aW9ucxIhLnN0ZXB3aXNlLnYxLkxpc3RGdW5jdGlvbnNSZXF1ZXN0GiIuc3RlcHdpc2UudjEuTGlzdEZ1bmN0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -652,6 +652,101 @@ export const FunctionInfoSchema: GenMessage<FunctionInfo> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_run, 15);
 
 /**
+ * RerunRunsRequest says which runs to rerun or replay.
+ *
+ * @generated from message stepwise.v1.RerunRunsRequest
+ */
+export type RerunRunsRequest = Message<"stepwise.v1.RerunRunsRequest"> & {
+  /**
+   * Id of the app that owns the function; required.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * Id of the function whose runs are rerun; required.
+   *
+   * @generated from field: string function_id = 2;
+   */
+  functionId: string;
+
+  /**
+   * Only runs in these statuses: COMPLETED, FAILED or CANCELLED. Empty:
+   * FAILED.
+   *
+   * @generated from field: repeated stepwise.v1.RunStatus statuses = 3;
+   */
+  statuses: RunStatus[];
+
+  /**
+   * Only runs created at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 4;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only runs created before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 5;
+   */
+  createdBefore?: Timestamp | undefined;
+
+  /**
+   * Only runs whose event makes this CEL expression true, as in
+   * CancelRunsRequest.condition.
+   *
+   * @generated from field: string condition = 6;
+   */
+  condition: string;
+
+  /**
+   * Replay each run from this step key, as ReplayRun does; empty: rerun
+   * each from its first step, as RerunRun does.
+   *
+   * @generated from field: string from_step = 7;
+   */
+  fromStep: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RerunRunsRequest.
+ * Use `create(RerunRunsRequestSchema)` to create a new message.
+ */
+export const RerunRunsRequestSchema: GenMessage<RerunRunsRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 16);
+
+/**
+ * RerunRunsResponse says how many runs were started.
+ *
+ * @generated from message stepwise.v1.RerunRunsResponse
+ */
+export type RerunRunsResponse = Message<"stepwise.v1.RerunRunsResponse"> & {
+  /**
+   * New runs started.
+   *
+   * @generated from field: uint32 started = 1;
+   */
+  started: number;
+
+  /**
+   * Runs of the selection a replay skipped: no step journaled under
+   * from_step.
+   *
+   * @generated from field: uint32 skipped = 2;
+   */
+  skipped: number;
+};
+
+/**
+ * Describes the message stepwise.v1.RerunRunsResponse.
+ * Use `create(RerunRunsResponseSchema)` to create a new message.
+ */
+export const RerunRunsResponseSchema: GenMessage<RerunRunsResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 17);
+
+/**
  * ListRunsRequest filters and pages the list of runs.
  *
  * @generated from message stepwise.v1.ListRunsRequest
@@ -705,7 +800,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 16);
+  messageDesc(file_stepwise_v1_run, 18);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -733,7 +828,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 17);
+  messageDesc(file_stepwise_v1_run, 19);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -762,7 +857,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 18);
+  messageDesc(file_stepwise_v1_run, 20);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -791,7 +886,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 19);
+  messageDesc(file_stepwise_v1_run, 21);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -821,7 +916,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 20);
+  messageDesc(file_stepwise_v1_run, 22);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -842,7 +937,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 21);
+  messageDesc(file_stepwise_v1_run, 23);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -871,7 +966,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 22);
+  messageDesc(file_stepwise_v1_run, 24);
 
 /**
  * RunStatus is where a run is in its life.
@@ -1053,6 +1148,21 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof ReplayRunRequestSchema;
     output: typeof ReplayRunResponseSchema;
+  },
+  /**
+   * RerunRuns reruns, or replays from one step key, every ended run of one
+   * function that matches a filter, a thousand per statement, and answers
+   * how many new runs it started. A replay skips the runs that have no step
+   * journaled under from_step, and counts them. INVALID_ARGUMENT for a
+   * missing app or function id, a status that has not ended, a bad range or
+   * a condition that does not compile.
+   *
+   * @generated from rpc stepwise.v1.RunService.RerunRuns
+   */
+  rerunRuns: {
+    methodKind: "unary";
+    input: typeof RerunRunsRequestSchema;
+    output: typeof RerunRunsResponseSchema;
   },
   /**
    * ListFunctions returns the functions workers registered, by app and id,

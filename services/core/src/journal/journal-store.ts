@@ -1,12 +1,20 @@
 import { listFunctions, type RegisteredFunction, registerFunctions } from "./function-registry.js";
-import { createRuns, type DeriveOutcome, deriveRun, recordEvent, recordEventMatching, recordEventsMatching } from "./run-creation.js";
+import {
+  createRuns,
+  type DeriveOutcome,
+  deriveRun,
+  deriveRuns,
+  recordEvent,
+  recordEventMatching,
+  recordEventsMatching,
+} from "./run-creation.js";
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
 import { type CancelOutcome, cancelRun, cancelRuns, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import {
-  type CancelCandidate,
-  cancelCandidates,
-  type CancelFilter,
+  type SelectedRun,
+  selectRuns,
+  type RunSelection,
   endedEvents,
   hasEvent,
   listRuns,
@@ -92,6 +100,11 @@ export class JournalStore {
   /** A rerun (no `fromStep`) or a replay from a step of a run, QUEUED. */
   deriveRun(originRunId: string, fromStep: string | undefined, deadlineMs: number): Promise<DeriveOutcome> {
     return deriveRun(this.sql, originRunId, fromStep, deadlineMs);
+  }
+
+  /** deriveRun for many origin runs in one statement. */
+  deriveRuns(originRunIds: readonly string[], fromStep: string | undefined, deadlineMs: number): Promise<DeriveOutcome[]> {
+    return deriveRuns(this.sql, originRunIds, fromStep, deadlineMs);
   }
 
   // run-leases.ts
@@ -215,8 +228,8 @@ export class JournalStore {
   }
 
   /** A page of the runs a bulk cancel selects, in id order after `afterId`. */
-  cancelCandidates(filter: CancelFilter, afterId: string | undefined, limit: number): Promise<CancelCandidate[]> {
-    return cancelCandidates(this.sql, filter, afterId, limit);
+  selectRuns(filter: RunSelection, afterId: string | undefined, limit: number): Promise<SelectedRun[]> {
+    return selectRuns(this.sql, filter, afterId, limit);
   }
 
   /** Whether an event with this id is stored. */

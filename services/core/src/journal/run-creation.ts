@@ -178,26 +178,29 @@ export type DeriveOutcome =
   /** A replay from a step the run has not journaled. */
   | { kind: "no-step" };
 
-/** deriveRun's statement: $1 the origin run, $2 the publish deadline (ms), $3 the step to replay from (NULL: a rerun). */
-const DERIVE_RUN = `WITH origin AS (
-     SELECT id, app_id, function_id, event_id, status FROM runs WHERE id = $1
+/** deriveRuns' statement: $1 the origin runs, $2 the publish deadline (ms), $3 the step to replay from (NULL: reruns). */
+const DERIVE_RUNS = `WITH origin AS (
+     SELECT id, app_id, function_id, event_id, status FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id
    ), cut AS (
-     SELECT seq FROM steps WHERE run_id = $1 AND step_key = $3::text
+     SELECT s.run_id, s.seq FROM steps s JOIN origin o ON o.id = s.run_id WHERE s.step_key = $3::text
+   ), pick AS (
+     SELECT o.id, o.app_id, o.function_id, o.event_id, gen_random_uuid() AS new_id FROM origin o
+     WHERE $3::text IS NULL
+        OR (o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND EXISTS (SELECT 1 FROM cut WHERE cut.run_id = o.id))
    ), created AS (
      INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, origin_run_id, origin_step_key)
-     SELECT gen_random_uuid(), o.app_id, o.function_id, o.event_id, 'QUEUED', now() + $2 * interval '1 millisecond', o.id, $3::text
-     FROM origin o
-     WHERE $3::text IS NULL OR (o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND EXISTS (SELECT 1 FROM cut))
-     RETURNING id, app_id, function_id, lease
+     SELECT new_id, app_id, function_id, event_id, 'QUEUED', now() + $2 * interval '1 millisecond', id, $3::text
+     FROM pick
+     RETURNING id, app_id, function_id, lease, origin_run_id
    ), copied AS (
      INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, error)
-     SELECT c.id, s.step_key, s.step_id, s.attempt, s.started_at, s.ended_at, s.output, s.error
-     FROM created c CROSS JOIN steps s
-     WHERE s.run_id = $1 AND s.seq < (SELECT seq FROM cut)
-     ORDER BY s.seq
+     SELECT p.new_id, s.step_key, s.step_id, s.attempt, s.started_at, s.ended_at, s.output, s.error
+     FROM pick p JOIN cut c ON c.run_id = p.id JOIN steps s ON s.run_id = p.id AND s.seq < c.seq
+     ORDER BY p.new_id, s.seq
    )
-   SELECT o.status, c.id::text AS id, c.app_id, c.function_id, c.lease, EXISTS (SELECT 1 FROM cut) AS has_step
-   FROM origin o LEFT JOIN created c ON true`;
+   SELECT o.id::text AS origin, o.status, c.id::text AS id, c.app_id, c.function_id, c.lease,
+     EXISTS (SELECT 1 FROM cut WHERE cut.run_id = o.id) AS has_step
+   FROM origin o LEFT JOIN created c ON c.origin_run_id = o.id`;
 
 /**
  * Creates a run of the same function with the same event as an origin
@@ -208,21 +211,36 @@ const DERIVE_RUN = `WITH origin AS (
  * needs an origin that ended. One round trip.
  */
 export async function deriveRun(sql: Sql, originRunId: string, fromStep: string | undefined, deadlineMs: number): Promise<DeriveOutcome> {
+  return (await deriveRuns(sql, [originRunId], fromStep, deadlineMs))[0] ?? { kind: "unknown" };
+}
+
+/** deriveRun for many origin runs in one statement; one outcome per id, in order. */
+export async function deriveRuns(
+  sql: Sql,
+  originRunIds: readonly string[],
+  fromStep: string | undefined,
+  deadlineMs: number,
+): Promise<DeriveOutcome[]> {
+  if (originRunIds.length === 0) return [];
   const rows = await sql.query<{
+    origin: string;
     status: RunStatus;
     id: string | null;
     app_id: string | null;
     function_id: string | null;
     lease: number | null;
     has_step: boolean;
-  }>(DERIVE_RUN, [originRunId, deadlineMs, fromStep ?? null]);
-  const r = rows[0];
-  if (!r) return { kind: "unknown" };
-  if (r.id !== null) {
-    return { kind: "created", run: { runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) } };
-  }
-  if (!["COMPLETED", "FAILED", "CANCELLED"].includes(r.status)) return { kind: "not-ended", status: r.status };
-  return { kind: "no-step" };
+  }>(DERIVE_RUNS, [originRunIds, deadlineMs, fromStep ?? null]);
+  const byOrigin = new Map(rows.map((r) => [r.origin, r]));
+  return originRunIds.map((originId): DeriveOutcome => {
+    const r = byOrigin.get(originId.toLowerCase());
+    if (!r) return { kind: "unknown" };
+    if (r.id !== null) {
+      return { kind: "created", run: { runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) } };
+    }
+    if (!["COMPLETED", "FAILED", "CANCELLED"].includes(r.status)) return { kind: "not-ended", status: r.status };
+    return { kind: "no-step" };
+  });
 }
 
 /**

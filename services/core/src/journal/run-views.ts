@@ -142,24 +142,24 @@ export async function hasEvent(sql: Sql, eventId: string): Promise<boolean> {
   const rows = await sql.query("SELECT 1 AS ok FROM events WHERE id = $1", [eventId]);
   return rows.length > 0;
 }
-/** Which runs a bulk cancel selects: those of one function, not ended, by status and creation time. */
-export interface CancelFilter {
+/** Which runs a bulk cancel or rerun selects: those of one function, by status and creation time. */
+export interface RunSelection {
   appId: string;
   functionId: string;
-  /** Statuses among QUEUED, RUNNING and WAITING. */
+  /** The statuses selected. */
   statuses: readonly RunStatus[];
   createdAfter?: Date | undefined;
   createdBefore?: Date | undefined;
 }
 
-/** A run a bulk cancel may take, with its event for a condition to test. */
-export interface CancelCandidate {
+/** A run a bulk cancel or rerun selects, with its event for a condition to test. */
+export interface SelectedRun {
   runId: string;
   event: { id: string; name: string; dataJson: string; tsMs: number };
 }
 
 /** A page of the runs a filter selects, in id order after `afterId`. One round trip. */
-export async function cancelCandidates(sql: Sql, filter: CancelFilter, afterId: string | undefined, limit: number): Promise<CancelCandidate[]> {
+export async function selectRuns(sql: Sql, filter: RunSelection, afterId: string | undefined, limit: number): Promise<SelectedRun[]> {
   const rows = await sql.query<{ id: string; event_id: string; name: string; data: string; ts_ms: number | string }>(
     `SELECT r.id::text AS id, e.id AS event_id, e.name, e.data::text AS data, (extract(epoch FROM e.ts) * 1000)::float8 AS ts_ms
      FROM runs r JOIN events e ON e.id = r.event_id
