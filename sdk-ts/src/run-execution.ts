@@ -4,10 +4,8 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   AwaitSchema,
   ConnectRequestSchema,
-  errorFromDetail,
   errorToDetail,
   MAX_EVENT_NAME_LENGTH,
-  MAX_OUTPUT_BYTES,
   RetrySchema,
   RunResultSchema,
   SleepSchema,
@@ -16,26 +14,19 @@ import {
   WaitForEventSchema,
   type Await,
   type ConnectRequest,
-  type JournalEntry,
   type StartRun,
   type StepAck,
 } from "@stepwise/proto";
 import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
-import { deserializeError, NonRetriableError, RunAbortedError, serializeError, StepError, type SerializedError } from "./errors.js";
+import { NonRetriableError, RunAbortedError, serializeError } from "./errors.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
+import { encodeOutput, fromJournalEntry, type Outcome, settle } from "./step-outcome.js";
 import type { SentEvent, StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 import { StepwiseError } from "./stepwise-error.js";
 
 
-/**
- * JSON that Postgres's jsonb refuses: an escaped NUL (\u0000) or lone
- * surrogate (JSON.stringify escapes those; well-formed pairs stay raw), not
- * preceded by an escaping backslash.
- */
-const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
 
-type Outcome = { outputJson: string } | { error: SerializedError };
 
 /** A suspension the run will send once no step is executing. */
 type PendingAwait = Omit<Await, "$typeName"> & { stepKey: string };
@@ -377,30 +368,3 @@ export class RunExecution {
 
 /** A dotted field path for `match`, as CEL selects it. */
 const FIELD_PATH = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$/;
-
-function settle(stepId: string, outcome: Outcome): unknown {
-  if ("error" in outcome) throw new StepError(stepId, deserializeError(outcome.error));
-  return JSON.parse(outcome.outputJson);
-}
-
-function encodeOutput(value: unknown, what: string): Outcome {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(value);
-  } catch (err) {
-    throw new NonRetriableError(`${what} is not JSON: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  json ??= "null";
-  if (UNSTORABLE_JSON.test(json)) {
-    throw new NonRetriableError(`${what} contains a NUL character or a lone surrogate, which cannot be journaled`);
-  }
-  if (json.length > MAX_OUTPUT_BYTES / 4 && Buffer.byteLength(json) > MAX_OUTPUT_BYTES) {
-    throw new NonRetriableError(`${what} is ${Buffer.byteLength(json)} bytes of JSON, more than the ${MAX_OUTPUT_BYTES} allowed`);
-  }
-  return { outputJson: json };
-}
-
-function fromJournalEntry(e: JournalEntry): Outcome {
-  if (e.result.case === "error") return { error: errorFromDetail(e.result.value) };
-  return { outputJson: e.result.case === "outputJson" ? e.result.value : "null" };
-}

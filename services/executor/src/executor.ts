@@ -8,6 +8,7 @@ import { ResultRecorder } from "./result-recorder.js";
 import { RunAnnouncer } from "./run-announcer.js";
 import { RunQueue } from "./run-queue.js";
 import { RunSuspender } from "./run-suspender.js";
+import { TaskTracker } from "./task-tracker.js";
 import {
   cancelRunMessage,
   decodeWorkerMessages,
@@ -54,7 +55,7 @@ export class Executor {
   /** Identifies this process's leases in the runs table. */
   readonly id = randomUUID();
   private readonly registry = new WorkerRegistry();
-  private readonly tasks = new Set<Promise<unknown>>();
+  private readonly tasks: TaskTracker;
   private renewTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private cancellations: Promise<Subscription | undefined> | undefined;
@@ -67,6 +68,7 @@ export class Executor {
   private readonly dispatcher: Dispatcher;
 
   constructor(private readonly options: ExecutorOptions) {
+    this.tasks = new TaskTracker(options.log);
     this.recorder = new ResultRecorder(
       options.store,
       options.log,
@@ -93,7 +95,7 @@ export class Executor {
       executorId: this.id,
       leaseMs: options.leaseMs,
       stopping: () => this.stopping,
-      track: (p) => this.track(p),
+      track: (p) => this.tasks.track(p),
       start: (session, claimed) => this.startOn(session, claimed),
     });
   }
@@ -113,7 +115,7 @@ export class Executor {
       // must see its lease lapse so the reconciler hands it on.
       const held = this.registry.all().flatMap((s) => [...s.runs.keys()]);
       if (held.length === 0) return;
-      this.track(
+      this.tasks.track(
         this.options.store.renewLeases(this.id, held, this.options.leaseMs).catch((err: unknown) => {
           this.options.log.warn({ err }, "renewing run leases failed");
         }),
@@ -151,7 +153,7 @@ export class Executor {
     // Each session's end hands its runs back; wait for that, and for results
     // being recorded, but not for a peer that never hangs up.
     await Promise.race([
-      Promise.allSettled([...this.sessionsEnding, ...this.tasks]),
+      Promise.allSettled([...this.sessionsEnding, ...this.tasks.pending()]),
       new Promise((r) => setTimeout(r, 5_000).unref()),
     ]);
   }
@@ -226,14 +228,14 @@ export class Executor {
     switch (m.kind) {
       case "step":
       case "attempt":
-        this.trackFor(session, this.onStepResult(session, m));
+        this.tasks.trackFor(session, this.onStepResult(session, m));
         return;
       case "run-ended":
       case "run-retry":
-        this.trackFor(session, this.onRunResult(session, m));
+        this.tasks.trackFor(session, this.onRunResult(session, m));
         return;
       case "suspend":
-        this.trackFor(session, this.onSuspend(session, m));
+        this.tasks.trackFor(session, this.onSuspend(session, m));
         return;
       case "heartbeat":
         session.send(heartbeatMessage());
@@ -381,26 +383,6 @@ export class Executor {
         s.close();
       }
     }
-  }
-
-  /** Tracks a result being recorded for a session, so the session's end waits for it. */
-  private trackFor(session: WorkerSession, p: Promise<unknown>): void {
-    session.pending.add(p);
-    void p.then(
-      () => session.pending.delete(p),
-      () => session.pending.delete(p),
-    );
-    this.track(p);
-  }
-
-  /** Keeps a promise referenced until it settles, so stop() can wait for it and none is dropped. */
-  private track(p: Promise<unknown>): void {
-    const settled = p.then(
-      () => undefined,
-      (err: unknown) => this.options.log.error({ err }, "executor task failed"),
-    );
-    this.tasks.add(settled);
-    void settled.finally(() => this.tasks.delete(settled));
   }
 }
 
