@@ -14,7 +14,7 @@ import {
 } from "@stepwise/proto";
 import { EventSender } from "./event-sender.js";
 import { defineFunction } from "./function-definition.js";
-import { type RunInfo, toRunInfo } from "./run-info.js";
+import { type RunInfo, type RunStatus, toRunInfo } from "./run-info.js";
 import { RunWatcher } from "./run-watcher.js";
 import { callEngine, StepwiseError } from "./stepwise-error.js";
 import type {
@@ -49,6 +49,24 @@ export interface OutgoingEvent<N extends string = string, D = Record<string, unk
   ts?: Date;
 }
 
+
+/**
+ * Which runs of a function cancelRuns or rerunRuns takes: by status, by
+ * when they were created, and by a CEL condition over their event.
+ */
+export interface RunSelection<S extends RunStatus> {
+  functionId: string;
+  /** The app of the function; this client's app when unset. */
+  appId?: string;
+  /** Only runs in these statuses; see each call for the default. */
+  statuses?: readonly S[];
+  /** Only runs created at or after this time. */
+  createdAfter?: Date;
+  /** Only runs created before this time. */
+  createdBefore?: Date;
+  /** A CEL expression over the run's event (`event.data...`); numbers are doubles: `int(event.data.n)`. */
+  if?: string;
+}
 
 /** How long a WaitForRuns waits when the caller gives no timeout, in ms. */
 const DEFAULT_WAIT_MS = 30_000;
@@ -216,31 +234,8 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * });
    * ```
    */
-  async cancelRuns(filter: {
-    functionId: string;
-    /** The app of the function; this client's app when unset. */
-    appId?: string;
-    /** Only runs in these statuses (QUEUED, RUNNING, WAITING); all three when unset. */
-    statuses?: ReadonlyArray<"QUEUED" | "RUNNING" | "WAITING">;
-    /** Only runs created at or after this time. */
-    createdAfter?: Date;
-    /** Only runs created before this time. */
-    createdBefore?: Date;
-    /** A CEL expression over the run's event (`event.data...`). */
-    if?: string;
-    reason?: string;
-  }): Promise<number> {
-    const res = await callEngine(() =>
-      this.runClient().cancelRuns({
-        appId: filter.appId ?? this.appId,
-        functionId: filter.functionId,
-        statuses: (filter.statuses ?? []).map((s) => runStatusToProto(s)),
-        ...(filter.createdAfter ? { createdAfter: timestampFromDate(filter.createdAfter) } : {}),
-        ...(filter.createdBefore ? { createdBefore: timestampFromDate(filter.createdBefore) } : {}),
-        condition: filter.if ?? "",
-        reason: filter.reason ?? "",
-      }),
-    );
+  async cancelRuns(filter: RunSelection<"QUEUED" | "RUNNING" | "WAITING"> & { reason?: string }): Promise<number> {
+    const res = await callEngine(() => this.runClient().cancelRuns({ ...this.selection(filter), reason: filter.reason ?? "" }));
     return res.cancelled;
   }
 
@@ -294,31 +289,26 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * const { started } = await stepwise.rerunRuns({ functionId: "order-processing", fromStep: "ship:0" });
    * ```
    */
-  async rerunRuns(filter: {
-    functionId: string;
-    /** The app of the function; this client's app when unset. */
-    appId?: string;
-    /** Only runs in these statuses (COMPLETED, FAILED, CANCELLED); FAILED when unset. */
-    statuses?: ReadonlyArray<"COMPLETED" | "FAILED" | "CANCELLED">;
-    createdAfter?: Date;
-    createdBefore?: Date;
-    /** A CEL expression over the run's event. */
-    if?: string;
-    /** Replay each run from this step key instead of rerunning it from the start. */
-    fromStep?: string;
-  }): Promise<{ started: number; skipped: number }> {
-    const res = await callEngine(() =>
-      this.runClient().rerunRuns({
-        appId: filter.appId ?? this.appId,
-        functionId: filter.functionId,
-        statuses: (filter.statuses ?? []).map((s) => runStatusToProto(s)),
-        ...(filter.createdAfter ? { createdAfter: timestampFromDate(filter.createdAfter) } : {}),
-        ...(filter.createdBefore ? { createdBefore: timestampFromDate(filter.createdBefore) } : {}),
-        condition: filter.if ?? "",
-        fromStep: filter.fromStep ?? "",
-      }),
-    );
+  async rerunRuns(
+    filter: RunSelection<"COMPLETED" | "FAILED" | "CANCELLED"> & {
+      /** Replay each run from this step key instead of rerunning it from the start. */
+      fromStep?: string;
+    },
+  ): Promise<{ started: number; skipped: number }> {
+    const res = await callEngine(() => this.runClient().rerunRuns({ ...this.selection(filter), fromStep: filter.fromStep ?? "" }));
     return { started: res.started, skipped: res.skipped };
+  }
+
+  /** The fields of a bulk request that select its runs. */
+  private selection(filter: RunSelection<RunStatus>) {
+    return {
+      appId: filter.appId ?? this.appId,
+      functionId: filter.functionId,
+      statuses: (filter.statuses ?? []).map((s) => runStatusToProto(s)),
+      ...(filter.createdAfter ? { createdAfter: timestampFromDate(filter.createdAfter) } : {}),
+      ...(filter.createdBefore ? { createdBefore: timestampFromDate(filter.createdBefore) } : {}),
+      condition: filter.if ?? "",
+    };
   }
 
   /**

@@ -1,4 +1,4 @@
-export { Stepwise, type OutgoingEvent, type StepwiseOptions } from "./client.js";
+export { Stepwise, type OutgoingEvent, type RunSelection, type StepwiseOptions } from "./client.js";
 export { type Duration, MAX_DURATION_MS } from "./duration.js";
 export {
   deserializeError,
