@@ -11,6 +11,7 @@ import {
   MAX_WAIT_MS,
   RunService,
   runStatusToProto,
+  type Run,
 } from "@stepwise/proto";
 import { EventSender } from "./event-sender.js";
 import { defineFunction } from "./function-definition.js";
@@ -192,9 +193,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async getRun(runId: string): Promise<RunInfo> {
-    const res = await callEngine(() => this.runClient().getRun({ runId }));
-    if (!res.run) throw new StepwiseError("GetRun returned no run", "internal");
-    return toRunInfo(res.run);
+    return runOf("GetRun", await callEngine(() => this.runClient().getRun({ runId })));
   }
 
   /**
@@ -212,9 +211,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async cancelRun(runId: string, options: { reason?: string } = {}): Promise<RunInfo> {
-    const res = await callEngine(() => this.runClient().cancelRun({ runId, reason: options.reason ?? "" }));
-    if (!res.run) throw new StepwiseError("CancelRun returned no run", "internal");
-    return toRunInfo(res.run);
+    return runOf("CancelRun", await callEngine(() => this.runClient().cancelRun({ runId, reason: options.reason ?? "" })));
   }
 
   /**
@@ -252,9 +249,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async rerunRun(runId: string): Promise<RunInfo> {
-    const res = await callEngine(() => this.runClient().rerunRun({ runId }));
-    if (!res.run) throw new StepwiseError("RerunRun returned no run", "internal");
-    return toRunInfo(res.run);
+    return runOf("RerunRun", await callEngine(() => this.runClient().rerunRun({ runId })));
   }
 
   /**
@@ -272,9 +267,7 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
    * ```
    */
   async replayRun(runId: string, fromStep: string): Promise<RunInfo> {
-    const res = await callEngine(() => this.runClient().replayRun({ runId, fromStep }));
-    if (!res.run) throw new StepwiseError("ReplayRun returned no run", "internal");
-    return toRunInfo(res.run);
+    return runOf("ReplayRun", await callEngine(() => this.runClient().replayRun({ runId, fromStep })));
   }
 
   /**
@@ -375,4 +368,10 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     this.runs ??= createClient(RunService, this.connectTransport());
     return this.runs;
   }
+}
+
+/** The run of a RunService answer; a StepwiseError "internal" for an answer without one. */
+function runOf(rpc: string, res: { run?: Run | undefined }): RunInfo {
+  if (!res.run) throw new StepwiseError(`${rpc} returned no run`, "internal");
+  return toRunInfo(res.run);
 }

@@ -14,6 +14,7 @@ import {
   RerunRunResponseSchema,
   RerunRunsResponseSchema,
   RunService,
+  RUN_STATUSES,
   runStatusFromProto,
   runStatusToProto,
   SendResponseSchema,
@@ -290,7 +291,7 @@ function onePositional(positionals: string[], what: string, text: string): strin
 
 function statusName(s: string): RunStatusName {
   const name = s.toUpperCase();
-  if (!["QUEUED", "RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"].includes(name)) {
+  if (!(RUN_STATUSES as readonly string[]).includes(name)) {
     throw new UsageError(`--status: unknown status ${JSON.stringify(s)}`, RUNS_USAGE);
   }
   return name as RunStatusName;

@@ -19,7 +19,7 @@ export {
 export { JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
 export { MemoryBus } from "./bus/memory-bus.js";
 export { publishOutboxEvents } from "./bus/outbox-publishing.js";
-export { MAX_RUNS_PER_WORK, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
+export { MAX_RUNS_PER_WORK, publishQueuedRuns, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
 export {
   type Condition,
   type ConditionEvent,

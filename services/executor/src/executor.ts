@@ -259,7 +259,7 @@ export class Executor {
       // A failed attempt to be retried: journaled as an attempt; the step
       // has no result yet and the worker suspends the run until retryAt.
       if (!(await this.recorder.recordAttempt(m.attempt))) {
-        this.leaseLost(session, r.runId, r.lease);
+        this.dropRun(session, r.runId, r.lease, "the run's lease was lost");
         return;
       }
       session.send(stepAckMessage(r.runId, r.stepKey, r.lease));
@@ -270,7 +270,7 @@ export class Executor {
       // Journal unreachable past the lease, or another execution took over:
       // this one must not proceed. The lease lapses (it is no longer renewed)
       // and the reconciler hands the run on.
-      this.leaseLost(session, r.runId, r.lease);
+      this.dropRun(session, r.runId, r.lease, "the run's lease was lost");
       return;
     }
     session.send(stepAckMessage(r.runId, r.stepKey, r.lease, outcome.kind === "existing" ? outcome.entry : undefined));
@@ -329,20 +329,20 @@ export class Executor {
 
   /** Runs cancelled while this executor held them: their workers drop them, their slots free up. */
   private onCancelled(runs: RunCancel[]): void {
-    for (const r of runs) {
-      if (r.executorId !== this.id) continue;
-      for (const session of this.registry.all()) {
-        if (session.runs.get(r.runId)?.lease !== r.lease) continue;
-        this.release(session, r.runId, r.lease);
-        session.send(cancelRunMessage(r.runId, r.lease, r.reason));
+    const mine = runs.filter((r) => r.executorId === this.id);
+    if (mine.length === 0) return;
+    const sessions = this.registry.all();
+    for (const r of mine) {
+      for (const session of sessions) {
+        if (session.runs.get(r.runId)?.lease === r.lease) this.dropRun(session, r.runId, r.lease, r.reason);
       }
     }
   }
 
   /** This execution of a run must stop: its slot is freed and the worker told to drop it. */
-  private leaseLost(session: WorkerSession, runId: string, lease: number): void {
+  private dropRun(session: WorkerSession, runId: string, lease: number, reason: string): void {
     this.release(session, runId, lease);
-    session.send(cancelRunMessage(runId, lease, "the run's lease was lost"));
+    session.send(cancelRunMessage(runId, lease, reason));
   }
 
   /** Frees the slot of one execution of a run; a newer execution of the run keeps its slot. */

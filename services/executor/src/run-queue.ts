@@ -1,4 +1,4 @@
-import { publishRunWork, type Bus, type JournalStore, type Logger, type PublishedRunRef } from "@stepwise/core";
+import { publishQueuedRuns, type Bus, type JournalStore, type Logger, type PublishedRunRef } from "@stepwise/core";
 
 /**
  * Puts runs (back) on the queue from the executor: a run handed back by a
@@ -24,8 +24,7 @@ export class RunQueue {
   /** Publishes the work of runs QUEUED with a short deadline and confirms it. */
   async publish(runs: PublishedRunRef[]): Promise<void> {
     try {
-      await publishRunWork(this.options.bus, runs);
-      await this.options.store.markPublished(runs, this.options.queuedBackstopMs);
+      await publishQueuedRuns(this.options.bus, this.options.store, runs, this.options.queuedBackstopMs);
     } catch (err) {
       this.options.log.warn({ err, runs: runs.length }, "publishing run work failed; the reconciler publishes it");
     }
@@ -36,8 +35,7 @@ export class RunQueue {
     try {
       const ok = await this.options.store.requeueRun(runId, lease, this.options.requeueAfterMs);
       if (!ok) return;
-      await publishRunWork(this.options.bus, [{ runId, appId, functionId }]);
-      await this.options.store.markPublished([{ runId, lease }], this.options.queuedBackstopMs);
+      await publishQueuedRuns(this.options.bus, this.options.store, [{ runId, appId, functionId, lease }], this.options.queuedBackstopMs);
     } catch (err) {
       // The lease lapses, or the requeue deadline passes, and the reconciler hands the run on.
       this.options.log.warn({ err, run: runId }, "handing a run back failed");

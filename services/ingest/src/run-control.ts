@@ -9,7 +9,8 @@ import {
   InvalidConditionError,
   isUuid,
   publishOutboxEvents,
-  publishRunWork,
+  publishQueuedRuns,
+  type PublishedRunRef,
   type RunView,
   type Bus,
   type JournalStore,
@@ -99,15 +100,17 @@ async function derive(runId: string, fromStep: string | undefined, deps: RunCont
   if (outcome.kind === "no-step") {
     throw new ConnectError(`run ${runId} has no step ${JSON.stringify(fromStep)} journaled`, Code.FailedPrecondition);
   }
-  try {
-    await publishRunWork(deps.bus, [outcome.run]);
-    await deps.store.markPublished([outcome.run]);
-  } catch (err) {
-    deps.log?.warn({ err, run: outcome.run.runId }, "publishing a new run's work failed; the reconciler publishes it");
-  }
+  await publishNewRuns(deps, [outcome.run]);
   const run = await deps.store.getRun(outcome.run.runId);
   if (!run) throw notFound();
   return run;
+}
+
+/** Publishes the work of runs a rerun or replay created; a failure is the reconciler's to mend. */
+async function publishNewRuns(deps: RunControlDeps, runs: readonly PublishedRunRef[]): Promise<void> {
+  await publishQueuedRuns(deps.bus, deps.store, runs).catch((err: unknown) => {
+    deps.log?.warn({ err, runs: runs.length }, "publishing new runs' work failed; the reconciler publishes it");
+  });
 }
 
 /** Runs a bulk call reads, tests and changes per statement. */
@@ -144,13 +147,7 @@ export async function rerunRuns(req: RerunRunsRequest, deps: RunControlDeps): Pr
     const runs = outcomes.flatMap((o) => (o.kind === "created" ? [o.run] : []));
     skipped += outcomes.filter((o) => o.kind === "no-step").length;
     started += runs.length;
-    if (runs.length === 0) return;
-    try {
-      await publishRunWork(deps.bus, runs);
-      await deps.store.markPublished(runs);
-    } catch (err) {
-      deps.log?.warn({ err, runs: runs.length }, "publishing new runs' work failed; the reconciler publishes it");
-    }
+    await publishNewRuns(deps, runs);
   });
   return create(RerunRunsResponseSchema, { started, skipped });
 }

@@ -1,4 +1,4 @@
-import { publishOutboxEvents, publishRunWork, type Bus, type JournalStore, type Logger } from "@stepwise/core";
+import { publishOutboxEvents, publishQueuedRuns, type Bus, type JournalStore, type Logger } from "@stepwise/core";
 
 /**
  * The reconciler closes the gap between a Postgres commit and a NATS
@@ -44,8 +44,7 @@ export class Reconciler {
     for (;;) {
       const runs = await this.deps.store.reclaimStale(500, this.deps.requeueAfterMs);
       if (runs.length === 0) return total;
-      await publishRunWork(this.deps.bus, runs);
-      await this.deps.store.markPublished(runs, this.deps.backstopMs);
+      await publishQueuedRuns(this.deps.bus, this.deps.store, runs, this.deps.backstopMs);
       total += runs.length;
       this.deps.log.info({ runs: runs.length }, "re-published work of stale runs");
       if (runs.length < 500) return total;

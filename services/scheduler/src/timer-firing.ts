@@ -1,6 +1,6 @@
 import {
   CronSchedule,
-  publishRunWork,
+  publishQueuedRuns,
   TIMER_POLL_MS,
   type Bus,
   type DueCron,
@@ -127,9 +127,7 @@ export class TimerFiring {
   }
 
   private async publish(runs: PublishedRunRef[]): Promise<void> {
-    if (runs.length === 0) return;
     // A failed publish leaves the runs QUEUED with a short deadline: the reconciler publishes them.
-    await publishRunWork(this.options.bus, runs);
-    await this.options.store.markPublished(runs, this.options.backstopMs);
+    await publishQueuedRuns(this.options.bus, this.options.store, runs, this.options.backstopMs);
   }
 }

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { RunWorkSchema, type RunWork } from "@stepwise/proto";
 import type { Bus } from "./bus.js";
-import type { RunRef } from "../journal/types.js";
+import type { JournalStore } from "../journal/journal-store.js";
+import type { PublishedRunRef, RunRef } from "../journal/types.js";
 import { TurnBatch } from "@stepwise/proto";
 
 /** Most runs one work message carries. */
@@ -42,6 +43,18 @@ export function workRunIds(work: RunWork): string[] {
 /** Publishes the work of runs, in one message per function and batch of runs. */
 export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void> {
   return bus.publishWork(workMessages(runs));
+}
+
+/**
+ * Publishes the work of QUEUED runs, then confirms it in the journal
+ * (markPublished) so the reconciler leaves them alone until the backstop.
+ * Throws when either fails: the runs keep their short deadline and the
+ * reconciler publishes their work.
+ */
+export async function publishQueuedRuns(bus: Bus, store: JournalStore, runs: readonly PublishedRunRef[], backstopMs?: number): Promise<void> {
+  if (runs.length === 0) return;
+  await publishRunWork(bus, runs);
+  await store.markPublished(runs, backstopMs);
 }
 
 /**

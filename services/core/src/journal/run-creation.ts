@@ -1,3 +1,4 @@
+import { ENDED_RUN_STATUSES } from "@stepwise/proto";
 import type { Sql } from "./sql.js";
 import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type RecordedEvent, type RunStatus } from "./types.js";
 
@@ -238,7 +239,7 @@ export async function deriveRuns(
     if (r.id !== null) {
       return { kind: "created", run: { runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) } };
     }
-    if (!["COMPLETED", "FAILED", "CANCELLED"].includes(r.status)) return { kind: "not-ended", status: r.status };
+    if (!ENDED_RUN_STATUSES.has(r.status)) return { kind: "not-ended", status: r.status };
     return { kind: "no-step" };
   });
 }

@@ -47,6 +47,14 @@ export async function completeRuns(sql: Sql, runs: ReadonlyArray<{ runId: string
   return runs.map((r) => done.get(r.runId) ?? null);
 }
 
+/**
+ * The event of a run (events `e`) as the events the engine makes carry it
+ * ("stepwise/run.failed", "stepwise/run.cancelled"): id, name, data, and ts
+ * as RFC 3339 text in UTC.
+ */
+const RUN_EVENT_JSON = `jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data,
+           'ts', to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`;
+
 /** failRun's statement; $4 is the deadline of the onFailure run. */
 const FAIL_RUN = `WITH r AS (
      UPDATE runs SET status = 'FAILED', error = $3::jsonb, ended_at = now(),
@@ -58,8 +66,7 @@ const FAIL_RUN = `WITH r AS (
    h AS (
      SELECT r.id AS run_id, r.app_id, r.function_id, f.config->>'onFailure' AS handler,
        jsonb_build_object('function_id', r.function_id, 'run_id', r.id, 'error', $3::jsonb,
-         'event', jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data,
-           'ts', to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))) AS data
+         'event', ${RUN_EVENT_JSON}) AS data
      FROM r JOIN functions f ON f.app_id = r.app_id AND f.function_id = r.function_id
      JOIN events e ON e.id = r.event_id
      WHERE coalesce(f.config->>'onFailure', '') <> ''
@@ -127,8 +134,7 @@ const CANCEL_RUNS = `WITH target AS (
      INSERT INTO event_outbox (id, name, data, ts)
      SELECT 'stepwise-cancelled-' || r.id, 'stepwise/run.cancelled',
        jsonb_build_object('run_id', r.id, 'app_id', r.app_id, 'function_id', r.function_id, 'reason', $3::text,
-         'event', jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data,
-           'ts', to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))),
+         'event', ${RUN_EVENT_JSON}),
        now()
      FROM r JOIN events e ON e.id = r.event_id
      ON CONFLICT (id) DO NOTHING
