@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCKUAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAlCCgoIX3JldHJpZXMiZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQisQEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCKUAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAlCCgoIX3JldHJpZXMiZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQi2AEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAEiUKBmludm9rZRgGIAEoCzITLnN0ZXB3aXNlLnYxLkludm9rZUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoGSW52b2tlEg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkSLgoKdGltZW91dF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -931,6 +931,17 @@ export type Await = Message<"stepwise.v1.Await"> & {
      */
     value: Retry;
     case: "retry";
+  } | {
+    /**
+     * The end of a run of another function that the step starts:
+     * step.invoke. The step's result is the run's output; a run that
+     * fails or is cancelled, a timeout, and a function that is not
+     * registered fail the step with a non-retriable error.
+     *
+     * @generated from field: stepwise.v1.Invoke invoke = 6;
+     */
+    value: Invoke;
+    case: "invoke";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1021,6 +1032,62 @@ export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 20);
 
 /**
+ * Invoke starts a run of a function (the child) and waits for it to end.
+ * The executor creates the child once per run and step key, however often
+ * the run suspends on the step again: its event, named
+ * "stepwise/function.invoked", has the id
+ * "stepwise-invoke-<run id>-<first 16 hex digits of the SHA-256 of the
+ * step key>" and data_json as its data. Cancelling the invoking run
+ * cancels the child.
+ *
+ * @generated from message stepwise.v1.Invoke
+ */
+export type Invoke = Message<"stepwise.v1.Invoke"> & {
+  /**
+   * App of the function: 1 to 128 letters, digits, "-" or "_". SDKs fill
+   * in their own app for a function of the same app.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * Id of the function: 1 to 128 letters, digits, "-" or "_". A function
+   * the engine has never had registered fails the step at once with a
+   * non-retriable FunctionNotFound error.
+   *
+   * @generated from field: string function_id = 2;
+   */
+  functionId: string;
+
+  /**
+   * Data of the child's event: a JSON object, as JSON text, at most 512
+   * KiB (524,288 bytes). Empty means {}. Other JSON, or larger, fails the
+   * step with a non-retriable InvalidAwait error.
+   *
+   * @generated from field: string data_json = 3;
+   */
+  dataJson: string;
+
+  /**
+   * When the step fails with a non-retriable InvokeTimeout error if the
+   * child has not ended; the child keeps running. At most 366 days after
+   * the executor receives the Suspend, like every time in an Await. Unset
+   * means no timeout.
+   *
+   * @generated from field: google.protobuf.Timestamp timeout_at = 4;
+   */
+  timeoutAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.Invoke.
+ * Use `create(InvokeSchema)` to create a new message.
+ */
+export const InvokeSchema: GenMessage<Invoke> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 21);
+
+/**
  * CancelRun asks the worker to stop executing a run.
  *
  * @generated from message stepwise.v1.CancelRun
@@ -1054,7 +1121,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 21);
+  messageDesc(file_stepwise_v1_worker, 22);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -1075,7 +1142,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 22);
+  messageDesc(file_stepwise_v1_worker, 23);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -1096,7 +1163,7 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 23);
+  messageDesc(file_stepwise_v1_worker, 24);
 
 /**
  * WorkerService is how SDK workers execute functions. A worker opens one
