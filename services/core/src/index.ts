@@ -34,7 +34,8 @@ export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-m
 export { JournalStore } from "./journal/journal-store.js";
 export type { RegisteredFunction } from "./journal/function-registry.js";
 export type { DeriveOutcome } from "./journal/run-creation.js";
-export type { CancelOutcome, OutboxEvent } from "./journal/run-ends.js";
+export type { CancelOutcome, OutboxEvent, RunCompletion, RunFailure } from "./journal/run-ends.js";
+export { INVOKED_EVENT_NAME, type InvocationOutcome, type InvokeAwait, invokeEventId } from "./journal/invocations.js";
 export type { SelectedRun, RunSelection } from "./journal/run-views.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";

@@ -330,7 +330,7 @@ function storeSuite(backend: TestBackend): void {
       expect(refs).toHaveLength(2);
       const claim = await store.claimRun(refs[0]!.runId, uniq("exec"), 60_000);
       expect(claim?.eventRuns).toBe(2);
-      const endedAtMs = await store.completeRun(refs[0]!.runId, claim!.lease, '{"b":1,"a":2}');
+      const endedAtMs = (await store.completeRun(refs[0]!.runId, claim!.lease, '{"b":1,"a":2}'))?.endedAtMs;
       const view = await mustGet(refs[0]!.runId);
       expect(claim!.createdAtMs).toBe(view.createdAt.getTime());
       expect(claim!.startedAtMs).toBe(view.startedAt!.getTime());
@@ -483,7 +483,7 @@ function storeSuite(backend: TestBackend): void {
       };
       expect((await store.failRun(run.runId, run.lease - 1, error)).ok).toBe(false);
       expect((await mustGet(run.runId)).status).toBe("RUNNING");
-      expect(await store.failRun(run.runId, run.lease, error)).toEqual({ ok: true, failureRun: undefined });
+      expect(await store.failRun(run.runId, run.lease, error)).toEqual({ ok: true, failureRun: undefined, wokenRuns: [] });
       expect((await store.failRun(run.runId, run.lease, error)).ok).toBe(false);
       expect(await store.completeRun(run.runId, run.lease, "1")).toBeNull();
 
@@ -976,7 +976,7 @@ function storeSuite(backend: TestBackend): void {
         expect(ids(await store.reclaimStale(100, 600_000))).toEqual([failed.failureRun!.runId]);
 
         // The failed run cannot fail twice, so there is one handler run.
-        expect(await store.failRun(ref!.runId, claim!.lease, error)).toEqual({ ok: false, failureRun: undefined });
+        expect(await store.failRun(ref!.runId, claim!.lease, error)).toEqual({ ok: false, failureRun: undefined, wokenRuns: [] });
         expect(await store.listRuns({ functionId: "charge-on-failure", eventId: handlerRun.event.id, limit: 10 })).toHaveLength(1);
 
         // The handler's own failure starts nothing more.
@@ -985,6 +985,7 @@ function storeSuite(backend: TestBackend): void {
         expect(await store.failRun(failed.failureRun!.runId, handlerClaim!.lease, { name: "Error", message: "again" })).toEqual({
           ok: true,
           failureRun: undefined,
+          wokenRuns: [],
         });
       });
     });

@@ -9,7 +9,18 @@ import {
   recordEventsMatching,
 } from "./run-creation.js";
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
-import { type CancelOutcome, cancelRun, cancelRuns, completeRun, completeRuns, failRun, type OutboxEvent } from "./run-ends.js";
+import {
+  type CancelOutcome,
+  cancelRun,
+  cancelRuns,
+  completeRun,
+  completeRuns,
+  failRun,
+  type OutboxEvent,
+  type RunCompletion,
+  type RunFailure,
+} from "./run-ends.js";
+import { type InvocationOutcome, type InvokeAwait, startInvocations } from "./invocations.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import {
   type SelectedRun,
@@ -107,6 +118,13 @@ export class JournalStore {
     return deriveRuns(this.sql, originRunIds, fromStep, deadlineMs);
   }
 
+  // invocations.ts
+
+  /** Starts the runs a suspension invokes (step.invoke), if this execution holds the run. */
+  startInvocations(runId: string, lease: number, invokes: readonly InvokeAwait[], deadlineMs: number): Promise<InvocationOutcome> {
+    return startInvocations(this.sql, runId, lease, invokes, deadlineMs);
+  }
+
   // run-leases.ts
 
   /** Claims a run for an executor; null when it is not claimable. */
@@ -163,23 +181,21 @@ export class JournalStore {
 
   // run-ends.ts
 
-  /** Ends a held run as COMPLETED; its end time, null when the lease was lost. */
-  completeRun(runId: string, lease: number, outputJson: string): Promise<number | null> {
-    return completeRun(this.sql, runId, lease, outputJson);
+  /** Ends a held run as COMPLETED, waking the run that invoked it; null when the lease was lost. */
+  completeRun(runId: string, lease: number, outputJson: string, requeueAfterMs = 60_000): Promise<RunCompletion | null> {
+    return completeRun(this.sql, runId, lease, outputJson, requeueAfterMs);
   }
 
   /** Ends many held runs as COMPLETED in one statement. */
-  completeRuns(runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<Array<number | null>> {
-    return completeRuns(this.sql, runs);
+  completeRuns(
+    runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>,
+    requeueAfterMs = 60_000,
+  ): Promise<Array<RunCompletion | null>> {
+    return completeRuns(this.sql, runs, requeueAfterMs);
   }
 
-  /** Ends a held run as FAILED, creating its onFailure run in the same statement. */
-  failRun(
-    runId: string,
-    lease: number,
-    error: StoredError,
-    requeueAfterMs = 60_000,
-  ): Promise<{ ok: boolean; failureRun: PublishedRunRef | undefined }> {
+  /** Ends a held run as FAILED, creating its onFailure run and waking the run that invoked it in the same statement. */
+  failRun(runId: string, lease: number, error: StoredError, requeueAfterMs = 60_000): Promise<RunFailure> {
     return failRun(this.sql, runId, lease, error, requeueAfterMs);
   }
 

@@ -209,6 +209,22 @@ CREATE UNIQUE INDEX runs_once_per_event ON runs (app_id, function_id, event_id) 
 CREATE INDEX runs_origin ON runs (origin_run_id) WHERE origin_run_id IS NOT NULL;
 `,
   },
+  {
+    version: 6,
+    name: "invocations",
+    sql: `
+-- Runs started by step.invoke (the child) and the step of the run that
+-- waits for each (the parent's step_key). The child's end journals that
+-- step; cancelling the parent cancels its children.
+CREATE TABLE invocations (
+  child_run_id  uuid PRIMARY KEY,
+  parent_run_id uuid NOT NULL,
+  step_key      text NOT NULL,
+  step_id       text NOT NULL
+);
+CREATE INDEX invocations_parent ON invocations (parent_run_id);
+`,
+  },
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

@@ -7,8 +7,10 @@ import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type
 // event whose trigger matches (recordEventsMatching, createRuns), by a cron
 // tick (CRON_TICK_RUNS, in TimerStore.fireCron's statement) and by a failed
 // run whose function has an onFailure handler (FAILURE_RUN, in failRun's
-// statement), and by RerunRun and ReplayRun (deriveRun). The two fragments are SQL spliced into those statements, so
-// that a run's creation commits with what caused it.
+// statement), by RerunRun and ReplayRun (deriveRun), and by step.invoke
+// (INVOKED_RUNS, in startInvocations' statement). The fragments are SQL
+// spliced into those statements, so that a run's creation commits with
+// what caused it.
 
 /**
  * Stores an event and creates one QUEUED run per function it triggers
@@ -168,6 +170,25 @@ export function CRON_TICK_RUNS(deadlineParam: string): string {
          SELECT gen_random_uuid(), x.a, x.f, x.id, 'QUEUED', now() + ${deadlineParam} * interval '1 millisecond' FROM x
          ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
          RETURNING id, app_id, function_id, lease`;
+}
+
+/**
+ * The part of startInvocations' statement (invocations.ts) that creates
+ * the runs a suspension invokes: one per row of `source` (a: app, f:
+ * function, ev: the child's event id), QUEUED with a deadline of
+ * `deadlineParam` milliseconds (the short one: its work is published
+ * next). `created` returns them (id, app_id, function_id, event_id,
+ * lease). The event id names the parent and the step, so a suspension
+ * made again creates nothing.
+ */
+export function INVOKED_RUNS(source: string, deadlineParam: string): string {
+  return `created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
+         SELECT gen_random_uuid(), s.a, s.f, s.ev, 'QUEUED', now() + ${deadlineParam} * interval '1 millisecond'
+         FROM ${source} s
+         ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
+         RETURNING id, app_id, function_id, event_id, lease
+       )`;
 }
 
 /** What rerunRun or replayRun did. */

@@ -1,35 +1,60 @@
+import { INVOKED_RUN_ENDS } from "./invocations.js";
 import { FAILURE_RUN } from "./run-creation.js";
 import type { Sql } from "./sql.js";
 import type { PublishedRunRef, RunStatus, StoredError } from "./types.js";
 
 // How runs end: COMPLETED with their output or FAILED with their error,
 // by the execution that holds the lease; the timers and waits a run left
-// go with it.
+// go with it, and the step of the run that invoked it (step.invoke) is
+// journaled in the same statement.
+
+/** A run ended as COMPLETED now. */
+export interface RunCompletion {
+  /** Its end time, in ms since the epoch. */
+  endedAtMs: number;
+  /** Runs that invoked it (step.invoke) woken by its end: publish their work. */
+  wokenRuns: PublishedRunRef[];
+}
 
 /**
  * Ends a run this execution holds as COMPLETED, dropping timers and waits
- * it left. Returns its end time (ms since the epoch), null when the lease was lost. One round trip.
+ * it left; when a step.invoke started it, journals the invoking run's step
+ * with its output and wakes that run, QUEUED with a deadline of
+ * `requeueAfterMs` (see INVOKED_RUN_ENDS). Null when the lease was lost.
+ * One round trip.
  */
-export async function completeRun(sql: Sql, runId: string, lease: number, outputJson: string): Promise<number | null> {
-  const rows = await sql.query<{ ended_at_ms: number | string }>(
+export async function completeRun(
+  sql: Sql,
+  runId: string,
+  lease: number,
+  outputJson: string,
+  requeueAfterMs = 60_000,
+): Promise<RunCompletion | null> {
+  const rows = await sql.query<CompletionRow>(
     `WITH r AS (
        UPDATE runs SET status = 'COMPLETED', output = $3::jsonb, ended_at = now(),
          executor_id = NULL, lease_expires_at = NULL
-       WHERE id = $1 AND lease = $2 AND status = 'RUNNING' RETURNING id, ended_at
+       WHERE id = $1 AND lease = $2 AND status = 'RUNNING'
+       RETURNING id, ended_at, app_id, function_id, status, output, error
      ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
      w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
-     SELECT floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms FROM r`,
-    [runId, lease, outputJson],
+     ${INVOKED_RUN_ENDS("r", "$4")}
+     ${COMPLETION_ROWS}`,
+    [runId, lease, outputJson, requeueAfterMs],
   );
-  return rows[0] ? Number(rows[0].ended_at_ms) : null;
+  return completions(rows, [runId])[0] ?? null;
 }
 
 /**
  * Ends many runs as COMPLETED in one statement, as completeRun does each;
- * one entry per run, in order: its end time, null when its lease was lost.
+ * one entry per run, in order, null when its lease was lost.
  */
-export async function completeRuns(sql: Sql, runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>): Promise<Array<number | null>> {
-  const rows = await sql.query<{ id: string; ended_at_ms: number | string }>(
+export async function completeRuns(
+  sql: Sql,
+  runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>,
+  requeueAfterMs = 60_000,
+): Promise<Array<RunCompletion | null>> {
+  const rows = await sql.query<CompletionRow>(
     // Locked in id order (see claimRuns).
     `WITH target AS (
        SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND status = 'RUNNING' ORDER BY id FOR UPDATE
@@ -37,14 +62,45 @@ export async function completeRuns(sql: Sql, runs: ReadonlyArray<{ runId: string
        UPDATE runs SET status = 'COMPLETED', output = c.o, ended_at = now(), executor_id = NULL, lease_expires_at = NULL
        FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o), target
        WHERE runs.id = c.id AND target.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
-       RETURNING runs.id, runs.ended_at
+       RETURNING runs.id, runs.ended_at, runs.app_id, runs.function_id, runs.status, runs.output, runs.error
      ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
      w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
-     SELECT id, floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms FROM r`,
-    [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson)],
+     ${INVOKED_RUN_ENDS("r", "$4")}
+     ${COMPLETION_ROWS}`,
+    [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson), requeueAfterMs],
   );
-  const done = new Map(rows.map((r) => [r.id, Number(r.ended_at_ms)]));
-  return runs.map((r) => done.get(r.runId) ?? null);
+  return completions(
+    rows,
+    runs.map((r) => r.runId),
+  );
+}
+
+/** The last part of the completion statements: a row per run completed, and one per parent its end woke. */
+const COMPLETION_ROWS = `SELECT 'ended' AS kind, id::text AS id, floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms,
+       NULL::text AS app_id, NULL::text AS function_id, NULL::int AS lease, NULL::text AS child_id FROM r
+     UNION ALL
+     SELECT 'woken', run_id::text, NULL, app_id, function_id, lease, child_id::text FROM invoked_woken`;
+
+/** A row of COMPLETION_ROWS. */
+type CompletionRow = {
+  kind: "ended" | "woken";
+  id: string;
+  ended_at_ms: number | string | null;
+  app_id: string | null;
+  function_id: string | null;
+  lease: number | null;
+  child_id: string | null;
+};
+
+/** The completion of each run, in order, from COMPLETION_ROWS. */
+function completions(rows: readonly CompletionRow[], runIds: readonly string[]): Array<RunCompletion | null> {
+  const done = new Map<string, RunCompletion>();
+  for (const r of rows) if (r.kind === "ended") done.set(r.id, { endedAtMs: Number(r.ended_at_ms), wokenRuns: [] });
+  for (const r of rows) {
+    if (r.kind !== "woken" || r.child_id === null) continue;
+    done.get(r.child_id)?.wokenRuns.push({ runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) });
+  }
+  return runIds.map((id) => done.get(id.toLowerCase()) ?? null);
 }
 
 /**
@@ -60,7 +116,7 @@ const FAIL_RUN = `WITH r AS (
      UPDATE runs SET status = 'FAILED', error = $3::jsonb, ended_at = now(),
        executor_id = NULL, lease_expires_at = NULL
      WHERE id = $1 AND lease = $2 AND status = 'RUNNING'
-     RETURNING id, app_id, function_id, event_id
+     RETURNING id, app_id, function_id, event_id, status, output, error
    ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
    w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
    h AS (
@@ -71,9 +127,12 @@ const FAIL_RUN = `WITH r AS (
      JOIN events e ON e.id = r.event_id
      WHERE coalesce(f.config->>'onFailure', '') <> ''
    ), ${FAILURE_RUN("$4")}
+   ${INVOKED_RUN_ENDS("r", "$4")}
    SELECT 'failed' AS kind, NULL AS id, NULL AS app_id, NULL AS function_id, NULL AS lease FROM r
    UNION ALL
-   SELECT 'handler', id::text, app_id, function_id, lease FROM created`;
+   SELECT 'handler', id::text, app_id, function_id, lease FROM created
+   UNION ALL
+   SELECT 'woken', run_id::text, app_id, function_id, lease FROM invoked_woken`;
 
 /**
  * Ends a run this execution holds as FAILED, dropping timers and waits it
@@ -81,6 +140,8 @@ const FAIL_RUN = `WITH r AS (
  * run in the same statement, triggered by a "stepwise/run.failed" event
  * carrying the failed run's event and error; that run is returned for its
  * work to be published (it gets the short deadline until markPublished).
+ * When a step.invoke started it, journals the invoking run's step with an
+ * InvokedRunFailed error and wakes that run (`wokenRuns`, to publish too).
  * `ok` false when the lease was lost. One round trip.
  */
 export async function failRun(
@@ -89,18 +150,28 @@ export async function failRun(
   lease: number,
   error: StoredError,
   requeueAfterMs = 60_000,
-): Promise<{ ok: boolean; failureRun: PublishedRunRef | undefined }> {
+): Promise<RunFailure> {
   const rows = await sql.query<{ kind: string; id: string | null; app_id: string; function_id: string; lease: number }>(
     FAIL_RUN,
     [runId, lease, JSON.stringify(error), requeueAfterMs],
   );
+  const ref = (r: (typeof rows)[number]): PublishedRunRef => ({ runId: r.id ?? "", appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) });
   const handler = rows.find((r) => r.kind === "handler");
   return {
     ok: rows.some((r) => r.kind === "failed"),
-    failureRun: handler?.id
-      ? { runId: handler.id, appId: handler.app_id, functionId: handler.function_id, lease: Number(handler.lease) }
-      : undefined,
+    failureRun: handler?.id ? ref(handler) : undefined,
+    wokenRuns: rows.filter((r) => r.kind === "woken" && r.id !== null).map(ref),
   };
+}
+
+/** What failRun did. */
+export interface RunFailure {
+  /** False when the lease was lost. */
+  ok: boolean;
+  /** The run of the function's onFailure handler, to publish. */
+  failureRun: PublishedRunRef | undefined;
+  /** The run that invoked it (step.invoke), woken by its end: publish its work. */
+  wokenRuns: PublishedRunRef[];
 }
 
 /** An event the engine made, as the event outbox holds it until JetStream stored it. */

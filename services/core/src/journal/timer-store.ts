@@ -1,3 +1,4 @@
+import { INVOKE_TIMEOUT_ERROR } from "./invocations.js";
 import { CRON_TICK_RUNS } from "./run-creation.js";
 import type { Sql } from "./sql.js";
 import { DEFAULT_TIMER_CHANNEL, type PublishedRunRef } from "./types.js";
@@ -16,6 +17,18 @@ export type AwaitRecord =
       condition: string | null;
       /** The condition's indexable equality, when it has one. */
       equality: { eventPath: string[]; asyncPath: string[] } | undefined;
+    }
+  | {
+      stepKey: string;
+      stepId: string;
+      kind: "invoke";
+      /** The step's timeout; null for none. */
+      dueAtMs: number | null;
+      /** The function to run (see invocations.ts). */
+      appId: string;
+      functionId: string;
+      /** Data of the child's event: a JSON object, as JSON text. */
+      dataJson: string;
     };
 
 /** The outcome of a suspension. */
@@ -64,7 +77,9 @@ export class TimerStore {
    * Suspends a run this execution holds: replaces its timers and waits by
    * the awaits given (one that already existed keeps its due time and start,
    * so a replayed `sleep("1h")` does not start over), and sets it WAITING
-   * with no lease. When one of the awaited steps is already journaled, or a
+   * with no lease. An invoke await gets a timer at its timeout, if it has
+   * one and its step is not journaled yet; its child is started before, by
+   * startInvocations. When one of the awaited steps is already journaled, or a
    * wake-up raced with this suspension (the run's wake count moved since
    * `wakes`), the run is QUEUED again instead. Notifies the schedulers when
    * a timer of the run is due within TIMER_POLL_MS. One statement, one
@@ -98,6 +113,10 @@ export class TimerStore {
        ), it AS (
          INSERT INTO timers (run_id, step_key, step_id, kind, due_at)
          SELECT held.id, a.k, a.i, a.kind, to_timestamp(a.due / 1000.0) FROM a, held
+         WHERE a.due IS NOT NULL
+           -- An invoked run that ended already (or a function not found)
+           -- journaled the step: it needs no timeout.
+           AND (a.kind <> 'invoke' OR NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = held.id AND s.step_key = a.k))
          ON CONFLICT (run_id, step_key) DO NOTHING
        ), since AS (
          -- From the commit of the step before the last one: an event caused by
@@ -186,8 +205,10 @@ export class TimerStore {
   /**
    * Fires up to `limit` due timers of WAITING runs: a sleep journals its
    * step with a null result, a wait's timeout journals null and drops the
-   * wait, a retry journals nothing; each run is QUEUED again and returned,
-   * with the short deadline until markPublished. One round trip.
+   * wait, an invoke's timeout journals a non-retriable InvokeTimeout error
+   * (the invoked run keeps running, and its end finds the step journaled),
+   * a retry journals nothing; each run is QUEUED again and returned, with
+   * the short deadline until markPublished. One round trip.
    */
   async fireDue(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
     const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
@@ -205,9 +226,12 @@ export class TimerStore {
          DELETE FROM waits w USING f WHERE f.kind = 'wait' AND w.run_id = f.run_id AND w.step_key = f.step_key
          RETURNING w.run_id, w.step_key
        ), j AS (
-         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, kind)
-         SELECT f.run_id, f.step_key, f.step_id, 1, f.due_at, now(), 'null'::jsonb, f.kind FROM f
-         WHERE f.kind = 'sleep' OR EXISTS (SELECT 1 FROM w WHERE w.run_id = f.run_id AND w.step_key = f.step_key)
+         INSERT INTO steps (run_id, step_key, step_id, attempt, started_at, ended_at, output, error, kind)
+         SELECT f.run_id, f.step_key, f.step_id, 1, f.due_at, now(),
+           CASE WHEN f.kind <> 'invoke' THEN 'null'::jsonb END,
+           CASE WHEN f.kind = 'invoke' THEN ${INVOKE_TIMEOUT_ERROR("f")} END,
+           f.kind FROM f
+         WHERE f.kind IN ('sleep', 'invoke') OR EXISTS (SELECT 1 FROM w WHERE w.run_id = f.run_id AND w.step_key = f.step_key)
          ON CONFLICT (run_id, step_key) DO NOTHING
        )
        ${WAKE_RUNS("SELECT run_id FROM f")}`,
@@ -217,7 +241,8 @@ export class TimerStore {
   }
 
   /**
-   * Milliseconds until the next timer of a WAITING run or cron tick is due,
+   * Milliseconds until the next timer of a WAITING run, cron tick or run
+   * deadline (run-deadlines.ts) is due,
    * by the database's clock (0 when one is due already: it became due after
    * the last fireDue, or another scheduler holds it), or null when there is
    * none. One round trip.
@@ -228,7 +253,8 @@ export class TimerStore {
            (SELECT t.due_at FROM timers t
             WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id AND r.status = 'WAITING' OFFSET 0)
             ORDER BY t.due_at LIMIT 1),
-           (SELECT min(next_at) FROM cron_schedules WHERE isfinite(next_at))) - now()) * 1000)::float8 AS ms`,
+           (SELECT min(next_at) FROM cron_schedules WHERE isfinite(next_at)),
+           (SELECT min(due_at) FROM run_deadlines WHERE isfinite(due_at))) - now()) * 1000)::float8 AS ms`,
     );
     const ms = rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
@@ -312,6 +338,16 @@ export class TimerStore {
  * RUNNING keeps running; its next suspension resumes at once.
  */
 export function WAKE_RUNS(ids: string, requeueParam = "$2"): string {
+  return `${WOKEN_RUNS(ids, requeueParam)}
+       SELECT id, app_id, function_id, lease FROM woken WHERE status = 'QUEUED'`;
+}
+
+/**
+ * WAKE_RUNS without its final SELECT, for a statement that returns more:
+ * `woken` holds the runs woken (id, app_id, function_id, lease, status),
+ * those with status QUEUED to publish.
+ */
+export function WOKEN_RUNS(ids: string, requeueParam = "$2"): string {
   // The runs are locked in id order, as every statement that changes
   // several runs does (see claimRuns in run-leases.ts).
   return `, wake_lock AS (
@@ -324,6 +360,5 @@ export function WAKE_RUNS(ids: string, requeueParam = "$2"): string {
              THEN now() + ${requeueParam} * interval '1 millisecond' ELSE lease_expires_at END
          WHERE id IN (SELECT id FROM wake_lock)
          RETURNING id, app_id, function_id, lease, status
-       )
-       SELECT id, app_id, function_id, lease FROM woken WHERE status = 'QUEUED'`;
+       )`;
 }
