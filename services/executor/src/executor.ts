@@ -79,6 +79,7 @@ export class Executor {
     this.queue = new RunQueue(options);
     this.announcer = new RunAnnouncer(options.bus);
     this.suspender = new RunSuspender({
+      store: options.store,
       timers: options.timers,
       waits: options.waits,
       recorder: this.recorder,
@@ -297,13 +298,14 @@ export class Executor {
       this.release(session, m.runId, m.lease);
       return;
     }
-    const { ended, completedAtMs, failureRun } = await this.recorder.recordEnd(m.runId, m.lease, m.end);
+    const { ended, completedAtMs, queued } = await this.recorder.recordEnd(m.runId, m.lease, m.end);
     this.release(session, m.runId, m.lease);
     if (ended) {
       const outputJson = m.end.kind === "completed" ? m.end.outputJson : undefined;
       this.announcer.announce(m.runId, held.eventId, held.completion, completedAtMs, outputJson);
     }
-    if (failureRun) await this.queue.publish([failureRun]);
+    // The onFailure run, and the runs that invoked this one, woken by its end.
+    await this.queue.publish(queued);
   }
 
   /** A run waits: its timers and waits are recorded, then its slot is freed. */
@@ -323,7 +325,7 @@ export class Executor {
       const error = outcome;
       const failed = await this.recorder.retrying(() => this.options.store.failRun(m.runId, m.lease, error, this.options.requeueAfterMs));
       if (failed?.ok) this.announcer.announce(m.runId, held.eventId);
-      if (failed?.failureRun) await this.queue.publish([failed.failureRun]);
+      if (failed) await this.queue.publish(failed.failureRun ? [failed.failureRun, ...failed.wokenRuns] : failed.wokenRuns);
     }
   }
 

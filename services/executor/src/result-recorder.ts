@@ -5,6 +5,8 @@ import {
   type JournalStore,
   type Logger,
   type PublishedRunRef,
+  type RunCompletion,
+  type RunFailure,
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
@@ -19,7 +21,7 @@ import type { RunEnding } from "./worker-protocol.js";
  */
 export class ResultRecorder {
   private readonly steps: GroupCommit<StepRecord, JournalOutcome>;
-  private readonly completions: GroupCommit<{ runId: string; lease: number; outputJson: string }, number | null>;
+  private readonly completions: GroupCommit<{ runId: string; lease: number; outputJson: string }, RunCompletion | null>;
 
   constructor(
     private readonly store: JournalStore,
@@ -33,8 +35,8 @@ export class ResultRecorder {
       (record) => store.journalStep(record),
     );
     this.completions = new GroupCommit(
-      (runs) => store.completeRuns(runs),
-      (r) => store.completeRun(r.runId, r.lease, r.outputJson),
+      (runs) => store.completeRuns(runs, requeueAfterMs),
+      (r) => store.completeRun(r.runId, r.lease, r.outputJson, requeueAfterMs),
     );
   }
 
@@ -74,22 +76,25 @@ export class ResultRecorder {
 
   /**
    * Records how a run ended: `ended` when it did now, with its end time
-   * when it completed, and the run of its onFailure handler when one was
-   * created. A failure to record is logged: the lease then lapses and the
-   * run executes again, replaying its journal.
+   * when it completed, the run of its onFailure handler when one was
+   * created, and the runs that invoked it that its end woke (`queued`
+   * holds both, to publish). A failure to record is logged: the lease then
+   * lapses and the run executes again, replaying its journal. A statement
+   * that fails (a deadlock with a cancel of the run's parent, say) is
+   * retried within the lease.
    */
   async recordEnd(
     runId: string,
     lease: number,
     end: RunEnding,
-  ): Promise<{ ended: boolean; completedAtMs?: number | undefined; failureRun: PublishedRunRef | undefined }> {
+  ): Promise<{ ended: boolean; completedAtMs?: number | undefined; queued: PublishedRunRef[] }> {
     const fail = (error: StoredError) => this.store.failRun(runId, lease, error, this.requeueAfterMs);
     let completedAtMs: number | undefined;
-    let outcome = await this.withRetry(async () => {
+    let outcome = await this.withRetry(async (): Promise<RunFailure> => {
       if (end.kind === "failed") return await fail(end.error);
-      const endedAtMs = await this.complete(runId, lease, end.outputJson);
-      completedAtMs = endedAtMs ?? undefined;
-      return { ok: endedAtMs !== null, failureRun: undefined };
+      const completed = await this.complete(runId, lease, end.outputJson);
+      completedAtMs = completed?.endedAtMs;
+      return { ok: completed !== null, failureRun: undefined, wokenRuns: completed?.wokenRuns ?? [] };
     });
     if (outcome instanceof UnstorableResult) {
       const substitute: StoredError = { name: "UnstorableRunResult", message: outcome.message, nonRetriable: true };
@@ -97,14 +102,15 @@ export class ResultRecorder {
     }
     if (outcome === undefined || outcome instanceof UnstorableResult) {
       this.log.warn({ run: runId }, "recording the end of a run failed; its lease lapses and it runs again");
-      return { ended: false, failureRun: undefined };
+      return { ended: false, queued: [] };
     }
-    return { ended: outcome.ok, completedAtMs, failureRun: outcome.failureRun };
+    const queued = outcome.failureRun ? [outcome.failureRun, ...outcome.wokenRuns] : outcome.wokenRuns;
+    return { ended: outcome.ok, completedAtMs, queued };
   }
 
-  /** Completes a run, in a group commit unless its output is large; its end time, null when the lease was lost. */
-  private complete(runId: string, lease: number, outputJson: string): Promise<number | null> {
-    if (outputJson.length > BATCHED_RESULT_MAX_CHARS) return this.store.completeRun(runId, lease, outputJson);
+  /** Completes a run, in a group commit unless its output is large; null when the lease was lost. */
+  private complete(runId: string, lease: number, outputJson: string): Promise<RunCompletion | null> {
+    if (outputJson.length > BATCHED_RESULT_MAX_CHARS) return this.store.completeRun(runId, lease, outputJson, this.requeueAfterMs);
     return this.completions.submit({ runId, lease, outputJson });
   }
 

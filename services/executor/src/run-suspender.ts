@@ -2,6 +2,8 @@ import {
   waitMatches,
   waitOutputJson,
   type AwaitRecord,
+  type InvokeAwait,
+  type JournalStore,
   LOOKBACK_PAGE,
   type LookbackCandidate,
   type Logger,
@@ -17,6 +19,7 @@ import type { HeldRun } from "./worker-session.js";
 
 /** What the suspender needs from the executor. */
 export interface RunSuspenderOptions {
+  store: JournalStore;
   timers: TimerStore;
   waits: WaitStore;
   recorder: ResultRecorder;
@@ -27,10 +30,10 @@ export interface RunSuspenderOptions {
 }
 
 /**
- * Records what suspended runs wait for: their timers and waits, in one
- * statement; queues them again at once when what they wait for already
- * happened; and looks back for events that arrived while a wait was being
- * recorded.
+ * Records what suspended runs wait for: the runs they invoke, then their
+ * timers and waits, in one statement; queues them again at once when what
+ * they wait for already happened; and looks back for events that arrived
+ * while a wait was being recorded.
  */
 export class RunSuspender {
   constructor(private readonly options: RunSuspenderOptions) {}
@@ -70,20 +73,36 @@ export class RunSuspender {
   }
 
   /**
-   * Suspends a held run on awaits. If what it waits for already happened it
-   * is queued again at once; an event it waits for that arrived while the
+   * Suspends a held run on awaits. The runs it invokes are started first
+   * (one statement, only when it invokes some), and their work published
+   * after the suspension. If what it waits for already happened it is
+   * queued again at once; an event it waits for that arrived while the
    * wait was being recorded is found by the lookback. Unrecorded (the
    * journal stayed unreachable), the lease lapses and the reconciler hands
-   * the run on.
+   * the run on, and its next execution suspends again.
    */
   async suspend(held: HeldRun, awaits: AwaitRecord[]): Promise<void> {
-    const { timers, waits, requeueAfterMs, recorder } = this.options;
+    const { store, timers, requeueAfterMs, recorder } = this.options;
+    const invokes = awaits.filter((a): a is InvokeAwait => a.kind === "invoke");
+    let children: PublishedRunRef[] = [];
+    if (invokes.length > 0) {
+      const started = await recorder.retrying(() => store.startInvocations(held.runId, held.lease, invokes, requeueAfterMs));
+      if (!started || started.kind === "lease-lost") return;
+      children = started.runs;
+    }
     const outcome = await recorder.retrying(() => timers.suspend(held.runId, held.lease, held.wakes, awaits, requeueAfterMs));
+    await this.options.publish(children);
     if (!outcome || outcome.kind === "lease-lost") return;
     if (outcome.kind === "resumed") {
       await this.options.publish([outcome.run]);
       return;
     }
+    await this.lookBack(held, awaits);
+  }
+
+  /** Resolves the waits of a suspension that events stored since they began already match. */
+  private async lookBack(held: HeldRun, awaits: AwaitRecord[]): Promise<void> {
+    const { waits, requeueAfterMs, recorder } = this.options;
     const waitCount = awaits.filter((a) => a.kind === "wait").length;
     if (waitCount === 0) return;
     // Page through the events stored since the waits began until each wait

@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type AwaitSchema, SuspendSchema } from "@stepwise/proto";
 import { describe, expect, it } from "vitest";
-import { MAX_AWAITS, MAX_SUSPEND_MS } from "@stepwise/proto";
+import { MAX_AWAITS, MAX_EVENT_DATA_BYTES, MAX_SUSPEND_MS } from "@stepwise/proto";
 import { parseAwaits } from "./suspension.js";
 
 type AwaitInit = MessageInitShape<typeof AwaitSchema>;
@@ -34,6 +34,16 @@ const wait = (stepKey: string, event: string, condition: string, timeoutAtMs: nu
   kind: {
     case: "waitForEvent",
     value: { event, condition, ...(timeoutAtMs === null ? {} : { timeoutAt: timestampFromMs(timeoutAtMs) }) },
+  },
+});
+
+/** An invoke; timeoutAtMs null leaves the timeout out. */
+const invoke = (stepKey: string, functionId: string, dataJson: string, timeoutAtMs: number | null = NOW + HOUR, appId = "app"): AwaitInit => ({
+  stepKey,
+  stepId: stepKey.split(":")[0] ?? stepKey,
+  kind: {
+    case: "invoke",
+    value: { appId, functionId, dataJson, ...(timeoutAtMs === null ? {} : { timeoutAt: timestampFromMs(timeoutAtMs) }) },
   },
 });
 
@@ -85,6 +95,15 @@ describe("parseAwaits", () => {
         condition: "async.data.total > 10",
         equality: undefined,
       },
+    ]);
+  });
+
+  it("reads invokes, with or without a timeout, empty data as {}", () => {
+    const parsed = parseAwaits(suspend(invoke("sub:0", "child", '{"n":1}'), invoke("bare:0", "child", "", null, "other-app")), NOW);
+    expect(parsed.invalid).toEqual([]);
+    expect(parsed.awaits).toEqual([
+      { stepKey: "sub:0", stepId: "sub", kind: "invoke", dueAtMs: NOW + HOUR, appId: "app", functionId: "child", dataJson: '{"n":1}' },
+      { stepKey: "bare:0", stepId: "bare", kind: "invoke", dueAtMs: null, appId: "other-app", functionId: "child", dataJson: "{}" },
     ]);
   });
 
@@ -168,6 +187,31 @@ describe("parseAwaits", () => {
         name: "InvalidConditionError",
         message: 'step "unknown": if: invalid CEL expression: unknown variable "order": the expression may use `event` and `async`',
       });
+    });
+
+    it("an invoke with a bad function, bad data or a timeout too far away", () => {
+      const parsed = parseAwaits(
+        suspend(
+          invoke("fn:0", "not an id", "{}"),
+          invoke("app:0", "fn", "{}", NOW + HOUR, ""),
+          invoke("json:0", "fn", "{nope"),
+          invoke("array:0", "fn", "[1]"),
+          invoke("nul:0", "fn", '{"a":"\\u0000"}'),
+          invoke("big:0", "fn", JSON.stringify({ s: "x".repeat(MAX_EVENT_DATA_BYTES) })),
+          invoke("far:0", "fn", "{}", NOW + MAX_SUSPEND_MS + 1),
+        ),
+        NOW,
+      );
+      expect(parsed.awaits).toEqual([]);
+      expect(parsed.invalid.map((i) => [i.stepKey, i.name, i.message])).toEqual([
+        ["fn:0", "InvalidAwait", 'step "fn": invoke: function_id must be 1-128 letters, digits, "-" or "_"'],
+        ["app:0", "InvalidAwait", 'step "app": invoke: app_id must be 1-128 letters, digits, "-" or "_"'],
+        ["json:0", "InvalidAwait", 'step "json": invoke: data is not JSON'],
+        ["array:0", "InvalidAwait", 'step "array": invoke: data must be a JSON object'],
+        ["nul:0", "InvalidAwait", 'step "nul": invoke: data contains a NUL character or a lone surrogate'],
+        ["big:0", "InvalidAwait", `step "big": invoke: data is more than ${MAX_EVENT_DATA_BYTES} bytes of JSON`],
+        ["far:0", "InvalidAwait", 'step "far": the invoke\'s timeout is more than a year away'],
+      ]);
     });
 
     it("an await of no kind", () => {

@@ -1,7 +1,16 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type AwaitRecord, compileCondition, InvalidConditionError } from "@stepwise/core";
-import { MAX_AWAITS, MAX_EVENT_NAME_LENGTH, MAX_STEP_KEY_LENGTH, MAX_SUSPEND_MS, type Suspend } from "@stepwise/proto";
+import {
+  ID_PATTERN,
+  MAX_AWAITS,
+  MAX_EVENT_DATA_BYTES,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_ID_LENGTH,
+  MAX_STEP_KEY_LENGTH,
+  MAX_SUSPEND_MS,
+  type Suspend,
+} from "@stepwise/proto";
 
 /** An await the executor refuses; its step is journaled with this error. */
 export interface InvalidAwait {
@@ -16,7 +25,8 @@ export interface InvalidAwait {
  * keys missing or repeated) is a protocol error; an await whose content is
  * wrong (a condition that does not compile, a time too far away) is
  * returned as invalid, for its step to fail with a non-retriable error the
- * handler can catch.
+ * handler can catch: so is an invoke whose function id or data is malformed
+ * (a function that is not registered is found out later, in the journal).
  */
 export function parseAwaits(m: Suspend, nowMs: number): { awaits: AwaitRecord[]; invalid: InvalidAwait[] } {
   if (m.awaits.length === 0 || m.awaits.length > MAX_AWAITS) {
@@ -78,9 +88,56 @@ export function parseAwaits(m: Suspend, nowMs: number): { awaits: AwaitRecord[];
         });
         break;
       }
+      case "invoke": {
+        const v = k.value;
+        const where = `step ${JSON.stringify(a.stepId)}`;
+        const at = v.timeoutAt ? due(v.timeoutAt, `${where}: the invoke's timeout`) : null;
+        if (at === undefined) break;
+        const problem = invokeProblem(v.appId, v.functionId, v.dataJson);
+        if (problem) {
+          bad(`${where}: ${problem}`);
+          break;
+        }
+        awaits.push({
+          stepKey: a.stepKey,
+          stepId: a.stepId,
+          kind: "invoke",
+          dueAtMs: at,
+          appId: v.appId,
+          functionId: v.functionId,
+          dataJson: v.dataJson.trim() === "" ? "{}" : v.dataJson,
+        });
+        break;
+      }
       default:
         bad(`step ${JSON.stringify(a.stepId)}: unknown kind of await`);
     }
   }
   return { awaits, invalid };
+}
+
+/**
+ * JSON that Postgres's jsonb refuses: an escaped NUL (\u0000) or lone
+ * surrogate, not preceded by an escaping backslash (as ingest checks event
+ * data).
+ */
+const UNSTORABLE_JSON = /(?:^|[^\\])(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/i;
+
+/** What is wrong with an invoke's function and data, or undefined. */
+function invokeProblem(appId: string, functionId: string, dataJson: string): string | undefined {
+  if (!ID_PATTERN.test(appId)) return `invoke: app_id must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`;
+  if (!ID_PATTERN.test(functionId)) return `invoke: function_id must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`;
+  if (dataJson.trim() === "") return undefined;
+  if (dataJson.length > MAX_EVENT_DATA_BYTES / 4 && Buffer.byteLength(dataJson) > MAX_EVENT_DATA_BYTES) {
+    return `invoke: data is more than ${MAX_EVENT_DATA_BYTES} bytes of JSON`;
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(dataJson);
+  } catch {
+    return "invoke: data is not JSON";
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) return "invoke: data must be a JSON object";
+  if (UNSTORABLE_JSON.test(dataJson)) return "invoke: data contains a NUL character or a lone surrogate";
+  return undefined;
 }
