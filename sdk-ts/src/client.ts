@@ -18,6 +18,7 @@ import { defineFunction } from "./function-definition.js";
 import { type RunInfo, type RunStatus, toRunInfo } from "./run-info.js";
 import { RunWatcher } from "./run-watcher.js";
 import { callEngine, StepwiseError } from "./stepwise-error.js";
+import type { Jsonified } from "./step-tools.js";
 import type {
   CronTrigger,
   EventData,
@@ -125,12 +126,13 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
       onFailure?: (ctx: FailureContext<ReceivedEvent<N, EventData<S, N>>>) => unknown;
     },
     handler: Handler<ReceivedEvent<N, EventData<S, N>>, R>,
-  ): StepwiseFunction {
+  ): StepwiseFunction<Jsonified<Awaited<R>>> {
+    // The output type only exists for step.invoke; at run time it is unknown.
     return defineFunction(config as never, handler as never, {
       appId: this.appId,
       schemas: this.schemas,
       send: (events) => this.send(events as never) as Promise<string[]>,
-    });
+    }) as StepwiseFunction<Jsonified<Awaited<R>>>;
   }
 
   /**

@@ -102,9 +102,10 @@ export type Handler<E, R> = (ctx: HandlerContext<E>) => Promise<R> | R;
 
 /**
  * A defined function, ready to give to a Worker. Create it with
- * Stepwise.createFunction.
+ * Stepwise.createFunction. `Output` is what its handler returns, as JSON
+ * decodes it: what step.invoke of the function resolves with.
  */
-export interface StepwiseFunction {
+export interface StepwiseFunction<Output = unknown> {
   readonly appId: string;
   readonly config: FunctionConfig;
   /** @internal The function that runs the onFailure handler, registered with this one. */
@@ -117,6 +118,8 @@ export interface StepwiseFunction {
   readonly parseEvent: (event: ReceivedEvent) => ReceivedEvent;
   /** @internal Sends events with the client that defined the function (step.sendEvent). */
   readonly sendEvents?: ((events: readonly OutgoingEventData[]) => Promise<string[]>) | undefined;
+  /** @internal Never set: carries the type of the handler's output, for step.invoke. */
+  readonly "~output"?: Output | undefined;
 }
 
 /** @internal An event as step.sendEvent hands it to the client, with the id it must have. */

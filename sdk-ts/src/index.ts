@@ -26,5 +26,14 @@ export type { AttemptInfo, RunInfo, RunStatus, StepInfo } from "./run-info.js";
 export { DEFAULT_RETRIES, MAX_RETRIES } from "@stepwise/proto";
 export { MAX_OUTPUT_BYTES } from "@stepwise/proto";
 export { StepwiseError, type StepwiseErrorCode } from "./stepwise-error.js";
-export type { Jsonified, SentEvent, StepContext, StepId, StepOptions, StepTools, WaitForEventOptions } from "./step-tools.js";
+export type {
+  InvokeOptions,
+  Jsonified,
+  SentEvent,
+  StepContext,
+  StepId,
+  StepOptions,
+  StepTools,
+  WaitForEventOptions,
+} from "./step-tools.js";
 export { Worker, type WorkerOptions } from "./worker.js";

@@ -22,8 +22,9 @@ import { NonRetriableError, RunAbortedError, serializeError } from "./errors.js"
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import { encodeOutput, fromJournalEntry, type Outcome, settle } from "./step-outcome.js";
-import type { SentEvent, StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
+import type { InvokeOptions, SentEvent, StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 import { StepwiseError } from "./stepwise-error.js";
+import { invokeAwait } from "./invocation.js";
 
 
 
@@ -45,8 +46,8 @@ const PARKED = new Promise<never>(() => {});
  * executor acknowledges it is committed. The handler stays in memory across
  * steps: nothing is replayed while the run keeps its slot.
  *
- * A sleep, a wait for an event or a step waiting for its next attempt parks
- * its branch of the handler. Once no step is executing any more, the run
+ * A sleep, a wait for an event, an invoked run or a step waiting for its
+ * next attempt parks its branch of the handler. Once no step is executing any more, the run
  * suspends: the awaits are sent, the handler is dropped, and a later
  * execution replays the journal up to them.
  */
@@ -157,6 +158,7 @@ export class RunExecution {
       sleep: (id, duration) => this.sleep(id, duration),
       sleepUntil: (id, until) => this.sleepUntil(id, until),
       waitForEvent: (id, options) => this.waitForEvent(id, options),
+      invoke: (id: string, options: InvokeOptions) => this.invoke(id, options) as never,
     };
   }
 
@@ -314,6 +316,15 @@ export class RunExecution {
         value: create(WaitForEventSchema, { event: options.event, condition, timeoutAt: timestampFromMs(Date.now() + timeoutMs) }),
       },
     });
+  }
+
+  /** step.invoke: journaled, the invoked run's output (or its StepError); otherwise the run suspends until it ends. */
+  private async invoke(id: string, options: InvokeOptions): Promise<unknown> {
+    const key = this.stepKey(id, "step.invoke");
+    const recorded = this.journal.get(key);
+    if (recorded) return settle(id, recorded);
+    const invoke = this.guard(() => invokeAwait(id, options, this.fn.appId, Date.now()));
+    return this.park({ stepKey: key, stepId: id, kind: { case: "invoke", value: invoke } });
   }
 
   private stepKey(id: string, what: string): string {

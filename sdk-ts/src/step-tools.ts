@@ -1,5 +1,5 @@
 import type { Duration } from "./duration.js";
-import type { ReceivedEvent } from "./function.js";
+import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 
 /** A step's id, or its id with options. */
 export type StepId = string | StepOptions;
@@ -29,6 +29,28 @@ export interface WaitForEventOptions {
    * "data.orderId"` is `event.data.orderId == async.data.orderId`.
    */
   match?: string;
+}
+
+/** Options of step.invoke. */
+export interface InvokeOptions<F extends StepwiseFunction<unknown> | string = StepwiseFunction<unknown> | string> {
+  /**
+   * The function to run: a function made by createFunction (its app and
+   * id), or its id as text, "app-id/function-id", or "function-id" for a
+   * function of this run's app. It need not be served by this worker.
+   */
+  function: F;
+  /**
+   * Data of the invoked run's event, a JSON object of at most 512 KiB of
+   * JSON; {} when omitted. The event is named "stepwise/function.invoked".
+   */
+  data?: Record<string, unknown>;
+  /**
+   * How long to wait for the invoked run to end (ms, or a duration such as
+   * "1h", at most one year). Past it the step fails with a StepError whose
+   * cause is named InvokeTimeout; the invoked run keeps running. No limit
+   * when omitted.
+   */
+  timeout?: Duration;
 }
 
 /** An event step.sendEvent sends. */
@@ -135,6 +157,26 @@ export interface StepTools {
    * ```
    */
   waitForEvent(id: string, options: WaitForEventOptions): Promise<ReceivedEvent | null>;
+
+  /**
+   * Starts a run of another function and resolves with its output, typed
+   * from a function object. The run suspends meanwhile and holds no worker
+   * slot; the invoked run is created once, however often this run replays,
+   * and its output is journaled as this step's result. When the invoked run
+   * fails or is cancelled, when the timeout passes first, or when no worker
+   * ever registered the function, the step fails for good with a StepError
+   * whose cause is named InvokedRunFailed, InvokedRunCancelled,
+   * InvokeTimeout or FunctionNotFound. Cancelling this run cancels the
+   * invoked run, and the runs it invoked in turn.
+   *
+   * @example
+   * ```ts
+   * const receipt = await step.invoke("charge", { function: chargeCard, data: { orderId }, timeout: "10m" });
+   * const report = await step.invoke<Report>("report", { function: "reporting/build-report", data: { month } });
+   * ```
+   */
+  invoke<O>(id: string, options: InvokeOptions<StepwiseFunction<O>>): Promise<O>;
+  invoke<O = unknown>(id: string, options: InvokeOptions<string>): Promise<O>;
 }
 
 /** What a value becomes after a JSON round trip, roughly. */
