@@ -1,8 +1,12 @@
-import type { Stepwise, StepwiseFunction } from "@stepwise/sdk";
+import type { StepTools, Stepwise, StepwiseFunction } from "@stepwise/sdk";
+import type { RunningPerKey } from "./running-per-key.js";
 import {
+  CUSTOMER_KEY,
+  CUSTOMER_LIMIT,
   EVENTS,
   stepOutput,
   THREE_STEP_IDS,
+  type LimitedThreeStepsEvent,
   type ManyStepsEvent,
   type ManyStepsOutput,
   type OneStepEvent,
@@ -22,20 +26,41 @@ export interface SleepProgress {
   woke: number;
 }
 
+/** The body of the three-step functions (W1, W5): three steps, one after the other. */
+async function threeStepsBody(run: number, step: StepTools): Promise<ThreeStepsOutput> {
+  const tags: string[] = [];
+  for (const id of THREE_STEP_IDS) tags.push((await step.run(id, () => stepOutput(run, id))).tag);
+  return { run, tags };
+}
+
 /**
  * The benchmark's functions, all of app `bench`: the three-step function
- * (W1), the many-step function (W2), the one-step function (W3), the
- * sleeping function (W4) and the probe. Steps do no work: they return about
- * 100 bytes of JSON, so what is measured is the engine.
+ * (W1), the same with a concurrency limit per customer (W5), the many-step
+ * function (W2), the one-step function (W3), the sleeping function (W4) and
+ * the probe. Steps do no work: they return about 100 bytes of JSON, so what
+ * is measured is the engine. `running` counts the limited function's
+ * handler bodies executing at once, per customer.
  */
-export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress): StepwiseFunction[] {
+export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress, running: RunningPerKey): StepwiseFunction[] {
   const threeSteps = stepwise.createFunction(
     { id: "three-steps", triggers: [{ event: EVENTS.threeSteps }] },
+    ({ event, step }): Promise<ThreeStepsOutput> => threeStepsBody((event.data as unknown as ThreeStepsEvent).run, step),
+  );
+
+  const limitedThreeSteps = stepwise.createFunction(
+    {
+      id: "three-steps-limited",
+      triggers: [{ event: EVENTS.limitedThreeSteps }],
+      concurrency: { limit: CUSTOMER_LIMIT, key: CUSTOMER_KEY },
+    },
     async ({ event, step }): Promise<ThreeStepsOutput> => {
-      const { run } = event.data as unknown as ThreeStepsEvent;
-      const tags: string[] = [];
-      for (const id of THREE_STEP_IDS) tags.push((await step.run(id, () => stepOutput(run, id))).tag);
-      return { run, tags };
+      const { run, customer } = event.data as unknown as LimitedThreeStepsEvent;
+      const leave = running.enter(customer);
+      try {
+        return await threeStepsBody(run, step);
+      } finally {
+        leave();
+      }
     },
   );
 
@@ -84,5 +109,5 @@ export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress
     ({ step }): ProbeOutput => ({ sleep: typeof step.sleep === "function" }),
   );
 
-  return [threeSteps, manySteps, oneStep, sleeping, probe];
+  return [threeSteps, limitedThreeSteps, manySteps, oneStep, sleeping, probe];
 }

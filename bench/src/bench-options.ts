@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "./duration.js";
 
 /** The workloads the harness knows. */
-export const WORKLOADS = ["W1", "W2", "W3", "W4"] as const;
+export const WORKLOADS = ["W1", "W2", "W3", "W4", "W5"] as const;
 
 /** A workload's name. */
 export type WorkloadName = (typeof WORKLOADS)[number];
@@ -15,9 +15,11 @@ export interface BenchOptions {
   repeat: number;
   /** Share of a workload's size run first, unmeasured, to warm up. */
   warmup: number;
-  /** W1: runs, and runs kept in flight. */
+  /** W1 and W5: runs, and runs kept in flight. */
   runs: number;
   inflight: number;
+  /** W5: customers the runs are spread over, round robin. */
+  customers: number;
   /** W2: steps of the run, and runs measured. */
   steps: number;
   stepReps: number;
@@ -45,12 +47,14 @@ export interface BenchOptions {
 /** Usage text of `npm run bench`. */
 export const USAGE = `Usage: npm run bench -- [options]
 
-  --workloads W1,W2,W3,W4  workloads to run (default: all the deployed SDK supports;
+  --workloads W1,...,W5    workloads to run (default: all the deployed SDK supports;
                            W4 needs step.sleep)
   --repeat N               measurements of each workload; medians are reported (1)
   --warmup F               share of a workload run first, unmeasured (0.25)
-  --runs N                 W1: runs of the three-step function (2000)
-  --inflight N             W1: runs in flight from the client (200)
+  --runs N                 W1, W5: runs of the three-step function (2000)
+  --inflight N             W1, W5: runs in flight from the client (200)
+  --customers N            W5: customers the runs are spread over, round robin,
+                           each limited to 10 runs at once (50)
   --steps N                W2: sequential steps of the run (100)
   --step-reps N            W2: runs measured (5)
   --latency-runs N         W3: sequential one-step runs (200)
@@ -77,6 +81,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
       warmup: { type: "string", default: "0.25" },
       runs: { type: "string", default: "2000" },
       inflight: { type: "string", default: "200" },
+      customers: { type: "string", default: "50" },
       steps: { type: "string", default: "100" },
       "step-reps": { type: "string", default: "5" },
       "latency-runs": { type: "string", default: "200" },
@@ -108,6 +113,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
     warmup,
     runs: int("runs", values.runs, 1),
     inflight,
+    customers: int("customers", values.customers, 1),
     steps: int("steps", values.steps, 1),
     stepReps: int("step-reps", values["step-reps"], 1),
     latencyRuns: int("latency-runs", values["latency-runs"], 1),

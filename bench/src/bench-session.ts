@@ -76,6 +76,14 @@ export class BenchSession {
     return this.workerRpc!.call<SleepProgress>({ kind: "progress" } satisfies WorkerRequest);
   }
 
+  /**
+   * W5: the most handler bodies of the limited function each customer had
+   * executing at once in the worker since the last call.
+   */
+  runningPeaks(): Promise<Record<string, number>> {
+    return this.workerRpc!.call<Record<string, number>>({ kind: "running-peaks" } satisfies WorkerRequest);
+  }
+
   /** A pool on the deployment's schema. */
   get pool(): pg.Pool {
     return this.db!;

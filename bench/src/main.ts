@@ -65,8 +65,13 @@ async function main(argv: string[]): Promise<number> {
       log(`${name}: warming up and measuring${options.repeat > 1 ? ` ${options.repeat} times` : ""}`);
       const report = await runWorkload(session, name, options);
       results.workloads[name] = report;
-      if (!report.ok) log(`${name}: some runs were lost or wrong`);
+      const exceeded = report.repetitions.flatMap((r) => r.limit?.exceeded ?? []);
+      for (const p of exceeded) log(`${name}: FAILED, concurrency limit exceeded: ${p}`);
+      if (!report.ok && exceeded.length === 0) log(`${name}: some runs were lost or wrong`);
     }
+    const w1 = results.workloads.W1?.figures["runsPerSecond"];
+    const w5 = results.workloads.W5?.figures["runsPerSecond"];
+    if (w1 !== undefined && w5 !== undefined) results.ratios = { "W5/W1.runsPerSecond": w5 / w1 };
     results.ok = Object.keys(results.workloads).length > 0 && Object.values(results.workloads).every((w) => w.ok);
   } catch (err) {
     results.error = err instanceof Error ? err.message : String(err);

@@ -17,6 +17,11 @@ export interface BenchResults {
   machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; loadAverage1m: number };
   options: Omit<BenchOptions, "out" | "save" | "keepLogs">;
   workloads: Partial<Record<WorkloadName, WorkloadReport>>;
+  /**
+   * Ratios of figures of two workloads of this run, such as
+   * "W5/W1.runsPerSecond" (the medians' ratio), when both ran.
+   */
+  ratios?: Record<string, number>;
   /** Workloads not run, and why. */
   skipped: { name: WorkloadName; reason: string }[];
   /** Whether every run of every workload was verified. */

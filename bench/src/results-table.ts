@@ -6,6 +6,8 @@ const LABELS: Record<string, string> = {
   stepsPerSecond: "steps/s",
   latencyP50Ms: "latency p50 (ms)",
   latencyP99Ms: "latency p99 (ms)",
+  peakInFlightPerCustomer: "most in flight of one customer, client",
+  peakRunningPerCustomer: "most running of one customer, worker",
   msPerStepP50: "ms per step, client (p50)",
   msPerStepInRunP50: "ms per step, in run (p50)",
   latenessP50Ms: "timer lateness p50 (ms)",
@@ -41,12 +43,20 @@ export function formatResults(results: BenchResults): string {
     const v = w.repetitions.map((r) => r.verification);
     const sum = (f: (x: (typeof v)[number]) => number) => v.reduce((a, x) => a + f(x), 0);
     figureRows.push(["", "runs verified", `${sum((x) => x.verified)}/${sum((x) => x.expected)}`]);
-    if (!w.ok) figureRows.push(["", `FAILED: ${sum((x) => x.lost)} lost, ${sum((x) => x.wrong)} wrong`]);
+    const exceeded = w.repetitions.reduce((a, r) => a + (r.limit?.exceeded.length ?? 0), 0);
+    if (w.repetitions.some((r) => r.limit)) {
+      figureRows.push(["", `times over the limit (${w.repetitions[0]?.limit?.limit ?? "-"})`, String(exceeded)]);
+    }
+    if (!w.ok) {
+      figureRows.push(["", `FAILED: ${sum((x) => x.lost)} lost, ${sum((x) => x.wrong)} wrong${exceeded > 0 ? `, ${exceeded} over the limit` : ""}`]);
+    }
     const runs = Math.max(1, sum((x) => x.expected));
     const calls = (f: (r: (typeof w.repetitions)[number]) => number) => num(w.repetitions.reduce((a, r) => a + f(r), 0) / runs);
     figureRows.push(["", "client reads, Sends per run", `${calls((r) => r.reads)}, ${calls((r) => r.sends)}`]);
   }
   lines.push("", ...table(figureRows));
+  const ratio = results.ratios?.["W5/W1.runsPerSecond"];
+  if (ratio !== undefined) lines.push(`W5/W1 runs/s: ${ratio.toFixed(2)} (median over median: what the limit per customer costs)`);
 
   const usageRows: string[][] = [["workload", "process", "CPU s", "peak RSS MiB"]];
   for (const w of Object.values(results.workloads)) {
@@ -67,10 +77,13 @@ export function formatResults(results: BenchResults): string {
   lines.push("", "Process usage per measurement (medians; shared: Postgres and NATS, all clients):", ...table(usageRows));
   for (const s of results.skipped) lines.push(`skipped ${s.name}: ${s.reason}`);
   for (const w of Object.values(results.workloads)) {
-    for (const r of w.repetitions) for (const p of [...r.verification.problems, ...r.verification.journal]) lines.push(`${w.name}: ${p}`);
+    for (const r of w.repetitions) {
+      for (const p of [...r.verification.problems, ...r.verification.journal]) lines.push(`${w.name}: ${p}`);
+      for (const p of r.limit?.exceeded ?? []) lines.push(`${w.name}: concurrency limit exceeded: ${p}`);
+    }
   }
   if (results.error) lines.push(`error: ${results.error}`);
-  lines.push(results.ok ? "every run verified" : "FAILED: some runs were lost or wrong, or the run stopped");
+  lines.push(results.ok ? "every run verified" : "FAILED: some runs were lost or wrong, a concurrency limit was exceeded, or the run stopped");
   return lines.join("\n");
 }
 

@@ -8,7 +8,7 @@ import { sampleProcess } from "./process-usage.js";
 import { medianUsage, UsageWindow, type ProcessUsage, type WindowUsage } from "./usage-window.js";
 import { allVerified } from "./verification.js";
 import { parseDuration } from "./duration.js";
-import { THREE_STEP_IDS } from "./workload-shapes.js";
+import { CUSTOMER_LIMIT, THREE_STEP_IDS } from "./workload-shapes.js";
 
 /** One measurement of a workload. */
 export interface Measurement {
@@ -19,8 +19,19 @@ export interface Measurement {
   reads: number;
   sends: number;
   usage: WindowUsage;
-  /** Whether every run was verified and the journal is sound. */
+  /** W5: what the worker saw of the concurrency limit. */
+  limit?: LimitCheck;
+  /** Whether every run was verified and the journal is sound (W5: and no customer went over its limit). */
   ok: boolean;
+}
+
+/** W5: the most handler bodies each customer had executing at once in the worker, against the limit. */
+export interface LimitCheck {
+  limit: number;
+  /** Peak per customer during the measurement. */
+  peaks: Record<string, number>;
+  /** Each customer over the limit, during the measurement or before it. */
+  exceeded: string[];
 }
 
 /** A workload's measurements and their medians. */
@@ -42,6 +53,7 @@ export const TITLES: Record<WorkloadName, string> = {
   W2: "step overhead",
   W3: "latency",
   W4: "idle cost",
+  W5: "throughput, limit per customer",
 };
 
 /**
@@ -95,6 +107,14 @@ const plans: Record<WorkloadName, (o: BenchOptions) => Plan> = {
     warmup: (s) => sleepers(s, Math.min(100, share(o.sleepers, o.warmup)), "1s", false),
     measure: (s) => sleepers(s, o.sleepers, o.sleep, true),
   }),
+  W5: (o) => {
+    const params = { runs: o.runs, inflight: o.inflight, customers: o.customers };
+    return {
+      params: { ...params, stepsPerRun: THREE_STEP_IDS.length, limit: CUSTOMER_LIMIT },
+      warmup: (s) => s.callClient({ kind: "throughput", params: { ...params, runs: share(o.runs, o.warmup) } }),
+      measure: (s) => measureLimited(s, params),
+    };
+  },
 };
 
 async function measureInClient(session: BenchSession, req: ClientRequest, stepsPerRun: number): Promise<Measurement> {
@@ -121,6 +141,31 @@ async function finishMeasurement(
     usage,
     ok: allVerified(result.verification) && journal.length === 0,
   };
+}
+
+/**
+ * W5: W1's measurement on the limited function, between two readings of
+ * the worker's peaks per customer; any customer over the limit, in the
+ * window or before it (the warm-up), fails the measurement.
+ */
+async function measureLimited(session: BenchSession, params: { runs: number; inflight: number; customers: number }): Promise<Measurement> {
+  const before = overLimit(await session.runningPeaks(), "before the measurement");
+  const m = await measureInClient(session, { kind: "throughput", params }, THREE_STEP_IDS.length);
+  const peaks = await session.runningPeaks();
+  const exceeded = [...before, ...overLimit(peaks, "")];
+  const peakValues = Object.values(peaks);
+  return {
+    ...m,
+    figures: { ...m.figures, peakRunningPerCustomer: peakValues.length > 0 ? Math.max(...peakValues) : 0 },
+    limit: { limit: CUSTOMER_LIMIT, peaks, exceeded },
+    ok: m.ok && exceeded.length === 0,
+  };
+}
+
+function overLimit(peaks: Record<string, number>, when: string): string[] {
+  return Object.entries(peaks)
+    .filter(([, peak]) => peak > CUSTOMER_LIMIT)
+    .map(([customer, peak]) => `${customer} had ${peak} handler bodies executing at once${when ? ` ${when}` : ""}, over its limit of ${CUSTOMER_LIMIT}`);
 }
 
 /** Resident sets (VmRSS) of every process, in MiB: the median of a few samples. */

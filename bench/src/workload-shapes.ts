@@ -10,6 +10,7 @@ export const BENCH_APP_ID = "bench";
 /** Event names that trigger the benchmark functions. */
 export const EVENTS = {
   threeSteps: "bench.three-steps",
+  limitedThreeSteps: "bench.three-steps-limited",
   manySteps: "bench.many-steps",
   oneStep: "bench.one-step",
   sleep: "bench.sleep",
@@ -48,6 +49,22 @@ export const THREE_STEP_IDS = ["a", "b", "c"] as const;
 /** What run number `run` of the three-step function must return. */
 export function expectedThreeSteps(run: number): ThreeStepsOutput {
   return { run, tags: THREE_STEP_IDS.map((s) => stepOutput(run, s).tag) };
+}
+
+/** W5: most runs of one customer holding a worker slot at once. */
+export const CUSTOMER_LIMIT = 10;
+
+/** W5: the concurrency key of the limited three-step function, a CEL expression over the run's event. */
+export const CUSTOMER_KEY = "event.data.customer";
+
+/** Event data of the limited three-step function (W5): W1's, and the customer whose limit the run counts against. */
+export interface LimitedThreeStepsEvent extends ThreeStepsEvent {
+  customer: string;
+}
+
+/** W5: the customer of the i-th run of a measurement, round robin over `customers`. */
+export function customerOf(i: number, customers: number): string {
+  return `customer-${i % customers}`;
 }
 
 /** Event data of the many-step function (W2). */
