@@ -57,6 +57,17 @@ describe("step.invoke", () => {
     );
   }
 
+  async function statusOf(runId: string, status: RunInfo["status"]): Promise<RunInfo> {
+    return eventually(
+      async () => {
+        const run = await client.getRun(runId);
+        return run.status === status ? run : undefined;
+      },
+      20_000,
+      `run ${runId} to be ${status}`,
+    );
+  }
+
   beforeAll(async () => {
     await stack.start();
     client = new Stepwise({ appId: "invoke", url: stack.ingestUrl });
@@ -180,5 +191,56 @@ describe("step.invoke", () => {
     childRelease.open();
     const parent = await ended(eventId);
     expect(parent.output).toEqual({ output: "released" });
+  });
+
+  it("cancelling the invoking run cancels the runs it invoked, recursively, each with its own stepwise/run.cancelled", async () => {
+    const eventId = await send("invoke.start", { target: "middle" });
+    const parent = await runIn(eventId, "WAITING");
+    const [middleId] = await childrenOf(parent.id);
+    await statusOf(middleId!, "WAITING");
+    const [innerId] = await childrenOf(middleId!);
+    await statusOf(innerId!, "WAITING");
+
+    const cancelled = await client.cancelRun(parent.id, { reason: "order withdrawn" });
+    expect(cancelled.status).toBe("CANCELLED");
+    for (const id of [middleId!, innerId!]) {
+      const run = await client.getRun(id);
+      expect(run.status).toBe("CANCELLED");
+      expect(run.error?.name).toBe("RunCancelled");
+    }
+    // The cancelled children did not resolve their parents' steps.
+    expect((await client.getRun(parent.id)).steps).toEqual([]);
+    expect((await client.getRun(middleId!)).steps).toEqual([]);
+    expect(await stack.query("SELECT run_id FROM timers WHERE run_id = ANY($1::uuid[])", [[middleId, innerId]])).toEqual([]);
+    expect(await stack.query("SELECT run_id FROM waits WHERE run_id = ANY($1::uuid[])", [[middleId, innerId]])).toEqual([]);
+    // Each one's stepwise/run.cancelled event reaches the event stream and the journal.
+    await eventually(
+      async () => {
+        const rows = await stack.query<{ id: string }>("SELECT id FROM events WHERE id = ANY($1::text[]) ORDER BY id", [
+          [parent.id, middleId, innerId].map((id) => `stepwise-cancelled-${id}`),
+        ]);
+        return rows.length === 3 ? rows : undefined;
+      },
+      20_000,
+      "three stepwise/run.cancelled events",
+    );
+    await eventually(async () => ((await stack.query("SELECT id FROM event_outbox")).length === 0 ? true : undefined), 10_000, "an empty outbox");
+  });
+
+  it("an invoked run cancelled on its own fails the invoking step with InvokedRunCancelled", async () => {
+    const eventId = await send("invoke.start", { target: "waiting" });
+    const parent = await runIn(eventId, "WAITING");
+    const [childId] = await childrenOf(parent.id);
+    await statusOf(childId!, "WAITING");
+    await client.cancelRun(childId!, { reason: "not needed" });
+    const done = await ended(eventId);
+    expect(done.output).toEqual({
+      error: {
+        name: "StepError",
+        message: `step "child" failed: run ${childId} of invoke/waiting was cancelled: not needed`,
+        causeName: "InvokedRunCancelled",
+        nonRetriable: true,
+      },
+    });
   });
 });

@@ -65,3 +65,6 @@ export const MAX_WAIT_MS = 300_000;
 
 /** Levels of `cause` an error carries across the wire; deeper causes are cut. */
 export const MAX_ERROR_DEPTH = 8;
+
+/** Most cancelOn rules a function may declare (`FunctionConfig.cancel_on`). */
+export const MAX_CANCEL_ON = 8;

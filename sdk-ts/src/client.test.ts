@@ -80,6 +80,51 @@ describe("createFunction", () => {
     );
   });
 
+  it("takes cancelOn rules as CEL conditions and timeouts in milliseconds", () => {
+    const fn = stepwise.createFunction(
+      {
+        id: "f",
+        triggers: [{ event: "order.placed" }],
+        cancelOn: [
+          { event: "order.cancelled", match: "data.orderId", timeout: "7d" },
+          { event: "order.refunded", if: "async.data.full", match: "data.orderId" },
+          { event: "shop.closed" },
+        ],
+        timeouts: { start: "1m", finish: 90_000 },
+      },
+      () => null,
+    );
+    expect(fn.runRules).toEqual({
+      cancelOn: [
+        { event: "order.cancelled", condition: "event.data.orderId == async.data.orderId", timeoutMs: 7 * 86_400_000 },
+        { event: "order.refunded", condition: "(async.data.full) && (event.data.orderId == async.data.orderId)", timeoutMs: undefined },
+        { event: "shop.closed", condition: "", timeoutMs: undefined },
+      ],
+      startMs: 60_000,
+      finishMs: 90_000,
+    });
+    expect(stepwise.createFunction({ id: "g", triggers: [{ event: "e" }] }, () => null).runRules).toBeUndefined();
+  });
+
+  it("rejects cancelOn rules and timeouts that cannot work, naming the field", () => {
+    const base = { id: "f", triggers: [{ event: "e" }] };
+    expect(define({ ...base, cancelOn: {} })).toThrow(new TypeError("function f: cancelOn: must be a list of at most 8 rules"));
+    expect(define({ ...base, cancelOn: Array.from({ length: 9 }, () => ({ event: "x" })) })).toThrow(
+      new TypeError("function f: cancelOn: must be a list of at most 8 rules"),
+    );
+    expect(define({ ...base, cancelOn: [{ event: "" }] })).toThrow(
+      new TypeError("function f: cancelOn[0].event: must be an event name of 1-256 characters"),
+    );
+    expect(define({ ...base, cancelOn: [{ event: "x", match: "data.a b" }] })).toThrow(
+      new TypeError('function f: cancelOn[0]: match must be a field path such as "data.orderId"'),
+    );
+    expect(define({ ...base, cancelOn: [{ event: "x", if: " " }] })).toThrow(new TypeError("function f: cancelOn[0]: if must be a CEL expression"));
+    expect(define({ ...base, cancelOn: [{ event: "x", timeout: "soon" }] })).toThrow(/^function f: cancelOn\[0\]\.timeout: "soon" is not a duration/);
+    expect(define({ ...base, timeouts: { start: 0 } })).toThrow(new TypeError("function f: timeouts.start: must be at least 1 ms"));
+    expect(define({ ...base, timeouts: { finish: "2y" } })).toThrow(/^function f: timeouts\.finish: "2y" is not a duration/);
+    expect(define({ ...base, timeouts: "1h" })).toThrow(new TypeError("function f: timeouts: must be { start?, finish? }"));
+  });
+
   it("with onFailure, adds the function <id>-on-failure, with no trigger and the same retries and backoff", () => {
     const fn = stepwise.createFunction(
       { id: "charge", name: "Charge", triggers: [{ event: "order.placed" }], retries: 2, backoff: { base: "5s" }, onFailure: () => "handled" },

@@ -1,4 +1,6 @@
-import { ID_PATTERN, MAX_EVENT_NAME_LENGTH, MAX_ID_LENGTH } from "@stepwise/proto";
+import { ID_PATTERN, MAX_CANCEL_ON, MAX_EVENT_NAME_LENGTH, MAX_ID_LENGTH } from "@stepwise/proto";
+import { parseDuration } from "./duration.js";
+import { matchCondition } from "./event-match.js";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
 import type {
   CronTrigger,
@@ -9,6 +11,7 @@ import type {
   Handler,
   OutgoingEventData,
   ReceivedEvent,
+  RunRulesDeclared,
   StepwiseFunction,
 } from "./function.js";
 import { retryPolicy } from "./retry-policy.js";
@@ -45,6 +48,42 @@ function checkTrigger(t: unknown, where: string): void {
   }
 }
 
+/** A positive duration of a declaration in ms. */
+function positiveDuration(d: unknown, what: string): number {
+  const ms = parseDuration(d as never, what);
+  if (ms < 1) throw new TypeError(`${what}: must be at least 1 ms`);
+  return ms;
+}
+
+/** A function's cancelOn and timeouts, validated; undefined when it has neither. */
+function runRules(where: string, config: FunctionConfig): RunRulesDeclared | undefined {
+  const { cancelOn, timeouts } = config;
+  if (cancelOn === undefined && timeouts === undefined) return undefined;
+  if (cancelOn !== undefined && (!Array.isArray(cancelOn) || cancelOn.length > MAX_CANCEL_ON)) {
+    throw new TypeError(`${where}: cancelOn: must be a list of at most ${MAX_CANCEL_ON} rules`);
+  }
+  const rules = (cancelOn ?? []).map((c, i) => {
+    const at = `${where}: cancelOn[${i}]`;
+    if (typeof c !== "object" || c === null) throw new TypeError(`${at}: must be { event, match?, if?, timeout? }`);
+    if (typeof c.event !== "string" || c.event.length === 0 || c.event.length > MAX_EVENT_NAME_LENGTH) {
+      throw new TypeError(`${at}.event: must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
+    }
+    return {
+      event: c.event,
+      condition: matchCondition(at, c),
+      timeoutMs: c.timeout === undefined ? undefined : positiveDuration(c.timeout, `${at}.timeout`),
+    };
+  });
+  if (timeouts !== undefined && (typeof timeouts !== "object" || timeouts === null)) {
+    throw new TypeError(`${where}: timeouts: must be { start?, finish? }`);
+  }
+  return {
+    cancelOn: rules,
+    startMs: timeouts?.start === undefined ? undefined : positiveDuration(timeouts.start, `${where}: timeouts.start`),
+    finishMs: timeouts?.finish === undefined ? undefined : positiveDuration(timeouts.finish, `${where}: timeouts.finish`),
+  };
+}
+
 /** What a function definition needs of the client that defines it. */
 export interface DefiningClient {
   appId: string;
@@ -76,6 +115,7 @@ export function defineFunction(
   }
   declared.triggers.forEach((t, i) => checkTrigger(t, `${where}: triggers[${i}]`));
   retryPolicy(where, declared.retries, declared.backoff);
+  const rules = runRules(where, declared);
   const schemas = deps.schemas;
   const parseEvent = (event: ReceivedEvent): ReceivedEvent => {
     const schema = schemas[event.name];
@@ -129,6 +169,7 @@ export function defineFunction(
     appId: deps.appId,
     sendEvents: deps.send,
     config: declared as FunctionConfig,
+    runRules: rules,
     failureHandler,
     handler: handler as unknown as Handler<ReceivedEvent, unknown>,
     parseEvent,

@@ -85,6 +85,34 @@ export interface FunctionConfig<N extends string = string> {
   retries?: number;
   /** Delay between attempts; exponential with jitter by default. */
   backoff?: Backoff;
+  /**
+   * Events that cancel a run that has not ended, up to 8 rules: the first
+   * event of a rule's name that matches it, sent after the run's event,
+   * ends the run CANCELLED (its step in progress sees its signal abort).
+   */
+  cancelOn?: readonly CancelOn[];
+  /**
+   * Deadlines of each run, either of which ends it CANCELLED with a reason
+   * saying which: `start`, the longest it may wait in the queue before a
+   * worker first starts it; `finish`, the longest from that start to its
+   * end, sleeps and waits included.
+   */
+  timeouts?: { start?: Duration; finish?: Duration };
+}
+
+/** A rule of FunctionConfig.cancelOn. */
+export interface CancelOn {
+  /** Name of the cancelling event. */
+  event: string;
+  /**
+   * CEL expression the cancelling event, `async`, must make true; the
+   * run's event is `event`: `event.data.userId == async.data.userId`.
+   */
+  if?: string;
+  /** Shorthand for the equality of one field in both events: `match: "data.userId"`. */
+  match?: string;
+  /** How long after the run's event the rule holds; as long as the run lasts by default. */
+  timeout?: Duration;
 }
 
 /** What a handler receives for one run. */
@@ -116,6 +144,8 @@ export interface StepwiseFunction<Output = unknown> {
   readonly handler: Handler<ReceivedEvent, unknown>;
   /** @internal Validates and types an event's data against the trigger's schema. */
   readonly parseEvent: (event: ReceivedEvent) => ReceivedEvent;
+  /** @internal cancelOn and timeouts, validated, as the worker registers them. */
+  readonly runRules?: RunRulesDeclared | undefined;
   /** @internal Sends events with the client that defined the function (step.sendEvent). */
   readonly sendEvents?: ((events: readonly OutgoingEventData[]) => Promise<string[]>) | undefined;
   /** @internal Never set: carries the type of the handler's output, for step.invoke. */
@@ -128,4 +158,11 @@ export interface OutgoingEventData {
   name: string;
   data: Record<string, unknown>;
   ts?: Date | undefined;
+}
+
+/** @internal A function's cancelOn rules and timeouts in milliseconds, validated. */
+export interface RunRulesDeclared {
+  cancelOn: Array<{ event: string; condition: string; timeoutMs?: number | undefined }>;
+  startMs?: number | undefined;
+  finishMs?: number | undefined;
 }

@@ -11,6 +11,7 @@ export {
 } from "./errors.js";
 export type {
   Backoff,
+  CancelOn,
   CronTrigger,
   EventData,
   EventSchemas,

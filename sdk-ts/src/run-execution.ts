@@ -19,6 +19,7 @@ import {
 } from "@stepwise/proto";
 import { type Duration, MAX_DURATION_MS, parseDuration } from "./duration.js";
 import { NonRetriableError, RunAbortedError, serializeError } from "./errors.js";
+import { matchCondition } from "./event-match.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
 import { encodeOutput, fromJournalEntry, type Outcome, settle } from "./step-outcome.js";
@@ -292,20 +293,9 @@ export class RunExecution {
       if (typeof options?.event !== "string" || options.event.length === 0 || options.event.length > MAX_EVENT_NAME_LENGTH) {
         throw new TypeError(`${where}: event must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
       }
-      const conditions: string[] = [];
-      if (options.if !== undefined) {
-        if (typeof options.if !== "string" || options.if.trim() === "") throw new TypeError(`${where}: if must be a CEL expression`);
-        conditions.push(options.if);
-      }
-      if (options.match !== undefined) {
-        if (typeof options.match !== "string" || !FIELD_PATH.test(options.match)) {
-          throw new TypeError(`${where}: match must be a field path such as "data.orderId"`);
-        }
-        conditions.push(`event.${options.match} == async.${options.match}`);
-      }
       return {
         timeoutMs: parseDuration(options.timeout, `${where}: timeout`),
-        condition: conditions.length === 2 ? `(${conditions[0]}) && (${conditions[1]})` : (conditions[0] ?? ""),
+        condition: matchCondition(where, options),
       };
     });
     return this.park({
@@ -376,6 +366,3 @@ export class RunExecution {
     });
   }
 }
-
-/** A dotted field path for `match`, as CEL selects it. */
-const FIELD_PATH = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$/;

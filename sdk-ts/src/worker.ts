@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pushable } from "it-pushable";
 import {
+  CancelOnSchema,
   ConnectRequestSchema,
   CronTriggerSchema,
   DrainSchema,
@@ -12,6 +14,7 @@ import {
   HeartbeatSchema,
   RegisterSchema,
   RequestBatchSchema,
+  TimeoutsSchema,
   TriggerSchema,
   TurnBatch,
   WorkerService,
@@ -342,6 +345,21 @@ export class Worker {
               ),
               ...(fn.config.retries !== undefined ? { retries: fn.config.retries } : {}),
               onFailureFunctionId: fn.failureHandler?.config.id ?? "",
+              cancelOn: (fn.runRules?.cancelOn ?? []).map((c) =>
+                create(CancelOnSchema, {
+                  event: c.event,
+                  condition: c.condition,
+                  ...(c.timeoutMs !== undefined ? { timeout: durationFromMs(c.timeoutMs) } : {}),
+                }),
+              ),
+              ...(fn.runRules?.startMs !== undefined || fn.runRules?.finishMs !== undefined
+                ? {
+                    timeouts: create(TimeoutsSchema, {
+                      ...(fn.runRules.startMs !== undefined ? { start: durationFromMs(fn.runRules.startMs) } : {}),
+                      ...(fn.runRules.finishMs !== undefined ? { finish: durationFromMs(fn.runRules.finishMs) } : {}),
+                    }),
+                  }
+                : {}),
             }),
           ),
         }),

@@ -19,6 +19,7 @@ export {
 export { JetStreamBus, type JetStreamBusOptions } from "./bus/jetstream-bus.js";
 export { MemoryBus } from "./bus/memory-bus.js";
 export { publishOutboxEvents } from "./bus/outbox-publishing.js";
+export { announceCancelled, cancelMatchedRuns, cancelOnEarlierEvents } from "./bus/run-cancelling.js";
 export { MAX_RUNS_PER_WORK, publishQueuedRuns, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
 export {
   type Condition,
@@ -36,6 +37,7 @@ export type { RegisteredFunction } from "./journal/function-registry.js";
 export type { DeriveOutcome } from "./journal/run-creation.js";
 export type { CancelOutcome, OutboxEvent, RunCompletion, RunFailure } from "./journal/run-ends.js";
 export { INVOKED_EVENT_NAME, type InvocationOutcome, type InvokeAwait, invokeEventId } from "./journal/invocations.js";
+export type { ExpiredRun } from "./journal/run-deadlines.js";
 export type { SelectedRun, RunSelection } from "./journal/run-views.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";
@@ -49,6 +51,7 @@ export {
   DEFAULT_QUEUED_BACKSTOP_MS,
   DEFAULT_TIMER_CHANNEL,
   type EventInput,
+  type CancelOnRule,
   type FunctionRegistration,
   isUuid,
   type JournalEntry,
@@ -58,6 +61,7 @@ export {
   type RecordedEvent,
   type RunFilter,
   type RunRef,
+  type RunRules,
   type RunStatus,
   type RunView,
   type StepRecord,
@@ -65,6 +69,10 @@ export {
   type StoredError,
 } from "./journal/types.js";
 export {
+  type CancelCandidate,
+  CANCEL_LOOKBACK_LIMIT,
+  type EventLookup,
+  type EventMatches,
   LOOKBACK_PAGE,
   type LookbackCandidate,
   type WaitCandidate,

@@ -80,6 +80,7 @@ export class Executor {
     this.announcer = new RunAnnouncer(options.bus);
     this.suspender = new RunSuspender({
       store: options.store,
+      bus: options.bus,
       timers: options.timers,
       waits: options.waits,
       recorder: this.recorder,

@@ -306,3 +306,64 @@ describe("validateRegistration of conditions, crons and onFailure", () => {
     });
   });
 });
+
+describe("validateRegistration of cancelOn and timeouts", () => {
+  const withRules = (rules: Omit<FunctionInit, "id" | "triggers">) =>
+    register({ functions: [{ ...fn("order", "order.placed"), ...rules } as FunctionInit] });
+
+  it("maps cancelOn rules with their indexed equality, and timeouts in ms, into the run rules and the config", () => {
+    const [f] = validateRegistration(
+      withRules({
+        cancelOn: [
+          { event: "order.cancelled", condition: "event.data.id == async.data.id && async.data.final", timeout: { seconds: 60n, nanos: 0 } },
+          { event: "shop.closed" },
+        ],
+        timeouts: { start: { seconds: 1n, nanos: 500_000_000 }, finish: { seconds: 86_400n, nanos: 0 } },
+      }),
+    );
+    expect(f!.runRules).toEqual({
+      startMs: 1_500,
+      finishMs: 86_400_000,
+      cancelOn: [
+        {
+          event: "order.cancelled",
+          condition: "event.data.id == async.data.id && async.data.final",
+          equality: { eventPath: ["data", "id"], asyncPath: ["data", "id"] },
+          timeoutMs: 60_000,
+        },
+        { event: "shop.closed", condition: null, equality: undefined, timeoutMs: undefined },
+      ],
+    });
+    expect(f!.config).toMatchObject({
+      cancelOn: [{ event: "order.cancelled", if: "event.data.id == async.data.id && async.data.final", timeoutMs: 60_000 }, { event: "shop.closed" }],
+      timeouts: { startMs: 1_500, finishMs: 86_400_000 },
+    });
+  });
+
+  it("leaves a function without rules without run rules, and its config without them", () => {
+    const [f] = validateRegistration(withRules({}));
+    expect(f!.runRules).toBeUndefined();
+    expect(f!.config).not.toHaveProperty("cancelOn");
+    expect(f!.config).not.toHaveProperty("timeouts");
+  });
+
+  it("rejects a bad rule or duration, naming the field", () => {
+    expectInvalid(withRules({ cancelOn: [{ event: "" }] }), 'function "order": cancel_on[0].event: must be an event name of 1-256 characters');
+    expect(() => validateRegistration(withRules({ cancelOn: [{ event: "x", condition: "event.data.id ==" }] }))).toThrow(
+      /^\[invalid_argument\] function "order": cancel_on\[0\]\.condition: invalid CEL expression: /,
+    );
+    expectInvalid(
+      withRules({ cancelOn: Array.from({ length: 9 }, () => ({ event: "x" })) }),
+      'function "order": cancel_on: at most 8 rules',
+    );
+    expectInvalid(withRules({ timeouts: { start: { seconds: 0n, nanos: 0 } } }), 'function "order": timeouts.start: must be a duration of 1 ms to 366 days');
+    expectInvalid(
+      withRules({ timeouts: { finish: { seconds: 400n * 86_400n, nanos: 0 } } }),
+      'function "order": timeouts.finish: must be a duration of 1 ms to 366 days',
+    );
+    expectInvalid(
+      withRules({ cancelOn: [{ event: "x", timeout: { seconds: -5n, nanos: 0 } }] }),
+      'function "order": cancel_on[0].timeout: must be a duration of 1 ms to 366 days',
+    );
+  });
+});

@@ -1,12 +1,25 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import {
   compileCondition,
   CronSchedule,
   InvalidConditionError,
   InvalidCronError,
   type FunctionRegistration,
+  type RunRules,
 } from "@stepwise/core";
-import { ID_PATTERN, MAX_CAPACITY, MAX_ID_LENGTH, MAX_EVENT_NAME_LENGTH, MAX_RETRIES, type Register } from "@stepwise/proto";
+import {
+  ID_PATTERN,
+  MAX_CANCEL_ON,
+  MAX_CAPACITY,
+  MAX_CONDITION_LENGTH,
+  MAX_ID_LENGTH,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_RETRIES,
+  MAX_SUSPEND_MS,
+  type FunctionConfig,
+  type Register,
+} from "@stepwise/proto";
 
 /**
  * Validates a worker's registration and returns its functions in the form
@@ -81,9 +94,11 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
       }
       throw invalid(`triggers[${i}]`, "must be an event or a cron trigger");
     });
+    const runRules = validateRunRules(fn, invalid);
     return {
       id: fn.id,
       name: fn.name || fn.id,
+      ...(runRules.cancelOn.length > 0 || runRules.startMs !== undefined || runRules.finishMs !== undefined ? { runRules } : {}),
       eventTriggers: events,
       conditionalTriggers: conditional,
       cronTriggers: crons,
@@ -95,7 +110,65 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
         ],
         ...(fn.retries !== undefined ? { retries: fn.retries } : {}),
         ...(fn.onFailureFunctionId ? { onFailure: fn.onFailureFunctionId } : {}),
+        ...(runRules.cancelOn.length > 0
+          ? {
+              cancelOn: runRules.cancelOn.map((c) => ({
+                event: c.event,
+                ...(c.condition !== null ? { if: c.condition } : {}),
+                ...(c.timeoutMs !== undefined ? { timeoutMs: c.timeoutMs } : {}),
+              })),
+            }
+          : {}),
+        ...(runRules.startMs !== undefined || runRules.finishMs !== undefined
+          ? {
+              timeouts: {
+                ...(runRules.startMs !== undefined ? { startMs: runRules.startMs } : {}),
+                ...(runRules.finishMs !== undefined ? { finishMs: runRules.finishMs } : {}),
+              },
+            }
+          : {}),
       },
     };
   });
+}
+
+/** A duration of the config as milliseconds: 1 ms to MAX_SUSPEND_MS; undefined when unset. */
+function durationOf(d: Duration | undefined, field: string, invalid: (field: string, message: string) => ConnectError): number | undefined {
+  if (d === undefined) return undefined;
+  const ms = durationMs(d);
+  if (!Number.isFinite(ms) || ms < 1 || ms > MAX_SUSPEND_MS || d.nanos < 0 || d.seconds < 0n) {
+    throw invalid(field, `must be a duration of 1 ms to ${MAX_SUSPEND_MS / 86_400_000} days`);
+  }
+  return Math.floor(ms);
+}
+
+/** A function's timeouts and cancelOn rules, validated; INVALID_ARGUMENT naming the field otherwise. */
+function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: string) => ConnectError): RunRules {
+  if (fn.cancelOn.length > MAX_CANCEL_ON) throw invalid("cancel_on", `at most ${MAX_CANCEL_ON} rules`);
+  const cancelOn = fn.cancelOn.map((c, i) => {
+    if (c.event.length === 0 || c.event.length > MAX_EVENT_NAME_LENGTH) {
+      throw invalid(`cancel_on[${i}].event`, `must be an event name of 1-${MAX_EVENT_NAME_LENGTH} characters`);
+    }
+    if (c.condition.length > MAX_CONDITION_LENGTH) throw invalid(`cancel_on[${i}].condition`, `at most ${MAX_CONDITION_LENGTH} characters`);
+    let equality: RunRules["cancelOn"][number]["equality"];
+    if (c.condition !== "") {
+      try {
+        equality = compileCondition(c.condition, ["event", "async"]).equality;
+      } catch (err) {
+        if (err instanceof InvalidConditionError) throw invalid(`cancel_on[${i}].condition`, `invalid CEL expression: ${err.message}`);
+        throw err;
+      }
+    }
+    return {
+      event: c.event,
+      condition: c.condition === "" ? null : c.condition,
+      equality,
+      timeoutMs: durationOf(c.timeout, `cancel_on[${i}].timeout`, invalid),
+    };
+  });
+  return {
+    startMs: durationOf(fn.timeouts?.start, "timeouts.start", invalid),
+    finishMs: durationOf(fn.timeouts?.finish, "timeouts.finish", invalid),
+    cancelOn,
+  };
 }

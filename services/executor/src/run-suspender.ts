@@ -1,4 +1,7 @@
 import {
+  announceCancelled,
+  type Bus,
+  cancelOnEarlierEvents,
   waitMatches,
   waitOutputJson,
   type AwaitRecord,
@@ -20,6 +23,7 @@ import type { HeldRun } from "./worker-session.js";
 /** What the suspender needs from the executor. */
 export interface RunSuspenderOptions {
   store: JournalStore;
+  bus: Bus;
   timers: TimerStore;
   waits: WaitStore;
   recorder: ResultRecorder;
@@ -92,12 +96,29 @@ export class RunSuspender {
     }
     const outcome = await recorder.retrying(() => timers.suspend(held.runId, held.lease, held.wakes, awaits, requeueAfterMs));
     await this.options.publish(children);
+    if (children.length > 0) await this.afterInvoking(held, children, outcome?.kind === "lease-lost");
     if (!outcome || outcome.kind === "lease-lost") return;
     if (outcome.kind === "resumed") {
       await this.options.publish([outcome.run]);
       return;
     }
     await this.lookBack(held, awaits);
+  }
+
+  /**
+   * What follows the creation of invoked runs: their cancelOn rules look
+   * back for the events stored already, as for every run made outside the
+   * event stream. When the suspension found the run no longer held, a
+   * cancel of it may have waited for its lock while the children were
+   * created, and not seen them: those of a CANCELLED run are cancelled
+   * now.
+   */
+  private async afterInvoking(held: HeldRun, children: readonly PublishedRunRef[], leaseLost: boolean): Promise<void> {
+    const deps = { store: this.options.store, bus: this.options.bus, log: this.options.log };
+    await cancelOnEarlierEvents(deps, children.map((c) => c.runId));
+    if (!leaseLost) return;
+    const cancelled = await this.options.recorder.retrying(() => this.options.store.cancelInvokedRuns(held.runId));
+    if (cancelled && cancelled.length > 0) await announceCancelled(deps, cancelled);
   }
 
   /** Resolves the waits of a suspension that events stored since they began already match. */

@@ -2,13 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import {
-  type CancelOutcome,
+  announceCancelled,
+  cancelOnEarlierEvents,
   compileCondition,
   conditionEvent,
   type Condition,
   InvalidConditionError,
   isUuid,
-  publishOutboxEvents,
   publishQueuedRuns,
   type PublishedRunRef,
   type RunView,
@@ -66,7 +66,7 @@ export async function cancelRun(req: CancelRunRequest, deps: RunControlDeps): Pr
   if (outcome.kind === "ended") {
     throw new ConnectError(`run ${req.runId} already ended ${outcome.status}`, Code.FailedPrecondition);
   }
-  await afterCancel(deps, [req.runId], [outcome], reason);
+  await announceCancelled(deps, [{ runId: req.runId, outcome }]);
   const run = await deps.store.getRun(req.runId);
   if (!run) throw notFound();
   return create(CancelRunResponseSchema, { run: toProtoRun(run) });
@@ -101,6 +101,7 @@ async function derive(runId: string, fromStep: string | undefined, deps: RunCont
     throw new ConnectError(`run ${runId} has no step ${JSON.stringify(fromStep)} journaled`, Code.FailedPrecondition);
   }
   await publishNewRuns(deps, [outcome.run]);
+  await cancelOnEarlierEvents(deps, [outcome.run.runId]);
   const run = await deps.store.getRun(outcome.run.runId);
   if (!run) throw notFound();
   return run;
@@ -126,7 +127,8 @@ export async function cancelRuns(req: CancelRunsRequest, deps: RunControlDeps): 
   const selection = readSelection(req, ["QUEUED", "RUNNING", "WAITING"], ["QUEUED", "RUNNING", "WAITING"]);
   let cancelled = 0;
   await forEachPage(deps, selection, async (ids) => {
-    cancelled += await afterCancel(deps, ids, await deps.store.cancelRuns(ids, reason), reason);
+    const outcomes = await deps.store.cancelRuns(ids, reason);
+    cancelled += await announceCancelled(deps, outcomes.map((outcome, i) => ({ runId: ids[i]!, outcome })));
   });
   return create(CancelRunsResponseSchema, { cancelled });
 }
@@ -148,6 +150,7 @@ export async function rerunRuns(req: RerunRunsRequest, deps: RunControlDeps): Pr
     skipped += outcomes.filter((o) => o.kind === "no-step").length;
     started += runs.length;
     await publishNewRuns(deps, runs);
+    await cancelOnEarlierEvents(deps, runs.map((r) => r.runId));
   });
   return create(RerunRunsResponseSchema, { started, skipped });
 }
@@ -221,30 +224,4 @@ function checkReason(reason: string): string {
   }
   if (reason.includes("\u0000")) throw new ConnectError("reason: must not contain a NUL character", Code.InvalidArgument);
   return reason || "cancelled";
-}
-
-/**
- * What follows the cancel statement: the executors holding RUNNING runs
- * are told, waiters learn that the runs ended, and the runs'
- * "stepwise/run.cancelled" events are published and taken out of the
- * outbox (or left to the scheduler's reconciler if that fails). Returns how
- * many runs were cancelled.
- */
-async function afterCancel(deps: RunControlDeps, ids: readonly string[], outcomes: readonly CancelOutcome[], reason: string): Promise<number> {
-  const held = [];
-  const ended = [];
-  const events = [];
-  for (const [i, o] of outcomes.entries()) {
-    if (o.kind !== "cancelled") continue;
-    const runId = ids[i]!;
-    if (o.was === "RUNNING" && o.executorId) held.push({ runId, executorId: o.executorId, lease: o.lease, reason });
-    ended.push({ runId, eventId: o.eventId });
-    if (o.event) events.push(o.event);
-  }
-  deps.bus.announceRunsCancelled(held);
-  deps.bus.announceRunsEnded(ended);
-  await publishOutboxEvents(deps.store, deps.bus, events).catch((err: unknown) => {
-    deps.log?.warn({ err, events: events.length }, "publishing stepwise/run.cancelled failed; the reconciler publishes it");
-  });
-  return ended.length;
 }

@@ -127,7 +127,7 @@ for (const backend of ["Postgres", "PGlite"] as const) {
       }
       const replies = keys.map((key) => event("reply", { key }));
       const stored = await Promise.all(replies.map((r) => batches.record(r)));
-      const found = await Promise.all(replies.map((r, i) => batches.candidates(r, stored[i]!.storedAtMs)));
+      const found = await Promise.all(replies.map(async (r, i) => (await batches.matches({ event: r, storedAtMs: stored[i]!.storedAtMs })).waits));
       for (const [i, list] of found.entries()) {
         const single = await waits.candidates(replies[i]!, stored[i]!.storedAtMs);
         const norm = (l: typeof list) => l.map((c) => `${c.runId}/${c.stepKey}`).sort();

@@ -5,9 +5,9 @@ import {
   type EventInput,
   type JournalStore,
   type RecordedEvent,
+  type EventLookup,
+  type EventMatches,
   type RunRef,
-  type WaitCandidate,
-  type WaitEvent,
   type WaitStore,
 } from "@stepwise/core";
 
@@ -17,7 +17,7 @@ import {
  */
 export class EventBatches {
   private readonly records: GroupCommit<EventInput, RecordedEvent>;
-  private readonly lookups: GroupCommit<{ event: WaitEvent; storedAtMs: number }, WaitCandidate[]>;
+  private readonly lookups: GroupCommit<EventLookup, EventMatches>;
   private readonly work: WorkPublisher;
 
   constructor(store: JournalStore, waits: WaitStore, bus: Bus, backstopMs?: number) {
@@ -27,8 +27,8 @@ export class EventBatches {
       (event) => store.recordEventMatching(event, backstopMs),
     );
     this.lookups = new GroupCommit(
-      (events) => waits.candidatesMany(events),
-      (x) => waits.candidates(x.event, x.storedAtMs),
+      (lookups) => waits.matchesMany(lookups),
+      async (lookup) => (await waits.matchesMany([lookup]))[0] as EventMatches,
     );
   }
 
@@ -36,8 +36,9 @@ export class EventBatches {
     return this.records.submit(event);
   }
 
-  candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
-    return this.lookups.submit({ event, storedAtMs });
+  /** What a stored event may do to waits and runs (WaitStore.matchesMany). */
+  matches(lookup: EventLookup): Promise<EventMatches> {
+    return this.lookups.submit(lookup);
   }
 
   /** Publishes the work of runs, in the messages of every event handled in the same turn. */

@@ -1,14 +1,16 @@
 import {
+  cancelMatchedRuns,
   compileCondition,
   conditionEvent,
   publishRunWork,
   waitMatches,
   waitOutputJson,
   type Bus,
+  type EventLookup,
   type JournalStore,
   type Logger,
   type RunRef,
-  type WaitEvent,
+  type WaitCandidate,
   type WaitStore,
 } from "@stepwise/core";
 import type { EventRecord } from "@stepwise/proto";
@@ -16,14 +18,16 @@ import type { EventBatches } from "./event-batches.js";
 
 // What the scheduler does with each event of the stream: the journal
 // stores it and creates its runs (services/core/src/journal/run-creation.ts),
-// then the waits it matches are resolved.
+// then the waits it matches are resolved and the runs whose cancelOn rules
+// it fires are cancelled.
 
 /**
  * Handles one event from the event stream: persists it and creates one run
  * per function it triggers without a condition (idempotently, in the same
  * statement), creates the runs of triggers whose CEL condition holds,
  * publishes the work of the new runs, then resolves the waits the event
- * matches. The caller acks the event only after this resolves, so a crash
+ * matches and cancels the runs whose cancelOn rules it fires (and the new
+ * runs whose rules an event stored before fired). The caller acks the event only after this resolves, so a crash
  * anywhere in between redelivers the event, and the redelivery publishes
  * the work of runs still QUEUED and matches the waits again.
  */
@@ -61,22 +65,27 @@ export async function handleEvent(
     runs.push(...(await deps.store.createRuns(event.id, passing, deps.backstopMs)));
   }
   if (runs.length > 0) await publishFor(deps, runs);
-  // After the event's commit (above), so that a wait committed before this
-  // query is seen here, and one committed after sees the event in its lookback.
-  await resolveWaits(event, recorded.storedAtMs, deps);
+  // After the event's and the runs' commit (above), so that a wait or a
+  // cancelOn rule committed before this query is seen here, and one
+  // committed after sees the event in its lookback.
+  const lookup: EventLookup = {
+    event,
+    storedAtMs: recorded.storedAtMs,
+    receivedAtMs: input.receivedAtMs,
+    newRunIds: runs.map((r) => r.runId),
+  };
+  const { waits, cancels } = deps.batches ? await deps.batches.matches(lookup) : ((await deps.waits.matchesMany([lookup]))[0] ?? { waits: [], cancels: [] });
+  if (cancels.length > 0) await cancelMatchedRuns(deps, cancels);
+  if (waits.length > 0) await resolveWaits(event, waits, deps);
   return runs;
 }
 
 /** Resolves the waits an event matches and publishes the work of the runs it woke. */
 async function resolveWaits(
-  event: WaitEvent,
-  storedAtMs: number,
+  event: EventLookup["event"],
+  candidates: readonly WaitCandidate[],
   deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number; batches?: EventBatches },
 ): Promise<void> {
-  const candidates = deps.batches
-    ? await deps.batches.candidates(event, storedAtMs)
-    : await deps.waits.candidates(event, storedAtMs);
-  if (candidates.length === 0) return;
   const output = waitOutputJson(event);
   const matches = candidates
     .filter((c) => waitMatches(c.condition, c.runEvent, event))

@@ -1,4 +1,6 @@
 import {
+  announceCancelled,
+  cancelOnEarlierEvents,
   CronSchedule,
   publishQueuedRuns,
   TIMER_POLL_MS,
@@ -24,11 +26,13 @@ export interface TimerFiringOptions {
 
 const BATCH = 500;
 const CRON_BATCH = 100;
+const DEADLINE_BATCH = 500;
 /** Pause before looking again when what is due is held by another scheduler. */
 const BUSY_RETRY_MS = 20;
 
 /**
- * Fires due timers (sleep ends, retry times, wait timeouts) and cron ticks.
+ * Fires due timers (sleep ends, retry times, wait timeouts) and cron ticks,
+ * and cancels the runs whose timeouts passed.
  * It sleeps until the next one is due, by the database's clock, and wakes
  * early on a NOTIFY from a suspension or a registration that made something
  * due sooner; it looks again at least every TIMER_POLL_MS in case a
@@ -96,7 +100,15 @@ export class TimerFiring {
       const runs = await timers.fireCron(CRON_BATCH, requeueAfterMs, (due, nowMs) => this.nextTick(due, nowMs));
       fired += runs.length;
       await this.publish(runs);
+      // A tick's run listens for its cancelOn events from its creation on.
+      await cancelOnEarlierEvents(this.options, runs.map((r) => r.runId));
       if (runs.length < CRON_BATCH) break;
+    }
+    for (;;) {
+      const expired = await this.options.store.expireDeadlines(DEADLINE_BATCH);
+      fired += expired.length;
+      await announceCancelled(this.options, expired);
+      if (expired.length < DEADLINE_BATCH) break;
     }
     const next = await timers.nextDueInMs();
     // Due already but nothing fired: another scheduler holds it; look again shortly rather than spin.

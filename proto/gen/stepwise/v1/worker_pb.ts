@@ -4,8 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ErrorDetail } from "./error_pb.js";
 import { file_stepwise_v1_error } from "./error_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCKUAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAlCCgoIX3JldHJpZXMiZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQi2AEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAEiUKBmludm9rZRgGIAEoCzITLnN0ZXB3aXNlLnYxLkludm9rZUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoGSW52b2tlEg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkSLgoKdGltZW91dF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCLnAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAkSKAoJY2FuY2VsX29uGAYgAygLMhUuc3RlcHdpc2UudjEuQ2FuY2VsT24SJwoIdGltZW91dHMYByABKAsyFS5zdGVwd2lzZS52MS5UaW1lb3V0c0IKCghfcmV0cmllcyJYCghDYW5jZWxPbhINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJfCghUaW1lb3V0cxIoCgVzdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZmaW5pc2gYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQi2AEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAEiUKBmludm9rZRgGIAEoCzITLnN0ZXB3aXNlLnYxLkludm9rZUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoGSW52b2tlEg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkSLgoKdGltZW91dF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -325,6 +325,23 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
    * @generated from field: string on_failure_function_id = 5;
    */
   onFailureFunctionId: string;
+
+  /**
+   * Events that cancel a run of the function that has not ended: the
+   * first event of a rule's name that matches it, received after the
+   * run's event (or after its creation, for a run a rerun, a replay or an
+   * invocation made), ends the run CANCELLED. At most 8 rules.
+   *
+   * @generated from field: repeated stepwise.v1.CancelOn cancel_on = 6;
+   */
+  cancelOn: CancelOn[];
+
+  /**
+   * Deadlines of the function's runs. Unset: none.
+   *
+   * @generated from field: stepwise.v1.Timeouts timeouts = 7;
+   */
+  timeouts?: Timeouts | undefined;
 };
 
 /**
@@ -333,6 +350,79 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
  */
 export const FunctionConfigSchema: GenMessage<FunctionConfig> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 5);
+
+/**
+ * CancelOn is one rule of FunctionConfig.cancel_on.
+ *
+ * @generated from message stepwise.v1.CancelOn
+ */
+export type CancelOn = Message<"stepwise.v1.CancelOn"> & {
+  /**
+   * Name of the cancelling event: 1 to 256 characters.
+   *
+   * @generated from field: string event = 1;
+   */
+  event: string;
+
+  /**
+   * CEL expression that a candidate event, bound as `async`, must make
+   * true; the run's triggering event is bound as `event` (the SDK's
+   * `match: "data.userId"` is `event.data.userId == async.data.userId`).
+   * At most 4,096 characters. Empty means any event of the name. An
+   * equality `event.<path> == async.<path>` among its top-level && terms
+   * is indexed, as for WaitForEvent.
+   *
+   * @generated from field: string condition = 2;
+   */
+  condition: string;
+
+  /**
+   * How long after the run's event (or its creation) the rule holds: 1 ms
+   * to 366 days. Unset: as long as the run has not ended.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 3;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.CancelOn.
+ * Use `create(CancelOnSchema)` to create a new message.
+ */
+export const CancelOnSchema: GenMessage<CancelOn> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 6);
+
+/**
+ * Timeouts ends a run CANCELLED when it takes too long. A scheduler
+ * checks the deadlines about once a second; the run's error (RunCancelled)
+ * and its "stepwise/run.cancelled" event say which timeout passed.
+ *
+ * @generated from message stepwise.v1.Timeouts
+ */
+export type Timeouts = Message<"stepwise.v1.Timeouts"> & {
+  /**
+   * Longest a run may stay QUEUED before it first starts (a worker first
+   * claims it): 1 ms to 366 days. Unset: no limit.
+   *
+   * @generated from field: google.protobuf.Duration start = 1;
+   */
+  start?: Duration | undefined;
+
+  /**
+   * Longest a run may take from its first start to its end, sleeps and
+   * waits included: 1 ms to 366 days. Unset: no limit.
+   *
+   * @generated from field: google.protobuf.Duration finish = 2;
+   */
+  finish?: Duration | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.Timeouts.
+ * Use `create(TimeoutsSchema)` to create a new message.
+ */
+export const TimeoutsSchema: GenMessage<Timeouts> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 7);
 
 /**
  * Trigger is one way a function gets started.
@@ -369,7 +459,7 @@ export type Trigger = Message<"stepwise.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 6);
+  messageDesc(file_stepwise_v1_worker, 8);
 
 /**
  * EventTrigger starts a run for each event of a name.
@@ -399,7 +489,7 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 7);
+  messageDesc(file_stepwise_v1_worker, 9);
 
 /**
  * CronTrigger starts a run at each tick of a schedule. Each tick starts one
@@ -430,7 +520,7 @@ export type CronTrigger = Message<"stepwise.v1.CronTrigger"> & {
  * Use `create(CronTriggerSchema)` to create a new message.
  */
 export const CronTriggerSchema: GenMessage<CronTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 8);
+  messageDesc(file_stepwise_v1_worker, 10);
 
 /**
  * Registered confirms a registration.
@@ -467,7 +557,7 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 9);
+  messageDesc(file_stepwise_v1_worker, 11);
 
 /**
  * StartRun gives a run to the worker, with the journal of the steps that
@@ -544,7 +634,7 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
  * Use `create(StartRunSchema)` to create a new message.
  */
 export const StartRunSchema: GenMessage<StartRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 10);
+  messageDesc(file_stepwise_v1_worker, 12);
 
 /**
  * RunEvent is the triggering event as a worker receives it.
@@ -586,7 +676,7 @@ export type RunEvent = Message<"stepwise.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 11);
+  messageDesc(file_stepwise_v1_worker, 13);
 
 /**
  * JournalEntry is one journaled step result.
@@ -630,7 +720,7 @@ export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
  * Use `create(JournalEntrySchema)` to create a new message.
  */
 export const JournalEntrySchema: GenMessage<JournalEntry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 12);
+  messageDesc(file_stepwise_v1_worker, 14);
 
 /**
  * StepResult is the outcome of one step attempt, sent by the worker.
@@ -728,7 +818,7 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
  * Use `create(StepResultSchema)` to create a new message.
  */
 export const StepResultSchema: GenMessage<StepResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 13);
+  messageDesc(file_stepwise_v1_worker, 15);
 
 /**
  * StepAck confirms that a step result is committed to the journal. The
@@ -773,7 +863,7 @@ export type StepAck = Message<"stepwise.v1.StepAck"> & {
  * Use `create(StepAckSchema)` to create a new message.
  */
 export const StepAckSchema: GenMessage<StepAck> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 14);
+  messageDesc(file_stepwise_v1_worker, 16);
 
 /**
  * RunResult ends a run.
@@ -834,7 +924,7 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
  * Use `create(RunResultSchema)` to create a new message.
  */
 export const RunResultSchema: GenMessage<RunResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 15);
+  messageDesc(file_stepwise_v1_worker, 17);
 
 /**
  * Suspend ends an execution of a run that must wait. The worker sends it
@@ -873,7 +963,7 @@ export type Suspend = Message<"stepwise.v1.Suspend"> & {
  * Use `create(SuspendSchema)` to create a new message.
  */
 export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 16);
+  messageDesc(file_stepwise_v1_worker, 18);
 
 /**
  * Await is one thing a suspended run waits for, named by its step. A
@@ -950,7 +1040,7 @@ export type Await = Message<"stepwise.v1.Await"> & {
  * Use `create(AwaitSchema)` to create a new message.
  */
 export const AwaitSchema: GenMessage<Await> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 17);
+  messageDesc(file_stepwise_v1_worker, 19);
 
 /**
  * Sleep waits until a time.
@@ -971,7 +1061,7 @@ export type Sleep = Message<"stepwise.v1.Sleep"> & {
  * Use `create(SleepSchema)` to create a new message.
  */
 export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 18);
+  messageDesc(file_stepwise_v1_worker, 20);
 
 /**
  * WaitForEvent waits for the first matching event after the wait began.
@@ -1008,7 +1098,7 @@ export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
  * Use `create(WaitForEventSchema)` to create a new message.
  */
 export const WaitForEventSchema: GenMessage<WaitForEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 19);
+  messageDesc(file_stepwise_v1_worker, 21);
 
 /**
  * Retry waits for the time of a step's next attempt.
@@ -1029,7 +1119,7 @@ export type Retry = Message<"stepwise.v1.Retry"> & {
  * Use `create(RetrySchema)` to create a new message.
  */
 export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 20);
+  messageDesc(file_stepwise_v1_worker, 22);
 
 /**
  * Invoke starts a run of a function (the child) and waits for it to end.
@@ -1085,7 +1175,7 @@ export type Invoke = Message<"stepwise.v1.Invoke"> & {
  * Use `create(InvokeSchema)` to create a new message.
  */
 export const InvokeSchema: GenMessage<Invoke> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 21);
+  messageDesc(file_stepwise_v1_worker, 23);
 
 /**
  * CancelRun asks the worker to stop executing a run.
@@ -1121,7 +1211,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 22);
+  messageDesc(file_stepwise_v1_worker, 24);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -1142,7 +1232,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 23);
+  messageDesc(file_stepwise_v1_worker, 25);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -1163,7 +1253,7 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 24);
+  messageDesc(file_stepwise_v1_worker, 26);
 
 /**
  * WorkerService is how SDK workers execute functions. A worker opens one

@@ -5,8 +5,9 @@ import type { FunctionRegistration } from "./types.js";
 // schedules: what the scheduler matches events and ticks against.
 
 /**
- * Upserts an app's functions and replaces their triggers, in one
- * transaction. A cron trigger whose schedule did not change keeps its next
+ * Upserts an app's functions and replaces their triggers and run rules
+ * (timeouts, cancelOn: what runs created from then on are armed with), in
+ * one transaction. A cron trigger whose schedule did not change keeps its next
  * tick, so a worker reconnecting neither skips nor repeats one.
  */
 export async function registerFunctions(sql: Sql, timerChannel: string, appId: string, functions: FunctionRegistration[]): Promise<void> {
@@ -43,6 +44,32 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
            FROM jsonb_to_recordset($1::jsonb) AS x(n text, c jsonb)`,
           [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id],
         );
+      }
+      const rules = fn.runRules;
+      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0)) {
+        const cancelOn = rules.cancelOn.map((c) => ({
+          event: c.event,
+          cond: c.condition ?? "",
+          ep: c.equality ? c.equality.eventPath.join(".") : "",
+          ap: c.equality ? c.equality.asyncPath.join(".") : "",
+          timeout: c.timeoutMs ?? null,
+        }));
+        await tx.query(
+          `INSERT INTO function_run_rules (app_id, function_id, start_ms, finish_ms, cancel_on)
+           VALUES ($1, $2, $3, $4, $5::jsonb)
+           ON CONFLICT (app_id, function_id) DO UPDATE
+             SET start_ms = excluded.start_ms, finish_ms = excluded.finish_ms, cancel_on = excluded.cancel_on`,
+          [appId, fn.id, rules.startMs ?? null, rules.finishMs ?? null, JSON.stringify(cancelOn)],
+        );
+        // The paths events are looked up by (see WaitStore.matchesMany).
+        await tx.query(
+          `INSERT INTO wait_paths (event_name, key_path)
+           SELECT DISTINCT x->>'event', x->>'ap' FROM jsonb_array_elements($1::jsonb) x WHERE x->>'ap' <> ''
+           ON CONFLICT DO NOTHING`,
+          [JSON.stringify(cancelOn)],
+        );
+      } else {
+        await tx.query("DELETE FROM function_run_rules WHERE app_id = $1 AND function_id = $2", [appId, fn.id]);
       }
       const crons = fn.cronTriggers ?? [];
       await tx.query("DELETE FROM cron_schedules WHERE app_id = $1 AND function_id = $2 AND trigger_index >= $3", [

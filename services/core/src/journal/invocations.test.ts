@@ -216,6 +216,104 @@ function invokeSuite(backend: TestBackend): void {
       expect(await status(parent.runId)).toBe("WAITING");
     });
 
+    describe("cancel", () => {
+      /** A parent suspended on a child, itself suspended on a grandchild. */
+      async function tree() {
+        const parent = await claimedParent();
+        const childId = (await suspendOn(parent, invoke(parent.appId))).children[0]!.runId;
+        const claim = await store.claimRun(childId, uniq("exec"), 60_000);
+        const child = { appId: parent.appId, runId: childId, lease: claim!.lease, wakes: claim!.wakes };
+        const grandchildId = (await suspendOn(child, invoke(parent.appId, "deeper:0"))).children[0]!.runId;
+        return { parent, childId, grandchildId };
+      }
+
+      it("cancelling a run cancels the runs it invoked, recursively, each with its event, and journals nothing in their parents", async () => {
+        const { parent, childId, grandchildId } = await tree();
+        const [outcome] = await store.cancelRuns([parent.runId], "withdrawn");
+        expect(outcome).toMatchObject({ kind: "cancelled", was: "WAITING", reason: "withdrawn" });
+        const invoked = outcome?.kind === "cancelled" ? (outcome.invoked ?? []) : [];
+        expect(invoked.map((i) => i.runId).sort()).toEqual([childId, grandchildId].sort());
+        const byId = new Map(invoked.map((i) => [i.runId, i.outcome]));
+        expect(byId.get(childId)).toMatchObject({ was: "WAITING", reason: `run ${parent.runId}, which invoked it, was cancelled: withdrawn` });
+        expect(byId.get(grandchildId)).toMatchObject({ was: "QUEUED", reason: `run ${childId}, which invoked it, was cancelled: withdrawn` });
+        expect(byId.get(grandchildId)?.event).toMatchObject({ id: `stepwise-cancelled-${grandchildId}`, name: "stepwise/run.cancelled" });
+        expect(outcome?.kind === "cancelled" ? outcome.wokenRun : "?").toBeUndefined();
+        for (const id of [childId, grandchildId]) {
+          expect((await store.getRun(id))?.error).toEqual({
+            name: "RunCancelled",
+            message: expect.stringContaining("which invoked it, was cancelled: withdrawn") as unknown as string,
+            nonRetriable: true,
+          });
+        }
+        expect(await step(parent.runId, "sub:0")).toBeUndefined();
+        expect(await step(childId, "deeper:0")).toBeUndefined();
+        expect(await timerKinds(childId)).toEqual([]);
+        const outbox = await db.sql.query<{ id: string }>("SELECT id FROM event_outbox WHERE id = ANY($1::text[])", [
+          [parent.runId, childId, grandchildId].map((id) => `stepwise-cancelled-${id}`),
+        ]);
+        expect(outbox).toHaveLength(3);
+      });
+
+      it("a run that ended is not cancelled, and the runs it invoked are left alone", async () => {
+        const parent = await claimedParent();
+        const childId = (await suspendOn(parent, invoke(parent.appId))).children[0]!.runId;
+        const claim = await store.claimRun(childId, uniq("exec"), 60_000);
+        const child = { appId: parent.appId, runId: childId, lease: claim!.lease, wakes: claim!.wakes };
+        const a = invoke(parent.appId, "fire:0", { dueAtMs: null });
+        const started = await store.startInvocations(child.runId, child.lease, [a], REQUEUE_MS);
+        const grandchildId = started.kind === "started" ? started.runs[0]!.runId : "";
+        // The child completes without waiting for its own child.
+        expect(await store.completeRun(childId, child.lease, "1")).not.toBeNull();
+        const [outcome] = await store.cancelRuns([parent.runId], "withdrawn");
+        expect(outcome?.kind === "cancelled" ? outcome.invoked : "?").toBeUndefined();
+        expect(await status(grandchildId)).toBe("QUEUED");
+      });
+
+      it("a child cancelled on its own fails its parent's step with InvokedRunCancelled and wakes the parent", async () => {
+        const parent = await claimedParent();
+        const childId = (await suspendOn(parent, invoke(parent.appId))).children[0]!.runId;
+        const [outcome] = await store.cancelRuns([childId], "not needed");
+        expect(outcome?.kind === "cancelled" ? outcome.wokenRun : undefined).toEqual({
+          runId: parent.runId,
+          appId: parent.appId,
+          functionId: "parent",
+          lease: parent.lease,
+        });
+        expect(await status(parent.runId)).toBe("QUEUED");
+        expect((await step(parent.runId, "sub:0"))?.error).toEqual({
+          name: "InvokedRunCancelled",
+          message: `run ${childId} of ${parent.appId}/child was cancelled: not needed`,
+          cause: { name: "RunCancelled", message: "not needed", nonRetriable: true },
+          nonRetriable: true,
+        });
+      });
+
+      it("cancelling a parent and its child together journals nothing in the parent", async () => {
+        const parent = await claimedParent();
+        const childId = (await suspendOn(parent, invoke(parent.appId))).children[0]!.runId;
+        const outcomes = await store.cancelRuns([childId, parent.runId], "both");
+        expect(outcomes.map((o) => o.kind)).toEqual(["cancelled", "cancelled"]);
+        expect(await step(parent.runId, "sub:0")).toBeUndefined();
+      });
+
+      it("cancelInvokedRuns cancels the runs a CANCELLED run invoked that a cancel missed, and nothing for a run not cancelled", async () => {
+        const parent = await claimedParent();
+        const childId = (await suspendOn(parent, invoke(parent.appId))).children[0]!.runId;
+        expect(await store.cancelInvokedRuns(parent.runId)).toEqual([]);
+        expect(await status(childId)).toBe("QUEUED");
+        // As a cancel that read the invocations before the child was created leaves it.
+        await db.sql.query(
+          `UPDATE runs SET status = 'CANCELLED', ended_at = now(), error = '{"name":"RunCancelled","message":"late","nonRetriable":true}' WHERE id = $1`,
+          [parent.runId],
+        );
+        const cancelled = await store.cancelInvokedRuns(parent.runId);
+        expect(cancelled.map((c) => c.runId)).toEqual([childId]);
+        expect(cancelled[0]?.outcome).toMatchObject({ kind: "cancelled", reason: `run ${parent.runId}, which invoked it, was cancelled: late` });
+        expect(await status(childId)).toBe("CANCELLED");
+        expect(await store.cancelInvokedRuns(parent.runId)).toEqual([]);
+      });
+    });
+
     it("a child that ends after its parent ended journals nothing in the parent", async () => {
       const parent = await claimedParent();
       const started = await store.startInvocations(parent.runId, parent.lease, [invoke(parent.appId)], REQUEUE_MS);

@@ -12,12 +12,14 @@ import type { PublishedRunRef } from "./types.js";
 // the parent's step and wakes it in the statement that ends the child
 // (INVOKED_RUN_ENDS, in run-ends.ts), a timer of kind 'invoke' gives up at
 // the step's timeout (INVOKE_TIMEOUT_ERROR, in TimerStore.fireDue), and
-// cancelling the parent cancels its children (run-ends.ts).
+// cancelling the parent cancels its children in the cancel's statement
+// (INVOKED_CANCEL_TARGETS, in CANCEL_TAIL).
 //
 // Locking: the child's end locks the child, then its parent; cancelling a
 // tree locks the parent, then its children. When both happen at once,
 // Postgres detects the deadlock and fails one statement, which its caller
-// retries (the executor retries a run's end within its lease).
+// retries (the executor retries a run's end within its lease; a CancelRun
+// answers with the error and can be sent again).
 
 /** An invoke await of a suspension. */
 export type InvokeAwait = AwaitRecord & { kind: "invoke" };
@@ -147,6 +149,53 @@ export function INVOKED_RUN_ENDS(ended: string, requeueParam: string): string {
          ORDER BY w.id
        )`;
 }
+
+/**
+ * The first part of CANCEL_TAIL (run-ends.ts): `cancel_target` is `target`
+ * (id, status, executor_id, lease, reason, cancel) and, locked after it in
+ * id order, the runs that the runs `target` cancels invoked and that have
+ * not ended, and the runs those invoked, recursively, each with the reason
+ * "run <parent>, which invoked it, was cancelled: <reason>".
+ * `invoked_tree` says which target each was cancelled with (root_id).
+ */
+export const INVOKED_CANCEL_TARGETS = `invoked_tree AS (
+     WITH RECURSIVE d(id, parent_id, root_id, reason) AS (
+       SELECT i.child_run_id, i.parent_run_id, target.id, target.reason
+       FROM target JOIN invocations i ON i.parent_run_id = target.id
+       WHERE target.cancel AND target.status IN ('QUEUED', 'RUNNING', 'WAITING')
+       UNION
+       SELECT i.child_run_id, i.parent_run_id, d.root_id, d.reason
+       FROM d JOIN invocations i ON i.parent_run_id = d.id
+       WHERE EXISTS (SELECT 1 FROM runs c WHERE c.id = d.id AND c.status IN ('QUEUED', 'RUNNING', 'WAITING'))
+     )
+     SELECT DISTINCT ON (d.id) d.id, d.root_id,
+       'run ' || d.parent_id || ', which invoked it, was cancelled: ' || d.reason AS reason
+     FROM d WHERE d.id NOT IN (SELECT id FROM target)
+       AND EXISTS (SELECT 1 FROM runs c WHERE c.id = d.id AND c.status IN ('QUEUED', 'RUNNING', 'WAITING'))
+     ORDER BY d.id, d.root_id
+   ), invoked_target AS (
+     SELECT runs.id, runs.status, runs.executor_id, runs.lease, invoked_tree.reason, true AS cancel
+     FROM runs JOIN invoked_tree ON invoked_tree.id = runs.id
+     ORDER BY runs.id FOR UPDATE OF runs
+   ), cancel_target AS (
+     SELECT id, status, executor_id, lease, reason, cancel FROM target
+     UNION ALL
+     SELECT id, status, executor_id, lease, reason, cancel FROM invoked_target
+   )`;
+
+/**
+ * Columns of CANCEL_OUTCOME_COLUMNS (run-ends.ts), per target run: the
+ * runs cancelled with it because it invoked them (`invoked`, a JSON array
+ * of the columns of a cancel outcome), and the run that invoked it, woken
+ * because it was cancelled on its own (`woken_*`). Needs `LEFT JOIN
+ * invoked_woken iw ON iw.child_id = target.id`.
+ */
+export const INVOKED_CANCEL_COLUMNS = `(SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', kr.id, 'was', kr.was,
+       'executor_id', kr.executor_id, 'lease', kr.lease, 'event_id', kr.event_id, 'reason', kr.reason,
+       'outbox_id', ko.id, 'name', ko.name, 'data', ko.data, 'ts_ms', ko.ts_ms) ORDER BY kr.id), '[]'::jsonb)
+     FROM r kr JOIN invoked_tree it ON it.id = kr.id LEFT JOIN o ko ON ko.id = 'stepwise-cancelled-' || kr.id
+     WHERE it.root_id = target.id) AS invoked,
+     iw.run_id::text AS woken_id, iw.app_id AS woken_app_id, iw.function_id AS woken_function_id, iw.lease AS woken_lease`;
 
 /**
  * The error of an invoke's step when its timer (`f`: run_id, step_key,

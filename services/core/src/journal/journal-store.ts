@@ -11,6 +11,7 @@ import {
 import { deleteOutboxEvents, outboxEvents } from "./event-outbox.js";
 import {
   type CancelOutcome,
+  cancelInvokedRuns,
   cancelRun,
   cancelRuns,
   completeRun,
@@ -21,6 +22,7 @@ import {
   type RunFailure,
 } from "./run-ends.js";
 import { type InvocationOutcome, type InvokeAwait, startInvocations } from "./invocations.js";
+import { type ExpiredRun, expireDeadlines } from "./run-deadlines.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import {
   type SelectedRun,
@@ -33,6 +35,7 @@ import {
   readRun,
 } from "./run-views.js";
 import type { Sql } from "./sql.js";
+import { type CancelCandidate, WaitStore } from "./wait-store.js";
 import { journalAttempt, journalStep, journalSteps } from "./step-journal.js";
 import {
   type AttemptRecord,
@@ -125,6 +128,11 @@ export class JournalStore {
     return startInvocations(this.sql, runId, lease, invokes, deadlineMs);
   }
 
+  /** Cancels the runs a CANCELLED run invoked that have not ended (run-ends.ts). */
+  cancelInvokedRuns(runId: string): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+    return cancelInvokedRuns(this.sql, runId);
+  }
+
   // run-leases.ts
 
   /** Claims a run for an executor; null when it is not claimable. */
@@ -204,9 +212,26 @@ export class JournalStore {
     return cancelRun(this.sql, runId, reason);
   }
 
-  /** cancelRun for many runs in one statement; one outcome per id, in order. */
-  cancelRuns(runIds: readonly string[], reason: string): Promise<CancelOutcome[]> {
+  /** cancelRun for many runs in one statement, with one reason for all or one each; one outcome per id, in order. */
+  cancelRuns(runIds: readonly string[], reason: string | readonly string[]): Promise<CancelOutcome[]> {
     return cancelRuns(this.sql, runIds, reason);
+  }
+
+  // run-deadlines.ts
+
+  /** Cancels the runs of up to `limit` deadlines (timeouts) that passed; returns them. */
+  expireDeadlines(limit: number): Promise<ExpiredRun[]> {
+    return expireDeadlines(this.sql, limit);
+  }
+
+  // wait-store.ts
+
+  /**
+   * For runs created outside the event stream: the events stored already
+   * that may fire their cancelOn rules (WaitStore.cancelLookback).
+   */
+  cancelLookback(runIds: readonly string[]): Promise<CancelCandidate[]> {
+    return new WaitStore(this.sql).cancelLookback(runIds);
   }
 
   // event-outbox.ts

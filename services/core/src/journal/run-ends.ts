@@ -1,4 +1,4 @@
-import { INVOKED_RUN_ENDS } from "./invocations.js";
+import { INVOKED_CANCEL_COLUMNS, INVOKED_CANCEL_TARGETS, INVOKED_RUN_ENDS } from "./invocations.js";
 import { FAILURE_RUN } from "./run-creation.js";
 import type { Sql } from "./sql.js";
 import type { PublishedRunRef, RunStatus, StoredError } from "./types.js";
@@ -37,7 +37,8 @@ export async function completeRun(
        WHERE id = $1 AND lease = $2 AND status = 'RUNNING'
        RETURNING id, ended_at, app_id, function_id, status, output, error
      ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
-     w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
+     w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+     cw AS (DELETE FROM cancel_waits WHERE run_id IN (SELECT id FROM r))
      ${INVOKED_RUN_ENDS("r", "$4")}
      ${COMPLETION_ROWS}`,
     [runId, lease, outputJson, requeueAfterMs],
@@ -64,7 +65,8 @@ export async function completeRuns(
        WHERE runs.id = c.id AND target.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
        RETURNING runs.id, runs.ended_at, runs.app_id, runs.function_id, runs.status, runs.output, runs.error
      ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
-     w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r))
+     w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+     cw AS (DELETE FROM cancel_waits WHERE run_id IN (SELECT id FROM r))
      ${INVOKED_RUN_ENDS("r", "$4")}
      ${COMPLETION_ROWS}`,
     [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson), requeueAfterMs],
@@ -119,6 +121,7 @@ const FAIL_RUN = `WITH r AS (
      RETURNING id, app_id, function_id, event_id, status, output, error
    ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
    w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+   cw AS (DELETE FROM cancel_waits WHERE run_id IN (SELECT id FROM r)),
    h AS (
      SELECT r.id AS run_id, r.app_id, r.function_id, f.config->>'onFailure' AS handler,
        jsonb_build_object('function_id', r.function_id, 'run_id', r.id, 'error', $3::jsonb,
@@ -186,34 +189,127 @@ export interface OutboxEvent {
 /** What cancelRun did. */
 export type CancelOutcome =
   /** Cancelled now; `executorId` and `lease` name the execution that held it when it was RUNNING. */
-  | { kind: "cancelled"; was: RunStatus; executorId: string | null; lease: number; eventId: string; event: OutboxEvent | undefined }
+  | {
+      kind: "cancelled";
+      was: RunStatus;
+      executorId: string | null;
+      lease: number;
+      eventId: string;
+      reason: string;
+      event: OutboxEvent | undefined;
+      /** The runs it invoked (step.invoke), and theirs, cancelled with it in the same statement. */
+      invoked?: Array<{ runId: string; outcome: CancelOutcome & { kind: "cancelled" } }>;
+      /** The run that invoked it, woken because its step now holds InvokedRunCancelled: publish its work. */
+      wokenRun?: PublishedRunRef;
+    }
   /** The run had ended already, with this status. */
   | { kind: "ended"; status: RunStatus }
   | { kind: "unknown" };
 
-/** cancelRuns' statement: $1 the run ids, $2 the error to store, $3 the reason. */
-const CANCEL_RUNS = `WITH target AS (
-     SELECT id, status, executor_id, lease FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
-   ), r AS (
-     UPDATE runs SET status = 'CANCELLED', error = $2::jsonb, ended_at = now(),
-       executor_id = NULL, lease_expires_at = NULL
-     FROM target WHERE runs.id = target.id AND target.status IN ('QUEUED', 'RUNNING', 'WAITING')
-     RETURNING runs.id, runs.app_id, runs.function_id, runs.event_id, target.status AS was, target.executor_id, target.lease
+/**
+ * The part of a statement that cancels runs. `target` must select, locked
+ * in id order, the runs considered: id, status, executor_id, lease (as
+ * they were), reason (text), and cancel (whether to cancel it: only a run
+ * that has not ended may be). Each cancelled run ends CANCELLED with a
+ * RunCancelled error carrying its reason, its timers, waits, cancel waits
+ * and deadline go, and its "stepwise/run.cancelled" event goes in the
+ * event outbox. `r` returns the cancelled runs (was: their status before),
+ * `o` the outbox events. The runs a cancelled run invoked (step.invoke)
+ * that have not ended are cancelled with it, recursively (see
+ * INVOKED_CANCEL_TARGETS); a run cancelled on its own that a step invoked
+ * journals that step with an InvokedRunCancelled error and wakes its run
+ * (INVOKED_RUN_ENDS).
+ */
+export const CANCEL_TAIL = `${INVOKED_CANCEL_TARGETS}, r AS (
+     UPDATE runs SET status = 'CANCELLED',
+       error = jsonb_build_object('name', 'RunCancelled', 'message', cancel_target.reason, 'nonRetriable', true),
+       ended_at = now(), executor_id = NULL, lease_expires_at = NULL
+     FROM cancel_target WHERE runs.id = cancel_target.id AND cancel_target.cancel
+       AND cancel_target.status IN ('QUEUED', 'RUNNING', 'WAITING')
+     RETURNING runs.id, runs.app_id, runs.function_id, runs.event_id, cancel_target.status AS was, cancel_target.executor_id,
+       cancel_target.lease, cancel_target.reason, runs.status, runs.output, runs.error
    ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
    w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
+   cw AS (DELETE FROM cancel_waits WHERE run_id IN (SELECT id FROM r)),
+   dl AS (DELETE FROM run_deadlines WHERE run_id IN (SELECT id FROM r)),
    o AS (
      INSERT INTO event_outbox (id, name, data, ts)
      SELECT 'stepwise-cancelled-' || r.id, 'stepwise/run.cancelled',
-       jsonb_build_object('run_id', r.id, 'app_id', r.app_id, 'function_id', r.function_id, 'reason', $3::text,
+       jsonb_build_object('run_id', r.id, 'app_id', r.app_id, 'function_id', r.function_id, 'reason', r.reason,
          'event', ${RUN_EVENT_JSON}),
        now()
      FROM r JOIN events e ON e.id = r.event_id
      ON CONFLICT (id) DO NOTHING
      RETURNING id, name, data::text AS data, (extract(epoch FROM ts) * 1000)::float8 AS ts_ms
    )
-   SELECT target.id::text AS run_id, target.status, r.was, r.executor_id, r.lease, r.event_id,
-     o.id AS outbox_id, o.name, o.data, o.ts_ms
-   FROM target LEFT JOIN r ON r.id = target.id LEFT JOIN o ON o.id = 'stepwise-cancelled-' || target.id`;
+   -- Its publish deadline is the default requeue delay: the tail serves
+   -- statements of several services, and announceCancelled publishes at once.
+   ${INVOKED_RUN_ENDS("r", "60000")}`;
+
+/** The columns a statement ending in CANCEL_TAIL selects per target run, read by cancelOutcome. */
+export const CANCEL_OUTCOME_COLUMNS = `target.id::text AS run_id, target.status, r.was, r.executor_id, r.lease, r.event_id, r.reason,
+     o.id AS outbox_id, o.name, o.data, o.ts_ms, ${INVOKED_CANCEL_COLUMNS}
+   FROM target LEFT JOIN r ON r.id = target.id LEFT JOIN o ON o.id = 'stepwise-cancelled-' || target.id
+     LEFT JOIN invoked_woken iw ON iw.child_id = target.id`;
+
+/** A row of CANCEL_OUTCOME_COLUMNS. */
+export type CancelOutcomeRow = {
+  run_id: string;
+  status: RunStatus;
+  was: RunStatus | null;
+  executor_id: string | null;
+  lease: number | null;
+  event_id: string | null;
+  reason: string | null;
+  outbox_id: string | null;
+  name: string | null;
+  data: string | null;
+  ts_ms: number | string | null;
+  /** The runs cancelled with it because it invoked them (rows of the same columns, but these). */
+  invoked?: InvokedCancelRow[] | null;
+  woken_id?: string | null;
+  woken_app_id?: string | null;
+  woken_function_id?: string | null;
+  woken_lease?: number | null;
+};
+
+/** A run cancelled with the one that invoked it, as CANCEL_OUTCOME_COLUMNS lists it. */
+type InvokedCancelRow = Omit<CancelOutcomeRow, "status" | "invoked" | "woken_id" | "woken_app_id" | "woken_function_id" | "woken_lease">;
+
+/** What a row of CANCEL_OUTCOME_COLUMNS says happened to its run. */
+export function cancelOutcome(r: CancelOutcomeRow): CancelOutcome {
+  if (r.was === null) return { kind: "ended", status: r.status };
+  const outcome: CancelOutcome & { kind: "cancelled" } = {
+    kind: "cancelled",
+    was: r.was,
+    executorId: r.executor_id,
+    lease: Number(r.lease),
+    eventId: r.event_id ?? "",
+    reason: r.reason ?? "",
+    event:
+      r.outbox_id !== null
+        ? { id: r.outbox_id, name: r.name ?? "", dataJson: r.data ?? "{}", tsMs: Math.floor(Number(r.ts_ms)) }
+        : undefined,
+  };
+  const invoked = (r.invoked ?? []).flatMap((k) => {
+    const o = cancelOutcome({ ...k, status: "CANCELLED" });
+    return o.kind === "cancelled" ? [{ runId: k.run_id, outcome: o }] : [];
+  });
+  if (invoked.length > 0) outcome.invoked = invoked;
+  if (r.woken_id) {
+    outcome.wokenRun = { runId: r.woken_id, appId: r.woken_app_id ?? "", functionId: r.woken_function_id ?? "", lease: Number(r.woken_lease) };
+  }
+  return outcome;
+}
+
+/** cancelRuns' statement: $1 the run ids, $2 their reasons. */
+const CANCEL_RUNS = `WITH reasons AS (
+     SELECT DISTINCT ON (id) * FROM unnest($1::uuid[], $2::text[]) AS x(id, reason)
+   ), target AS (
+     SELECT runs.id, runs.status, runs.executor_id, runs.lease, reasons.reason, true AS cancel
+     FROM runs JOIN reasons ON reasons.id = runs.id ORDER BY runs.id FOR UPDATE OF runs
+   ), ${CANCEL_TAIL}
+   SELECT ${CANCEL_OUTCOME_COLUMNS}`;
 
 /**
  * Ends a run CANCELLED unless it ended already, whatever execution holds
@@ -230,35 +326,36 @@ export async function cancelRun(sql: Sql, runId: string, reason: string): Promis
  * cancelRun for many runs in one statement, locking them in id order like
  * every statement that changes several runs; one outcome per id, in order.
  */
-export async function cancelRuns(sql: Sql, runIds: readonly string[], reason: string): Promise<CancelOutcome[]> {
+export async function cancelRuns(sql: Sql, runIds: readonly string[], reason: string | readonly string[]): Promise<CancelOutcome[]> {
   if (runIds.length === 0) return [];
-  const rows = await sql.query<{
-    run_id: string;
-    status: RunStatus;
-    was: RunStatus | null;
-    executor_id: string | null;
-    lease: number | null;
-    event_id: string | null;
-    outbox_id: string | null;
-    name: string | null;
-    data: string | null;
-    ts_ms: number | string | null;
-  }>(CANCEL_RUNS, [runIds, JSON.stringify({ name: "RunCancelled", message: reason, nonRetriable: true }), reason]);
+  const reasons = typeof reason === "string" ? runIds.map(() => reason) : reason;
+  const rows = await sql.query<CancelOutcomeRow>(CANCEL_RUNS, [runIds, reasons]);
   const byId = new Map(rows.map((r) => [r.run_id, r]));
   return runIds.map((id): CancelOutcome => {
     const r = byId.get(id.toLowerCase());
-    if (!r) return { kind: "unknown" };
-    if (r.was === null) return { kind: "ended", status: r.status };
-    return {
-      kind: "cancelled",
-      was: r.was,
-      executorId: r.executor_id,
-      lease: Number(r.lease),
-      eventId: r.event_id ?? "",
-      event:
-        r.outbox_id !== null
-          ? { id: r.outbox_id, name: r.name ?? "", dataJson: r.data ?? "{}", tsMs: Math.floor(Number(r.ts_ms)) }
-          : undefined,
-    };
+    return r ? cancelOutcome(r) : { kind: "unknown" };
   });
+}
+
+/** cancelInvokedRuns' statement: $1 the invoking run. */
+const CANCEL_INVOKED_RUNS = `WITH target AS (
+     SELECT runs.id, runs.status, runs.executor_id, runs.lease,
+       'run ' || p.id || ', which invoked it, was cancelled: ' || coalesce(p.error->>'message', '') AS reason, true AS cancel
+     FROM invocations i JOIN runs ON runs.id = i.child_run_id JOIN runs p ON p.id = i.parent_run_id AND p.status = 'CANCELLED'
+     WHERE i.parent_run_id = $1
+     ORDER BY runs.id FOR UPDATE OF runs
+   ), ${CANCEL_TAIL}
+   SELECT ${CANCEL_OUTCOME_COLUMNS}`;
+
+/**
+ * Cancels, as cancelRuns does, the runs that a CANCELLED run invoked and
+ * that have not ended, and theirs; nothing when the run was not cancelled.
+ * For the one race the cancel's own statement cannot see: a suspension
+ * that started children while a cancel of the run waited for its lock
+ * (the cancel reads the children as of before). Returns the runs
+ * cancelled. One round trip.
+ */
+export async function cancelInvokedRuns(sql: Sql, runId: string): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+  const rows = await sql.query<CancelOutcomeRow>(CANCEL_INVOKED_RUNS, [runId]);
+  return rows.map((r) => ({ runId: r.run_id, outcome: cancelOutcome(r) })).filter((c) => c.outcome.kind === "cancelled");
 }

@@ -41,6 +41,14 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
          started_at = coalesce(started_at, now())
        FROM target WHERE runs.id = target.id
        RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key
+     ), finish AS (
+       -- The first claim starts the run: a start deadline gives way to
+       -- the finish one, or goes (see run-deadlines.ts).
+       UPDATE run_deadlines d SET kind = 'finish', due_at = now() + d.finish_ms * interval '1 millisecond'
+       FROM claimed c WHERE c.lease = 1 AND d.run_id = c.id AND d.kind = 'start' AND d.finish_ms IS NOT NULL
+     ), started AS (
+       DELETE FROM run_deadlines d USING claimed c
+       WHERE c.lease = 1 AND d.run_id = c.id AND d.kind = 'start' AND d.finish_ms IS NULL
      )
      SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, c.origin_run_id IS NOT NULL AS derived, e.id AS event_id, e.name AS event_name,
        e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,

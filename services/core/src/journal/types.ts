@@ -19,11 +19,31 @@ export interface FunctionRegistration {
   conditionalTriggers?: Array<{ event: string; condition: string }>;
   /** Cron triggers, with the first tick each fires. */
   cronTriggers?: Array<{ cron: string; timezone: string; firstAt: Date }>;
+  /** What every new run is armed with: its timeouts and cancelOn rules. */
+  runRules?: RunRules;
   /**
    * The full declared config, kept for display; `onFailure` names the
    * function that handles its failed runs.
    */
   config: unknown;
+}
+
+/** A function's timeouts and cancelOn rules, validated. */
+export interface RunRules {
+  startMs?: number | undefined;
+  finishMs?: number | undefined;
+  cancelOn: CancelOnRule[];
+}
+
+/** One cancelOn rule: an event of the name whose condition holds cancels the run. */
+export interface CancelOnRule {
+  event: string;
+  /** CEL over `event` (the run's) and `async` (the candidate); null for any event of the name. */
+  condition: string | null;
+  /** The condition's indexable equality, when it has one. */
+  equality: { eventPath: string[]; asyncPath: string[] } | undefined;
+  /** How long after the run's event the rule holds; undefined: until the run ends. */
+  timeoutMs?: number | undefined;
 }
 
 /** A function whose trigger on an event has conditions to evaluate. */

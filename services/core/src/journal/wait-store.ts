@@ -30,6 +30,38 @@ export interface LookbackCandidate {
   runEvent: WaitEvent;
 }
 
+/**
+ * A cancelOn rule of a run that an event may fire: the run is cancelled
+ * when the condition holds.
+ */
+export interface CancelCandidate {
+  runId: string;
+  condition: string | null;
+  /** The run's triggering event, bound as `event` in the condition. */
+  runEvent: WaitEvent;
+  /** The event that cancels the run if the condition holds, bound as `async`. */
+  event: WaitEvent;
+}
+
+/** An event looked up by the scheduler once stored, and the runs it created. */
+export interface EventLookup {
+  event: WaitEvent;
+  storedAtMs: number;
+  /** When ingest received it: a cancelOn rule holds for events received in its window. */
+  receivedAtMs?: number;
+  /** Runs the event created: the cancelling events stored before their rules are looked back for. */
+  newRunIds?: readonly string[];
+}
+
+/** What an event may do to runs: resolve waits, cancel runs. */
+export interface EventMatches {
+  waits: WaitCandidate[];
+  cancels: CancelCandidate[];
+}
+
+/** Events a cancelOn rule of a new run looks back at, at most. */
+export const CANCEL_LOOKBACK_LIMIT = 100;
+
 /** A wait resolved by an event: the step's result is the event. */
 export interface WaitMatch {
   runId: string;
@@ -57,7 +89,7 @@ export class WaitStore {
 
   /** The waits an event stored at storedAtMs may resolve. One round trip. */
   async candidates(event: WaitEvent, storedAtMs: number): Promise<WaitCandidate[]> {
-    return (await this.candidatesMany([{ event, storedAtMs }]))[0] as WaitCandidate[];
+    return (await this.matchesMany([{ event, storedAtMs }]))[0]?.waits ?? [];
   }
 
   /**
@@ -65,19 +97,40 @@ export class WaitStore {
    * order.
    */
   async candidatesMany(events: ReadonlyArray<{ event: WaitEvent; storedAtMs: number }>): Promise<WaitCandidate[][]> {
+    return (await this.matchesMany(events)).map((m) => m.waits);
+  }
+
+  /**
+   * What each event may do, in one statement: the waits it may resolve,
+   * the runs whose cancelOn rules it may fire (received in the rule's
+   * window, not the run's own event), and, for the runs it created, the
+   * events stored already that may fire their rules (up to
+   * CANCEL_LOOKBACK_LIMIT per rule, oldest first). The scheduler stores an
+   * event and creates its runs with their rules, commits, then calls this:
+   * so of an event and a rule that race, whichever commits second sees
+   * the other. One result per lookup, in order.
+   */
+  async matchesMany(lookups: readonly EventLookup[]): Promise<EventMatches[]> {
+    const newRuns = lookups.flatMap((l, i) => (l.newRunIds ?? []).map((id) => ({ id, n: i + 1 })));
     const rows = await this.sql.query<{
+      kind: string;
       n: number | string;
       run_id: string;
-      step_key: string;
+      step_key: string | null;
       condition: string | null;
       e_id: string;
       e_name: string;
       e_data: string;
       e_ts: number | string;
+      a_id: string | null;
+      a_name: string | null;
+      a_data: string | null;
+      a_ts: number | string | null;
     }>(
       `WITH x AS (
-         SELECT n, id AS event_id, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored
-         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[]) WITH ORDINALITY AS x(id, name, data, stored, n)
+         SELECT n, id AS event_id, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored,
+           to_timestamp(rcv / 1000.0) AS received
+         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[], $5::float8[]) WITH ORDINALITY AS x(id, name, data, stored, rcv, n)
        ), cand AS (
          SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
          JOIN waits w ON w.event_name = x.name AND w.key_path = ''
@@ -87,30 +140,90 @@ export class WaitStore {
            AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
          JOIN waits w ON w.event_name = x.name AND w.key_path = p.key_path
            AND w.key_value = (x.d #>> string_to_array(p.key_path, '.'))
+       ), cc AS (
+         SELECT x.n, x.event_id, c.run_id, c.condition FROM x
+         JOIN cancel_waits c ON c.event_name = x.name AND c.key_path = ''
+         WHERE c.since <= x.received AND (c.until IS NULL OR x.received <= c.until)
+         UNION ALL
+         SELECT x.n, x.event_id, c.run_id, c.condition FROM x
+         JOIN wait_paths p ON p.event_name = x.name
+           AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
+         JOIN cancel_waits c ON c.event_name = x.name AND c.key_path = p.key_path
+           AND c.key_value = (x.d #>> string_to_array(p.key_path, '.'))
+         WHERE c.since <= x.received AND (c.until IS NULL OR x.received <= c.until)
+       ), lb AS (
+         SELECT nr.n, c.run_id, c.condition, a.id, a.name, a.data, a.ts
+         FROM unnest($6::uuid[], $7::int[]) AS nr(run_id, n)
+         JOIN cancel_waits c ON c.run_id = nr.run_id
+         CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+         CROSS JOIN LATERAL (
+           -- stored_at bounds the index range; received_at is the window
+           -- (an event is stored after it is received, give or take the
+           -- clocks of ingest and the database).
+           SELECT a.* FROM events a
+           WHERE a.name = c.event_name AND a.stored_at >= c.since - interval '1 minute'
+             AND a.received_at >= c.since AND (c.until IS NULL OR a.received_at <= c.until) AND a.id <> r.event_id
+             AND (c.key_path = '' OR (
+               jsonb_typeof(jsonb_build_object('id', a.id, 'name', a.name, 'data', a.data) #> string_to_array(c.key_path, '.')) = 'string'
+               AND (jsonb_build_object('id', a.id, 'name', a.name, 'data', a.data) #>> string_to_array(c.key_path, '.')) = c.key_value))
+           ORDER BY a.stored_at LIMIT ${CANCEL_LOOKBACK_LIMIT}
+         ) a
        )
-       SELECT c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
-         (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts
+       SELECT 'wait' AS kind, c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
+         (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts, NULL AS a_id, NULL AS a_name, NULL AS a_data, NULL::float8 AS a_ts
        FROM cand c
        CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
        CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e
-       WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id`,
+       WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id
+       UNION ALL
+       SELECT 'cancel', c.n, c.run_id, NULL, c.condition, e.id, e.name, e.data::text, (extract(epoch FROM e.ts) * 1000)::float8,
+         NULL, NULL, NULL, NULL
+       FROM cc c
+       CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+       CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e
+       WHERE r.event_id <> c.event_id
+       UNION ALL
+       SELECT 'lookback', l.n, l.run_id, NULL, l.condition, e.id, e.name, e.data::text, (extract(epoch FROM e.ts) * 1000)::float8,
+         l.id, l.name, l.data::text, (extract(epoch FROM l.ts) * 1000)::float8
+       FROM lb l
+       CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = l.run_id OFFSET 0) r
+       CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e`,
       [
-        events.map((x) => x.event.id),
-        events.map((x) => x.event.name),
-        events.map((x) => x.event.dataJson),
-        events.map((x) => x.storedAtMs),
+        lookups.map((x) => x.event.id),
+        lookups.map((x) => x.event.name),
+        lookups.map((x) => x.event.dataJson),
+        lookups.map((x) => x.storedAtMs),
+        lookups.map((x) => x.receivedAtMs ?? x.storedAtMs),
+        newRuns.map((r) => r.id),
+        newRuns.map((r) => r.n),
       ],
     );
-    const out: WaitCandidate[][] = events.map(() => []);
+    const out: EventMatches[] = lookups.map(() => ({ waits: [], cancels: [] }));
     for (const r of rows) {
-      out[Number(r.n) - 1]?.push({
-        runId: r.run_id,
-        stepKey: r.step_key,
-        condition: r.condition,
-        runEvent: { id: r.e_id, name: r.e_name, dataJson: r.e_data, tsMs: Number(r.e_ts) },
-      });
+      const into = out[Number(r.n) - 1];
+      if (!into) continue;
+      const runEvent = { id: r.e_id, name: r.e_name, dataJson: r.e_data, tsMs: Number(r.e_ts) };
+      if (r.kind === "wait") {
+        into.waits.push({ runId: r.run_id, stepKey: r.step_key ?? "", condition: r.condition, runEvent });
+      } else if (r.kind === "cancel") {
+        into.cancels.push({ runId: r.run_id, condition: r.condition, runEvent, event: lookups[Number(r.n) - 1]!.event });
+      } else {
+        const event = { id: r.a_id ?? "", name: r.a_name ?? "", dataJson: r.a_data ?? "{}", tsMs: Number(r.a_ts) };
+        into.cancels.push({ runId: r.run_id, condition: r.condition, runEvent, event });
+      }
     }
     return out;
+  }
+
+  /**
+   * For runs created outside the event stream (cron ticks, onFailure
+   * handlers, reruns and replays, invocations): the events stored already
+   * that may fire their cancelOn rules, as matchesMany looks back. One
+   * round trip.
+   */
+  async cancelLookback(runIds: readonly string[]): Promise<CancelCandidate[]> {
+    if (runIds.length === 0) return [];
+    return (await this.matchesMany([{ event: { id: "", name: "", dataJson: "{}", tsMs: 0 }, storedAtMs: 0, newRunIds: runIds }]))[0]?.cancels ?? [];
   }
 
   /**
