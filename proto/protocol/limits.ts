@@ -68,3 +68,9 @@ export const MAX_ERROR_DEPTH = 8;
 
 /** Most cancelOn rules a function may declare (`FunctionConfig.cancel_on`). */
 export const MAX_CANCEL_ON = 8;
+
+/** Most concurrency limits a function may declare (`FunctionConfig.concurrency`). */
+export const MAX_CONCURRENCY_LIMITS = 2;
+
+/** Largest concurrency limit of one key. */
+export const MAX_CONCURRENCY = 10_000;

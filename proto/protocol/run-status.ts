@@ -1,7 +1,7 @@
 import { RunStatus } from "../gen/stepwise/v1/run_pb.js";
 
 /** Every status a run can have, in the order of its life. */
-export const RUN_STATUSES = ["QUEUED", "RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"] as const;
+export const RUN_STATUSES = ["QUEUED", "RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED", "SKIPPED"] as const;
 
 /**
  * Where a run is in its life, by name: what the journal stores, what the
@@ -11,7 +11,7 @@ export const RUN_STATUSES = ["QUEUED", "RUNNING", "WAITING", "COMPLETED", "FAILE
 export type RunStatusName = (typeof RUN_STATUSES)[number];
 
 /** The statuses in which a run has ended for good. */
-export const ENDED_RUN_STATUSES: ReadonlySet<RunStatusName> = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+export const ENDED_RUN_STATUSES: ReadonlySet<RunStatusName> = new Set(["COMPLETED", "FAILED", "CANCELLED", "SKIPPED"]);
 
 const TO_PROTO: Record<RunStatusName, RunStatus> = {
   QUEUED: RunStatus.QUEUED,
@@ -20,6 +20,7 @@ const TO_PROTO: Record<RunStatusName, RunStatus> = {
   COMPLETED: RunStatus.COMPLETED,
   FAILED: RunStatus.FAILED,
   CANCELLED: RunStatus.CANCELLED,
+  SKIPPED: RunStatus.SKIPPED,
 };
 
 const FROM_PROTO = new Map<RunStatus, RunStatusName>(RUN_STATUSES.map((s) => [TO_PROTO[s], s]));

@@ -100,6 +100,7 @@ describe("createFunction", () => {
         { event: "order.refunded", condition: "(async.data.full) && (event.data.orderId == async.data.orderId)", timeoutMs: undefined },
         { event: "shop.closed", condition: "", timeoutMs: undefined },
       ],
+      concurrency: [],
       startMs: 60_000,
       finishMs: 90_000,
     });
@@ -123,6 +124,35 @@ describe("createFunction", () => {
     expect(define({ ...base, timeouts: { start: 0 } })).toThrow(new TypeError("function f: timeouts.start: must be at least 1 ms"));
     expect(define({ ...base, timeouts: { finish: "2y" } })).toThrow(/^function f: timeouts\.finish: "2y" is not a duration/);
     expect(define({ ...base, timeouts: "1h" })).toThrow(new TypeError("function f: timeouts: must be { start?, finish? }"));
+  });
+
+  it("takes concurrency as a number, a limit or two, a throttle and a priority", () => {
+    const rules = (config: Record<string, unknown>) =>
+      stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], ...config } as never, () => null).runRules;
+    expect(rules({ concurrency: 5 })?.concurrency).toEqual([{ limit: 5, key: "", scope: "function" }]);
+    expect(rules({ concurrency: [{ limit: 2, key: "event.data.c" }, { limit: 9, scope: "app" }] })?.concurrency).toEqual([
+      { limit: 2, key: "event.data.c", scope: "function" },
+      { limit: 9, key: "", scope: "app" },
+    ]);
+    expect(rules({ throttle: { limit: 5, period: "1s" }, priority: { run: "event.data.p" } })).toMatchObject({
+      throttle: { limit: 5, periodMs: 1_000, burst: 0, key: "" },
+      priority: "event.data.p",
+    });
+    const base = { id: "f", triggers: [{ event: "e" }] };
+    expect(define({ ...base, concurrency: 0 })).toThrow(new TypeError("function f: concurrency.limit: must be an integer from 1 to 10000"));
+    expect(define({ ...base, concurrency: [{ limit: 1 }, { limit: 1 }, { limit: 1 }] })).toThrow(
+      new TypeError("function f: concurrency: at most 2 limits"),
+    );
+    expect(define({ ...base, concurrency: [{ limit: 1, scope: "team" }] })).toThrow(
+      new TypeError('function f: concurrency[0].scope: must be "function" or "app"'),
+    );
+    expect(define({ ...base, throttle: { limit: 1 } })).toThrow(/^function f: throttle\.period: /);
+    expect(define({ ...base, throttle: { limit: 1, period: "1s", burst: -1 } })).toThrow(
+      new TypeError("function f: throttle.burst: must be an integer from 0 to 10000"),
+    );
+    expect(define({ ...base, priority: { run: "" } })).toThrow(
+      new TypeError("function f: priority.run: must be a CEL expression of at most 4096 characters"),
+    );
   });
 
   it("with onFailure, adds the function <id>-on-failure, with no trigger and the same retries and backoff", () => {

@@ -1,4 +1,12 @@
-import { ID_PATTERN, MAX_CANCEL_ON, MAX_EVENT_NAME_LENGTH, MAX_ID_LENGTH } from "@stepwise/proto";
+import {
+  ID_PATTERN,
+  MAX_CANCEL_ON,
+  MAX_CONCURRENCY,
+  MAX_CONCURRENCY_LIMITS,
+  MAX_CONDITION_LENGTH,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_ID_LENGTH,
+} from "@stepwise/proto";
 import { parseDuration } from "./duration.js";
 import { matchCondition } from "./event-match.js";
 import { deserializeError, NonRetriableError, type SerializedError } from "./errors.js";
@@ -55,10 +63,88 @@ function positiveDuration(d: unknown, what: string): number {
   return ms;
 }
 
-/** A function's cancelOn and timeouts, validated; undefined when it has neither. */
+/** A function's concurrency limits, validated (the key's CEL is checked at registration). */
+function concurrencyLimits(where: string, concurrency: FunctionConfig["concurrency"]): RunRulesDeclared["concurrency"] {
+  if (concurrency === undefined) return [];
+  const list = typeof concurrency === "number" ? [{ limit: concurrency }] : Array.isArray(concurrency) ? concurrency : [concurrency];
+  if (list.length > MAX_CONCURRENCY_LIMITS) throw new TypeError(`${where}: concurrency: at most ${MAX_CONCURRENCY_LIMITS} limits`);
+  return list.map((c: unknown, i) => {
+    const at = list === concurrency ? `${where}: concurrency[${i}]` : `${where}: concurrency`;
+    if (typeof c !== "object" || c === null) throw new TypeError(`${at}: must be a number or { limit, key?, scope? }`);
+    const { limit, key, scope } = c as Record<string, unknown>;
+    if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_CONCURRENCY) {
+      throw new TypeError(`${at}.limit: must be an integer from 1 to ${MAX_CONCURRENCY}`);
+    }
+    if (key !== undefined && (typeof key !== "string" || key.trim() === "" || key.length > MAX_CONDITION_LENGTH)) {
+      throw new TypeError(`${at}.key: must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters`);
+    }
+    if (scope !== undefined && scope !== "function" && scope !== "app") throw new TypeError(`${at}.scope: must be "function" or "app"`);
+    return { limit, key: key ?? "", scope: scope ?? "function" };
+  });
+}
+
+/** A CEL expression of a declaration (compiled at registration). */
+function celText(value: unknown, what: string): string {
+  if (typeof value !== "string" || value.trim() === "" || value.length > MAX_CONDITION_LENGTH) {
+    throw new TypeError(`${what}: must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters`);
+  }
+  return value;
+}
+
+/** A function's throttle, validated. */
+function throttleRule(where: string, throttle: FunctionConfig["throttle"]): RunRulesDeclared["throttle"] {
+  if (throttle === undefined) return undefined;
+  const at = `${where}: throttle`;
+  if (typeof throttle !== "object" || throttle === null) throw new TypeError(`${at}: must be { limit, period, burst?, key? }`);
+  const { limit, period, burst, key } = throttle;
+  if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_CONCURRENCY) {
+    throw new TypeError(`${at}.limit: must be an integer from 1 to ${MAX_CONCURRENCY}`);
+  }
+  if (burst !== undefined && (typeof burst !== "number" || !Number.isInteger(burst) || burst < 0 || burst > MAX_CONCURRENCY)) {
+    throw new TypeError(`${at}.burst: must be an integer from 0 to ${MAX_CONCURRENCY}`);
+  }
+  return {
+    limit,
+    periodMs: positiveDuration(period, `${at}.period`),
+    burst: burst ?? 0,
+    key: key === undefined ? "" : celText(key, `${at}.key`),
+  };
+}
+
+/** A function's rate limit, validated. */
+function rateLimitRule(where: string, rateLimit: FunctionConfig["rateLimit"]): RunRulesDeclared["rateLimit"] {
+  if (rateLimit === undefined) return undefined;
+  const at = `${where}: rateLimit`;
+  if (typeof rateLimit !== "object" || rateLimit === null) throw new TypeError(`${at}: must be { limit, period, key? }`);
+  const { limit, period, key } = rateLimit;
+  if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_CONCURRENCY) {
+    throw new TypeError(`${at}.limit: must be an integer from 1 to ${MAX_CONCURRENCY}`);
+  }
+  return { limit, periodMs: positiveDuration(period, `${at}.period`), key: key === undefined ? "" : celText(key, `${at}.key`) };
+}
+
+/** A function's singleton, validated. */
+function singletonRule(where: string, singleton: FunctionConfig["singleton"]): RunRulesDeclared["singleton"] {
+  if (singleton === undefined) return undefined;
+  const at = `${where}: singleton`;
+  if (typeof singleton !== "object" || singleton === null) throw new TypeError(`${at}: must be { key?, mode }`);
+  if (singleton.mode !== "skip" && singleton.mode !== "cancel") throw new TypeError(`${at}.mode: must be "skip" or "cancel"`);
+  return { key: singleton.key === undefined ? "" : celText(singleton.key, `${at}.key`), mode: singleton.mode };
+}
+
+/** A function's priority, validated. */
+function priorityRule(where: string, priority: FunctionConfig["priority"]): string | undefined {
+  if (priority === undefined) return undefined;
+  if (typeof priority !== "object" || priority === null) throw new TypeError(`${where}: priority: must be { run }`);
+  return celText(priority.run, `${where}: priority.run`);
+}
+
+/** A function's cancelOn, timeouts and flow control, validated; undefined when it has none. */
 function runRules(where: string, config: FunctionConfig): RunRulesDeclared | undefined {
-  const { cancelOn, timeouts } = config;
-  if (cancelOn === undefined && timeouts === undefined) return undefined;
+  const { cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton } = config;
+  if ([cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton].every((v) => v === undefined)) {
+    return undefined;
+  }
   if (cancelOn !== undefined && (!Array.isArray(cancelOn) || cancelOn.length > MAX_CANCEL_ON)) {
     throw new TypeError(`${where}: cancelOn: must be a list of at most ${MAX_CANCEL_ON} rules`);
   }
@@ -79,6 +165,12 @@ function runRules(where: string, config: FunctionConfig): RunRulesDeclared | und
   }
   return {
     cancelOn: rules,
+    concurrency: concurrencyLimits(where, concurrency),
+    throttle: throttleRule(where, throttle),
+    priority: priorityRule(where, priority),
+    idempotency: idempotency === undefined ? undefined : celText(idempotency, `${where}: idempotency`),
+    rateLimit: rateLimitRule(where, rateLimit),
+    singleton: singletonRule(where, singleton),
     startMs: timeouts?.start === undefined ? undefined : positiveDuration(timeouts.start, `${where}: timeouts.start`),
     finishMs: timeouts?.finish === undefined ? undefined : positiveDuration(timeouts.finish, `${where}: timeouts.finish`),
   };

@@ -98,6 +98,51 @@ export interface FunctionConfig<N extends string = string> {
    * end, sleeps and waits included.
    */
   timeouts?: { start?: Duration; finish?: Duration };
+  /**
+   * How many runs hold a worker slot at once, counted across every
+   * executor: a number (for the whole function), a limit, or up to two
+   * limits. Runs over a limit wait in the queue and start, oldest first,
+   * as slots of their key free up; a run that sleeps or waits holds no
+   * slot.
+   */
+  concurrency?: number | ConcurrencyOption | readonly ConcurrencyOption[];
+  /**
+   * How often runs first start, per key: one every `period / limit`, and
+   * up to `limit + burst` at once after a quiet spell. Runs over it wait
+   * their turn in the queue; none is dropped.
+   */
+  throttle?: { limit: number; period: Duration; burst?: number; key?: string };
+  /**
+   * A run's place in the queue of runs waiting to start (for a concurrency
+   * limit or a throttle): `run` is CEL over the event giving the seconds
+   * it goes ahead of runs created at the same time, -600 to 600.
+   */
+  priority?: { run: string };
+  /**
+   * CEL over the event: one run per value per 24 hours; the run of a
+   * further event with the same value ends SKIPPED without starting.
+   */
+  idempotency?: string;
+  /**
+   * At most `limit` runs start per window of `period` per key; the runs of
+   * further events end SKIPPED, with the reason.
+   */
+  rateLimit?: { limit: number; period: Duration; key?: string };
+  /**
+   * At most one run per key that has not ended: a new one ends SKIPPED
+   * (`mode: "skip"`) or the old one is cancelled (`mode: "cancel"`).
+   */
+  singleton?: { key?: string; mode: "skip" | "cancel" };
+}
+
+/** A limit of FunctionConfig.concurrency. */
+export interface ConcurrencyOption {
+  /** Most runs of one key holding a slot at once: 1 to 10,000. */
+  limit: number;
+  /** CEL over the run's event whose value is the key, such as `event.data.customerId`; one key when omitted. */
+  key?: string;
+  /** Whose runs share a key: this function's (the default) or every function of the app with the same scope. */
+  scope?: "function" | "app";
 }
 
 /** A rule of FunctionConfig.cancelOn. */
@@ -163,6 +208,12 @@ export interface OutgoingEventData {
 /** @internal A function's cancelOn rules and timeouts in milliseconds, validated. */
 export interface RunRulesDeclared {
   cancelOn: Array<{ event: string; condition: string; timeoutMs?: number | undefined }>;
+  concurrency: Array<{ limit: number; key: string; scope: "function" | "app" }>;
+  throttle?: { limit: number; periodMs: number; burst: number; key: string } | undefined;
+  priority?: string | undefined;
+  idempotency?: string | undefined;
+  rateLimit?: { limit: number; periodMs: number; key: string } | undefined;
+  singleton?: { key: string; mode: "skip" | "cancel" } | undefined;
   startMs?: number | undefined;
   finishMs?: number | undefined;
 }

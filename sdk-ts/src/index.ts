@@ -12,6 +12,7 @@ export {
 export type {
   Backoff,
   CancelOn,
+  ConcurrencyOption,
   CronTrigger,
   EventData,
   EventSchemas,

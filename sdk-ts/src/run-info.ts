@@ -8,7 +8,8 @@ import type { SerializedError } from "./errors.js";
 /**
  * Where a run is in its life: "QUEUED", "RUNNING", "WAITING" (suspended:
  * sleeping, waiting for an event or for a retry), or one of the ends,
- * "COMPLETED", "FAILED" and "CANCELLED". The same names the journal stores
+ * "COMPLETED", "FAILED", "CANCELLED" and "SKIPPED" (never started: flow
+ * control kept it from starting). The same names the journal stores
  * and the contract's RunStatus values carry.
  */
 export type RunStatus = RunStatusName;

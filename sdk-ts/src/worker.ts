@@ -6,14 +6,21 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pushable } from "it-pushable";
 import {
   CancelOnSchema,
+  ConcurrencySchema,
+  ConcurrencyScope,
   ConnectRequestSchema,
   CronTriggerSchema,
   DrainSchema,
   EventTriggerSchema,
   FunctionConfigSchema,
   HeartbeatSchema,
+  PrioritySchema,
+  RateLimitSchema,
   RegisterSchema,
   RequestBatchSchema,
+  SingletonMode,
+  SingletonSchema,
+  ThrottleSchema,
   TimeoutsSchema,
   TriggerSchema,
   TurnBatch,
@@ -352,6 +359,42 @@ export class Worker {
                   ...(c.timeoutMs !== undefined ? { timeout: durationFromMs(c.timeoutMs) } : {}),
                 }),
               ),
+              concurrency: (fn.runRules?.concurrency ?? []).map((c) =>
+                create(ConcurrencySchema, {
+                  limit: c.limit,
+                  key: c.key,
+                  scope: c.scope === "app" ? ConcurrencyScope.APP : ConcurrencyScope.FUNCTION,
+                }),
+              ),
+              ...(fn.runRules?.throttle
+                ? {
+                    throttle: create(ThrottleSchema, {
+                      limit: fn.runRules.throttle.limit,
+                      period: durationFromMs(fn.runRules.throttle.periodMs),
+                      burst: fn.runRules.throttle.burst,
+                      key: fn.runRules.throttle.key,
+                    }),
+                  }
+                : {}),
+              ...(fn.runRules?.priority !== undefined ? { priority: create(PrioritySchema, { run: fn.runRules.priority }) } : {}),
+              idempotency: fn.runRules?.idempotency ?? "",
+              ...(fn.runRules?.rateLimit
+                ? {
+                    rateLimit: create(RateLimitSchema, {
+                      limit: fn.runRules.rateLimit.limit,
+                      period: durationFromMs(fn.runRules.rateLimit.periodMs),
+                      key: fn.runRules.rateLimit.key,
+                    }),
+                  }
+                : {}),
+              ...(fn.runRules?.singleton
+                ? {
+                    singleton: create(SingletonSchema, {
+                      key: fn.runRules.singleton.key,
+                      mode: fn.runRules.singleton.mode === "cancel" ? SingletonMode.CANCEL : SingletonMode.SKIP,
+                    }),
+                  }
+                : {}),
               ...(fn.runRules?.startMs !== undefined || fn.runRules?.finishMs !== undefined
                 ? {
                     timeouts: create(TimeoutsSchema, {

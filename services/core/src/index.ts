@@ -26,6 +26,8 @@ export {
   type ConditionEvent,
   type ConditionVariable,
   compileCondition,
+  compileExpression,
+  type Expression,
   InvalidConditionError,
   MAX_CONDITION_LENGTH,
   valueAt,
@@ -38,6 +40,17 @@ export type { DeriveOutcome } from "./journal/run-creation.js";
 export type { CancelOutcome, OutboxEvent, RunCompletion, RunFailure } from "./journal/run-ends.js";
 export { INVOKED_EVENT_NAME, type InvocationOutcome, type InvokeAwait, invokeEventId } from "./journal/invocations.js";
 export type { ExpiredRun } from "./journal/run-deadlines.js";
+export type {
+  Admission,
+  AdmissionKeys,
+  AdmissionOutcome,
+  ConcurrencyLimit,
+  FlowControl,
+  RunKeys,
+  SlotGrants,
+  ThrottleRule,
+  UnkeyedRun,
+} from "./journal/concurrency-slots.js";
 export type { SelectedRun, RunSelection } from "./journal/run-views.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";

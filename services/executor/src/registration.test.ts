@@ -367,3 +367,48 @@ describe("validateRegistration of cancelOn and timeouts", () => {
     );
   });
 });
+
+describe("validateRegistration of flow control", () => {
+  const withFlow = (rules: Omit<FunctionInit, "id" | "triggers">) =>
+    register({ functions: [{ ...fn("charge", "order.placed"), ...rules } as FunctionInit] });
+
+  it("maps concurrency limits, a throttle and a priority into the run rules and the config", () => {
+    const [f] = validateRegistration(
+      withFlow({
+        concurrency: [{ limit: 3, key: "event.data.customer" }, { limit: 100, scope: 2 }],
+        throttle: { limit: 5, period: { seconds: 1n, nanos: 0 }, burst: 2, key: "event.data.customer" },
+        priority: { run: "event.data.vip ? 60 : 0" },
+      }),
+    );
+    expect(f!.runRules).toEqual({
+      startMs: undefined,
+      finishMs: undefined,
+      cancelOn: [],
+      concurrency: [
+        { limit: 3, key: "event.data.customer", scope: "function" },
+        { limit: 100, key: "", scope: "app" },
+      ],
+      throttle: { limit: 5, periodMs: 1_000, burst: 2, key: "event.data.customer" },
+      priority: "event.data.vip ? 60 : 0",
+    });
+    expect(f!.config).toMatchObject({
+      concurrency: [{ limit: 3 }, { limit: 100, scope: "app" }],
+      throttle: { limit: 5, periodMs: 1_000, burst: 2 },
+      priority: { run: "event.data.vip ? 60 : 0" },
+    });
+  });
+
+  it("rejects limits out of range and keys that do not compile, naming the field", () => {
+    expectInvalid(withFlow({ concurrency: [{ limit: 0 }] }), 'function "charge": concurrency[0].limit: must be 1 to 10000');
+    expectInvalid(withFlow({ concurrency: [{ limit: 1 }, { limit: 1 }, { limit: 1 }] }), 'function "charge": concurrency: at most 2 limits');
+    expect(() => validateRegistration(withFlow({ concurrency: [{ limit: 1, key: "event.data." }] }))).toThrow(
+      /function "charge": concurrency\[0\]\.key: invalid CEL expression/,
+    );
+    expectInvalid(withFlow({ throttle: { limit: 1 } }), 'function "charge": throttle.period: required');
+    expectInvalid(withFlow({ throttle: { limit: 0, period: { seconds: 1n, nanos: 0 } } }), 'function "charge": throttle.limit: must be 1 to 10000');
+    expect(() => validateRegistration(withFlow({ throttle: { limit: 1, period: { seconds: 1n, nanos: 0 }, key: "nope" } }))).toThrow(
+      /function "charge": throttle\.key: invalid CEL expression: unknown variable "nope"/,
+    );
+    expectInvalid(withFlow({ priority: { run: "" } }), 'function "charge": priority.run: must be a CEL expression');
+  });
+});

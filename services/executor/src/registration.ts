@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import {
   compileCondition,
+  compileExpression,
   CronSchedule,
   InvalidConditionError,
   InvalidCronError,
@@ -9,14 +10,18 @@ import {
   type RunRules,
 } from "@stepwise/core";
 import {
+  ConcurrencyScope,
   ID_PATTERN,
   MAX_CANCEL_ON,
+  MAX_CONCURRENCY,
+  MAX_CONCURRENCY_LIMITS,
   MAX_CAPACITY,
   MAX_CONDITION_LENGTH,
   MAX_ID_LENGTH,
   MAX_EVENT_NAME_LENGTH,
   MAX_RETRIES,
   MAX_SUSPEND_MS,
+  SingletonMode,
   type FunctionConfig,
   type Register,
 } from "@stepwise/proto";
@@ -98,7 +103,15 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
     return {
       id: fn.id,
       name: fn.name || fn.id,
-      ...(runRules.cancelOn.length > 0 || runRules.startMs !== undefined || runRules.finishMs !== undefined ? { runRules } : {}),
+      ...(runRules.cancelOn.length > 0 ||
+      runRules.startMs !== undefined ||
+      runRules.finishMs !== undefined ||
+      runRules.concurrency?.length ||
+      runRules.throttle ||
+      runRules.priority !== undefined ||
+      runRules.admission
+        ? { runRules }
+        : {}),
       eventTriggers: events,
       conditionalTriggers: conditional,
       cronTriggers: crons,
@@ -119,6 +132,12 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
               })),
             }
           : {}),
+        ...(runRules.concurrency?.length ? { concurrency: runRules.concurrency } : {}),
+        ...(runRules.throttle ? { throttle: runRules.throttle } : {}),
+        ...(runRules.priority !== undefined ? { priority: { run: runRules.priority } } : {}),
+        ...(runRules.admission?.idempotency !== undefined ? { idempotency: runRules.admission.idempotency } : {}),
+        ...(runRules.admission?.rateLimit ? { rateLimit: runRules.admission.rateLimit } : {}),
+        ...(runRules.admission?.singleton ? { singleton: runRules.admission.singleton } : {}),
         ...(runRules.startMs !== undefined || runRules.finishMs !== undefined
           ? {
               timeouts: {
@@ -142,7 +161,7 @@ function durationOf(d: Duration | undefined, field: string, invalid: (field: str
   return Math.floor(ms);
 }
 
-/** A function's timeouts and cancelOn rules, validated; INVALID_ARGUMENT naming the field otherwise. */
+/** A function's timeouts, cancelOn rules and concurrency limits, validated; INVALID_ARGUMENT naming the field otherwise. */
 function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: string) => ConnectError): RunRules {
   if (fn.cancelOn.length > MAX_CANCEL_ON) throw invalid("cancel_on", `at most ${MAX_CANCEL_ON} rules`);
   const cancelOn = fn.cancelOn.map((c, i) => {
@@ -166,9 +185,76 @@ function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: 
       timeoutMs: durationOf(c.timeout, `cancel_on[${i}].timeout`, invalid),
     };
   });
+  if (fn.concurrency.length > MAX_CONCURRENCY_LIMITS) throw invalid("concurrency", `at most ${MAX_CONCURRENCY_LIMITS} limits`);
+  const concurrency = fn.concurrency.map((c, i) => {
+    if (c.limit < 1 || c.limit > MAX_CONCURRENCY) throw invalid(`concurrency[${i}].limit`, `must be 1 to ${MAX_CONCURRENCY}`);
+    if (c.key !== "") {
+      try {
+        compileExpression(c.key, ["event"]);
+      } catch (err) {
+        if (err instanceof InvalidConditionError) throw invalid(`concurrency[${i}].key`, `invalid CEL expression: ${err.message}`);
+        throw err;
+      }
+    }
+    const scope: "function" | "app" = c.scope === ConcurrencyScope.APP ? "app" : "function";
+    if (c.scope !== ConcurrencyScope.APP && c.scope !== ConcurrencyScope.FUNCTION && c.scope !== ConcurrencyScope.UNSPECIFIED) {
+      throw invalid(`concurrency[${i}].scope`, "must be FUNCTION or APP");
+    }
+    return { limit: c.limit, key: c.key, scope };
+  });
+  const expression = (source: string, field: string) => {
+    if (source.length > MAX_CONDITION_LENGTH) throw invalid(field, `at most ${MAX_CONDITION_LENGTH} characters`);
+    try {
+      compileExpression(source, ["event"]);
+    } catch (err) {
+      if (err instanceof InvalidConditionError) throw invalid(field, `invalid CEL expression: ${err.message}`);
+      throw err;
+    }
+  };
+  let throttle: RunRules["throttle"];
+  if (fn.throttle) {
+    const t = fn.throttle;
+    if (t.limit < 1 || t.limit > MAX_CONCURRENCY) throw invalid("throttle.limit", `must be 1 to ${MAX_CONCURRENCY}`);
+    if (t.burst > MAX_CONCURRENCY) throw invalid("throttle.burst", `must be 0 to ${MAX_CONCURRENCY}`);
+    const periodMs = durationOf(t.period, "throttle.period", invalid);
+    if (periodMs === undefined) throw invalid("throttle.period", "required");
+    if (t.key !== "") expression(t.key, "throttle.key");
+    throttle = { limit: t.limit, periodMs, burst: t.burst, key: t.key };
+  }
+  let priority: string | undefined;
+  if (fn.priority) {
+    if (fn.priority.run === "") throw invalid("priority.run", "must be a CEL expression");
+    expression(fn.priority.run, "priority.run");
+    priority = fn.priority.run;
+  }
+  const admission: NonNullable<RunRules["admission"]> = {};
+  if (fn.idempotency !== "") {
+    expression(fn.idempotency, "idempotency");
+    admission.idempotency = fn.idempotency;
+  }
+  if (fn.rateLimit) {
+    const r = fn.rateLimit;
+    if (r.limit < 1 || r.limit > MAX_CONCURRENCY) throw invalid("rate_limit.limit", `must be 1 to ${MAX_CONCURRENCY}`);
+    const periodMs = durationOf(r.period, "rate_limit.period", invalid);
+    if (periodMs === undefined) throw invalid("rate_limit.period", "required");
+    if (r.key !== "") expression(r.key, "rate_limit.key");
+    admission.rateLimit = { limit: r.limit, periodMs, key: r.key };
+  }
+  if (fn.singleton) {
+    const g = fn.singleton;
+    if (g.key !== "") expression(g.key, "singleton.key");
+    if (![SingletonMode.UNSPECIFIED, SingletonMode.SKIP, SingletonMode.CANCEL].includes(g.mode)) {
+      throw invalid("singleton.mode", "must be SKIP or CANCEL");
+    }
+    admission.singleton = { key: g.key, mode: g.mode === SingletonMode.CANCEL ? "cancel" : "skip" };
+  }
   return {
+    ...(Object.keys(admission).length > 0 ? { admission } : {}),
     startMs: durationOf(fn.timeouts?.start, "timeouts.start", invalid),
     finishMs: durationOf(fn.timeouts?.finish, "timeouts.finish", invalid),
     cancelOn,
+    ...(concurrency.length > 0 ? { concurrency } : {}),
+    ...(throttle ? { throttle } : {}),
+    ...(priority !== undefined ? { priority } : {}),
   };
 }

@@ -2,6 +2,7 @@ import type { Bus, JournalStore, Logger, Sql, Subscription, TimerStore, WaitStor
 import { EventBatches } from "./event-batches.js";
 import { handleEvent } from "./event-handling.js";
 import { Reconciler } from "./reconciler.js";
+import { SlotKeeper } from "./slot-keeper.js";
 import { TimerFiring } from "./timer-firing.js";
 
 /** Options of the scheduler. */
@@ -23,15 +24,24 @@ export interface SchedulerOptions {
 /**
  * The scheduler: the durable consumer of events that turns them into runs
  * and resolves the waits they match, the timer firing (sleeps, retries,
- * wait timeouts, cron ticks), and the reconciler that re-publishes work of
- * stale runs.
+ * wait timeouts, cron ticks, run deadlines), the slot keeper (concurrency
+ * limits), and the reconciler that re-publishes work of stale runs.
  */
 export class Scheduler {
   private subscription: Subscription | undefined;
   private readonly reconciler: Reconciler;
   private readonly firing: TimerFiring;
+  private readonly slots: SlotKeeper;
 
   constructor(private readonly options: SchedulerOptions) {
+    this.slots = new SlotKeeper({
+      sql: options.sql,
+      store: options.store,
+      bus: options.bus,
+      log: options.log,
+      requeueAfterMs: options.requeueAfterMs,
+      ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
+    });
     this.reconciler = new Reconciler({
       store: options.store,
       bus: options.bus,
@@ -75,9 +85,11 @@ export class Scheduler {
     );
     this.reconciler.start();
     await this.firing.start();
+    await this.slots.start();
   }
 
   async stop(): Promise<void> {
+    await this.slots.stop();
     await this.firing.stop();
     await this.reconciler.stop();
     await this.subscription?.stop();

@@ -2,8 +2,8 @@
 // @generated from file stepwise/v1/worker.proto (package stepwise.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ErrorDetail } from "./error_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCLnAQoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAkSKAoJY2FuY2VsX29uGAYgAygLMhUuc3RlcHdpc2UudjEuQ2FuY2VsT24SJwoIdGltZW91dHMYByABKAsyFS5zdGVwd2lzZS52MS5UaW1lb3V0c0IKCghfcmV0cmllcyJYCghDYW5jZWxPbhINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJfCghUaW1lb3V0cxIoCgVzdGFydBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIpCgZmaW5pc2gYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZwoHVHJpZ2dlchIqCgVldmVudBgBIAEoCzIZLnN0ZXB3aXNlLnYxLkV2ZW50VHJpZ2dlckgAEigKBGNyb24YAiABKAsyGC5zdGVwd2lzZS52MS5Dcm9uVHJpZ2dlckgAQgYKBGtpbmQiMAoMRXZlbnRUcmlnZ2VyEg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCSItCgtDcm9uVHJpZ2dlchIMCgRjcm9uGAEgASgJEhAKCHRpbWV6b25lGAIgASgJIk8KClJlZ2lzdGVyZWQSEQoJd29ya2VyX2lkGAEgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgCIAEoDRIPCgdiYXRjaGVzGAMgASgIIpgDCghTdGFydFJ1bhIOCgZydW5faWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDQoFbGVhc2UYAyABKA0SJAoFZXZlbnQYBCABKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBIqCgdqb3VybmFsGAUgAygLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg8KB2F0dGVtcHQYBiABKA0SPgoNc3RlcF9hdHRlbXB0cxgHIAMoCzInLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlN0ZXBBdHRlbXB0c0VudHJ5EjQKCHJldHJ5X2F0GAggAygLMiIuc3RlcHdpc2UudjEuU3RhcnRSdW4uUmV0cnlBdEVudHJ5GjMKEVN0ZXBBdHRlbXB0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoDToCOAEaSgoMUmV0cnlBdEVudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6AjgBIl8KCFJ1bkV2ZW50EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEiYKAnRzGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJsCgxKb3VybmFsRW50cnkSEAoIc3RlcF9rZXkYASABKAkSFQoLb3V0cHV0X2pzb24YAiABKAlIABIpCgVlcnJvchgDIAEoCzIYLnN0ZXB3aXNlLnYxLkVycm9yRGV0YWlsSABCCAoGcmVzdWx0IrcCCgpTdGVwUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIQCghzdGVwX2tleRgDIAEoCRIPCgdzdGVwX2lkGAQgASgJEg8KB2F0dGVtcHQYBSABKA0SLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKC291dHB1dF9qc29uGAggASgJSAASKQoFZXJyb3IYCSABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiaAoHU3RlcEFjaxIOCgZydW5faWQYASABKAkSEAoIc3RlcF9rZXkYAiABKAkSLAoJam91cm5hbGVkGAMgASgLMhkuc3RlcHdpc2UudjEuSm91cm5hbEVudHJ5Eg0KBWxlYXNlGAQgASgNIqQBCglSdW5SZXN1bHQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEhUKC291dHB1dF9qc29uGAMgASgJSAASKQoFZXJyb3IYBCABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAEiwKCHJldHJ5X2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZyZXN1bHQiTAoHU3VzcGVuZBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SIgoGYXdhaXRzGAMgAygLMhIuc3RlcHdpc2UudjEuQXdhaXQi2AEKBUF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSIwoFc2xlZXAYAyABKAsyEi5zdGVwd2lzZS52MS5TbGVlcEgAEjMKDndhaXRfZm9yX2V2ZW50GAQgASgLMhkuc3RlcHdpc2UudjEuV2FpdEZvckV2ZW50SAASIwoFcmV0cnkYBSABKAsyEi5zdGVwd2lzZS52MS5SZXRyeUgAEiUKBmludm9rZRgGIAEoCzITLnN0ZXB3aXNlLnYxLkludm9rZUgAQgYKBGtpbmQiNAoFU2xlZXASKwoHd2FrZV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiYAoMV2FpdEZvckV2ZW50Eg0KBWV2ZW50GAEgASgJEhEKCWNvbmRpdGlvbhgCIAEoCRIuCgp0aW1lb3V0X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI1CgVSZXRyeRIsCghyZXRyeV9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicAoGSW52b2tlEg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIRCglkYXRhX2pzb24YAyABKAkSLgoKdGltZW91dF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoJQ2FuY2VsUnVuEg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSDQoFbGVhc2UYAyABKA0iHwoJSGVhcnRiZWF0EhIKCnNlbnRfYXRfbXMYASABKAMiFwoFRHJhaW4SDgoGcmVhc29uGAEgASgJMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCLUAwoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAkSKAoJY2FuY2VsX29uGAYgAygLMhUuc3RlcHdpc2UudjEuQ2FuY2VsT24SJwoIdGltZW91dHMYByABKAsyFS5zdGVwd2lzZS52MS5UaW1lb3V0cxItCgtjb25jdXJyZW5jeRgIIAMoCzIYLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5EicKCHRocm90dGxlGAkgASgLMhUuc3RlcHdpc2UudjEuVGhyb3R0bGUSJwoIcHJpb3JpdHkYCiABKAsyFS5zdGVwd2lzZS52MS5Qcmlvcml0eRITCgtpZGVtcG90ZW5jeRgLIAEoCRIqCgpyYXRlX2xpbWl0GAwgASgLMhYuc3RlcHdpc2UudjEuUmF0ZUxpbWl0EikKCXNpbmdsZXRvbhgNIAEoCzIWLnN0ZXB3aXNlLnYxLlNpbmdsZXRvbkIKCghfcmV0cmllcyJSCglSYXRlTGltaXQSDQoFbGltaXQYASABKA0SKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRgDIAEoCSJCCglTaW5nbGV0b24SCwoDa2V5GAEgASgJEigKBG1vZGUYAiABKA4yGi5zdGVwd2lzZS52MS5TaW5nbGV0b25Nb2RlImAKCFRocm90dGxlEg0KBWxpbWl0GAEgASgNEikKBnBlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgDIAEoDRILCgNrZXkYBCABKAkiFwoIUHJpb3JpdHkSCwoDcnVuGAEgASgJIlcKC0NvbmN1cnJlbmN5Eg0KBWxpbWl0GAEgASgNEgsKA2tleRgCIAEoCRIsCgVzY29wZRgDIAEoDjIdLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5U2NvcGUiWAoIQ2FuY2VsT24SDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iXwoIVGltZW91dHMSKAoFc3RhcnQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGZmluaXNoGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKB1RyaWdnZXISKgoFZXZlbnQYASABKAsyGS5zdGVwd2lzZS52MS5FdmVudFRyaWdnZXJIABIoCgRjcm9uGAIgASgLMhguc3RlcHdpc2UudjEuQ3JvblRyaWdnZXJIAEIGCgRraW5kIjAKDEV2ZW50VHJpZ2dlchINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkiLQoLQ3JvblRyaWdnZXISDAoEY3JvbhgBIAEoCRIQCgh0aW1lem9uZRgCIAEoCSJPCgpSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SDwoHYmF0Y2hlcxgDIAEoCCKYAwoIU3RhcnRSdW4SDgoGcnVuX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEg0KBWxlYXNlGAMgASgNEiQKBWV2ZW50GAQgASgLMhUuc3RlcHdpc2UudjEuUnVuRXZlbnQSKgoHam91cm5hbBgFIAMoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRIPCgdhdHRlbXB0GAYgASgNEj4KDXN0ZXBfYXR0ZW1wdHMYByADKAsyJy5zdGVwd2lzZS52MS5TdGFydFJ1bi5TdGVwQXR0ZW1wdHNFbnRyeRI0CghyZXRyeV9hdBgIIAMoCzIiLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlJldHJ5QXRFbnRyeRozChFTdGVwQXR0ZW1wdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBGkoKDFJldHJ5QXRFbnRyeRILCgNrZXkYASABKAkSKQoFdmFsdWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOgI4ASJfCghSdW5FdmVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWRhdGFfanNvbhgDIAEoCRImCgJ0cxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibAoMSm91cm5hbEVudHJ5EhAKCHN0ZXBfa2V5GAEgASgJEhUKC291dHB1dF9qc29uGAIgASgJSAASKQoFZXJyb3IYAyABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAQggKBnJlc3VsdCK3AgoKU3RlcFJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SEAoIc3RlcF9rZXkYAyABKAkSDwoHc3RlcF9pZBgEIAEoCRIPCgdhdHRlbXB0GAUgASgNEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCgtvdXRwdXRfanNvbhgIIAEoCUgAEikKBWVycm9yGAkgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0ImgKB1N0ZXBBY2sSDgoGcnVuX2lkGAEgASgJEhAKCHN0ZXBfa2V5GAIgASgJEiwKCWpvdXJuYWxlZBgDIAEoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRINCgVsZWFzZRgEIAEoDSKkAQoJUnVuUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIVCgtvdXRwdXRfanNvbhgDIAEoCUgAEikKBWVycm9yGAQgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0IkwKB1N1c3BlbmQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEiIKBmF3YWl0cxgDIAMoCzISLnN0ZXB3aXNlLnYxLkF3YWl0ItgBCgVBd2FpdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEiMKBXNsZWVwGAMgASgLMhIuc3RlcHdpc2UudjEuU2xlZXBIABIzCg53YWl0X2Zvcl9ldmVudBgEIAEoCzIZLnN0ZXB3aXNlLnYxLldhaXRGb3JFdmVudEgAEiMKBXJldHJ5GAUgASgLMhIuc3RlcHdpc2UudjEuUmV0cnlIABIlCgZpbnZva2UYBiABKAsyEy5zdGVwd2lzZS52MS5JbnZva2VIAEIGCgRraW5kIjQKBVNsZWVwEisKB3dha2VfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImAKDFdhaXRGb3JFdmVudBINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSLgoKdGltZW91dF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoFUmV0cnkSLAoIcmV0cnlfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInAKBkludm9rZRIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEi4KCnRpbWVvdXRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKCUNhbmNlbFJ1bhIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJEg0KBWxlYXNlGAMgASgNIh8KCUhlYXJ0YmVhdBISCgpzZW50X2F0X21zGAEgASgDIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSpjCg1TaW5nbGV0b25Nb2RlEh4KGlNJTkdMRVRPTl9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTU0lOR0xFVE9OX01PREVfU0tJUBABEhkKFVNJTkdMRVRPTl9NT0RFX0NBTkNFTBACKnAKEENvbmN1cnJlbmN5U2NvcGUSIQodQ09OQ1VSUkVOQ1lfU0NPUEVfVU5TUEVDSUZJRUQQABIeChpDT05DVVJSRU5DWV9TQ09QRV9GVU5DVElPThABEhkKFUNPTkNVUlJFTkNZX1NDT1BFX0FQUBACMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -342,6 +342,55 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
    * @generated from field: stepwise.v1.Timeouts timeouts = 7;
    */
   timeouts?: Timeouts | undefined;
+
+  /**
+   * Limits on how many runs hold a worker slot at once, across every
+   * executor: at most 2. A run takes a slot of each; a run that sleeps or
+   * waits holds none.
+   *
+   * @generated from field: repeated stepwise.v1.Concurrency concurrency = 8;
+   */
+  concurrency: Concurrency[];
+
+  /**
+   * A limit on how often the function's runs first start, per key; the
+   * runs over it wait their turn. Unset: none.
+   *
+   * @generated from field: stepwise.v1.Throttle throttle = 9;
+   */
+  throttle?: Throttle | undefined;
+
+  /**
+   * Where a run goes in the queue of runs waiting to start (for a
+   * concurrency limit or a throttle). Unset: by creation time.
+   *
+   * @generated from field: stepwise.v1.Priority priority = 10;
+   */
+  priority?: Priority | undefined;
+
+  /**
+   * CEL expression over the run's event, bound as `event`: one run per
+   * value per 24 hours, a further event's run ends SKIPPED. At most 4,096
+   * characters. Empty: none.
+   *
+   * @generated from field: string idempotency = 11;
+   */
+  idempotency: string;
+
+  /**
+   * Events over the limit make a run that ends SKIPPED at once. Unset:
+   * none.
+   *
+   * @generated from field: stepwise.v1.RateLimit rate_limit = 12;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * At most one run per key that has not ended. Unset: none.
+   *
+   * @generated from field: stepwise.v1.Singleton singleton = 13;
+   */
+  singleton?: Singleton | undefined;
 };
 
 /**
@@ -350,6 +399,180 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
  */
 export const FunctionConfigSchema: GenMessage<FunctionConfig> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 5);
+
+/**
+ * RateLimit lets at most `limit` runs start per window of `period` per
+ * key; a window begins with the first run after the previous window
+ * ended.
+ *
+ * @generated from message stepwise.v1.RateLimit
+ */
+export type RateLimit = Message<"stepwise.v1.RateLimit"> & {
+  /**
+   * Runs per window: 1 to 10,000.
+   *
+   * @generated from field: uint32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * The window: 1 ms to 366 days.
+   *
+   * @generated from field: google.protobuf.Duration period = 2;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * CEL expression over the run's event, bound as `event`, whose value is
+   * the key. Empty: one for the function. At most 4,096 characters.
+   *
+   * @generated from field: string key = 3;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 6);
+
+/**
+ * Singleton keeps one run per key that has not ended.
+ *
+ * @generated from message stepwise.v1.Singleton
+ */
+export type Singleton = Message<"stepwise.v1.Singleton"> & {
+  /**
+   * CEL expression over the run's event, bound as `event`, whose value is
+   * the key. Empty: one for the function. At most 4,096 characters.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * What a new run does while one of its key has not ended.
+   *
+   * @generated from field: stepwise.v1.SingletonMode mode = 2;
+   */
+  mode: SingletonMode;
+};
+
+/**
+ * Describes the message stepwise.v1.Singleton.
+ * Use `create(SingletonSchema)` to create a new message.
+ */
+export const SingletonSchema: GenMessage<Singleton> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 7);
+
+/**
+ * Throttle limits first starts with a generic cell rate: one start every
+ * period / limit, and up to limit + burst at once after a quiet spell.
+ *
+ * @generated from message stepwise.v1.Throttle
+ */
+export type Throttle = Message<"stepwise.v1.Throttle"> & {
+  /**
+   * Starts per period: 1 to 10,000.
+   *
+   * @generated from field: uint32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * The period: 1 ms to 366 days.
+   *
+   * @generated from field: google.protobuf.Duration period = 2;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * Starts allowed at once on top of limit: 0 to 10,000.
+   *
+   * @generated from field: uint32 burst = 3;
+   */
+  burst: number;
+
+  /**
+   * CEL expression over the run's event, bound as `event`, whose value is
+   * the key; each key has its own rate. Empty: one for the function. At
+   * most 4,096 characters.
+   *
+   * @generated from field: string key = 4;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message stepwise.v1.Throttle.
+ * Use `create(ThrottleSchema)` to create a new message.
+ */
+export const ThrottleSchema: GenMessage<Throttle> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 8);
+
+/**
+ * Priority moves a run in the queue of runs waiting to start.
+ *
+ * @generated from message stepwise.v1.Priority
+ */
+export type Priority = Message<"stepwise.v1.Priority"> & {
+  /**
+   * CEL expression over the run's event, bound as `event`, giving the
+   * seconds a run goes ahead of the runs created at the same time (a
+   * negative value: behind): -600 to 600, clamped; a value that fails to
+   * evaluate counts as 0. At most 4,096 characters.
+   *
+   * @generated from field: string run = 1;
+   */
+  run: string;
+};
+
+/**
+ * Describes the message stepwise.v1.Priority.
+ * Use `create(PrioritySchema)` to create a new message.
+ */
+export const PrioritySchema: GenMessage<Priority> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 9);
+
+/**
+ * Concurrency is one limit of FunctionConfig.concurrency.
+ *
+ * @generated from message stepwise.v1.Concurrency
+ */
+export type Concurrency = Message<"stepwise.v1.Concurrency"> & {
+  /**
+   * Most runs of one key that hold a worker slot at once: 1 to 10,000.
+   *
+   * @generated from field: uint32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * CEL expression over the run's event, bound as `event`, whose value is
+   * the key (`event.data.customerId`): at most 4,096 characters. Empty:
+   * one key for the whole scope. A key that fails to evaluate is the
+   * empty value.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Which runs share a key's limit.
+   *
+   * @generated from field: stepwise.v1.ConcurrencyScope scope = 3;
+   */
+  scope: ConcurrencyScope;
+};
+
+/**
+ * Describes the message stepwise.v1.Concurrency.
+ * Use `create(ConcurrencySchema)` to create a new message.
+ */
+export const ConcurrencySchema: GenMessage<Concurrency> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 10);
 
 /**
  * CancelOn is one rule of FunctionConfig.cancel_on.
@@ -390,7 +613,7 @@ export type CancelOn = Message<"stepwise.v1.CancelOn"> & {
  * Use `create(CancelOnSchema)` to create a new message.
  */
 export const CancelOnSchema: GenMessage<CancelOn> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 6);
+  messageDesc(file_stepwise_v1_worker, 11);
 
 /**
  * Timeouts ends a run CANCELLED when it takes too long. A scheduler
@@ -422,7 +645,7 @@ export type Timeouts = Message<"stepwise.v1.Timeouts"> & {
  * Use `create(TimeoutsSchema)` to create a new message.
  */
 export const TimeoutsSchema: GenMessage<Timeouts> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 7);
+  messageDesc(file_stepwise_v1_worker, 12);
 
 /**
  * Trigger is one way a function gets started.
@@ -459,7 +682,7 @@ export type Trigger = Message<"stepwise.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 8);
+  messageDesc(file_stepwise_v1_worker, 13);
 
 /**
  * EventTrigger starts a run for each event of a name.
@@ -489,7 +712,7 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 9);
+  messageDesc(file_stepwise_v1_worker, 14);
 
 /**
  * CronTrigger starts a run at each tick of a schedule. Each tick starts one
@@ -520,7 +743,7 @@ export type CronTrigger = Message<"stepwise.v1.CronTrigger"> & {
  * Use `create(CronTriggerSchema)` to create a new message.
  */
 export const CronTriggerSchema: GenMessage<CronTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 10);
+  messageDesc(file_stepwise_v1_worker, 15);
 
 /**
  * Registered confirms a registration.
@@ -557,7 +780,7 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 11);
+  messageDesc(file_stepwise_v1_worker, 16);
 
 /**
  * StartRun gives a run to the worker, with the journal of the steps that
@@ -634,7 +857,7 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
  * Use `create(StartRunSchema)` to create a new message.
  */
 export const StartRunSchema: GenMessage<StartRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 12);
+  messageDesc(file_stepwise_v1_worker, 17);
 
 /**
  * RunEvent is the triggering event as a worker receives it.
@@ -676,7 +899,7 @@ export type RunEvent = Message<"stepwise.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 13);
+  messageDesc(file_stepwise_v1_worker, 18);
 
 /**
  * JournalEntry is one journaled step result.
@@ -720,7 +943,7 @@ export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
  * Use `create(JournalEntrySchema)` to create a new message.
  */
 export const JournalEntrySchema: GenMessage<JournalEntry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 14);
+  messageDesc(file_stepwise_v1_worker, 19);
 
 /**
  * StepResult is the outcome of one step attempt, sent by the worker.
@@ -818,7 +1041,7 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
  * Use `create(StepResultSchema)` to create a new message.
  */
 export const StepResultSchema: GenMessage<StepResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 15);
+  messageDesc(file_stepwise_v1_worker, 20);
 
 /**
  * StepAck confirms that a step result is committed to the journal. The
@@ -863,7 +1086,7 @@ export type StepAck = Message<"stepwise.v1.StepAck"> & {
  * Use `create(StepAckSchema)` to create a new message.
  */
 export const StepAckSchema: GenMessage<StepAck> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 16);
+  messageDesc(file_stepwise_v1_worker, 21);
 
 /**
  * RunResult ends a run.
@@ -924,7 +1147,7 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
  * Use `create(RunResultSchema)` to create a new message.
  */
 export const RunResultSchema: GenMessage<RunResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 17);
+  messageDesc(file_stepwise_v1_worker, 22);
 
 /**
  * Suspend ends an execution of a run that must wait. The worker sends it
@@ -963,7 +1186,7 @@ export type Suspend = Message<"stepwise.v1.Suspend"> & {
  * Use `create(SuspendSchema)` to create a new message.
  */
 export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 18);
+  messageDesc(file_stepwise_v1_worker, 23);
 
 /**
  * Await is one thing a suspended run waits for, named by its step. A
@@ -1040,7 +1263,7 @@ export type Await = Message<"stepwise.v1.Await"> & {
  * Use `create(AwaitSchema)` to create a new message.
  */
 export const AwaitSchema: GenMessage<Await> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 19);
+  messageDesc(file_stepwise_v1_worker, 24);
 
 /**
  * Sleep waits until a time.
@@ -1061,7 +1284,7 @@ export type Sleep = Message<"stepwise.v1.Sleep"> & {
  * Use `create(SleepSchema)` to create a new message.
  */
 export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 20);
+  messageDesc(file_stepwise_v1_worker, 25);
 
 /**
  * WaitForEvent waits for the first matching event after the wait began.
@@ -1098,7 +1321,7 @@ export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
  * Use `create(WaitForEventSchema)` to create a new message.
  */
 export const WaitForEventSchema: GenMessage<WaitForEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 21);
+  messageDesc(file_stepwise_v1_worker, 26);
 
 /**
  * Retry waits for the time of a step's next attempt.
@@ -1119,7 +1342,7 @@ export type Retry = Message<"stepwise.v1.Retry"> & {
  * Use `create(RetrySchema)` to create a new message.
  */
 export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 22);
+  messageDesc(file_stepwise_v1_worker, 27);
 
 /**
  * Invoke starts a run of a function (the child) and waits for it to end.
@@ -1175,7 +1398,7 @@ export type Invoke = Message<"stepwise.v1.Invoke"> & {
  * Use `create(InvokeSchema)` to create a new message.
  */
 export const InvokeSchema: GenMessage<Invoke> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 23);
+  messageDesc(file_stepwise_v1_worker, 28);
 
 /**
  * CancelRun asks the worker to stop executing a run.
@@ -1211,7 +1434,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 24);
+  messageDesc(file_stepwise_v1_worker, 29);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -1232,7 +1455,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 25);
+  messageDesc(file_stepwise_v1_worker, 30);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -1253,7 +1476,76 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 26);
+  messageDesc(file_stepwise_v1_worker, 31);
+
+/**
+ * SingletonMode says what a new run of a singleton key does while another
+ * has not ended.
+ *
+ * @generated from enum stepwise.v1.SingletonMode
+ */
+export enum SingletonMode {
+  /**
+   * As SKIP.
+   *
+   * @generated from enum value: SINGLETON_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The new run ends SKIPPED.
+   *
+   * @generated from enum value: SINGLETON_MODE_SKIP = 1;
+   */
+  SKIP = 1,
+
+  /**
+   * The runs that have not ended are cancelled; the new one goes on.
+   *
+   * @generated from enum value: SINGLETON_MODE_CANCEL = 2;
+   */
+  CANCEL = 2,
+}
+
+/**
+ * Describes the enum stepwise.v1.SingletonMode.
+ */
+export const SingletonModeSchema: GenEnum<SingletonMode> = /*@__PURE__*/
+  enumDesc(file_stepwise_v1_worker, 0);
+
+/**
+ * ConcurrencyScope says which runs share a concurrency key.
+ *
+ * @generated from enum stepwise.v1.ConcurrencyScope
+ */
+export enum ConcurrencyScope {
+  /**
+   * The function's own runs.
+   *
+   * @generated from enum value: CONCURRENCY_SCOPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The function's own runs, as UNSPECIFIED.
+   *
+   * @generated from enum value: CONCURRENCY_SCOPE_FUNCTION = 1;
+   */
+  FUNCTION = 1,
+
+  /**
+   * The runs of every function of the app with this scope and key value.
+   *
+   * @generated from enum value: CONCURRENCY_SCOPE_APP = 2;
+   */
+  APP = 2,
+}
+
+/**
+ * Describes the enum stepwise.v1.ConcurrencyScope.
+ */
+export const ConcurrencyScopeSchema: GenEnum<ConcurrencyScope> = /*@__PURE__*/
+  enumDesc(file_stepwise_v1_worker, 1);
 
 /**
  * WorkerService is how SDK workers execute functions. A worker opens one

@@ -49,15 +49,15 @@ const CACHE_MAX = 10_000;
 /** Longest condition accepted. */
 export { MAX_CONDITION_LENGTH };
 
-/**
- * Compiles a CEL condition once (cached by its text). Throws
- * InvalidConditionError when it does not parse or uses a variable other
- * than the allowed ones.
- */
-export function compileCondition(source: string, allowed: readonly ConditionVariable[]): Condition {
-  const key = `${allowed.join(",")}\u0000${source}`;
-  const hit = cache.get(key);
-  if (hit) return hit;
+/** A compiled CEL expression of any type, such as a concurrency key. */
+export interface Expression {
+  readonly source: string;
+  /** Its value; throws InvalidConditionError for a runtime error (a missing field, a type mismatch). */
+  evaluate(bindings: Partial<Record<ConditionVariable, ConditionEvent>>): unknown;
+}
+
+/** Parses and plans an expression over the allowed variables; InvalidConditionError otherwise. */
+function compileCel(source: string, allowed: readonly ConditionVariable[], boolean: boolean) {
   if (source.trim().length === 0) throw new InvalidConditionError("the expression is empty");
   if (source.length > MAX_CONDITION_LENGTH) {
     throw new InvalidConditionError(`the expression is longer than ${MAX_CONDITION_LENGTH} characters`);
@@ -68,7 +68,7 @@ export function compileCondition(source: string, allowed: readonly ConditionVari
   } catch (err) {
     throw new InvalidConditionError(celMessage(err));
   }
-  const kind = nonBooleanKind(parsed.expr);
+  const kind = boolean ? nonBooleanKind(parsed.expr) : undefined;
   if (kind) throw new InvalidConditionError(`the expression is ${kind}, not a condition that is true or false`);
   for (const name of identifiers(parsed.expr)) {
     if (!(allowed as readonly string[]).includes(name)) {
@@ -77,12 +77,23 @@ export function compileCondition(source: string, allowed: readonly ConditionVari
       );
     }
   }
-  let evaluate: ReturnType<typeof plan>;
   try {
-    evaluate = plan(env, parsed);
+    return { parsed, evaluate: plan(env, parsed) };
   } catch (err) {
     throw new InvalidConditionError(celMessage(err));
   }
+}
+
+/**
+ * Compiles a CEL condition once (cached by its text). Throws
+ * InvalidConditionError when it does not parse or uses a variable other
+ * than the allowed ones.
+ */
+export function compileCondition(source: string, allowed: readonly ConditionVariable[]): Condition {
+  const key = `${allowed.join(",")}\u0000${source}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const { parsed, evaluate } = compileCel(source, allowed, true);
   const condition: Condition = {
     source,
     equality: allowed.includes("async") ? findEquality(parsed.expr) : undefined,
@@ -94,6 +105,22 @@ export function compileCondition(source: string, allowed: readonly ConditionVari
   if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value as string);
   cache.set(key, condition);
   return condition;
+}
+
+/**
+ * Compiles a CEL expression whose value is used as it is (a concurrency
+ * key). Throws InvalidConditionError as compileCondition does.
+ */
+export function compileExpression(source: string, allowed: readonly ConditionVariable[]): Expression {
+  const { evaluate } = compileCel(source, allowed, false);
+  return {
+    source,
+    evaluate(bindings) {
+      const result: unknown = evaluate(bindings as never);
+      if (isCelError(result)) throw new InvalidConditionError(`the expression failed: ${celMessage(result)}`);
+      return result;
+    },
+  };
 }
 
 /** The value at a path of a JSON value, or undefined. */

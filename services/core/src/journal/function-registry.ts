@@ -46,7 +46,10 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
         );
       }
       const rules = fn.runRules;
-      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0)) {
+      const concurrency = rules?.concurrency ?? [];
+      const flowControlled =
+        concurrency.length > 0 || rules?.throttle !== undefined || rules?.priority !== undefined || rules?.admission !== undefined;
+      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0 || flowControlled)) {
         const cancelOn = rules.cancelOn.map((c) => ({
           event: c.event,
           cond: c.condition ?? "",
@@ -55,11 +58,23 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
           timeout: c.timeoutMs ?? null,
         }));
         await tx.query(
-          `INSERT INTO function_run_rules (app_id, function_id, start_ms, finish_ms, cancel_on)
-           VALUES ($1, $2, $3, $4, $5::jsonb)
+          `INSERT INTO function_run_rules (app_id, function_id, start_ms, finish_ms, cancel_on, concurrency, throttle, priority, admission)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::jsonb)
            ON CONFLICT (app_id, function_id) DO UPDATE
-             SET start_ms = excluded.start_ms, finish_ms = excluded.finish_ms, cancel_on = excluded.cancel_on`,
-          [appId, fn.id, rules.startMs ?? null, rules.finishMs ?? null, JSON.stringify(cancelOn)],
+             SET start_ms = excluded.start_ms, finish_ms = excluded.finish_ms, cancel_on = excluded.cancel_on,
+               concurrency = excluded.concurrency, throttle = excluded.throttle, priority = excluded.priority,
+               admission = excluded.admission`,
+          [
+            appId,
+            fn.id,
+            rules.startMs ?? null,
+            rules.finishMs ?? null,
+            JSON.stringify(cancelOn),
+            JSON.stringify(concurrency),
+            rules.throttle ? JSON.stringify(rules.throttle) : null,
+            rules.priority ?? null,
+            rules.admission ? JSON.stringify(rules.admission) : null,
+          ],
         );
         // The paths events are looked up by (see WaitStore.matchesMany).
         await tx.query(

@@ -23,6 +23,18 @@ import {
 } from "./run-ends.js";
 import { type InvocationOutcome, type InvokeAwait, startInvocations } from "./invocations.js";
 import { type ExpiredRun, expireDeadlines } from "./run-deadlines.js";
+import {
+  admitRuns,
+  type AdmissionKeys,
+  type AdmissionOutcome,
+  grantSlots,
+  keyRuns,
+  type RunKeys,
+  type SlotGrants,
+  slotChannel,
+  type UnkeyedRun,
+  unkeyedRuns,
+} from "./concurrency-slots.js";
 import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import {
   type SelectedRun,
@@ -215,6 +227,38 @@ export class JournalStore {
   /** cancelRun for many runs in one statement, with one reason for all or one each; one outcome per id, in order. */
   cancelRuns(runIds: readonly string[], reason: string | readonly string[]): Promise<CancelOutcome[]> {
     return cancelRuns(this.sql, runIds, reason);
+  }
+
+  // concurrency-slots.ts
+
+  /** The channel slot changes are notified on. */
+  slotChannel(): Promise<string> {
+    return slotChannel(this.sql);
+  }
+
+  /** Up to `limit` runs of limited functions waiting for their keys, oldest first. */
+  unkeyedRuns(limit: number): Promise<UnkeyedRun[]> {
+    return unkeyedRuns(this.sql, limit);
+  }
+
+  /** Stores what the slot keeper computed for unkeyed runs and the limits and rates of their keys. */
+  keyRuns(
+    runs: readonly RunKeys[],
+    limits: ReadonlyMap<string, number>,
+    throttles: ReadonlyMap<string, { emissionMs: number; toleranceMs: number }> = new Map(),
+    deadlineMs?: number,
+  ): Promise<PublishedRunRef[]> {
+    return keyRuns(this.sql, runs, limits, throttles, deadlineMs);
+  }
+
+  /** Decides whether unkeyed runs start at all (idempotency, rate limit, singleton). */
+  admitRuns(runs: readonly AdmissionKeys[]): Promise<AdmissionOutcome[]> {
+    return admitRuns(this.sql, runs);
+  }
+
+  /** Lets up to `max` waiting runs start; returns them, their work to be published, and when a throttle next allows one. */
+  grantSlots(max: number, deadlineMs: number): Promise<SlotGrants> {
+    return grantSlots(this.sql, max, deadlineMs);
   }
 
   // run-deadlines.ts

@@ -73,11 +73,13 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, event_id, lease
      )
+     -- A run with flow control waits for the slot keeper, which publishes its work.
      SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
-     FROM created
+     FROM created WHERE NOT flow_controlled(app_id, function_id)
      UNION ALL
      SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
-     FROM e CROSS JOIN LATERAL (SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' OFFSET 0) r
+     FROM e CROSS JOIN LATERAL (
+       SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' AND (slot IS NULL OR slot = 'granted') OFFSET 0) r
      UNION ALL
      SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL
      FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL

@@ -33,7 +33,9 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
     // orders would deadlock, and Postgres only notices after a second.
     `WITH target AS (
        SELECT id FROM runs
-       WHERE id = ANY($1::uuid[]) AND (status = 'QUEUED' OR (status = 'RUNNING' AND lease_expires_at < now()))
+       -- A run of a function with concurrency limits only with a slot (concurrency-slots.ts).
+       WHERE id = ANY($1::uuid[]) AND ((status = 'QUEUED' AND (slot IS NULL OR slot = 'granted'))
+         OR (status = 'RUNNING' AND lease_expires_at < now()))
        ORDER BY id FOR UPDATE
      ), claimed AS (
        UPDATE runs SET status = 'RUNNING', lease = lease + 1, executor_id = $2,

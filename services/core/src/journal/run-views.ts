@@ -131,7 +131,7 @@ export async function endedEvents(sql: Sql, eventIds: readonly string[]): Promis
   if (eventIds.length === 0) return [];
   const rows = await sql.query<{ event_id: string }>(
     `SELECT event_id FROM runs WHERE event_id = ANY($1::text[])
-     GROUP BY event_id HAVING bool_and(status IN ('COMPLETED', 'FAILED', 'CANCELLED'))`,
+     GROUP BY event_id HAVING bool_and(status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'SKIPPED'))`,
     [eventIds],
   );
   return rows.map((r) => r.event_id);

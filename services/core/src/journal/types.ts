@@ -1,4 +1,5 @@
 import type { ErrorData, RunStatusName } from "@stepwise/proto";
+import type { Admission } from "./concurrency-slots.js";
 
 // The journal's types: what the stores take and give, shared by every
 // module of journal/ and by the services.
@@ -33,6 +34,14 @@ export interface RunRules {
   startMs?: number | undefined;
   finishMs?: number | undefined;
   cancelOn: CancelOnRule[];
+  /** Concurrency limits, at most 2: a run takes a slot of each (concurrency-slots.ts). */
+  concurrency?: Array<{ limit: number; key: string; scope: "function" | "app" }> | undefined;
+  /** At most `limit` first starts per `periodMs` per key, `burst` more at once. */
+  throttle?: { limit: number; periodMs: number; burst: number; key: string } | undefined;
+  /** CEL over `event`: seconds a run goes ahead in the queue of runs waiting to start. */
+  priority?: string | undefined;
+  /** Whether a run starts at all: idempotency, rate limit, singleton (concurrency-slots.ts). */
+  admission?: Admission | undefined;
 }
 
 /** One cancelOn rule: an event of the name whose condition holds cancels the run. */

@@ -1,0 +1,253 @@
+import { createHash } from "node:crypto";
+import {
+  announceCancelled,
+  compileExpression,
+  conditionEvent,
+  publishQueuedRuns,
+  TIMER_POLL_MS,
+  type AdmissionKeys,
+  type Bus,
+  type Expression,
+  type ConcurrencyLimit,
+  type JournalStore,
+  type Logger,
+  type RunKeys,
+  type Sql,
+  type UnkeyedRun,
+} from "@stepwise/core";
+
+/** Options of the slot keeper. */
+export interface SlotKeeperOptions {
+  sql: Sql;
+  store: JournalStore;
+  bus: Bus;
+  log: Logger;
+  /** Publish deadline of a run granted a slot, until its work is confirmed published. */
+  requeueAfterMs: number;
+  backstopMs?: number;
+}
+
+const BATCH = 500;
+/** Shortest time between the starts of two rounds: slot changes of many runs share one. */
+const ROUND_SPACING_MS = 10;
+/** Longest key value kept as it is; a longer one is replaced by its hash. */
+const MAX_KEY_VALUE_LENGTH = 200;
+
+/** A key expression's value as text: strings as they are, other scalars as CEL prints them. */
+function keyValue(v: unknown): string {
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean") return String(v);
+  if (v === null || v === undefined) return "null";
+  try {
+    return JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x));
+  } catch {
+    return String(v);
+  }
+}
+
+/** A key value of an expression over the run's event: "" when there is none or it fails to evaluate. */
+function valueOf(run: UnkeyedRun, source: string, compile: (source: string) => Expression, log?: Logger): string {
+  if (source === "") return "";
+  let value = "";
+  try {
+    value = keyValue(compile(source).evaluate({ event: conditionEvent(run.event) }));
+  } catch (err) {
+    log?.debug({ err, run: run.runId, key: source }, "a flow control key could not be evaluated; the run takes the empty key");
+  }
+  return value.length > MAX_KEY_VALUE_LENGTH ? `sha256:${createHash("sha256").update(value).digest("hex")}` : value;
+}
+
+/** The keys admission decides a run on: its idempotency, rate limit and singleton keys. */
+export function admissionKeys(run: UnkeyedRun, compile: (source: string) => Expression, log?: Logger): AdmissionKeys {
+  const a = run.flow.admission ?? {};
+  const fn = `${run.appId}/${run.functionId}`;
+  return {
+    runId: run.runId,
+    idempotencyKey: a.idempotency ? `idempotency:${fn}:${valueOf(run, a.idempotency, compile, log)}` : undefined,
+    rateKey: a.rateLimit
+      ? { key: `rate:${fn}:${valueOf(run, a.rateLimit.key, compile, log)}`, limit: a.rateLimit.limit, periodMs: a.rateLimit.periodMs }
+      : undefined,
+    singletonKey: a.singleton ? { key: `singleton:${fn}:${valueOf(run, a.singleton.key, compile, log)}`, mode: a.singleton.mode } : undefined,
+  };
+}
+
+/** Most seconds a priority moves a run in the queue, either way. */
+const MAX_PRIORITY_S = 600;
+
+/**
+ * What flow control makes of a run: one concurrency key per limit (the
+ * limit's scope and the value of its key over the run's event), its
+ * throttle key, and its place in the queue (its creation time, earlier by
+ * as many seconds as its priority evaluates to, -600 to 600; 0 when it
+ * fails to evaluate). A key that fails to evaluate is the empty value.
+ */
+export function runKeys(run: UnkeyedRun, compile: (source: string) => Expression, log?: Logger): RunKeys {
+  const { concurrency, throttle, priority } = run.flow;
+  const keys = concurrency.map((l, i) => {
+    const value = valueOf(run, l.key, compile, log);
+    return l.scope === "app" ? `app:${run.appId}:${value}` : `fn:${run.appId}/${run.functionId}#${i}:${value}`;
+  });
+  let advanceS = 0;
+  if (priority) {
+    try {
+      const v = Number(compile(priority).evaluate({ event: conditionEvent(run.event) }));
+      if (Number.isFinite(v)) advanceS = Math.max(-MAX_PRIORITY_S, Math.min(MAX_PRIORITY_S, v));
+    } catch (err) {
+      log?.debug({ err, run: run.runId }, "a priority could not be evaluated; the run keeps its place");
+    }
+  }
+  return {
+    runId: run.runId,
+    keys,
+    throttleKey: throttle ? `throttle:${run.appId}/${run.functionId}:${valueOf(run, throttle.key, compile, log)}` : undefined,
+    queuedAtMs: run.createdAtMs - advanceS * 1000,
+  };
+}
+
+/**
+ * The schedulers' side of flow control that decides when a run starts
+ * (concurrency limits, throttles, priorities): computes the keys of new
+ * runs of such functions, lets waiting runs start as their keys allow, and
+ * publishes their work. It runs on each notification of a slot
+ * change (a run created, ended, suspended, woken), when a throttle next
+ * lets a run start, and at least every TIMER_POLL_MS in case a
+ * notification was lost. Schedulers share the keys without
+ * overlap (grant_run_slots locks them with SKIP LOCKED).
+ */
+export class SlotKeeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+  private lastRoundAt = 0;
+  private unlisten: (() => Promise<void>) | undefined;
+  private readonly compiled = new Map<string, Expression>();
+
+  constructor(private readonly options: SlotKeeperOptions) {}
+
+  async start(): Promise<void> {
+    const channel = await this.options.store.slotChannel();
+    this.unlisten = await this.options.sql.listen(channel, () => this.wake());
+    this.wake();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.unlisten?.();
+    await this.running;
+  }
+
+  /**
+   * Keys and grants soon: right after the round in progress, and no sooner
+   * than ROUND_SPACING_MS after the last one began, so that the slot
+   * changes of many runs share a round.
+   */
+  private wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    const wait = this.lastRoundAt + ROUND_SPACING_MS - Date.now();
+    if (wait > 0) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.startRound(), wait);
+      return;
+    }
+    this.startRound();
+  }
+
+  private startRound(): void {
+    if (this.stopped || this.running) return;
+    clearTimeout(this.timer);
+    this.lastRoundAt = Date.now();
+    this.running = this.round()
+      .catch((err: unknown) => {
+        this.options.log.warn({ err }, "granting concurrency slots failed");
+        return TIMER_POLL_MS;
+      })
+      .then((delay) => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.wake();
+          return;
+        }
+        this.timer = setTimeout(() => this.wake(), delay);
+      });
+  }
+
+  /** Keys new runs and lets waiting ones start; returns how long to sleep. */
+  private async round(): Promise<number> {
+    const { store, bus, requeueAfterMs, backstopMs, log } = this.options;
+    for (;;) {
+      const unkeyed = await store.unkeyedRuns(BATCH);
+      if (unkeyed.length === 0) break;
+      const runs = await this.admit(unkeyed);
+      const limits = new Map<string, number>();
+      const throttles = new Map<string, { emissionMs: number; toleranceMs: number }>();
+      const keyed = runs.map((run) => {
+        const keys = runKeys(run, (source) => this.compile(source), log);
+        keys.keys.forEach((k, i) => limits.set(k, (run.flow.concurrency[i] as ConcurrencyLimit).limit));
+        const t = run.flow.throttle;
+        if (keys.throttleKey && t) {
+          // A start every period/limit, up to limit + burst at once.
+          const emissionMs = t.periodMs / t.limit;
+          throttles.set(keys.throttleKey, { emissionMs, toleranceMs: (t.limit + t.burst - 1) * emissionMs });
+        }
+        return keys;
+      });
+      // Runs that admission let start and that wait for nothing else go on now.
+      await publishQueuedRuns(bus, store, await store.keyRuns(keyed, limits, throttles, requeueAfterMs), backstopMs);
+      if (unkeyed.length < BATCH) break;
+    }
+    let retryInMs: number | null = null;
+    for (;;) {
+      const grants = await store.grantSlots(BATCH, requeueAfterMs);
+      retryInMs = grants.retryInMs;
+      // A failed publish leaves them QUEUED with a short deadline: the reconciler publishes them.
+      await publishQueuedRuns(bus, store, grants.granted, backstopMs);
+      if (grants.granted.length < BATCH) break;
+    }
+    // A throttled run waits for its time; otherwise a change of slot wakes the keeper.
+    return retryInMs === null ? TIMER_POLL_MS : Math.min(TIMER_POLL_MS, Math.max(1, Math.ceil(retryInMs)));
+  }
+
+  /**
+   * Decides whether runs with an idempotency key, a rate limit or a
+   * singleton start at all: the skipped ones end (waiters are told), a
+   * singleton in mode cancel cancels the runs it replaces. Returns the runs
+   * that go on to be keyed.
+   */
+  private async admit(runs: UnkeyedRun[]): Promise<UnkeyedRun[]> {
+    const deciding = runs.filter((r) => r.flow.admission && !r.admitted);
+    if (deciding.length === 0) return runs;
+    const { store, bus, log } = this.options;
+    const compile = (source: string) => this.compile(source);
+    const outcomes = await store.admitRuns(deciding.map((r) => admissionKeys(r, compile, log)));
+    const skipped = new Set<string>();
+    const ended = [];
+    for (const o of outcomes) {
+      if (o.kind === "skipped") {
+        skipped.add(o.runId);
+        ended.push({ runId: o.runId, eventId: o.eventId });
+      } else if (o.toCancel.length > 0) {
+        const outcomes = await store.cancelRuns(o.toCancel, `singleton: replaced by run ${o.runId}`);
+        await announceCancelled(this.options, outcomes.map((outcome, i) => ({ runId: o.toCancel[i]!, outcome })));
+      }
+    }
+    if (ended.length > 0) bus.announceRunsEnded(ended);
+    return runs.filter((r) => !skipped.has(r.runId));
+  }
+
+  private compile(source: string): Expression {
+    let c = this.compiled.get(source);
+    if (!c) {
+      c = compileExpression(source, ["event"]);
+      this.compiled.set(source, c);
+    }
+    return c;
+  }
+}
