@@ -28,11 +28,11 @@ describe("bench harness (smoke size)", () => {
   const dir = mkdtempSync(join(tmpdir(), "bench-smoke-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("runs W1-W4 on the real stack, exits 0 and verifies every run", async () => {
+  it("runs W1-W5 on the real stack, exits 0 and verifies every run", async () => {
     const out = join(dir, "results.json");
     const args = [
       MAIN,
-      "--workloads", "W1,W2,W3,W4",
+      "--workloads", "W1,W2,W3,W4,W5",
       "--runs", "100", "--inflight", "20",
       "--steps", "10", "--step-reps", "2",
       "--latency-runs", "20",
@@ -51,8 +51,8 @@ describe("bench harness (smoke size)", () => {
 
     const results = JSON.parse(readFileSync(out, "utf8")) as SmokeResults;
     expect(results.ok).toBe(true);
-    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3", "W4"]);
-    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20, W4: 20 };
+    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3", "W4", "W5"]);
+    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20, W4: 20, W5: 100 };
     for (const [name, w] of Object.entries(results.workloads)) {
       expect(w.ok, name).toBe(true);
       for (const { verification: v } of w.repetitions) {

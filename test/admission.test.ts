@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
+import { Stack, eventually } from "./support/stack.js";
+
+// Rate limits, idempotency keys and singletons on the real stack: ingest,
+// two schedulers and an executor as separate processes, real NATS
+// JetStream and Postgres. A run they keep from starting ends SKIPPED and
+// says why, in ListRuns and GetRun of its event.
+describe("rate limits, idempotency and singletons", () => {
+  const stack = new Stack();
+  let client: Stepwise;
+  let worker: Worker;
+  let limitedRuns = 0;
+
+  async function endedRun(eventId: string): Promise<RunInfo> {
+    const { runs, done } = await client.waitForRuns(eventId, { timeoutMs: 20_000 });
+    expect(done).toBe(true);
+    expect(runs).toHaveLength(1);
+    return runs[0]!;
+  }
+
+  async function runIn(eventId: string, status: RunInfo["status"]): Promise<RunInfo> {
+    return eventually(
+      async () => {
+        const [run] = await client.listRunsOfEvent(eventId);
+        return run?.status === status ? run : undefined;
+      },
+      20_000,
+      `the run of ${eventId} to be ${status}`,
+    );
+  }
+
+  beforeAll(async () => {
+    await stack.start();
+    await stack.startExtra("scheduler");
+    client = new Stepwise({ appId: "admit", url: stack.ingestUrl });
+    const limited = client.createFunction(
+      { id: "limited", triggers: [{ event: "sync.requested" }], rateLimit: { limit: 5, period: "10s" } },
+      () => ++limitedRuns,
+    );
+    const once = client.createFunction(
+      { id: "once", triggers: [{ event: "payment.received" }], idempotency: "event.data.paymentId" },
+      ({ event }) => event.data["paymentId"],
+    );
+    const onlyOne = client.createFunction(
+      { id: "only-one", triggers: [{ event: "report.requested" }], singleton: { key: "event.data.team", mode: "skip" } },
+      async ({ step }) => {
+        await step.sleep("long", "1h");
+      },
+    );
+    const latest = client.createFunction(
+      { id: "latest", triggers: [{ event: "index.requested" }], singleton: { key: "event.data.team", mode: "cancel" } },
+      async ({ step }) => {
+        await step.sleep("long", "1h");
+      },
+    );
+    worker = new Worker({ url: stack.executorUrl, functions: [limited, once, onlyOne, latest], handleSignals: false });
+    await worker.connect();
+  });
+
+  afterAll(async () => {
+    await worker?.close();
+    client?.close();
+    await stack.stop();
+  });
+
+  it("20 events in a second with a limit of 5 per 10 s: 5 runs, 15 SKIPPED with the reason", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(...(await client.send({ name: "sync.requested", data: { i } })));
+    const runs = await Promise.all(ids.map(endedRun));
+    expect(runs.filter((r) => r.status === "COMPLETED")).toHaveLength(5);
+    const skipped = runs.filter((r) => r.status === "SKIPPED");
+    expect(skipped).toHaveLength(15);
+    for (const r of skipped) {
+      expect(r.error).toMatchObject({ name: "RunSkipped", message: expect.stringMatching(/^rateLimit: 5 runs already started/) as unknown });
+      expect(r.startedAt).toBeUndefined();
+    }
+    expect(limitedRuns).toBe(5);
+    const one = await client.getRun(skipped[0]!.id);
+    expect(one.status).toBe("SKIPPED");
+  });
+
+  it("an idempotency key: one run per value, the others SKIPPED naming the run that took it", async () => {
+    const first = await client.send({ name: "payment.received", data: { paymentId: "p-1" } });
+    const again = await client.send([
+      { name: "payment.received", data: { paymentId: "p-1" } },
+      { name: "payment.received", data: { paymentId: "p-1" } },
+    ]);
+    const other = await client.send({ name: "payment.received", data: { paymentId: "p-2" } });
+    const taken = await endedRun(first[0]!);
+    expect(taken).toMatchObject({ status: "COMPLETED", output: "p-1" });
+    for (const id of again) {
+      const r = await endedRun(id);
+      expect(r.status).toBe("SKIPPED");
+      expect(r.error?.message).toBe(`idempotency: run ${taken.id} took the key in the last 24 hours`);
+    }
+    expect(await endedRun(other[0]!)).toMatchObject({ status: "COMPLETED", output: "p-2" });
+  });
+
+  it("a singleton in mode skip: a second run of a team SKIPPED while the first sleeps; another team runs", async () => {
+    const [a] = await client.send({ name: "report.requested", data: { team: "red" } });
+    const first = await runIn(a!, "WAITING");
+    const [b] = await client.send({ name: "report.requested", data: { team: "red" } });
+    const skipped = await endedRun(b!);
+    expect(skipped.status).toBe("SKIPPED");
+    expect(skipped.error?.message).toBe(`singleton: run ${first.id} of the same key has not ended`);
+    const [c] = await client.send({ name: "report.requested", data: { team: "blue" } });
+    await runIn(c!, "WAITING");
+    expect((await client.getRun(first.id)).status).toBe("WAITING");
+  });
+
+  it("a singleton in mode cancel: the new run cancels the one of its team that has not ended", async () => {
+    const [a] = await client.send({ name: "index.requested", data: { team: "red" } });
+    const old = await runIn(a!, "WAITING");
+    const [b] = await client.send({ name: "index.requested", data: { team: "red" } });
+    const fresh = await runIn(b!, "WAITING");
+    const cancelled = await endedRun(a!);
+    expect(cancelled).toMatchObject({ id: old.id, status: "CANCELLED" });
+    expect(cancelled.error?.message).toBe(`singleton: replaced by run ${fresh.id}`);
+  });
+});
