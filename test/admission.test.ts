@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
-import { Stack, eventually } from "./support/stack.js";
+import { runOfEventIn, Stack } from "./support/stack.js";
 
 // Rate limits, idempotency keys and singletons on the real stack: ingest,
 // two schedulers and an executor as separate processes, real NATS
@@ -19,16 +19,8 @@ describe("rate limits, idempotency and singletons", () => {
     return runs[0]!;
   }
 
-  async function runIn(eventId: string, status: RunInfo["status"]): Promise<RunInfo> {
-    return eventually(
-      async () => {
-        const [run] = await client.listRunsOfEvent(eventId);
-        return run?.status === status ? run : undefined;
-      },
-      20_000,
-      `the run of ${eventId} to be ${status}`,
-    );
-  }
+  /** The one run an event started, once it is in `status`. */
+  const runIn = (eventId: string, status: RunInfo["status"], timeoutMs?: number) => runOfEventIn(client, eventId, status, timeoutMs);
 
   beforeAll(async () => {
     await stack.start();

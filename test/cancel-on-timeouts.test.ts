@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
-import { Stack, eventually, gate, type ExtraService } from "./support/stack.js";
+import { eventually, type ExtraService, gate, runOfEventIn, Stack } from "./support/stack.js";
 
 // A function's cancelOn rules and timeouts on the real stack: ingest, two
 // schedulers and an executor as separate processes, real NATS JetStream and
@@ -16,16 +16,8 @@ describe("cancelOn and timeouts", () => {
   let afterAbortable = 0;
 
   /** The one run an event started, once it is in `status`. */
-  async function runIn(eventId: string, status: RunInfo["status"], timeoutMs = 20_000): Promise<RunInfo> {
-    return eventually(
-      async () => {
-        const [run] = await client.listRunsOfEvent(eventId);
-        return run?.status === status ? run : undefined;
-      },
-      timeoutMs,
-      `the run of ${eventId} to be ${status}`,
-    );
-  }
+  /** The one run an event started, once it is in `status`. */
+  const runIn = (eventId: string, status: RunInfo["status"], timeoutMs?: number) => runOfEventIn(client, eventId, status, timeoutMs);
 
   async function send(name: string, data: Record<string, unknown> = {}): Promise<string> {
     const [id] = await client.send({ name, data });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NonRetriableError, StepError, Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
-import { Stack, eventually, gate } from "./support/stack.js";
+import { eventually, gate, runOfEventIn, Stack } from "./support/stack.js";
 
 // step.invoke on the real stack: ingest, scheduler and executor as separate
 // processes, real NATS JetStream and Postgres, and one worker with a single
@@ -34,16 +34,8 @@ describe("step.invoke", () => {
   }
 
   /** The run an event started, once it is in `status`. */
-  async function runIn(eventId: string, status: RunInfo["status"]): Promise<RunInfo> {
-    return eventually(
-      async () => {
-        const [run] = await client.listRunsOfEvent(eventId);
-        return run?.status === status ? run : undefined;
-      },
-      20_000,
-      `the run of ${eventId} to be ${status}`,
-    );
-  }
+  /** The one run an event started, once it is in `status`. */
+  const runIn = (eventId: string, status: RunInfo["status"], timeoutMs?: number) => runOfEventIn(client, eventId, status, timeoutMs);
 
   /** The runs a run invoked, once there are `n`. */
   async function childrenOf(runId: string, n = 1): Promise<string[]> {

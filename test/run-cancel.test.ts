@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, StepwiseError, Worker, type RunInfo } from "@stepwise/sdk";
-import { Stack, eventually, gate } from "./support/stack.js";
+import { eventually, gate, runOfEventIn, Stack } from "./support/stack.js";
 
 // RunService.CancelRun on the real stack: ingest, scheduler and executor as
 // separate processes, real NATS JetStream and Postgres, a one-slot worker.
@@ -15,16 +15,8 @@ describe("cancelling runs", () => {
   let slowSignal: AbortSignal | undefined;
 
   /** The run an event started, once it is in `status`. */
-  async function runIn(eventId: string, status: RunInfo["status"]): Promise<RunInfo> {
-    return eventually(
-      async () => {
-        const [run] = await client.listRunsOfEvent(eventId);
-        return run?.status === status ? run : undefined;
-      },
-      20_000,
-      `the run of ${eventId} to be ${status}`,
-    );
-  }
+  /** The one run an event started, once it is in `status`. */
+  const runIn = (eventId: string, status: RunInfo["status"], timeoutMs?: number) => runOfEventIn(client, eventId, status, timeoutMs);
 
   /** The runs the run's "stepwise/run.cancelled" event started, once they ended. */
   async function cancelledEventRuns(runId: string): Promise<RunInfo[]> {

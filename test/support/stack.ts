@@ -1,3 +1,4 @@
+import type { RunInfo } from "@stepwise/sdk";
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
@@ -386,4 +387,21 @@ export async function expectEveryRunCompletedOnce(stack: Stack, runs: number, st
   expect(Number(steps[0]!.n)).toBe(runs * stepsPerRun);
   const all = await stack.query<{ n: string }>("SELECT count(*) AS n FROM runs");
   expect(Number(all[0]!.n)).toBe(runs);
+}
+
+/** The one run an event started, once it is in `status`. */
+export function runOfEventIn(
+  client: { listRunsOfEvent(eventId: string): Promise<Array<{ status: string }>> },
+  eventId: string,
+  status: string,
+  timeoutMs = 20_000,
+): Promise<RunInfo> {
+  return eventually(
+    async () => {
+      const [run] = await client.listRunsOfEvent(eventId);
+      return run?.status === status ? (run as RunInfo) : undefined;
+    },
+    timeoutMs,
+    `the run of ${eventId} to be ${status}`,
+  );
 }

@@ -3,6 +3,7 @@ import {
   announceCancelled,
   compileExpression,
   conditionEvent,
+  NotifiedRounds,
   publishQueuedRuns,
   TIMER_POLL_MS,
   type AdmissionKeys,
@@ -115,68 +116,27 @@ export function runKeys(run: UnkeyedRun, compile: (source: string) => Expression
  * overlap (grant_run_slots locks them with SKIP LOCKED).
  */
 export class SlotKeeper {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  private lastRoundAt = 0;
-  private unlisten: (() => Promise<void>) | undefined;
+  private readonly rounds: NotifiedRounds;
   private readonly compiled = new Map<string, Expression>();
 
-  constructor(private readonly options: SlotKeeperOptions) {}
-
-  async start(): Promise<void> {
-    const channel = await this.options.store.slotChannel();
-    this.unlisten = await this.options.sql.listen(channel, () => this.wake());
-    this.wake();
+  constructor(private readonly options: SlotKeeperOptions) {
+    this.rounds = new NotifiedRounds({
+      sql: options.sql,
+      channel: () => options.store.slotChannel(),
+      round: () => this.round(),
+      retryMs: TIMER_POLL_MS,
+      spacingMs: ROUND_SPACING_MS,
+      log: options.log,
+      what: "granting concurrency slots",
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.unlisten?.();
-    await this.running;
+  start(): Promise<void> {
+    return this.rounds.start();
   }
 
-  /**
-   * Keys and grants soon: right after the round in progress, and no sooner
-   * than ROUND_SPACING_MS after the last one began, so that the slot
-   * changes of many runs share a round.
-   */
-  private wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    const wait = this.lastRoundAt + ROUND_SPACING_MS - Date.now();
-    if (wait > 0) {
-      clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.startRound(), wait);
-      return;
-    }
-    this.startRound();
-  }
-
-  private startRound(): void {
-    if (this.stopped || this.running) return;
-    clearTimeout(this.timer);
-    this.lastRoundAt = Date.now();
-    this.running = this.round()
-      .catch((err: unknown) => {
-        this.options.log.warn({ err }, "granting concurrency slots failed");
-        return TIMER_POLL_MS;
-      })
-      .then((delay) => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (this.again) {
-          this.again = false;
-          this.wake();
-          return;
-        }
-        this.timer = setTimeout(() => this.wake(), delay);
-      });
+  stop(): Promise<void> {
+    return this.rounds.stop();
   }
 
   /** Keys new runs and lets waiting ones start; returns how long to sleep. */

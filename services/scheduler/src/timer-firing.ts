@@ -2,6 +2,7 @@ import {
   announceCancelled,
   cancelOnEarlierEvents,
   CronSchedule,
+  NotifiedRounds,
   publishQueuedRuns,
   TIMER_POLL_MS,
   type Bus,
@@ -40,50 +41,26 @@ const BUSY_RETRY_MS = 20;
  * statements lock with SKIP LOCKED).
  */
 export class TimerFiring {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = false;
-  private unlisten: (() => Promise<void>) | undefined;
+  private readonly rounds: NotifiedRounds;
   private readonly schedules = new Map<string, CronSchedule>();
 
-  constructor(private readonly options: TimerFiringOptions) {}
-
-  async start(): Promise<void> {
-    this.unlisten = await this.options.sql.listen(this.options.timers.channel, () => this.wake());
-    this.wake();
+  constructor(private readonly options: TimerFiringOptions) {
+    this.rounds = new NotifiedRounds({
+      sql: options.sql,
+      channel: options.timers.channel,
+      round: () => this.round(),
+      retryMs: TIMER_POLL_MS,
+      log: options.log,
+      what: "firing timers",
+    });
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.unlisten?.();
-    await this.running;
+  start(): Promise<void> {
+    return this.rounds.start();
   }
 
-  /** Looks for due work now (or right after the round in progress). */
-  private wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.running = this.round()
-      .catch((err: unknown) => {
-        this.options.log.warn({ err }, "firing timers failed");
-        return TIMER_POLL_MS;
-      })
-      .then((delay) => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (this.again) {
-          this.again = false;
-          this.wake();
-          return;
-        }
-        this.timer = setTimeout(() => this.wake(), delay);
-      });
+  stop(): Promise<void> {
+    return this.rounds.stop();
   }
 
   /** Fires what is due; returns how long to sleep. */
