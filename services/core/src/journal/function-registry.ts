@@ -39,17 +39,15 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
       }
       if (byName.size > 0) {
         await tx.query(
-          `INSERT INTO function_triggers (event_name, app_id, function_id, conditions)
-           SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END
+          `INSERT INTO function_triggers (event_name, app_id, function_id, conditions, flow)
+           SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END, $4
            FROM jsonb_to_recordset($1::jsonb) AS x(n text, c jsonb)`,
-          [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id],
+          [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id, flowControlled(fn)],
         );
       }
       const rules = fn.runRules;
       const concurrency = rules?.concurrency ?? [];
-      const flowControlled =
-        concurrency.length > 0 || rules?.throttle !== undefined || rules?.priority !== undefined || rules?.admission !== undefined;
-      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0 || flowControlled)) {
+      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0 || flowControlled(fn))) {
         const cancelOn = rules.cancelOn.map((c) => ({
           event: c.event,
           cond: c.condition ?? "",
@@ -106,6 +104,12 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
       if (crons.length > 0) await tx.query("SELECT pg_notify($1, 'cron')", [timerChannel]);
     }
   });
+}
+
+/** Whether a function's runs go through the slot keeper (concurrency-slots.ts): flow control decides when they start. */
+function flowControlled(fn: FunctionRegistration): boolean {
+  const r = fn.runRules;
+  return !!r && ((r.concurrency?.length ?? 0) > 0 || r.throttle !== undefined || r.priority !== undefined || r.admission !== undefined);
 }
 
 /** A function as registered, for display. */

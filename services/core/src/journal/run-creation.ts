@@ -67,15 +67,16 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
        ON CONFLICT (id) DO NOTHING
        RETURNING id, stored_at
      ), created AS (
-       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
-       SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond'
+       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, slot)
+       SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond',
+         CASE WHEN t.flow THEN 'unkeyed' END
        FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
-       RETURNING id, app_id, function_id, event_id, lease
+       RETURNING id, app_id, function_id, event_id, lease, slot
      )
      -- A run with flow control waits for the slot keeper, which publishes its work.
      SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
-     FROM created WHERE NOT flow_controlled(app_id, function_id)
+     FROM created WHERE slot IS NULL
      UNION ALL
      SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
      FROM e CROSS JOIN LATERAL (

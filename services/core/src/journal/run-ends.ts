@@ -56,20 +56,24 @@ export async function completeRuns(
   requeueAfterMs = 60_000,
 ): Promise<Array<RunCompletion | null>> {
   const rows = await sql.query<CompletionRow>(
-    // Locked in id order (see claimRuns).
-    `WITH target AS (
-       SELECT id FROM runs WHERE id = ANY($1::uuid[]) AND status = 'RUNNING' ORDER BY id FOR UPDATE
+    // Locked in id order (see claimRuns). The runs come as one JSON
+    // document: jsonb_to_recordset is sized the same whatever its
+    // argument, so Postgres keeps one generic plan of the statement.
+    `WITH c AS (
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, lease int, o jsonb)
+     ), target AS (
+       SELECT id FROM runs WHERE id IN (SELECT id FROM c) AND status = 'RUNNING' ORDER BY id FOR UPDATE
      ), r AS (
        UPDATE runs SET status = 'COMPLETED', output = c.o, ended_at = now(), executor_id = NULL, lease_expires_at = NULL
-       FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS c(id, lease, o), target
+       FROM c, target
        WHERE runs.id = c.id AND target.id = c.id AND runs.lease = c.lease AND runs.status = 'RUNNING'
        RETURNING runs.id, runs.ended_at, runs.app_id, runs.function_id, runs.status, runs.output, runs.error
      ), t AS (DELETE FROM timers WHERE run_id IN (SELECT id FROM r)),
      w AS (DELETE FROM waits WHERE run_id IN (SELECT id FROM r)),
      cw AS (DELETE FROM cancel_waits WHERE run_id IN (SELECT id FROM r))
-     ${INVOKED_RUN_ENDS("r", "$4")}
+     ${INVOKED_RUN_ENDS("r", "$2")}
      ${COMPLETION_ROWS}`,
-    [runs.map((r) => r.runId), runs.map((r) => r.lease), runs.map((r) => r.outputJson), requeueAfterMs],
+    [`[${runs.map((r) => `{"id":${JSON.stringify(r.runId)},"lease":${r.lease},"o":${r.outputJson}}`).join(",")}]`, requeueAfterMs],
   );
   return completions(
     rows,

@@ -85,29 +85,32 @@ CREATE TABLE throttle_keys (
   tat          timestamptz
 );
 
--- Whether the runs of a function go through the slot keeper (its work is
--- published once it is let start, not at its creation).
-CREATE FUNCTION flow_controlled(app text, fn text) RETURNS boolean LANGUAGE sql STABLE AS $$
-  SELECT EXISTS (SELECT 1 FROM function_run_rules f WHERE f.app_id = app AND f.function_id = fn
-    AND (f.concurrency <> '[]' OR f.throttle IS NOT NULL OR f.priority IS NOT NULL OR f.admission IS NOT NULL))
-$$;
-
 -- The channel the schedulers listen on for slot changes, one per schema.
 CREATE FUNCTION slot_channel() RETURNS text LANGUAGE sql STABLE AS $$
   SELECT left('stepwise_slots_' || current_schema(), 63)
 $$;
 
--- A new run of a function with flow control waits for its keys: set as
--- the row is inserted (no second write), whatever statement creates it.
-CREATE FUNCTION unkey_run() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Set at registration on the triggers of a function whose runs go through
+-- the slot keeper: the scheduler's statement for events creates their runs
+-- 'unkeyed' at once.
+ALTER TABLE function_triggers ADD COLUMN flow boolean NOT NULL DEFAULT false;
+
+-- A new run of a function with flow control waits for its keys, whatever
+-- statement created it (one that did not set its slot gets it here), and
+-- the schedulers are told. One execution per statement.
+CREATE FUNCTION unkey_runs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  NEW.slot := 'unkeyed';
-  PERFORM pg_notify(slot_channel(), 'keys');
-  RETURN NEW;
+  UPDATE runs SET slot = 'unkeyed'
+  FROM created c JOIN function_run_rules f ON f.app_id = c.app_id AND f.function_id = c.function_id
+    AND (f.concurrency <> '[]' OR f.throttle IS NOT NULL OR f.priority IS NOT NULL OR f.admission IS NOT NULL)
+  WHERE runs.id = c.id AND c.slot IS NULL;
+  IF FOUND OR EXISTS (SELECT 1 FROM created c WHERE c.slot = 'unkeyed') THEN
+    PERFORM pg_notify(slot_channel(), 'keys');
+  END IF;
+  RETURN NULL;
 END $$;
-CREATE TRIGGER runs_unkeyed BEFORE INSERT ON runs
-  FOR EACH ROW WHEN (flow_controlled(NEW.app_id, NEW.function_id))
-  EXECUTE FUNCTION unkey_run();
+CREATE TRIGGER runs_unkeyed AFTER INSERT ON runs REFERENCING NEW TABLE AS created
+  FOR EACH STATEMENT EXECUTE FUNCTION unkey_runs();
 
 -- Moves a run's slot with its status, whatever statement changes it: a
 -- run that stops running (WAITING, or ended) gives its slot back; one

@@ -54,10 +54,10 @@ CREATE INDEX cancel_waits_match ON cancel_waits (event_name, key_path, key_value
 -- Every statement that creates runs arms them here, in the same
 -- transaction, whichever path made them (an event, a cron tick, an
 -- onFailure handler, a rerun or a replay, an invocation): one execution
--- per statement, a no-op while no function has rules.
+-- per statement, a no-op when none of the runs' functions has rules.
 CREATE FUNCTION arm_runs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM function_run_rules) THEN
+  IF NOT EXISTS (SELECT 1 FROM created c JOIN function_run_rules f ON f.app_id = c.app_id AND f.function_id = c.function_id) THEN
     RETURN NULL;
   END IF;
   INSERT INTO run_deadlines (run_id, kind, due_at, start_ms, finish_ms)

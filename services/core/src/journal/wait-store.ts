@@ -127,10 +127,14 @@ export class WaitStore {
       a_data: string | null;
       a_ts: number | string | null;
     }>(
+      // The inputs come as JSON documents, not arrays: jsonb_to_recordset
+      // is sized the same whatever its argument, so Postgres keeps one
+      // generic plan of this prepared statement instead of planning it
+      // anew at each execution (about 2 ms).
       `WITH x AS (
          SELECT n, id AS event_id, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored,
            to_timestamp(rcv / 1000.0) AS received
-         FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::float8[], $5::float8[]) WITH ORDINALITY AS x(id, name, data, stored, rcv, n)
+         FROM jsonb_to_recordset($1::jsonb) AS x(id text, name text, data jsonb, stored float8, rcv float8, n int)
        ), cand AS (
          SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
          JOIN waits w ON w.event_name = x.name AND w.key_path = ''
@@ -153,7 +157,7 @@ export class WaitStore {
          WHERE c.since <= x.received AND (c.until IS NULL OR x.received <= c.until)
        ), lb AS (
          SELECT nr.n, c.run_id, c.condition, a.id, a.name, a.data, a.ts
-         FROM unnest($6::uuid[], $7::int[]) AS nr(run_id, n)
+         FROM jsonb_to_recordset($2::jsonb) AS nr(run_id uuid, n int)
          JOIN cancel_waits c ON c.run_id = nr.run_id
          CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
          CROSS JOIN LATERAL (
@@ -189,13 +193,13 @@ export class WaitStore {
        CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = l.run_id OFFSET 0) r
        CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e`,
       [
-        lookups.map((x) => x.event.id),
-        lookups.map((x) => x.event.name),
-        lookups.map((x) => x.event.dataJson),
-        lookups.map((x) => x.storedAtMs),
-        lookups.map((x) => x.receivedAtMs ?? x.storedAtMs),
-        newRuns.map((r) => r.id),
-        newRuns.map((r) => r.n),
+        `[${lookups
+          .map(
+            (x, i) =>
+              `{"id":${JSON.stringify(x.event.id)},"name":${JSON.stringify(x.event.name)},"data":${x.event.dataJson},"stored":${x.storedAtMs},"rcv":${x.receivedAtMs ?? x.storedAtMs},"n":${i + 1}}`,
+          )
+          .join(",")}]`,
+        JSON.stringify(newRuns.map((r) => ({ run_id: r.id, n: r.n }))),
       ],
     );
     const out: EventMatches[] = lookups.map(() => ({ waits: [], cancels: [] }));
