@@ -34,7 +34,10 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
     `WITH target AS (
        SELECT id FROM runs
        -- A run of a function with concurrency limits only with a slot (concurrency-slots.ts).
-       WHERE id = ANY($1::uuid[]) AND ((status = 'QUEUED' AND (slot IS NULL OR slot = 'granted'))
+       -- The ids come as a JSON array: jsonb_array_elements_text is sized the
+       -- same whatever its argument, so Postgres keeps one generic plan.
+       WHERE id IN (SELECT x::uuid FROM jsonb_array_elements_text($1::jsonb) AS x)
+         AND ((status = 'QUEUED' AND (slot IS NULL OR slot = 'granted'))
          OR (status = 'RUNNING' AND lease_expires_at < now()))
        ORDER BY id FOR UPDATE
      ), claimed AS (
@@ -69,7 +72,7 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
                     (extract(epoch FROM (array_agg(retry_at ORDER BY attempt DESC))[1]) * 1000)::float8 AS r
                   FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) END AS attempts
      FROM claimed c JOIN events e ON e.id = c.event_id`,
-    [runIds, executorId, leaseMs],
+    [JSON.stringify(runIds), executorId, leaseMs],
   );
   const byId = new Map(rows.map((r) => [r.id, r]));
   // An id given twice (two work messages of one run claimed together)
