@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stepwise, Worker, type RunInfo } from "@stepwise/sdk";
-import { runOfEventIn, Stack } from "./support/stack.js";
+import { type ExtraService, runOfEventIn, Stack } from "./support/stack.js";
 
 // Rate limits, idempotency keys and singletons on the real stack: ingest,
 // two schedulers and an executor as separate processes, real NATS
@@ -11,6 +11,8 @@ describe("rate limits, idempotency and singletons", () => {
   let client: Stepwise;
   let worker: Worker;
   let limitedRuns = 0;
+  let burstRuns = 0;
+  let secondScheduler: ExtraService;
 
   async function endedRun(eventId: string): Promise<RunInfo> {
     const { runs, done } = await client.waitForRuns(eventId, { timeoutMs: 20_000 });
@@ -24,7 +26,7 @@ describe("rate limits, idempotency and singletons", () => {
 
   beforeAll(async () => {
     await stack.start();
-    await stack.startExtra("scheduler");
+    secondScheduler = await stack.startExtra("scheduler");
     client = new Stepwise({ appId: "admit", url: stack.ingestUrl });
     const limited = client.createFunction(
       { id: "limited", triggers: [{ event: "sync.requested" }], rateLimit: { limit: 5, period: "10s" } },
@@ -46,7 +48,11 @@ describe("rate limits, idempotency and singletons", () => {
         await step.sleep("long", "1h");
       },
     );
-    worker = new Worker({ url: stack.executorUrl, functions: [limited, once, onlyOne, latest], handleSignals: false });
+    const burst = client.createFunction(
+      { id: "burst", triggers: [{ event: "burst.go" }], rateLimit: { limit: 10, period: "10m" }, idempotency: "event.data.key" },
+      () => ++burstRuns,
+    );
+    worker = new Worker({ url: stack.executorUrl, functions: [limited, once, onlyOne, latest, burst], handleSignals: false });
     await worker.connect();
   });
 
@@ -110,4 +116,20 @@ describe("rate limits, idempotency and singletons", () => {
     expect(cancelled).toMatchObject({ id: old.id, status: "CANCELLED" });
     expect(cancelled.error?.message).toBe(`singleton: replaced by run ${fresh.id}`);
   });
+
+  it("a SIGKILL of a scheduler in the middle of a burst: the rate limit and the idempotency keys still hold, no run is lost", async () => {
+    const ids: string[] = [];
+    // 60 events over 30 keys (each key twice): at most one run per key, at most 10 runs.
+    for (let i = 0; i < 60; i++) {
+      ids.push(...(await client.send({ name: "burst.go", data: { key: `k${i % 30}` } })));
+      if (i === 20) await secondScheduler.kill("SIGKILL");
+    }
+    const runs = await Promise.all(ids.map(endedRun));
+    const completed = runs.filter((r) => r.status === "COMPLETED");
+    expect(completed).toHaveLength(10);
+    expect(runs.filter((r) => r.status === "SKIPPED")).toHaveLength(50);
+    expect(burstRuns).toBe(10);
+    const keys = await Promise.all(completed.map(async (r) => ((await client.getRun(r.id)).event.data as { key: string }).key));
+    expect(new Set(keys).size).toBe(10);
+  }, 60_000);
 });
