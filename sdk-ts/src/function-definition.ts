@@ -75,11 +75,8 @@ function concurrencyLimits(where: string, concurrency: FunctionConfig["concurren
     if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_CONCURRENCY) {
       throw new TypeError(`${at}.limit: must be an integer from 1 to ${MAX_CONCURRENCY}`);
     }
-    if (key !== undefined && (typeof key !== "string" || key.trim() === "" || key.length > MAX_CONDITION_LENGTH)) {
-      throw new TypeError(`${at}.key: must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters`);
-    }
     if (scope !== undefined && scope !== "function" && scope !== "app") throw new TypeError(`${at}.scope: must be "function" or "app"`);
-    return { limit, key: key ?? "", scope: scope ?? "function" };
+    return { limit, key: key === undefined ? "" : celText(key, `${at}.key`), scope: scope ?? "function" };
   });
 }
 

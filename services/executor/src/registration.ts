@@ -185,23 +185,7 @@ function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: 
       timeoutMs: durationOf(c.timeout, `cancel_on[${i}].timeout`, invalid),
     };
   });
-  if (fn.concurrency.length > MAX_CONCURRENCY_LIMITS) throw invalid("concurrency", `at most ${MAX_CONCURRENCY_LIMITS} limits`);
-  const concurrency = fn.concurrency.map((c, i) => {
-    if (c.limit < 1 || c.limit > MAX_CONCURRENCY) throw invalid(`concurrency[${i}].limit`, `must be 1 to ${MAX_CONCURRENCY}`);
-    if (c.key !== "") {
-      try {
-        compileExpression(c.key, ["event"]);
-      } catch (err) {
-        if (err instanceof InvalidConditionError) throw invalid(`concurrency[${i}].key`, `invalid CEL expression: ${err.message}`);
-        throw err;
-      }
-    }
-    const scope: "function" | "app" = c.scope === ConcurrencyScope.APP ? "app" : "function";
-    if (c.scope !== ConcurrencyScope.APP && c.scope !== ConcurrencyScope.FUNCTION && c.scope !== ConcurrencyScope.UNSPECIFIED) {
-      throw invalid(`concurrency[${i}].scope`, "must be FUNCTION or APP");
-    }
-    return { limit: c.limit, key: c.key, scope };
-  });
+  /** A CEL expression over the event (a key, a priority); INVALID_ARGUMENT naming the field otherwise. */
   const expression = (source: string, field: string) => {
     if (source.length > MAX_CONDITION_LENGTH) throw invalid(field, `at most ${MAX_CONDITION_LENGTH} characters`);
     try {
@@ -211,6 +195,16 @@ function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: 
       throw err;
     }
   };
+  if (fn.concurrency.length > MAX_CONCURRENCY_LIMITS) throw invalid("concurrency", `at most ${MAX_CONCURRENCY_LIMITS} limits`);
+  const concurrency = fn.concurrency.map((c, i) => {
+    if (c.limit < 1 || c.limit > MAX_CONCURRENCY) throw invalid(`concurrency[${i}].limit`, `must be 1 to ${MAX_CONCURRENCY}`);
+    if (c.key !== "") expression(c.key, `concurrency[${i}].key`);
+    const scope: "function" | "app" = c.scope === ConcurrencyScope.APP ? "app" : "function";
+    if (c.scope !== ConcurrencyScope.APP && c.scope !== ConcurrencyScope.FUNCTION && c.scope !== ConcurrencyScope.UNSPECIFIED) {
+      throw invalid(`concurrency[${i}].scope`, "must be FUNCTION or APP");
+    }
+    return { limit: c.limit, key: c.key, scope };
+  });
   let throttle: RunRules["throttle"];
   if (fn.throttle) {
     const t = fn.throttle;
