@@ -74,3 +74,6 @@ export const MAX_CONCURRENCY_LIMITS = 2;
 
 /** Largest concurrency limit of one key. */
 export const MAX_CONCURRENCY = 10_000;
+
+/** Most events in one run of a function with batchEvents (`BatchEvents.max_size`). */
+export const MAX_BATCH_SIZE = 100;

@@ -155,6 +155,26 @@ describe("createFunction", () => {
     );
   });
 
+  it("takes a debounce or a batchEvents, and refuses both at once or out of range", () => {
+    const rules = (config: Record<string, unknown>) =>
+      stepwise.createFunction({ id: "f", triggers: [{ event: "e" }], ...config } as never, () => null).runRules;
+    expect(rules({ debounce: { period: "500ms", key: "event.data.u", timeout: "5s" } })?.debounce).toEqual({
+      periodMs: 500,
+      key: "event.data.u",
+      timeoutMs: 5_000,
+    });
+    expect(rules({ batchEvents: { maxSize: 10, timeout: "2s" } })?.batchEvents).toEqual({ maxSize: 10, timeoutMs: 2_000, key: "" });
+    const base = { id: "f", triggers: [{ event: "e" }] };
+    expect(define({ ...base, debounce: { period: "1s" }, batchEvents: { maxSize: 2, timeout: "1s" } })).toThrow(
+      new TypeError("function f: debounce: cannot be combined with batchEvents"),
+    );
+    expect(define({ ...base, debounce: {} })).toThrow(/^function f: debounce\.period: /);
+    expect(define({ ...base, batchEvents: { maxSize: 101, timeout: "1s" } })).toThrow(
+      new TypeError("function f: batchEvents.maxSize: must be an integer from 1 to 100"),
+    );
+    expect(define({ ...base, batchEvents: { maxSize: 5 } })).toThrow(/^function f: batchEvents\.timeout: /);
+  });
+
   it("with onFailure, adds the function <id>-on-failure, with no trigger and the same retries and backoff", () => {
     const fn = stepwise.createFunction(
       { id: "charge", name: "Charge", triggers: [{ event: "order.placed" }], retries: 2, backoff: { base: "5s" }, onFailure: () => "handled" },
@@ -202,7 +222,8 @@ describe("createFunction", () => {
         event: { id: "ev-1", name: "order.placed", data: { orderId: "o-1" }, ts: "2025-01-02T03:04:05.678Z" },
       },
     };
-    const out = await fn.failureHandler!.handler({ event: fn.failureHandler!.parseEvent(failedEvent), step, runId: "run-10" });
+    const parsed = fn.failureHandler!.parseEvent(failedEvent);
+    const out = await fn.failureHandler!.handler({ event: parsed, events: [parsed], step, runId: "run-10" });
     expect(out).toEqual({ notified: "o-1" });
     expect(received?.["event"]).toEqual({ id: "ev-1", name: "order.placed", data: { orderId: "o-1" }, ts: new Date("2025-01-02T03:04:05.678Z") });
     const error = received?.["error"] as Error;
@@ -221,13 +242,15 @@ describe("createFunction", () => {
       { id: "charge", triggers: [{ event: "order.placed" }], onFailure: ({ event }) => void (data = event.data) },
       () => null,
     );
+    const failed = {
+      id: "x",
+      name: "stepwise/run.failed",
+      ts: new Date(),
+      data: { function_id: "charge", run_id: "r", error: { name: "Error", message: "m" }, event: { id: "e", name: "order.placed", data: { orderId: 5 }, ts: "2025-01-01T00:00:00.000Z" } },
+    };
     await fn.failureHandler!.handler({
-      event: {
-        id: "x",
-        name: "stepwise/run.failed",
-        ts: new Date(),
-        data: { function_id: "charge", run_id: "r", error: { name: "Error", message: "m" }, event: { id: "e", name: "order.placed", data: { orderId: 5 }, ts: "2025-01-01T00:00:00.000Z" } },
-      },
+      event: failed,
+      events: [failed],
       step: {} as never,
       runId: "r2",
     });

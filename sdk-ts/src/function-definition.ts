@@ -1,5 +1,6 @@
 import {
   ID_PATTERN,
+  MAX_BATCH_SIZE,
   MAX_CANCEL_ON,
   MAX_CONCURRENCY,
   MAX_CONCURRENCY_LIMITS,
@@ -129,6 +130,34 @@ function singletonRule(where: string, singleton: FunctionConfig["singleton"]): R
   return { key: singleton.key === undefined ? "" : celText(singleton.key, `${at}.key`), mode: singleton.mode };
 }
 
+/** A function's debounce, validated. */
+function debounceRule(where: string, debounce: FunctionConfig["debounce"]): RunRulesDeclared["debounce"] {
+  if (debounce === undefined) return undefined;
+  const at = `${where}: debounce`;
+  if (typeof debounce !== "object" || debounce === null) throw new TypeError(`${at}: must be { period, key?, timeout? }`);
+  return {
+    periodMs: positiveDuration(debounce.period, `${at}.period`),
+    key: debounce.key === undefined ? "" : celText(debounce.key, `${at}.key`),
+    ...(debounce.timeout !== undefined ? { timeoutMs: positiveDuration(debounce.timeout, `${at}.timeout`) } : {}),
+  };
+}
+
+/** A function's batchEvents, validated. */
+function batchRule(where: string, batch: FunctionConfig["batchEvents"]): RunRulesDeclared["batchEvents"] {
+  if (batch === undefined) return undefined;
+  const at = `${where}: batchEvents`;
+  if (typeof batch !== "object" || batch === null) throw new TypeError(`${at}: must be { maxSize, timeout, key? }`);
+  const { maxSize } = batch;
+  if (typeof maxSize !== "number" || !Number.isInteger(maxSize) || maxSize < 1 || maxSize > MAX_BATCH_SIZE) {
+    throw new TypeError(`${at}.maxSize: must be an integer from 1 to ${MAX_BATCH_SIZE}`);
+  }
+  return {
+    maxSize,
+    timeoutMs: positiveDuration(batch.timeout, `${at}.timeout`),
+    key: batch.key === undefined ? "" : celText(batch.key, `${at}.key`),
+  };
+}
+
 /** A function's priority, validated. */
 function priorityRule(where: string, priority: FunctionConfig["priority"]): string | undefined {
   if (priority === undefined) return undefined;
@@ -138,10 +167,11 @@ function priorityRule(where: string, priority: FunctionConfig["priority"]): stri
 
 /** A function's cancelOn, timeouts and flow control, validated; undefined when it has none. */
 function runRules(where: string, config: FunctionConfig): RunRulesDeclared | undefined {
-  const { cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton } = config;
-  if ([cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton].every((v) => v === undefined)) {
+  const { cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton, debounce, batchEvents } = config;
+  if ([cancelOn, timeouts, concurrency, throttle, priority, idempotency, rateLimit, singleton, debounce, batchEvents].every((v) => v === undefined)) {
     return undefined;
   }
+  if (debounce !== undefined && batchEvents !== undefined) throw new TypeError(`${where}: debounce: cannot be combined with batchEvents`);
   if (cancelOn !== undefined && (!Array.isArray(cancelOn) || cancelOn.length > MAX_CANCEL_ON)) {
     throw new TypeError(`${where}: cancelOn: must be a list of at most ${MAX_CANCEL_ON} rules`);
   }
@@ -168,6 +198,8 @@ function runRules(where: string, config: FunctionConfig): RunRulesDeclared | und
     idempotency: idempotency === undefined ? undefined : celText(idempotency, `${where}: idempotency`),
     rateLimit: rateLimitRule(where, rateLimit),
     singleton: singletonRule(where, singleton),
+    debounce: debounceRule(where, debounce),
+    batchEvents: batchRule(where, batchEvents),
     startMs: timeouts?.start === undefined ? undefined : positiveDuration(timeouts.start, `${where}: timeouts.start`),
     finishMs: timeouts?.finish === undefined ? undefined : positiveDuration(timeouts.finish, `${where}: timeouts.finish`),
   };

@@ -133,6 +133,20 @@ export interface FunctionConfig<N extends string = string> {
    * (`mode: "skip"`) or the old one is cancelled (`mode: "cancel"`).
    */
   singleton?: { key?: string; mode: "skip" | "cancel" };
+  /**
+   * One run per key once `period` passed with no new event (at most
+   * `timeout` after the first, however steady the stream): the run's
+   * `event` is the last one, `events` all of them. Cron ticks are not
+   * debounced. Not with batchEvents.
+   */
+  debounce?: { period: Duration; key?: string; timeout?: Duration };
+  /**
+   * One run per key for up to `maxSize` events (1 to 100), or fewer once
+   * `timeout` passed since the first: the run's `event` is the first,
+   * `events` all of them in the order received. Cron ticks are not
+   * batched. Not with debounce.
+   */
+  batchEvents?: { maxSize: number; timeout: Duration; key?: string };
 }
 
 /** A limit of FunctionConfig.concurrency. */
@@ -164,6 +178,11 @@ export interface CancelOn {
 export interface HandlerContext<E> {
   /** The event that triggered the run. */
   event: E;
+  /**
+   * Every event of the run: those a debounce or batchEvents gathered, in
+   * the order received (`event` among them); `[event]` for other runs.
+   */
+  events: E[];
   /** The step tools. */
   step: StepTools;
   /** Id of the run. */
@@ -214,6 +233,8 @@ export interface RunRulesDeclared {
   idempotency?: string | undefined;
   rateLimit?: { limit: number; periodMs: number; key: string } | undefined;
   singleton?: { key: string; mode: "skip" | "cancel" } | undefined;
+  debounce?: { periodMs: number; key: string; timeoutMs?: number | undefined } | undefined;
+  batchEvents?: { maxSize: number; timeoutMs: number; key: string } | undefined;
   startMs?: number | undefined;
   finishMs?: number | undefined;
 }

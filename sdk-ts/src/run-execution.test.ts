@@ -706,4 +706,38 @@ describe("RunExecution", () => {
       expect(outputOf(h.runResult)).toBe(42);
     });
   });
+
+  describe("the events of a run", () => {
+    const typed = new Stepwise({ appId: "t", schemas: { e: z.object({ n: z.coerce.number() }) } });
+
+    it("a run of one event gets [event]", async () => {
+      let seen: unknown;
+      const fn = stepwise.createFunction({ id: "f", triggers: [{ event: "e" }] }, ({ event, events }) => {
+        seen = events;
+        return events[0] === event;
+      });
+      const h = harness(fn, { event: { name: "e", data: { n: 1 } } });
+      await h.done;
+      expect(outputOf(h.runResult)).toBe(true);
+      expect(seen).toEqual([{ id: "ev-1", name: "e", data: { n: 1 }, ts: new Date(EVENT_TS) }]);
+    });
+
+    it("a debounced or batched run gets every event in order, each parsed by its schema, `event` among them", async () => {
+      const fn = typed.createFunction({ id: "f", triggers: [{ event: "e" }] }, ({ event, events }) => ({
+        ids: events.map((e) => e.id),
+        sum: events.reduce((n, e) => n + e.data.n, 0),
+        same: events.includes(event),
+      }));
+      const h = harness(fn, {
+        event: { name: "e", data: { n: "2" } },
+        events: [
+          { id: "ev-0", name: "e", data: { n: "1" } },
+          { id: "ev-1", name: "e", data: { n: "2" } },
+          { id: "ev-2", name: "e", data: { n: "3" } },
+        ],
+      });
+      await h.done;
+      expect(outputOf(h.runResult)).toEqual({ ids: ["ev-0", "ev-1", "ev-2"], sum: 6, same: true });
+    });
+  });
 });

@@ -14,6 +14,7 @@ import {
   WaitForEventSchema,
   type Await,
   type ConnectRequest,
+  type RunEvent,
   type StartRun,
   type StepAck,
 } from "@stepwise/proto";
@@ -96,14 +97,12 @@ export class RunExecution {
     let outcome: Outcome;
     let retryAtMs: number | undefined;
     try {
-      const ev = this.start.event;
-      const event = this.fn.parseEvent({
-        id: ev?.id ?? "",
-        name: ev?.name ?? "",
-        data: JSON.parse(ev?.dataJson || "{}") as Record<string, unknown>,
-        ts: new Date(ev?.ts ? timestampMs(ev.ts) : 0),
-      } satisfies ReceivedEvent);
-      const handler = Promise.resolve(this.fn.handler({ event, step: this.tools(), runId: this.start.runId }));
+      const event = this.fn.parseEvent(receivedEvent(this.start.event));
+      // A debounced or batched run has all its events; `event` is one of them.
+      const events = this.start.events.map((e) => (e.id === event.id ? event : this.fn.parseEvent(receivedEvent(e))));
+      const handler = Promise.resolve(
+        this.fn.handler({ event, events: events.length > 0 ? events : [event], step: this.tools(), runId: this.start.runId }),
+      );
       // The handler of a suspended run is dropped; whatever it does later is ignored.
       handler.catch(() => {});
       const value = await Promise.race([handler, suspended]);
@@ -365,4 +364,14 @@ export class RunExecution {
       this.suspended?.();
     });
   }
+}
+
+/** An event of StartRun as a handler receives it, before its schema parses it. */
+function receivedEvent(ev: RunEvent | undefined): ReceivedEvent {
+  return {
+    id: ev?.id ?? "",
+    name: ev?.name ?? "",
+    data: JSON.parse(ev?.dataJson || "{}") as Record<string, unknown>,
+    ts: new Date(ev?.ts ? timestampMs(ev.ts) : 0),
+  };
 }

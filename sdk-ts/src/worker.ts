@@ -1,34 +1,21 @@
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { pushable } from "it-pushable";
 import {
-  CancelOnSchema,
-  ConcurrencySchema,
-  ConcurrencyScope,
   ConnectRequestSchema,
-  CronTriggerSchema,
   DrainSchema,
-  EventTriggerSchema,
-  FunctionConfigSchema,
   HeartbeatSchema,
-  PrioritySchema,
-  RateLimitSchema,
   RegisterSchema,
   RequestBatchSchema,
-  SingletonMode,
-  SingletonSchema,
-  ThrottleSchema,
-  TimeoutsSchema,
-  TriggerSchema,
   TurnBatch,
   WorkerService,
   type ConnectRequest,
   type ConnectResponse,
 } from "@stepwise/proto";
 import type { StepwiseFunction } from "./function.js";
+import { functionConfigMessage } from "./function-config-message.js";
 import { RunExecution } from "./run-execution.js";
 import { toStepwiseError } from "./stepwise-error.js";
 import { SDK_VERSION } from "./version.js";
@@ -337,74 +324,7 @@ export class Worker {
           capacity: this.options.capacity,
           sdk: SDK,
           batches: true,
-          functions: [...this.fns.values()].map((fn) =>
-            create(FunctionConfigSchema, {
-              id: fn.config.id,
-              name: fn.config.name ?? fn.config.id,
-              triggers: fn.config.triggers.map((t) =>
-                "cron" in t
-                  ? create(TriggerSchema, {
-                      kind: { case: "cron", value: create(CronTriggerSchema, { cron: t.cron, timezone: t.timezone ?? "" }) },
-                    })
-                  : create(TriggerSchema, {
-                      kind: { case: "event", value: create(EventTriggerSchema, { event: t.event, condition: t.if ?? "" }) },
-                    }),
-              ),
-              ...(fn.config.retries !== undefined ? { retries: fn.config.retries } : {}),
-              onFailureFunctionId: fn.failureHandler?.config.id ?? "",
-              cancelOn: (fn.runRules?.cancelOn ?? []).map((c) =>
-                create(CancelOnSchema, {
-                  event: c.event,
-                  condition: c.condition,
-                  ...(c.timeoutMs !== undefined ? { timeout: durationFromMs(c.timeoutMs) } : {}),
-                }),
-              ),
-              concurrency: (fn.runRules?.concurrency ?? []).map((c) =>
-                create(ConcurrencySchema, {
-                  limit: c.limit,
-                  key: c.key,
-                  scope: c.scope === "app" ? ConcurrencyScope.APP : ConcurrencyScope.FUNCTION,
-                }),
-              ),
-              ...(fn.runRules?.throttle
-                ? {
-                    throttle: create(ThrottleSchema, {
-                      limit: fn.runRules.throttle.limit,
-                      period: durationFromMs(fn.runRules.throttle.periodMs),
-                      burst: fn.runRules.throttle.burst,
-                      key: fn.runRules.throttle.key,
-                    }),
-                  }
-                : {}),
-              ...(fn.runRules?.priority !== undefined ? { priority: create(PrioritySchema, { run: fn.runRules.priority }) } : {}),
-              idempotency: fn.runRules?.idempotency ?? "",
-              ...(fn.runRules?.rateLimit
-                ? {
-                    rateLimit: create(RateLimitSchema, {
-                      limit: fn.runRules.rateLimit.limit,
-                      period: durationFromMs(fn.runRules.rateLimit.periodMs),
-                      key: fn.runRules.rateLimit.key,
-                    }),
-                  }
-                : {}),
-              ...(fn.runRules?.singleton
-                ? {
-                    singleton: create(SingletonSchema, {
-                      key: fn.runRules.singleton.key,
-                      mode: fn.runRules.singleton.mode === "cancel" ? SingletonMode.CANCEL : SingletonMode.SKIP,
-                    }),
-                  }
-                : {}),
-              ...(fn.runRules?.startMs !== undefined || fn.runRules?.finishMs !== undefined
-                ? {
-                    timeouts: create(TimeoutsSchema, {
-                      ...(fn.runRules.startMs !== undefined ? { start: durationFromMs(fn.runRules.startMs) } : {}),
-                      ...(fn.runRules.finishMs !== undefined ? { finish: durationFromMs(fn.runRules.finishMs) } : {}),
-                    }),
-                  }
-                : {}),
-            }),
-          ),
+          functions: [...this.fns.values()].map(functionConfigMessage),
         }),
       },
     });

@@ -28,6 +28,8 @@ export interface HarnessOptions {
   lease: number;
   journal?: JournalEntry[];
   event?: { name: string; data: unknown };
+  /** Every event of a debounced or batched run (StartRun.events); the run's event is ev-1. */
+  events?: Array<{ id: string; name: string; data: unknown }>;
   /** Attempt number of the handler (StartRun.attempt). */
   attempt?: number;
   /** Failed attempts of steps being retried (StartRun.step_attempts). */
@@ -55,6 +57,7 @@ export class Harness {
         dataJson: JSON.stringify(opts.event?.data ?? {}),
         ts: timestampFromMs(HARNESS_EVENT_TS),
       },
+      events: (opts.events ?? []).map((e) => ({ id: e.id, name: e.name, dataJson: JSON.stringify(e.data), ts: timestampFromMs(HARNESS_EVENT_TS) })),
       journal: opts.journal ?? [],
       ...(opts.attempt !== undefined ? { attempt: opts.attempt } : {}),
       stepAttempts: opts.stepAttempts ?? {},

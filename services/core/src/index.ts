@@ -34,12 +34,14 @@ export {
 } from "./conditions/cel-condition.js";
 export { CronSchedule, InvalidCronError } from "./conditions/cron-schedule.js";
 export { conditionEvent, waitMatches, waitOutputJson } from "./conditions/wait-matching.js";
+export { ExpressionCache, flowKeyValue } from "./conditions/flow-key.js";
 export { JournalStore } from "./journal/journal-store.js";
 export type { RegisteredFunction } from "./journal/function-registry.js";
 export type { DeriveOutcome } from "./journal/run-creation.js";
 export type { CancelOutcome, OutboxEvent, RunCompletion, RunFailure } from "./journal/run-ends.js";
 export { INVOKED_EVENT_NAME, type InvocationOutcome, type InvokeAwait, invokeEventId } from "./journal/invocations.js";
 export type { ExpiredRun } from "./journal/run-deadlines.js";
+export type { GatherItem, WindowRuns } from "./journal/event-windows.js";
 export type {
   Admission,
   AdmissionKeys,
@@ -61,6 +63,8 @@ export {
   type AttemptView,
   type ClaimedRun,
   type ConditionalTrigger,
+  type EventWindowRule,
+  type GatheringTrigger,
   DEFAULT_QUEUED_BACKSTOP_MS,
   DEFAULT_TIMER_CHANNEL,
   type EventInput,

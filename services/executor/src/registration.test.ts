@@ -411,4 +411,31 @@ describe("validateRegistration of flow control", () => {
     );
     expectInvalid(withFlow({ priority: { run: "" } }), 'function "charge": priority.run: must be a CEL expression');
   });
+
+  it("maps a debounce and a batchEvents into the run rules' window and the config", () => {
+    const [d] = validateRegistration(
+      withFlow({ debounce: { period: { seconds: 0n, nanos: 500_000_000 }, key: "event.data.user", timeout: { seconds: 5n, nanos: 0 } } }),
+    );
+    expect(d!.runRules?.window).toEqual({ kind: "debounce", periodMs: 500, timeoutMs: 5_000, key: "event.data.user" });
+    expect(d!.config).toMatchObject({ debounce: { periodMs: 500, timeoutMs: 5_000, key: "event.data.user" } });
+    const [b] = validateRegistration(withFlow({ batchEvents: { maxSize: 100, timeout: { seconds: 2n, nanos: 0 } } }));
+    expect(b!.runRules?.window).toEqual({ kind: "batch", maxSize: 100, timeoutMs: 2_000, key: "" });
+    expect(b!.config).toMatchObject({ batchEvents: { maxSize: 100, timeoutMs: 2_000 } });
+  });
+
+  it("rejects a bad debounce or batchEvents, naming the field", () => {
+    const second = { seconds: 1n, nanos: 0 };
+    expectInvalid(withFlow({ debounce: {} }), 'function "charge": debounce.period: required');
+    expectInvalid(withFlow({ debounce: { period: { seconds: 0n, nanos: 0 } } }), 'function "charge": debounce.period: must be a duration of 1 ms to 366 days');
+    expect(() => validateRegistration(withFlow({ debounce: { period: second, key: "event.data." } }))).toThrow(
+      /function "charge": debounce\.key: invalid CEL expression/,
+    );
+    expectInvalid(withFlow({ batchEvents: { maxSize: 0, timeout: second } }), 'function "charge": batch_events.max_size: must be 1 to 100');
+    expectInvalid(withFlow({ batchEvents: { maxSize: 101, timeout: second } }), 'function "charge": batch_events.max_size: must be 1 to 100');
+    expectInvalid(withFlow({ batchEvents: { maxSize: 10 } }), 'function "charge": batch_events.timeout: required');
+    expectInvalid(
+      withFlow({ debounce: { period: second }, batchEvents: { maxSize: 10, timeout: second } }),
+      'function "charge": debounce: cannot be combined with batch_events',
+    );
+  });
 });

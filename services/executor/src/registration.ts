@@ -12,6 +12,7 @@ import {
 import {
   ConcurrencyScope,
   ID_PATTERN,
+  MAX_BATCH_SIZE,
   MAX_CANCEL_ON,
   MAX_CONCURRENCY,
   MAX_CONCURRENCY_LIMITS,
@@ -109,7 +110,8 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
       runRules.concurrency?.length ||
       runRules.throttle ||
       runRules.priority !== undefined ||
-      runRules.admission
+      runRules.admission ||
+      runRules.window
         ? { runRules }
         : {}),
       eventTriggers: events,
@@ -138,6 +140,7 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
         ...(runRules.admission?.idempotency !== undefined ? { idempotency: runRules.admission.idempotency } : {}),
         ...(runRules.admission?.rateLimit ? { rateLimit: runRules.admission.rateLimit } : {}),
         ...(runRules.admission?.singleton ? { singleton: runRules.admission.singleton } : {}),
+        ...(runRules.window ? windowConfig(runRules.window) : {}),
         ...(runRules.startMs !== undefined || runRules.finishMs !== undefined
           ? {
               timeouts: {
@@ -151,6 +154,12 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
   });
 }
 
+/** An event window as the stored config shows it: `debounce` or `batchEvents`, without the kind. */
+function windowConfig(window: NonNullable<RunRules["window"]>): Record<string, unknown> {
+  const { kind, ...rest } = window;
+  return kind === "debounce" ? { debounce: rest } : { batchEvents: rest };
+}
+
 /** A duration of the config as milliseconds: 1 ms to MAX_SUSPEND_MS; undefined when unset. */
 function durationOf(d: Duration | undefined, field: string, invalid: (field: string, message: string) => ConnectError): number | undefined {
   if (d === undefined) return undefined;
@@ -161,7 +170,7 @@ function durationOf(d: Duration | undefined, field: string, invalid: (field: str
   return Math.floor(ms);
 }
 
-/** A function's timeouts, cancelOn rules and concurrency limits, validated; INVALID_ARGUMENT naming the field otherwise. */
+/** A function's timeouts, cancelOn rules, flow control and event windows, validated; INVALID_ARGUMENT naming the field otherwise. */
 function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: string) => ConnectError): RunRules {
   if (fn.cancelOn.length > MAX_CANCEL_ON) throw invalid("cancel_on", `at most ${MAX_CANCEL_ON} rules`);
   const cancelOn = fn.cancelOn.map((c, i) => {
@@ -242,7 +251,26 @@ function validateRunRules(fn: FunctionConfig, invalid: (field: string, message: 
     }
     admission.singleton = { key: g.key, mode: g.mode === SingletonMode.CANCEL ? "cancel" : "skip" };
   }
+  let window: RunRules["window"];
+  if (fn.debounce && fn.batchEvents) throw invalid("debounce", "cannot be combined with batch_events");
+  if (fn.debounce) {
+    const d = fn.debounce;
+    const periodMs = durationOf(d.period, "debounce.period", invalid);
+    if (periodMs === undefined) throw invalid("debounce.period", "required");
+    if (d.key !== "") expression(d.key, "debounce.key");
+    const timeoutMs = durationOf(d.timeout, "debounce.timeout", invalid);
+    window = { kind: "debounce", periodMs, key: d.key, ...(timeoutMs !== undefined ? { timeoutMs } : {}) };
+  }
+  if (fn.batchEvents) {
+    const b = fn.batchEvents;
+    if (b.maxSize < 1 || b.maxSize > MAX_BATCH_SIZE) throw invalid("batch_events.max_size", `must be 1 to ${MAX_BATCH_SIZE}`);
+    const timeoutMs = durationOf(b.timeout, "batch_events.timeout", invalid);
+    if (timeoutMs === undefined) throw invalid("batch_events.timeout", "required");
+    if (b.key !== "") expression(b.key, "batch_events.key");
+    window = { kind: "batch", maxSize: b.maxSize, timeoutMs, key: b.key };
+  }
   return {
+    ...(window ? { window } : {}),
     ...(Object.keys(admission).length > 0 ? { admission } : {}),
     startMs: durationOf(fn.timeouts?.start, "timeouts.start", invalid),
     finishMs: durationOf(fn.timeouts?.finish, "timeouts.finish", invalid),

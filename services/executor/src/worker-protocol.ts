@@ -20,6 +20,7 @@ import {
   type ConnectResponse,
   type JournalEntry as ProtoJournalEntry,
   type Register,
+  type RunEvent,
   type RunResult,
   type StepResult,
   type Suspend,
@@ -201,12 +202,8 @@ export function startRunMessage(claimed: ClaimedRun): ConnectResponse {
       runId: claimed.runId,
       functionId: claimed.functionId,
       lease: claimed.lease,
-      event: create(RunEventSchema, {
-        id: claimed.event.id,
-        name: claimed.event.name,
-        dataJson: claimed.event.dataJson,
-        ts: timestampFromMs(claimed.event.tsMs),
-      }),
+      event: runEventMessage(claimed.event),
+      events: claimed.events?.map(runEventMessage) ?? [],
       journal: claimed.journal.map(journalEntryMessage),
       attempt: claimed.attempt,
       stepAttempts: claimed.stepAttempts,
@@ -218,6 +215,11 @@ export function startRunMessage(claimed: ClaimedRun): ConnectResponse {
 /** The messages of one turn as one stream message, for a worker that takes batches. */
 export function batchMessage(messages: ConnectResponse[]): ConnectResponse {
   return messages.length === 1 ? messages[0]! : response({ case: "batch", value: create(ResponseBatchSchema, { messages }) });
+}
+
+/** An event of a run as the worker protocol carries it. */
+function runEventMessage(e: ClaimedRun["event"]): RunEvent {
+  return create(RunEventSchema, { id: e.id, name: e.name, dataJson: e.dataJson, ts: timestampFromMs(e.tsMs) });
 }
 
 /** A journal entry as the worker protocol carries it. */

@@ -101,4 +101,35 @@ describe("run creation and reconciliation", () => {
       await sub.stop();
     }
   });
+
+  it("gathers the events of a batched function into the window of their key, when its condition holds, and makes no run of them", async () => {
+    await store.registerFunctions("batch", [
+      {
+        id: "tally",
+        name: "tally",
+        eventTriggers: [],
+        conditionalTriggers: [{ event: "vote.cast", condition: "event.data.valid == true" }],
+        runRules: { cancelOn: [], window: { kind: "batch", maxSize: 2, timeoutMs: 60_000, key: "event.data.poll" } },
+        config: {},
+      },
+    ]);
+    const vote = (id: string, data: Record<string, unknown>) =>
+      create(EventRecordSchema, { id, name: "vote.cast", dataJson: JSON.stringify(data), tsMs: BigInt(Date.now()), receivedAtMs: BigInt(Date.now()) });
+    const deps = { store, waits: new WaitStore(sql), bus };
+    expect(await handleEvent(vote("v-1", { poll: "a", valid: true }), deps)).toEqual([]);
+    expect(await handleEvent(vote("v-2", { poll: "a", valid: false }), deps)).toEqual([]);
+    expect(await handleEvent(vote("v-3", { poll: "b", valid: true }), deps)).toEqual([]);
+    // Delivered again: not gathered twice.
+    await handleEvent(vote("v-1", { poll: "a", valid: true }), deps);
+    const windows = await sql.query<{ key: string; size: number }>("SELECT key, size FROM event_windows WHERE app_id = 'batch' ORDER BY key");
+    expect(windows.map((w) => [w.key, Number(w.size)])).toEqual([
+      ["a", 1],
+      ["b", 1],
+    ]);
+    await handleEvent(vote("v-4", { poll: "a", valid: true }), deps);
+    const made = await store.closeDueWindows(10, 60_000);
+    expect(made.publish).toHaveLength(1);
+    const claimed = await store.claimRun(made.publish[0]!.runId, "exec", 60_000);
+    expect(claimed?.events?.map((e) => e.id).sort()).toEqual(["v-1", "v-4"]);
+  });
 });

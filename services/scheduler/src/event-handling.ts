@@ -2,6 +2,8 @@ import {
   cancelMatchedRuns,
   compileCondition,
   conditionEvent,
+  ExpressionCache,
+  flowKeyValue,
   publishRunWork,
   waitMatches,
   waitOutputJson,
@@ -16,10 +18,14 @@ import {
 import type { EventRecord } from "@stepwise/proto";
 import type { EventBatches } from "./event-batches.js";
 
+/** The key expressions of event windows, compiled once each. */
+const expressions = new ExpressionCache();
+
 // What the scheduler does with each event of the stream: the journal
-// stores it and creates its runs (services/core/src/journal/run-creation.ts),
-// then the waits it matches are resolved and the runs whose cancelOn rules
-// it fires are cancelled.
+// stores it and creates its runs (services/core/src/journal/run-creation.ts)
+// or gathers it into the event windows of functions with debounce or
+// batchEvents (event-windows.ts), then the waits it matches are resolved
+// and the runs whose cancelOn rules it fires are cancelled.
 
 /**
  * Handles one event from the event stream: persists it and creates one run
@@ -50,19 +56,31 @@ export async function handleEvent(
     ? await deps.batches.record(input)
     : await deps.store.recordEventMatching(input, deps.backstopMs);
   const runs = [...recorded.runs];
+  let bound: { event: ReturnType<typeof conditionEvent> } | undefined;
+  const fires = (t: { functionId: string; conditions: string[] | null }) =>
+    t.conditions === null ||
+    t.conditions.some((c) => {
+      try {
+        bound ??= { event: conditionEvent(event) };
+        return compileCondition(c, ["event"]).test(bound);
+      } catch (err) {
+        deps.log?.warn({ err, function: t.functionId }, "a stored trigger condition does not compile");
+        return false;
+      }
+    });
   if (recorded.conditional.length > 0) {
-    const bound = { event: conditionEvent(event) };
-    const passing = recorded.conditional.filter((t) =>
-      t.conditions.some((c) => {
-        try {
-          return compileCondition(c, ["event"]).test(bound);
-        } catch (err) {
-          deps.log?.warn({ err, function: t.functionId }, "a stored trigger condition does not compile");
-          return false;
-        }
-      }),
-    );
-    runs.push(...(await deps.store.createRuns(event.id, passing, deps.backstopMs)));
+    runs.push(...(await deps.store.createRuns(event.id, recorded.conditional.filter(fires), deps.backstopMs)));
+  }
+  if (recorded.gathering.length > 0) {
+    // Debounce and batchEvents: the event goes into its key's window, whose run a timer firing makes.
+    const items = recorded.gathering.filter(fires).map((t) => ({
+      appId: t.appId,
+      functionId: t.functionId,
+      eventId: event.id,
+      key: flowKeyValue(t.window.key, event, (source) => expressions.get(source), deps.log),
+      window: t.window,
+    }));
+    await deps.store.gatherEvents(items);
   }
   if (runs.length > 0) await publishFor(deps, runs);
   // After the event's and the runs' commit (above), so that a wait or a

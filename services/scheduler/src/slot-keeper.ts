@@ -1,8 +1,8 @@
-import { createHash } from "node:crypto";
 import {
   announceCancelled,
-  compileExpression,
   conditionEvent,
+  ExpressionCache,
+  flowKeyValue,
   NotifiedRounds,
   publishQueuedRuns,
   TIMER_POLL_MS,
@@ -31,31 +31,9 @@ export interface SlotKeeperOptions {
 const BATCH = 500;
 /** Shortest time between the starts of two rounds: slot changes of many runs share one. */
 const ROUND_SPACING_MS = 10;
-/** Longest key value kept as it is; a longer one is replaced by its hash. */
-const MAX_KEY_VALUE_LENGTH = 200;
-
-/** A key expression's value as text: strings as they are, other scalars as CEL prints them. */
-function keyValue(v: unknown): string {
-  if (typeof v === "string") return v;
-  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean") return String(v);
-  if (v === null || v === undefined) return "null";
-  try {
-    return JSON.stringify(v, (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x));
-  } catch {
-    return String(v);
-  }
-}
-
 /** A key value of an expression over the run's event: "" when there is none or it fails to evaluate. */
 function valueOf(run: UnkeyedRun, source: string, compile: (source: string) => Expression, log?: Logger): string {
-  if (source === "") return "";
-  let value = "";
-  try {
-    value = keyValue(compile(source).evaluate({ event: conditionEvent(run.event) }));
-  } catch (err) {
-    log?.debug({ err, run: run.runId, key: source }, "a flow control key could not be evaluated; the run takes the empty key");
-  }
-  return value.length > MAX_KEY_VALUE_LENGTH ? `sha256:${createHash("sha256").update(value).digest("hex")}` : value;
+  return flowKeyValue(source, run.event, compile, log);
 }
 
 /** The keys admission decides a run on: its idempotency, rate limit and singleton keys. */
@@ -117,7 +95,7 @@ export function runKeys(run: UnkeyedRun, compile: (source: string) => Expression
  */
 export class SlotKeeper {
   private readonly rounds: NotifiedRounds;
-  private readonly compiled = new Map<string, Expression>();
+  private readonly expressions = new ExpressionCache();
 
   constructor(private readonly options: SlotKeeperOptions) {
     this.rounds = new NotifiedRounds({
@@ -203,11 +181,6 @@ export class SlotKeeper {
   }
 
   private compile(source: string): Expression {
-    let c = this.compiled.get(source);
-    if (!c) {
-      c = compileExpression(source, ["event"]);
-      this.compiled.set(source, c);
-    }
-    return c;
+    return this.expressions.get(source);
   }
 }

@@ -28,12 +28,14 @@ export interface TimerFiringOptions {
 const BATCH = 500;
 const CRON_BATCH = 100;
 const DEADLINE_BATCH = 500;
+const WINDOW_BATCH = 200;
 /** Pause before looking again when what is due is held by another scheduler. */
 const BUSY_RETRY_MS = 20;
 
 /**
  * Fires due timers (sleep ends, retry times, wait timeouts) and cron ticks,
- * and cancels the runs whose timeouts passed.
+ * makes the runs of the event windows that are due (debounce,
+ * batchEvents), and cancels the runs whose timeouts passed.
  * It sleeps until the next one is due, by the database's clock, and wakes
  * early on a NOTIFY from a suspension or a registration that made something
  * due sooner; it looks again at least every TIMER_POLL_MS in case a
@@ -80,6 +82,14 @@ export class TimerFiring {
       // A tick's run listens for its cancelOn events from its creation on.
       await cancelOnEarlierEvents(this.options, runs.map((r) => r.runId));
       if (runs.length < CRON_BATCH) break;
+    }
+    for (;;) {
+      const windows = await this.options.store.closeDueWindows(WINDOW_BATCH, requeueAfterMs);
+      fired += windows.created.length;
+      await this.publish(windows.publish);
+      // A window's run listens for its cancelOn events from its event on, received before the run was made.
+      await cancelOnEarlierEvents(this.options, windows.created);
+      if (windows.created.length < WINDOW_BATCH) break;
     }
     for (;;) {
       const expired = await this.options.store.expireDeadlines(DEADLINE_BATCH);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/worker.proto.
  */
 export const file_stepwise_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCLUAwoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAkSKAoJY2FuY2VsX29uGAYgAygLMhUuc3RlcHdpc2UudjEuQ2FuY2VsT24SJwoIdGltZW91dHMYByABKAsyFS5zdGVwd2lzZS52MS5UaW1lb3V0cxItCgtjb25jdXJyZW5jeRgIIAMoCzIYLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5EicKCHRocm90dGxlGAkgASgLMhUuc3RlcHdpc2UudjEuVGhyb3R0bGUSJwoIcHJpb3JpdHkYCiABKAsyFS5zdGVwd2lzZS52MS5Qcmlvcml0eRITCgtpZGVtcG90ZW5jeRgLIAEoCRIqCgpyYXRlX2xpbWl0GAwgASgLMhYuc3RlcHdpc2UudjEuUmF0ZUxpbWl0EikKCXNpbmdsZXRvbhgNIAEoCzIWLnN0ZXB3aXNlLnYxLlNpbmdsZXRvbkIKCghfcmV0cmllcyJSCglSYXRlTGltaXQSDQoFbGltaXQYASABKA0SKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRgDIAEoCSJCCglTaW5nbGV0b24SCwoDa2V5GAEgASgJEigKBG1vZGUYAiABKA4yGi5zdGVwd2lzZS52MS5TaW5nbGV0b25Nb2RlImAKCFRocm90dGxlEg0KBWxpbWl0GAEgASgNEikKBnBlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgDIAEoDRILCgNrZXkYBCABKAkiFwoIUHJpb3JpdHkSCwoDcnVuGAEgASgJIlcKC0NvbmN1cnJlbmN5Eg0KBWxpbWl0GAEgASgNEgsKA2tleRgCIAEoCRIsCgVzY29wZRgDIAEoDjIdLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5U2NvcGUiWAoIQ2FuY2VsT24SDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iXwoIVGltZW91dHMSKAoFc3RhcnQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGZmluaXNoGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKB1RyaWdnZXISKgoFZXZlbnQYASABKAsyGS5zdGVwd2lzZS52MS5FdmVudFRyaWdnZXJIABIoCgRjcm9uGAIgASgLMhguc3RlcHdpc2UudjEuQ3JvblRyaWdnZXJIAEIGCgRraW5kIjAKDEV2ZW50VHJpZ2dlchINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkiLQoLQ3JvblRyaWdnZXISDAoEY3JvbhgBIAEoCRIQCgh0aW1lem9uZRgCIAEoCSJPCgpSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SDwoHYmF0Y2hlcxgDIAEoCCKYAwoIU3RhcnRSdW4SDgoGcnVuX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEg0KBWxlYXNlGAMgASgNEiQKBWV2ZW50GAQgASgLMhUuc3RlcHdpc2UudjEuUnVuRXZlbnQSKgoHam91cm5hbBgFIAMoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRIPCgdhdHRlbXB0GAYgASgNEj4KDXN0ZXBfYXR0ZW1wdHMYByADKAsyJy5zdGVwd2lzZS52MS5TdGFydFJ1bi5TdGVwQXR0ZW1wdHNFbnRyeRI0CghyZXRyeV9hdBgIIAMoCzIiLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlJldHJ5QXRFbnRyeRozChFTdGVwQXR0ZW1wdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBGkoKDFJldHJ5QXRFbnRyeRILCgNrZXkYASABKAkSKQoFdmFsdWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOgI4ASJfCghSdW5FdmVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWRhdGFfanNvbhgDIAEoCRImCgJ0cxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibAoMSm91cm5hbEVudHJ5EhAKCHN0ZXBfa2V5GAEgASgJEhUKC291dHB1dF9qc29uGAIgASgJSAASKQoFZXJyb3IYAyABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAQggKBnJlc3VsdCK3AgoKU3RlcFJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SEAoIc3RlcF9rZXkYAyABKAkSDwoHc3RlcF9pZBgEIAEoCRIPCgdhdHRlbXB0GAUgASgNEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCgtvdXRwdXRfanNvbhgIIAEoCUgAEikKBWVycm9yGAkgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0ImgKB1N0ZXBBY2sSDgoGcnVuX2lkGAEgASgJEhAKCHN0ZXBfa2V5GAIgASgJEiwKCWpvdXJuYWxlZBgDIAEoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRINCgVsZWFzZRgEIAEoDSKkAQoJUnVuUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIVCgtvdXRwdXRfanNvbhgDIAEoCUgAEikKBWVycm9yGAQgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0IkwKB1N1c3BlbmQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEiIKBmF3YWl0cxgDIAMoCzISLnN0ZXB3aXNlLnYxLkF3YWl0ItgBCgVBd2FpdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEiMKBXNsZWVwGAMgASgLMhIuc3RlcHdpc2UudjEuU2xlZXBIABIzCg53YWl0X2Zvcl9ldmVudBgEIAEoCzIZLnN0ZXB3aXNlLnYxLldhaXRGb3JFdmVudEgAEiMKBXJldHJ5GAUgASgLMhIuc3RlcHdpc2UudjEuUmV0cnlIABIlCgZpbnZva2UYBiABKAsyEy5zdGVwd2lzZS52MS5JbnZva2VIAEIGCgRraW5kIjQKBVNsZWVwEisKB3dha2VfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImAKDFdhaXRGb3JFdmVudBINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSLgoKdGltZW91dF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoFUmV0cnkSLAoIcmV0cnlfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInAKBkludm9rZRIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEi4KCnRpbWVvdXRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKCUNhbmNlbFJ1bhIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJEg0KBWxlYXNlGAMgASgNIh8KCUhlYXJ0YmVhdBISCgpzZW50X2F0X21zGAEgASgDIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSpjCg1TaW5nbGV0b25Nb2RlEh4KGlNJTkdMRVRPTl9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTU0lOR0xFVE9OX01PREVfU0tJUBABEhkKFVNJTkdMRVRPTl9NT0RFX0NBTkNFTBACKnAKEENvbmN1cnJlbmN5U2NvcGUSIQodQ09OQ1VSUkVOQ1lfU0NPUEVfVU5TUEVDSUZJRUQQABIeChpDT05DVVJSRU5DWV9TQ09QRV9GVU5DVElPThABEhkKFUNPTkNVUlJFTkNZX1NDT1BFX0FQUBACMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stepwise_v1_error]);
+  fileDesc("ChhzdGVwd2lzZS92MS93b3JrZXIucHJvdG8SC3N0ZXB3aXNlLnYxIssCCg5Db25uZWN0UmVxdWVzdBIpCghyZWdpc3RlchgBIAEoCzIVLnN0ZXB3aXNlLnYxLlJlZ2lzdGVySAASLgoLc3RlcF9yZXN1bHQYAiABKAsyFy5zdGVwd2lzZS52MS5TdGVwUmVzdWx0SAASLAoKcnVuX3Jlc3VsdBgDIAEoCzIWLnN0ZXB3aXNlLnYxLlJ1blJlc3VsdEgAEisKCWhlYXJ0YmVhdBgEIAEoCzIWLnN0ZXB3aXNlLnYxLkhlYXJ0YmVhdEgAEiMKBWRyYWluGAUgASgLMhIuc3RlcHdpc2UudjEuRHJhaW5IABInCgdzdXNwZW5kGAYgASgLMhQuc3RlcHdpc2UudjEuU3VzcGVuZEgAEioKBWJhdGNoGAcgASgLMhkuc3RlcHdpc2UudjEuUmVxdWVzdEJhdGNoSABCCQoHbWVzc2FnZSI9CgxSZXF1ZXN0QmF0Y2gSLQoIbWVzc2FnZXMYASADKAsyGy5zdGVwd2lzZS52MS5Db25uZWN0UmVxdWVzdCI/Cg1SZXNwb25zZUJhdGNoEi4KCG1lc3NhZ2VzGAEgAygLMhwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlIs4CCg9Db25uZWN0UmVzcG9uc2USLQoKcmVnaXN0ZXJlZBgBIAEoCzIXLnN0ZXB3aXNlLnYxLlJlZ2lzdGVyZWRIABIqCglzdGFydF9ydW4YAiABKAsyFS5zdGVwd2lzZS52MS5TdGFydFJ1bkgAEigKCHN0ZXBfYWNrGAMgASgLMhQuc3RlcHdpc2UudjEuU3RlcEFja0gAEiwKCmNhbmNlbF9ydW4YBCABKAsyFi5zdGVwd2lzZS52MS5DYW5jZWxSdW5IABIrCgloZWFydGJlYXQYBSABKAsyFi5zdGVwd2lzZS52MS5IZWFydGJlYXRIABIjCgVkcmFpbhgGIAEoCzISLnN0ZXB3aXNlLnYxLkRyYWluSAASKwoFYmF0Y2gYByABKAsyGi5zdGVwd2lzZS52MS5SZXNwb25zZUJhdGNoSABCCQoHbWVzc2FnZSKNAQoIUmVnaXN0ZXISDgoGYXBwX2lkGAEgASgJEhEKCXdvcmtlcl9pZBgCIAEoCRIuCglmdW5jdGlvbnMYAyADKAsyGy5zdGVwd2lzZS52MS5GdW5jdGlvbkNvbmZpZxIQCghjYXBhY2l0eRgEIAEoDRILCgNzZGsYBSABKAkSDwoHYmF0Y2hlcxgGIAEoCCKtBAoORnVuY3Rpb25Db25maWcSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRImCgh0cmlnZ2VycxgDIAMoCzIULnN0ZXB3aXNlLnYxLlRyaWdnZXISFAoHcmV0cmllcxgEIAEoDUgAiAEBEh4KFm9uX2ZhaWx1cmVfZnVuY3Rpb25faWQYBSABKAkSKAoJY2FuY2VsX29uGAYgAygLMhUuc3RlcHdpc2UudjEuQ2FuY2VsT24SJwoIdGltZW91dHMYByABKAsyFS5zdGVwd2lzZS52MS5UaW1lb3V0cxItCgtjb25jdXJyZW5jeRgIIAMoCzIYLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5EicKCHRocm90dGxlGAkgASgLMhUuc3RlcHdpc2UudjEuVGhyb3R0bGUSJwoIcHJpb3JpdHkYCiABKAsyFS5zdGVwd2lzZS52MS5Qcmlvcml0eRITCgtpZGVtcG90ZW5jeRgLIAEoCRIqCgpyYXRlX2xpbWl0GAwgASgLMhYuc3RlcHdpc2UudjEuUmF0ZUxpbWl0EikKCXNpbmdsZXRvbhgNIAEoCzIWLnN0ZXB3aXNlLnYxLlNpbmdsZXRvbhInCghkZWJvdW5jZRgOIAEoCzIVLnN0ZXB3aXNlLnYxLkRlYm91bmNlEi4KDGJhdGNoX2V2ZW50cxgPIAEoCzIYLnN0ZXB3aXNlLnYxLkJhdGNoRXZlbnRzQgoKCF9yZXRyaWVzIm4KCERlYm91bmNlEikKBnBlcmlvZBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhILCgNrZXkYAiABKAkSKgoHdGltZW91dBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJYCgtCYXRjaEV2ZW50cxIQCghtYXhfc2l6ZRgBIAEoDRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRgDIAEoCSJSCglSYXRlTGltaXQSDQoFbGltaXQYASABKA0SKQoGcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgsKA2tleRgDIAEoCSJCCglTaW5nbGV0b24SCwoDa2V5GAEgASgJEigKBG1vZGUYAiABKA4yGi5zdGVwd2lzZS52MS5TaW5nbGV0b25Nb2RlImAKCFRocm90dGxlEg0KBWxpbWl0GAEgASgNEikKBnBlcmlvZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgVidXJzdBgDIAEoDRILCgNrZXkYBCABKAkiFwoIUHJpb3JpdHkSCwoDcnVuGAEgASgJIlcKC0NvbmN1cnJlbmN5Eg0KBWxpbWl0GAEgASgNEgsKA2tleRgCIAEoCRIsCgVzY29wZRgDIAEoDjIdLnN0ZXB3aXNlLnYxLkNvbmN1cnJlbmN5U2NvcGUiWAoIQ2FuY2VsT24SDQoFZXZlbnQYASABKAkSEQoJY29uZGl0aW9uGAIgASgJEioKB3RpbWVvdXQYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iXwoIVGltZW91dHMSKAoFc3RhcnQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoGZmluaXNoGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImcKB1RyaWdnZXISKgoFZXZlbnQYASABKAsyGS5zdGVwd2lzZS52MS5FdmVudFRyaWdnZXJIABIoCgRjcm9uGAIgASgLMhguc3RlcHdpc2UudjEuQ3JvblRyaWdnZXJIAEIGCgRraW5kIjAKDEV2ZW50VHJpZ2dlchINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkiLQoLQ3JvblRyaWdnZXISDAoEY3JvbhgBIAEoCRIQCgh0aW1lem9uZRgCIAEoCSJPCgpSZWdpc3RlcmVkEhEKCXdvcmtlcl9pZBgBIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYAiABKA0SDwoHYmF0Y2hlcxgDIAEoCCK/AwoIU3RhcnRSdW4SDgoGcnVuX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEg0KBWxlYXNlGAMgASgNEiQKBWV2ZW50GAQgASgLMhUuc3RlcHdpc2UudjEuUnVuRXZlbnQSKgoHam91cm5hbBgFIAMoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRIPCgdhdHRlbXB0GAYgASgNEj4KDXN0ZXBfYXR0ZW1wdHMYByADKAsyJy5zdGVwd2lzZS52MS5TdGFydFJ1bi5TdGVwQXR0ZW1wdHNFbnRyeRI0CghyZXRyeV9hdBgIIAMoCzIiLnN0ZXB3aXNlLnYxLlN0YXJ0UnVuLlJldHJ5QXRFbnRyeRIlCgZldmVudHMYCSADKAsyFS5zdGVwd2lzZS52MS5SdW5FdmVudBozChFTdGVwQXR0ZW1wdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKA06AjgBGkoKDFJldHJ5QXRFbnRyeRILCgNrZXkYASABKAkSKQoFdmFsdWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOgI4ASJfCghSdW5FdmVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWRhdGFfanNvbhgDIAEoCRImCgJ0cxgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAibAoMSm91cm5hbEVudHJ5EhAKCHN0ZXBfa2V5GAEgASgJEhUKC291dHB1dF9qc29uGAIgASgJSAASKQoFZXJyb3IYAyABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbEgAQggKBnJlc3VsdCK3AgoKU3RlcFJlc3VsdBIOCgZydW5faWQYASABKAkSDQoFbGVhc2UYAiABKA0SEAoIc3RlcF9rZXkYAyABKAkSDwoHc3RlcF9pZBgEIAEoCRIPCgdhdHRlbXB0GAUgASgNEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCgtvdXRwdXRfanNvbhgIIAEoCUgAEikKBWVycm9yGAkgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0ImgKB1N0ZXBBY2sSDgoGcnVuX2lkGAEgASgJEhAKCHN0ZXBfa2V5GAIgASgJEiwKCWpvdXJuYWxlZBgDIAEoCzIZLnN0ZXB3aXNlLnYxLkpvdXJuYWxFbnRyeRINCgVsZWFzZRgEIAEoDSKkAQoJUnVuUmVzdWx0Eg4KBnJ1bl9pZBgBIAEoCRINCgVsZWFzZRgCIAEoDRIVCgtvdXRwdXRfanNvbhgDIAEoCUgAEikKBWVycm9yGAQgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWxIABIsCghyZXRyeV9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGcmVzdWx0IkwKB1N1c3BlbmQSDgoGcnVuX2lkGAEgASgJEg0KBWxlYXNlGAIgASgNEiIKBmF3YWl0cxgDIAMoCzISLnN0ZXB3aXNlLnYxLkF3YWl0ItgBCgVBd2FpdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEiMKBXNsZWVwGAMgASgLMhIuc3RlcHdpc2UudjEuU2xlZXBIABIzCg53YWl0X2Zvcl9ldmVudBgEIAEoCzIZLnN0ZXB3aXNlLnYxLldhaXRGb3JFdmVudEgAEiMKBXJldHJ5GAUgASgLMhIuc3RlcHdpc2UudjEuUmV0cnlIABIlCgZpbnZva2UYBiABKAsyEy5zdGVwd2lzZS52MS5JbnZva2VIAEIGCgRraW5kIjQKBVNsZWVwEisKB3dha2VfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImAKDFdhaXRGb3JFdmVudBINCgVldmVudBgBIAEoCRIRCgljb25kaXRpb24YAiABKAkSLgoKdGltZW91dF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiNQoFUmV0cnkSLAoIcmV0cnlfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInAKBkludm9rZRIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSEQoJZGF0YV9qc29uGAMgASgJEi4KCnRpbWVvdXRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKCUNhbmNlbFJ1bhIOCgZydW5faWQYASABKAkSDgoGcmVhc29uGAIgASgJEg0KBWxlYXNlGAMgASgNIh8KCUhlYXJ0YmVhdBISCgpzZW50X2F0X21zGAEgASgDIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSpjCg1TaW5nbGV0b25Nb2RlEh4KGlNJTkdMRVRPTl9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTU0lOR0xFVE9OX01PREVfU0tJUBABEhkKFVNJTkdMRVRPTl9NT0RFX0NBTkNFTBACKnAKEENvbmN1cnJlbmN5U2NvcGUSIQodQ09OQ1VSUkVOQ1lfU0NPUEVfVU5TUEVDSUZJRUQQABIeChpDT05DVVJSRU5DWV9TQ09QRV9GVU5DVElPThABEhkKFUNPTkNVUlJFTkNZX1NDT1BFX0FQUBACMlkKDVdvcmtlclNlcnZpY2USSAoHQ29ubmVjdBIbLnN0ZXB3aXNlLnYxLkNvbm5lY3RSZXF1ZXN0Ghwuc3RlcHdpc2UudjEuQ29ubmVjdFJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_stepwise_v1_error]);
 
 /**
  * ConnectRequest is a message from a worker to the executor.
@@ -391,6 +391,23 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
    * @generated from field: stepwise.v1.Singleton singleton = 13;
    */
   singleton?: Singleton | undefined;
+
+  /**
+   * Gathers the events of the function's event triggers, per key, into
+   * one run that starts once no new event came for a period. Unset: none.
+   * Not with batch_events.
+   *
+   * @generated from field: stepwise.v1.Debounce debounce = 14;
+   */
+  debounce?: Debounce | undefined;
+
+  /**
+   * Gathers the events of the function's event triggers, per key, into
+   * runs of up to max_size events. Unset: none. Not with debounce.
+   *
+   * @generated from field: stepwise.v1.BatchEvents batch_events = 15;
+   */
+  batchEvents?: BatchEvents | undefined;
 };
 
 /**
@@ -399,6 +416,86 @@ export type FunctionConfig = Message<"stepwise.v1.FunctionConfig"> & {
  */
 export const FunctionConfigSchema: GenMessage<FunctionConfig> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_worker, 5);
+
+/**
+ * Debounce makes one run of a key's events once `period` passed with no
+ * new one, with the last event as the run's event and every event of the
+ * window in StartRun.events. Cron ticks are not debounced.
+ *
+ * @generated from message stepwise.v1.Debounce
+ */
+export type Debounce = Message<"stepwise.v1.Debounce"> & {
+  /**
+   * How long the key must be quiet: 1 ms to 366 days.
+   *
+   * @generated from field: google.protobuf.Duration period = 1;
+   */
+  period?: Duration | undefined;
+
+  /**
+   * CEL expression over each event, bound as `event`, whose value is the
+   * key; each key has its own window. Empty: one for the function. A key
+   * that fails to evaluate is the empty value. At most 4,096 characters.
+   *
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * Longest delay from a window's first event to its run, however steady
+   * the stream: 1 ms to 366 days. Unset: none.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 3;
+   */
+  timeout?: Duration | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.Debounce.
+ * Use `create(DebounceSchema)` to create a new message.
+ */
+export const DebounceSchema: GenMessage<Debounce> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 6);
+
+/**
+ * BatchEvents makes one run of up to max_size events of a key, or of
+ * fewer once `timeout` passed since the first; the run's event is the
+ * first, StartRun.events holds them all in the order received. Cron ticks
+ * are not batched.
+ *
+ * @generated from message stepwise.v1.BatchEvents
+ */
+export type BatchEvents = Message<"stepwise.v1.BatchEvents"> & {
+  /**
+   * Most events in one run: 1 to 100.
+   *
+   * @generated from field: uint32 max_size = 1;
+   */
+  maxSize: number;
+
+  /**
+   * Longest wait from a batch's first event to its run: 1 ms to 366 days.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 2;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * CEL expression over each event, bound as `event`, whose value is the
+   * key; each key has its own batches. Empty: one for the function. A key
+   * that fails to evaluate is the empty value. At most 4,096 characters.
+   *
+   * @generated from field: string key = 3;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message stepwise.v1.BatchEvents.
+ * Use `create(BatchEventsSchema)` to create a new message.
+ */
+export const BatchEventsSchema: GenMessage<BatchEvents> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_worker, 7);
 
 /**
  * RateLimit lets at most `limit` runs start per window of `period` per
@@ -436,7 +533,7 @@ export type RateLimit = Message<"stepwise.v1.RateLimit"> & {
  * Use `create(RateLimitSchema)` to create a new message.
  */
 export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 6);
+  messageDesc(file_stepwise_v1_worker, 8);
 
 /**
  * Singleton keeps one run per key that has not ended.
@@ -465,7 +562,7 @@ export type Singleton = Message<"stepwise.v1.Singleton"> & {
  * Use `create(SingletonSchema)` to create a new message.
  */
 export const SingletonSchema: GenMessage<Singleton> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 7);
+  messageDesc(file_stepwise_v1_worker, 9);
 
 /**
  * Throttle limits first starts with a generic cell rate: one start every
@@ -510,7 +607,7 @@ export type Throttle = Message<"stepwise.v1.Throttle"> & {
  * Use `create(ThrottleSchema)` to create a new message.
  */
 export const ThrottleSchema: GenMessage<Throttle> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 8);
+  messageDesc(file_stepwise_v1_worker, 10);
 
 /**
  * Priority moves a run in the queue of runs waiting to start.
@@ -534,7 +631,7 @@ export type Priority = Message<"stepwise.v1.Priority"> & {
  * Use `create(PrioritySchema)` to create a new message.
  */
 export const PrioritySchema: GenMessage<Priority> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 9);
+  messageDesc(file_stepwise_v1_worker, 11);
 
 /**
  * Concurrency is one limit of FunctionConfig.concurrency.
@@ -572,7 +669,7 @@ export type Concurrency = Message<"stepwise.v1.Concurrency"> & {
  * Use `create(ConcurrencySchema)` to create a new message.
  */
 export const ConcurrencySchema: GenMessage<Concurrency> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 10);
+  messageDesc(file_stepwise_v1_worker, 12);
 
 /**
  * CancelOn is one rule of FunctionConfig.cancel_on.
@@ -613,7 +710,7 @@ export type CancelOn = Message<"stepwise.v1.CancelOn"> & {
  * Use `create(CancelOnSchema)` to create a new message.
  */
 export const CancelOnSchema: GenMessage<CancelOn> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 11);
+  messageDesc(file_stepwise_v1_worker, 13);
 
 /**
  * Timeouts ends a run CANCELLED when it takes too long. A scheduler
@@ -645,7 +742,7 @@ export type Timeouts = Message<"stepwise.v1.Timeouts"> & {
  * Use `create(TimeoutsSchema)` to create a new message.
  */
 export const TimeoutsSchema: GenMessage<Timeouts> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 12);
+  messageDesc(file_stepwise_v1_worker, 14);
 
 /**
  * Trigger is one way a function gets started.
@@ -682,7 +779,7 @@ export type Trigger = Message<"stepwise.v1.Trigger"> & {
  * Use `create(TriggerSchema)` to create a new message.
  */
 export const TriggerSchema: GenMessage<Trigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 13);
+  messageDesc(file_stepwise_v1_worker, 15);
 
 /**
  * EventTrigger starts a run for each event of a name.
@@ -712,7 +809,7 @@ export type EventTrigger = Message<"stepwise.v1.EventTrigger"> & {
  * Use `create(EventTriggerSchema)` to create a new message.
  */
 export const EventTriggerSchema: GenMessage<EventTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 14);
+  messageDesc(file_stepwise_v1_worker, 16);
 
 /**
  * CronTrigger starts a run at each tick of a schedule. Each tick starts one
@@ -743,7 +840,7 @@ export type CronTrigger = Message<"stepwise.v1.CronTrigger"> & {
  * Use `create(CronTriggerSchema)` to create a new message.
  */
 export const CronTriggerSchema: GenMessage<CronTrigger> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 15);
+  messageDesc(file_stepwise_v1_worker, 17);
 
 /**
  * Registered confirms a registration.
@@ -780,7 +877,7 @@ export type Registered = Message<"stepwise.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 16);
+  messageDesc(file_stepwise_v1_worker, 18);
 
 /**
  * StartRun gives a run to the worker, with the journal of the steps that
@@ -850,6 +947,15 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
    * @generated from field: map<string, google.protobuf.Timestamp> retry_at = 8;
    */
   retryAt: { [key: string]: Timestamp };
+
+  /**
+   * Every event of a debounced or batched run (FunctionConfig.debounce,
+   * batch_events), in the order the engine received them, `event` among
+   * them. Empty for other runs: their only event is `event`.
+   *
+   * @generated from field: repeated stepwise.v1.RunEvent events = 9;
+   */
+  events: RunEvent[];
 };
 
 /**
@@ -857,7 +963,7 @@ export type StartRun = Message<"stepwise.v1.StartRun"> & {
  * Use `create(StartRunSchema)` to create a new message.
  */
 export const StartRunSchema: GenMessage<StartRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 17);
+  messageDesc(file_stepwise_v1_worker, 19);
 
 /**
  * RunEvent is the triggering event as a worker receives it.
@@ -899,7 +1005,7 @@ export type RunEvent = Message<"stepwise.v1.RunEvent"> & {
  * Use `create(RunEventSchema)` to create a new message.
  */
 export const RunEventSchema: GenMessage<RunEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 18);
+  messageDesc(file_stepwise_v1_worker, 20);
 
 /**
  * JournalEntry is one journaled step result.
@@ -943,7 +1049,7 @@ export type JournalEntry = Message<"stepwise.v1.JournalEntry"> & {
  * Use `create(JournalEntrySchema)` to create a new message.
  */
 export const JournalEntrySchema: GenMessage<JournalEntry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 19);
+  messageDesc(file_stepwise_v1_worker, 21);
 
 /**
  * StepResult is the outcome of one step attempt, sent by the worker.
@@ -1041,7 +1147,7 @@ export type StepResult = Message<"stepwise.v1.StepResult"> & {
  * Use `create(StepResultSchema)` to create a new message.
  */
 export const StepResultSchema: GenMessage<StepResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 20);
+  messageDesc(file_stepwise_v1_worker, 22);
 
 /**
  * StepAck confirms that a step result is committed to the journal. The
@@ -1086,7 +1192,7 @@ export type StepAck = Message<"stepwise.v1.StepAck"> & {
  * Use `create(StepAckSchema)` to create a new message.
  */
 export const StepAckSchema: GenMessage<StepAck> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 21);
+  messageDesc(file_stepwise_v1_worker, 23);
 
 /**
  * RunResult ends a run.
@@ -1147,7 +1253,7 @@ export type RunResult = Message<"stepwise.v1.RunResult"> & {
  * Use `create(RunResultSchema)` to create a new message.
  */
 export const RunResultSchema: GenMessage<RunResult> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 22);
+  messageDesc(file_stepwise_v1_worker, 24);
 
 /**
  * Suspend ends an execution of a run that must wait. The worker sends it
@@ -1186,7 +1292,7 @@ export type Suspend = Message<"stepwise.v1.Suspend"> & {
  * Use `create(SuspendSchema)` to create a new message.
  */
 export const SuspendSchema: GenMessage<Suspend> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 23);
+  messageDesc(file_stepwise_v1_worker, 25);
 
 /**
  * Await is one thing a suspended run waits for, named by its step. A
@@ -1263,7 +1369,7 @@ export type Await = Message<"stepwise.v1.Await"> & {
  * Use `create(AwaitSchema)` to create a new message.
  */
 export const AwaitSchema: GenMessage<Await> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 24);
+  messageDesc(file_stepwise_v1_worker, 26);
 
 /**
  * Sleep waits until a time.
@@ -1284,7 +1390,7 @@ export type Sleep = Message<"stepwise.v1.Sleep"> & {
  * Use `create(SleepSchema)` to create a new message.
  */
 export const SleepSchema: GenMessage<Sleep> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 25);
+  messageDesc(file_stepwise_v1_worker, 27);
 
 /**
  * WaitForEvent waits for the first matching event after the wait began.
@@ -1321,7 +1427,7 @@ export type WaitForEvent = Message<"stepwise.v1.WaitForEvent"> & {
  * Use `create(WaitForEventSchema)` to create a new message.
  */
 export const WaitForEventSchema: GenMessage<WaitForEvent> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 26);
+  messageDesc(file_stepwise_v1_worker, 28);
 
 /**
  * Retry waits for the time of a step's next attempt.
@@ -1342,7 +1448,7 @@ export type Retry = Message<"stepwise.v1.Retry"> & {
  * Use `create(RetrySchema)` to create a new message.
  */
 export const RetrySchema: GenMessage<Retry> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 27);
+  messageDesc(file_stepwise_v1_worker, 29);
 
 /**
  * Invoke starts a run of a function (the child) and waits for it to end.
@@ -1398,7 +1504,7 @@ export type Invoke = Message<"stepwise.v1.Invoke"> & {
  * Use `create(InvokeSchema)` to create a new message.
  */
 export const InvokeSchema: GenMessage<Invoke> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 28);
+  messageDesc(file_stepwise_v1_worker, 30);
 
 /**
  * CancelRun asks the worker to stop executing a run.
@@ -1434,7 +1540,7 @@ export type CancelRun = Message<"stepwise.v1.CancelRun"> & {
  * Use `create(CancelRunSchema)` to create a new message.
  */
 export const CancelRunSchema: GenMessage<CancelRun> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 29);
+  messageDesc(file_stepwise_v1_worker, 31);
 
 /**
  * Heartbeat keeps the stream alive and shows the other side is responsive.
@@ -1455,7 +1561,7 @@ export type Heartbeat = Message<"stepwise.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 30);
+  messageDesc(file_stepwise_v1_worker, 32);
 
 /**
  * Drain announces a graceful shutdown of the side that sends it.
@@ -1476,7 +1582,7 @@ export type Drain = Message<"stepwise.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_worker, 31);
+  messageDesc(file_stepwise_v1_worker, 33);
 
 /**
  * SingletonMode says what a new run of a singleton key does while another

@@ -2,7 +2,9 @@ import type { Sql } from "./sql.js";
 import type { FunctionRegistration } from "./types.js";
 
 // The functions workers registered, their event triggers and their cron
-// schedules: what the scheduler matches events and ticks against.
+// schedules: what the scheduler matches events and ticks against. A
+// function's run rules (timeouts, cancelOn, flow control, event windows)
+// go to function_run_rules.
 
 /**
  * Upserts an app's functions and replaces their triggers and run rules
@@ -39,15 +41,18 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
       }
       if (byName.size > 0) {
         await tx.query(
-          `INSERT INTO function_triggers (event_name, app_id, function_id, conditions, flow)
-           SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END, $4
+          `INSERT INTO function_triggers (event_name, app_id, function_id, conditions, flow, gather)
+           SELECT x.n, $2, $3, CASE WHEN x.c IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(x.c)) END, $4, $5
            FROM jsonb_to_recordset($1::jsonb) AS x(n text, c jsonb)`,
-          [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id, flowControlled(fn)],
+          [JSON.stringify([...byName].map(([n, c]) => ({ n, c }))), appId, fn.id, flowControlled(fn), fn.runRules?.window !== undefined],
         );
       }
       const rules = fn.runRules;
       const concurrency = rules?.concurrency ?? [];
-      if (rules && (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0 || flowControlled(fn))) {
+      if (
+        rules &&
+        (rules.startMs !== undefined || rules.finishMs !== undefined || rules.cancelOn.length > 0 || flowControlled(fn) || rules.window)
+      ) {
         const cancelOn = rules.cancelOn.map((c) => ({
           event: c.event,
           cond: c.condition ?? "",
@@ -56,12 +61,12 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
           timeout: c.timeoutMs ?? null,
         }));
         await tx.query(
-          `INSERT INTO function_run_rules (app_id, function_id, start_ms, finish_ms, cancel_on, concurrency, throttle, priority, admission)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::jsonb)
+          `INSERT INTO function_run_rules (app_id, function_id, start_ms, finish_ms, cancel_on, concurrency, throttle, priority, admission, gather)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::jsonb, $8, $9::jsonb, $10::jsonb)
            ON CONFLICT (app_id, function_id) DO UPDATE
              SET start_ms = excluded.start_ms, finish_ms = excluded.finish_ms, cancel_on = excluded.cancel_on,
                concurrency = excluded.concurrency, throttle = excluded.throttle, priority = excluded.priority,
-               admission = excluded.admission`,
+               admission = excluded.admission, gather = excluded.gather`,
           [
             appId,
             fn.id,
@@ -72,6 +77,7 @@ export async function registerFunctions(sql: Sql, timerChannel: string, appId: s
             rules.throttle ? JSON.stringify(rules.throttle) : null,
             rules.priority ?? null,
             rules.admission ? JSON.stringify(rules.admission) : null,
+            rules.window ? JSON.stringify(rules.window) : null,
           ],
         );
         // The paths events are looked up by (see WaitStore.matchesMany).

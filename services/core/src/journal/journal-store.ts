@@ -22,6 +22,7 @@ import {
   type RunFailure,
 } from "./run-ends.js";
 import { type InvocationOutcome, type InvokeAwait, startInvocations } from "./invocations.js";
+import { closeDueWindows, gatherEvents, type GatherItem, type WindowRuns } from "./event-windows.js";
 import { type ExpiredRun, expireDeadlines } from "./run-deadlines.js";
 import {
   admitRuns,
@@ -259,6 +260,18 @@ export class JournalStore {
   /** Lets up to `max` waiting runs start; returns them, their work to be published, and when a throttle next allows one. */
   grantSlots(max: number, deadlineMs: number): Promise<SlotGrants> {
     return grantSlots(this.sql, max, deadlineMs);
+  }
+
+  // event-windows.ts
+
+  /** Gathers events into the windows of their keys (debounce, batchEvents); returns how many were gathered. */
+  gatherEvents(items: readonly GatherItem[]): Promise<number> {
+    return gatherEvents(this.sql, this.timerChannel, items);
+  }
+
+  /** Makes the runs of up to `limit` windows that are due; returns them. */
+  closeDueWindows(limit: number, deadlineMs: number): Promise<WindowRuns> {
+    return closeDueWindows(this.sql, limit, deadlineMs);
   }
 
   // run-deadlines.ts

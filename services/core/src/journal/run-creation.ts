@@ -1,6 +1,13 @@
 import { ENDED_RUN_STATUSES } from "@stepwise/proto";
 import type { Sql } from "./sql.js";
-import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type RecordedEvent, type RunStatus } from "./types.js";
+import {
+  DEFAULT_QUEUED_BACKSTOP_MS,
+  type EventInput,
+  type EventWindowRule,
+  type PublishedRunRef,
+  type RecordedEvent,
+  type RunStatus,
+} from "./types.js";
 
 // Where runs are created: every INSERT INTO runs of the engine is in this
 // module. A run is created QUEUED, once per (app, function, event): by an
@@ -8,7 +15,9 @@ import { DEFAULT_QUEUED_BACKSTOP_MS, type EventInput, type PublishedRunRef, type
 // tick (CRON_TICK_RUNS, in TimerStore.fireCron's statement) and by a failed
 // run whose function has an onFailure handler (FAILURE_RUN, in failRun's
 // statement), by RerunRun and ReplayRun (deriveRun), and by step.invoke
-// (INVOKED_RUNS, in startInvocations' statement). The fragments are SQL
+// (INVOKED_RUNS, in startInvocations' statement), and by an event window
+// of debounce or batchEvents once due (WINDOW_RUNS, in closeDueWindows'
+// statement in event-windows.ts). The fragments are SQL
 // spliced into those statements, so that a run's creation commits with
 // what caused it.
 
@@ -49,6 +58,7 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
     lease: number | null;
     conditions: string[] | null;
     stored_ms: number | string | null;
+    gather: EventWindowRule | string | null;
   }>(
     // The lookups of existing rows go by id (LATERAL ... OFFSET 0, a
     // correlated subquery): a join there would let a plan cached while
@@ -70,27 +80,33 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
        INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, slot)
        SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond',
          CASE WHEN t.flow THEN 'unkeyed' END
-       FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL
+       FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL AND NOT t.gather
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, event_id, lease, slot
      )
      -- A run with flow control waits for the slot keeper, which publishes its work.
-     SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms
+     SELECT 'run' AS kind, event_id, id::text, app_id, function_id, lease, NULL::text[] AS conditions, NULL::float8 AS stored_ms,
+       NULL::jsonb AS gather
      FROM created WHERE slot IS NULL
      UNION ALL
-     SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL
+     SELECT 'run', r.event_id, r.id::text, r.app_id, r.function_id, r.lease, NULL, NULL, NULL
      FROM e CROSS JOIN LATERAL (
        SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' AND (slot IS NULL OR slot = 'granted') OFFSET 0) r
      UNION ALL
-     SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL
-     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL
+     SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL, NULL
+     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL AND NOT t.gather
+     UNION ALL
+     -- A function with debounce or batchEvents gathers the event into a window (event-windows.ts).
+     SELECT 'gather', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL,
+       (SELECT f.gather FROM function_run_rules f WHERE f.app_id = t.app_id AND f.function_id = t.function_id)
+     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.gather
      UNION ALL
      SELECT 'stored', e.id, NULL, NULL, NULL, NULL, NULL,
-       (extract(epoch FROM coalesce(ev.stored_at, (SELECT old.stored_at FROM events old WHERE old.id = e.id))) * 1000)::float8
+       (extract(epoch FROM coalesce(ev.stored_at, (SELECT old.stored_at FROM events old WHERE old.id = e.id))) * 1000)::float8, NULL
      FROM e LEFT JOIN ev ON ev.id = e.id`,
     [eventsDocument(events), backstopMs],
   );
-  const out = new Map<string, RecordedEvent>(events.map((e) => [e.id, { runs: [], conditional: [], storedAtMs: 0 }]));
+  const out = new Map<string, RecordedEvent>(events.map((e) => [e.id, { runs: [], conditional: [], gathering: [], storedAtMs: 0 }]));
   for (const r of rows) {
     const rec = out.get(r.event_id);
     if (!rec) continue;
@@ -98,6 +114,9 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
       rec.runs.push({ runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) });
     } else if (r.kind === "cond" && r.conditions) {
       rec.conditional.push({ appId: r.app_id ?? "", functionId: r.function_id ?? "", conditions: r.conditions });
+    } else if (r.kind === "gather" && r.gather !== null) {
+      const window = (typeof r.gather === "string" ? JSON.parse(r.gather) : r.gather) as EventWindowRule;
+      rec.gathering.push({ appId: r.app_id ?? "", functionId: r.function_id ?? "", conditions: r.conditions, window });
     } else if (r.kind === "stored") {
       rec.storedAtMs = Number(r.stored_ms ?? 0);
     }
@@ -105,7 +124,7 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
   // An id sent twice in one batch shares one record; each caller gets its own copy.
   return events.map((e) => {
     const rec = out.get(e.id) as RecordedEvent;
-    return { runs: [...rec.runs], conditional: [...rec.conditional], storedAtMs: rec.storedAtMs };
+    return { runs: [...rec.runs], conditional: [...rec.conditional], gathering: [...rec.gathering], storedAtMs: rec.storedAtMs };
   });
 }
 
@@ -194,6 +213,31 @@ export function INVOKED_RUNS(source: string, deadlineParam: string): string {
        )`;
 }
 
+/**
+ * The part of closeDueWindows' statement (event-windows.ts) that makes
+ * the run of each window of `source` (id: the run's id; app_id,
+ * function_id; event_id: the run's event, the last of a debounce window,
+ * the first of a batch), QUEUED with a deadline of `deadlineParam`
+ * milliseconds (its work is published next), its window_id its own id.
+ * A function with flow control gets its run 'unkeyed' here, as the
+ * statement for events does, so that it is not among those returned to
+ * publish: the slot keeper publishes it. `created` returns them (id,
+ * app_id, function_id, lease, slot).
+ */
+export function WINDOW_RUNS(source: string, deadlineParam: string): string {
+  return `created AS (
+         INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, window_id, slot)
+         SELECT s.id, s.app_id, s.function_id, s.event_id, 'QUEUED', now() + ${deadlineParam} * interval '1 millisecond', s.id,
+           CASE WHEN EXISTS (
+             SELECT 1 FROM function_run_rules f WHERE f.app_id = s.app_id AND f.function_id = s.function_id
+               AND (f.concurrency <> '[]' OR f.throttle IS NOT NULL OR f.priority IS NOT NULL OR f.admission IS NOT NULL))
+           THEN 'unkeyed' END
+         FROM ${source} s
+         ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
+         RETURNING id, app_id, function_id, lease, slot
+       )`;
+}
+
 /** What rerunRun or replayRun did. */
 export type DeriveOutcome =
   | { kind: "created"; run: PublishedRunRef }
@@ -205,16 +249,17 @@ export type DeriveOutcome =
 
 /** deriveRuns' statement: $1 the origin runs, $2 the publish deadline (ms), $3 the step to replay from (NULL: reruns). */
 const DERIVE_RUNS = `WITH origin AS (
-     SELECT id, app_id, function_id, event_id, status FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id
+     SELECT id, app_id, function_id, event_id, status, window_id FROM runs WHERE id = ANY($1::uuid[]) ORDER BY id
    ), cut AS (
      SELECT s.run_id, s.seq FROM steps s JOIN origin o ON o.id = s.run_id WHERE s.step_key = $3::text
    ), pick AS (
-     SELECT o.id, o.app_id, o.function_id, o.event_id, gen_random_uuid() AS new_id FROM origin o
+     SELECT o.id, o.app_id, o.function_id, o.event_id, o.window_id, gen_random_uuid() AS new_id FROM origin o
      WHERE $3::text IS NULL
         OR (o.status IN ('COMPLETED', 'FAILED', 'CANCELLED') AND EXISTS (SELECT 1 FROM cut WHERE cut.run_id = o.id))
    ), created AS (
-     INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, origin_run_id, origin_step_key)
-     SELECT new_id, app_id, function_id, event_id, 'QUEUED', now() + $2 * interval '1 millisecond', id, $3::text
+     -- A run made of an event window keeps its events (window_id).
+     INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, origin_run_id, origin_step_key, window_id)
+     SELECT new_id, app_id, function_id, event_id, 'QUEUED', now() + $2 * interval '1 millisecond', id, $3::text, window_id
      FROM pick
      RETURNING id, app_id, function_id, lease, origin_run_id
    ), copied AS (

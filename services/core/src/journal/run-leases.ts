@@ -45,7 +45,7 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
          lease_expires_at = now() + $3 * interval '1 millisecond',
          started_at = coalesce(started_at, now())
        FROM target WHERE runs.id = target.id
-       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key
+       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key, window_id
      ), finish AS (
        -- The first claim starts the run: a start deadline gives way to
        -- the finish one, or goes (see run-deadlines.ts).
@@ -70,7 +70,12 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
          (SELECT coalesce(json_object_agg(a.step_key, json_build_object('n', a.n, 'r', a.r)), '{}'::json)
             FROM (SELECT step_key, max(attempt) AS n,
                     (extract(epoch FROM (array_agg(retry_at ORDER BY attempt DESC))[1]) * 1000)::float8 AS r
-                  FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) END AS attempts
+                  FROM step_attempts WHERE run_id = c.id GROUP BY step_key) a) END AS attempts,
+       -- A run made of an event window (debounce, batchEvents) gets all its events.
+       CASE WHEN c.window_id IS NULL THEN NULL ELSE
+         (SELECT json_agg(json_build_object('id', x.id, 'n', x.name, 'd', x.data::text, 't', (extract(epoch FROM x.ts) * 1000)::float8)
+            ORDER BY x.received_at, x.id)
+            FROM window_events w JOIN events x ON x.id = w.event_id WHERE w.window_id = c.window_id) END AS events
      FROM claimed c JOIN events e ON e.id = c.event_id`,
     [JSON.stringify(runIds), executorId, leaseMs],
   );
@@ -194,6 +199,7 @@ type ClaimRow = {
   attempts: Record<string, { n: number; r: number }> | string;
   wakes: number;
   derived: boolean;
+  events: Array<{ id: string; n: string; d: string; t: number }> | string | null;
 };
 
 function toClaimedRun(r: ClaimRow): ClaimedRun {
@@ -224,5 +230,12 @@ function toClaimedRun(r: ClaimRow): ClaimedRun {
     startedAtMs: Number(r.started_at_ms),
     eventRuns: Number(r.event_runs),
     derived: r.derived === true,
+    ...(r.events !== null ? { events: windowEvents(r.events) } : {}),
   };
+}
+
+/** The events of a run made of an event window, as the claim returns them. */
+function windowEvents(events: NonNullable<ClaimRow["events"]>): NonNullable<ClaimedRun["events"]> {
+  const list = typeof events === "string" ? (JSON.parse(events) as Exclude<typeof events, string>) : events;
+  return list.map((e) => ({ id: e.id, name: e.n, dataJson: e.d, tsMs: Math.floor(Number(e.t)) }));
 }

@@ -241,8 +241,8 @@ export class TimerStore {
   }
 
   /**
-   * Milliseconds until the next timer of a WAITING run, cron tick or run
-   * deadline (run-deadlines.ts) is due,
+   * Milliseconds until the next timer of a WAITING run, cron tick, run
+   * deadline (run-deadlines.ts) or event window (event-windows.ts) is due,
    * by the database's clock (0 when one is due already: it became due after
    * the last fireDue, or another scheduler holds it), or null when there is
    * none. One round trip.
@@ -254,7 +254,8 @@ export class TimerStore {
             WHERE EXISTS (SELECT 1 FROM runs r WHERE r.id = t.run_id AND r.status = 'WAITING' OFFSET 0)
             ORDER BY t.due_at LIMIT 1),
            (SELECT min(next_at) FROM cron_schedules WHERE isfinite(next_at)),
-           (SELECT min(due_at) FROM run_deadlines WHERE isfinite(due_at))) - now()) * 1000)::float8 AS ms`,
+           (SELECT min(due_at) FROM run_deadlines WHERE isfinite(due_at)),
+           (SELECT min(due_at) FROM event_windows)) - now()) * 1000)::float8 AS ms`,
     );
     const ms = rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));

@@ -42,6 +42,27 @@ export interface RunRules {
   priority?: string | undefined;
   /** Whether a run starts at all: idempotency, rate limit, singleton (concurrency-slots.ts). */
   admission?: Admission | undefined;
+  /** Gathers the function's events into runs: debounce or batchEvents (event-windows.ts). */
+  window?: EventWindowRule | undefined;
+}
+
+/**
+ * How a function gathers its events into runs, per key value (CEL over
+ * the event; "" for one key): debounce makes one run once `periodMs`
+ * passed with no new event (at most `timeoutMs` after the first), batch
+ * one run of up to `maxSize` events or fewer `timeoutMs` after the first.
+ */
+export type EventWindowRule =
+  | { kind: "debounce"; periodMs: number; timeoutMs?: number | undefined; key: string }
+  | { kind: "batch"; maxSize: number; timeoutMs: number; key: string };
+
+/** A function whose trigger on an event gathers it into a window (debounce, batchEvents). */
+export interface GatheringTrigger {
+  appId: string;
+  functionId: string;
+  /** The trigger fires when any of them is true; null: on every event of the name. */
+  conditions: string[] | null;
+  window: EventWindowRule;
 }
 
 /** One cancelOn rule: an event of the name whose condition holds cancels the run. */
@@ -69,6 +90,8 @@ export interface RecordedEvent {
   runs: PublishedRunRef[];
   /** Triggers whose conditions decide; their runs are created by createRuns. */
   conditional: ConditionalTrigger[];
+  /** Triggers of functions that gather events into windows (gatherEvents), instead of a run per event. */
+  gathering: GatheringTrigger[];
   /** When the event was first stored, by the database's clock. */
   storedAtMs: number;
 }
@@ -116,6 +139,8 @@ export type JournalEntry =
 export interface ClaimedRun extends RunRef {
   lease: number;
   event: { id: string; name: string; dataJson: string; tsMs: number };
+  /** Every event of a run made of an event window (debounce, batchEvents), in the order received; undefined for others. */
+  events?: Array<{ id: string; name: string; dataJson: string; tsMs: number }> | undefined;
   journal: JournalEntry[];
   /** Attempt number of the handler, from 1. */
   attempt: number;
