@@ -101,4 +101,4 @@ export { type Config, loadConfig } from "./runtime/config.js";
 export { GroupCommit } from "./runtime/group-commit.js";
 export { NotifiedRounds, type NotifiedRoundsOptions } from "./runtime/notified-rounds.js";
 export { createLogger, type Logger } from "./runtime/log.js";
-export { type RunningServer, serveConnect } from "./runtime/server.js";
+export { type PlainHandler, type RunningServer, serveConnect } from "./runtime/server.js";

@@ -30,6 +30,33 @@ describe("serveConnect", () => {
     expect(status).toBe(200);
   });
 
+  it("hands the paths Connect does not serve to the plain handlers, in order, and answers 404 when none takes one", async () => {
+    const seen: string[] = [];
+    server = await serveConnect(() => {}, 0, "127.0.0.1", {
+      plain: [
+        (_req, res, path) => {
+          seen.push(path);
+          if (path !== "/metrics") return false;
+          res.writeHead(200, { "content-type": "text/plain" });
+          res.end("m 1\n");
+          return true;
+        },
+        (_req, res, path) => {
+          if (!path.startsWith("/app")) return false;
+          res.writeHead(200);
+          res.end("app");
+          return true;
+        },
+      ],
+    });
+    const base = `http://127.0.0.1:${server.port}`;
+    expect(await (await fetch(`${base}/metrics?x=1`)).text()).toBe("m 1\n");
+    expect(await (await fetch(`${base}/app/runs`)).text()).toBe("app");
+    expect((await fetch(`${base}/other`)).status).toBe(404);
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    expect(seen).toEqual(["/metrics", "/app/runs", "/other"]);
+  });
+
   it("destroys an HTTP/2 connection whose peer stops answering pings", async () => {
     server = await serveConnect(() => {}, 0, "127.0.0.1", { pingIntervalMs: 100 });
     // A raw peer: the HTTP/2 preface, its SETTINGS and the ACK of the

@@ -10,6 +10,16 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 
+/**
+ * A handler for plain HTTP requests beside the Connect routes (metrics, the
+ * dashboard's static files): true when it answered the request.
+ */
+export type PlainHandler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+  path: string,
+) => boolean;
+
 /** A listening Connect server. */
 export interface RunningServer {
   /** The port it listens on (useful with port 0). */
@@ -44,15 +54,16 @@ function keepAlive(session: http2.ServerHttp2Session, intervalMs: number): void 
  * Serves Connect routes on one port for HTTP/1.1 and cleartext HTTP/2 alike:
  * gRPC and bidirectional streams need HTTP/2 (prior knowledge), while curl
  * and browsers speak Connect JSON or gRPC-Web over HTTP/1.1. The first bytes
- * of each connection say which it is. GET /healthz answers 200.
+ * of each connection say which it is. GET /healthz answers 200; the
+ * `plain` handlers, in order, get the other paths that are not Connect's.
  */
 export async function serveConnect(
   routes: (router: ConnectRouter) => void,
   port: number,
   host: string,
-  options: { pingIntervalMs?: number } = {},
+  options: { pingIntervalMs?: number; plain?: readonly PlainHandler[] } = {},
 ): Promise<RunningServer> {
-  const handler = createNodeHandler(routes);
+  const handler = createNodeHandler(routes, options.plain ?? []);
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } }, handler);
@@ -97,7 +108,7 @@ export async function serveConnect(
  * decode as protobuf is answered INVALID_ARGUMENT (the caller's fault, as
  * Connect already answers for malformed JSON) instead of INTERNAL.
  */
-function createNodeHandler(routes: (router: ConnectRouter) => void) {
+function createNodeHandler(routes: (router: ConnectRouter) => void, plain: readonly PlainHandler[]) {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
     // Send takes up to 5,000 events; larger requests are refused with
@@ -115,6 +126,7 @@ function createNodeHandler(routes: (router: ConnectRouter) => void) {
         res.end("ok\n");
         return;
       }
+      for (const p of plain) if (p(req, res, path)) return;
       res.writeHead(404);
       res.end();
       return;
