@@ -39,4 +39,5 @@ export {
   runStatusFromProto,
   runStatusToProto,
 } from "./protocol/run-status.js";
+export { formatTraceParent, parseTraceParent, type TraceParent } from "./protocol/trace-parent.js";
 export { TurnBatch } from "./protocol/turn-batch.js";

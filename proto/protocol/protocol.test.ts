@@ -3,6 +3,7 @@ import { RunStatus } from "../gen/stepwise/v1/run_pb.js";
 import { type ErrorData, errorFromDetail, errorToDetail } from "./error-detail.js";
 import { MAX_ERROR_DEPTH } from "./limits.js";
 import { RUN_STATUSES, runStatusFromProto, runStatusToProto } from "./run-status.js";
+import { formatTraceParent, parseTraceParent } from "./trace-parent.js";
 import { TurnBatch } from "./turn-batch.js";
 
 function nested(depth: number): ErrorData {
@@ -66,5 +67,32 @@ describe("TurnBatch", () => {
     batch.flushNow();
     await new Promise((r) => setImmediate(r));
     expect(flushed).toEqual([["a"]]);
+  });
+});
+
+describe("traceparent", () => {
+  const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  it("parses W3C's example and formats it back", () => {
+    const parsed = parseTraceParent(tp);
+    expect(parsed).toEqual({ traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", flags: 1 });
+    expect(formatTraceParent(parsed!)).toBe(tp);
+  });
+
+  it("ignores what is empty, malformed, version ff, or names the zero trace or span", () => {
+    for (const bad of [
+      undefined,
+      "",
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+      "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+      "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    ]) {
+      expect(parseTraceParent(bad)).toBeUndefined();
+    }
+    // A later version may carry more fields after these.
+    expect(parseTraceParent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more")?.flags).toBe(0);
   });
 });

@@ -11,11 +11,14 @@ import {
 } from "@stepwise/proto";
 import { pushable, type Pushable } from "it-pushable";
 import { callEngine, toStepwiseError, type StepwiseError } from "./stepwise-error.js";
+import { activeTraceParent } from "./tracing.js";
 import { requestStream, StreamLinger } from "./wire.js";
 
 /** A call not yet answered, and the stream it went out on. */
 interface PendingCall {
   events: readonly Event[];
+  /** The sender's span when the call was made. */
+  traceParent: string;
   stream: SendStream | undefined;
   resolve: (ids: string[]) => void;
   reject: (err: unknown) => void;
@@ -49,11 +52,13 @@ export class EventSender {
 
   /** Sends events; resolves with their ids once the engine acknowledged every one, rejects with a StepwiseError. */
   send(events: Event[]): Promise<string[]> {
-    if (this.unsupported) return this.sendUnary(events);
+    if (this.unsupported) return this.sendUnary(events, activeTraceParent());
     return new Promise<string[]>((resolve, reject) => {
       const callId = this.nextCallId++;
-      this.pending.set(callId, { events, stream: undefined, resolve, reject });
-      this.queued.add(create(SendCallSchema, { callId, events }));
+      // The sender's span, if any: the events' runs join its trace.
+      const traceParent = activeTraceParent();
+      this.pending.set(callId, { events, traceParent, stream: undefined, resolve, reject });
+      this.queued.add(create(SendCallSchema, { callId, events, traceParent }));
       this.linger.busy();
     });
   }
@@ -64,14 +69,15 @@ export class EventSender {
     this.endStream();
   }
 
-  private async sendUnary(events: Event[]): Promise<string[]> {
-    return (await callEngine(() => this.client.send({ events }))).ids;
+  private async sendUnary(events: Event[], traceParent: string): Promise<string[]> {
+    const headers: Record<string, string> = traceParent ? { traceparent: traceParent } : {};
+    return (await callEngine(() => this.client.send({ events }, { headers }))).ids;
   }
 
   /** Sends the calls of one turn, in one message. */
   private flush(calls: SendCall[]): void {
     if (this.unsupported) {
-      for (const c of calls) this.settleWith(c.callId, this.sendUnary(c.events));
+      for (const c of calls) this.settleWith(c.callId, this.sendUnary(c.events, c.traceParent));
       return;
     }
     let stream = this.stream;
@@ -123,7 +129,7 @@ export class EventSender {
       if (p.stream !== stream) continue;
       if (unsupported) {
         // The server does not know the method, so it accepted nothing: Send does it.
-        this.settleWith(callId, this.sendUnary([...p.events]));
+        this.settleWith(callId, this.sendUnary([...p.events], p.traceParent));
       } else {
         this.pending.delete(callId);
         rejection ??= toStepwiseError(failure ?? new ConnectError("SendStream ended before the call was answered", Code.Unavailable));

@@ -23,6 +23,7 @@ import { NonRetriableError, RunAbortedError, serializeError } from "./errors.js"
 import { matchCondition } from "./event-match.js";
 import type { ReceivedEvent, StepwiseFunction } from "./function.js";
 import { checkRetries, nextAttemptAt, retryPolicy, type RetryPolicy } from "./retry-policy.js";
+import { inStepSpan } from "./tracing.js";
 import { encodeOutput, fromJournalEntry, type Outcome, settle } from "./step-outcome.js";
 import type { InvokeOptions, SentEvent, StepContext, StepId, StepTools, WaitForEventOptions } from "./step-tools.js";
 import { StepwiseError } from "./stepwise-error.js";
@@ -215,7 +216,9 @@ export class RunExecution {
       let retryAtMs: number | undefined;
       try {
         const ctx = { signal: this.abortController.signal, runId: this.start.runId, stepKey: key };
-        outcome = encodeOutput(await fn(ctx), `the output of step ${JSON.stringify(id)}`);
+        const attributes = { "stepwise.run.id": this.start.runId, "stepwise.step.key": key, "stepwise.step.attempt": attempt };
+        const value = await inStepSpan(this.start.traceParent, `stepwise.step ${id}`, attributes, async () => fn(ctx));
+        outcome = encodeOutput(value, `the output of step ${JSON.stringify(id)}`);
       } catch (err) {
         outcome = { error: serializeError(err) };
         retryAtMs = nextAttemptAt(this.policy, retries, attempt, err, Date.now());

@@ -11,6 +11,7 @@ import {
   MemoryBus,
   migrate,
   serveConnect,
+  startTracing,
   type Bus,
   type Config,
   type Logger,
@@ -65,6 +66,7 @@ async function openStore(config: Config, name: string): Promise<Stores> {
 /** Starts one service against Postgres and NATS JetStream, as `stepwise start NAME` does. */
 export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
   const logger = log ?? createLogger(name, config.logLevel);
+  const stopTracing = await startTracing(name);
   const opened = await openStore(config, name);
   const { sql, store } = opened;
   const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger });
@@ -114,6 +116,7 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
       await server?.close();
       await bus.close();
       await sql.close();
+      await stopTracing();
     },
   };
 }
@@ -136,6 +139,7 @@ export interface DevOptions {
  */
 export async function startDev(options: DevOptions): Promise<Running> {
   const log = createLogger("dev", options.logLevel);
+  const stopTracing = await startTracing("dev");
   const sql = await createPgliteSql(options.dataDir);
   await migrate(sql);
   const opened = stores(sql, undefined);
@@ -177,6 +181,7 @@ export async function startDev(options: DevOptions): Promise<Running> {
       await server.close();
       await bus.close();
       await sql.close();
+      await stopTracing();
     },
   };
 }

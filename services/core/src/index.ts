@@ -102,3 +102,4 @@ export { GroupCommit } from "./runtime/group-commit.js";
 export { NotifiedRounds, type NotifiedRoundsOptions } from "./runtime/notified-rounds.js";
 export { createLogger, type Logger } from "./runtime/log.js";
 export { type PlainHandler, type RunningServer, serveConnect } from "./runtime/server.js";
+export { contextOfTraceParent, endSpan, startSpanAfter, startTracing, type TracedSpan, traceParentOf, type TraceSpan, withSpan } from "./runtime/tracing.js";

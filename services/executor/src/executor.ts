@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import type { Bus, ClaimedRun, JournalStore, Logger, RunCancel, Subscription, TimerStore, WaitStore } from "@stepwise/core";
+import { endSpan, startSpanAfter, type Bus, type ClaimedRun, type JournalStore, type Logger, type RunCancel, type Subscription, type TimerStore, type WaitStore } from "@stepwise/core";
 import { WorkerService, type ConnectRequest, type ConnectResponse } from "@stepwise/proto";
 import { Dispatcher } from "./dispatcher.js";
 import { validateRegistration } from "./registration.js";
@@ -344,19 +344,28 @@ export class Executor {
 
   /** This execution of a run must stop: its slot is freed and the worker told to drop it. */
   private dropRun(session: WorkerSession, runId: string, lease: number, reason: string): void {
-    this.release(session, runId, lease);
+    this.release(session, runId, lease, reason);
     session.send(cancelRunMessage(runId, lease, reason));
   }
 
   /** Frees the slot of one execution of a run; a newer execution of the run keeps its slot. */
-  private release(session: WorkerSession, runId: string, lease: number): void {
-    if (session.runs.get(runId)?.lease !== lease) return;
+  private release(session: WorkerSession, runId: string, lease: number, error?: string): void {
+    const held = session.runs.get(runId);
+    if (held?.lease !== lease) return;
+    if (held.span) endSpan(held.span, error);
     session.runs.delete(runId);
     this.dispatcher.fill(session.appId);
   }
 
   /** Gives a run claimed for a session to its worker. */
   private startOn(session: WorkerSession, claimed: ClaimedRun): void {
+    // The execution's span, after the span of the run's event; the worker's step spans follow it.
+    const traced = startSpanAfter(`stepwise.run ${claimed.functionId}`, claimed.traceParent, {
+      "stepwise.run.id": claimed.runId,
+      "stepwise.app.id": claimed.appId,
+      "stepwise.function.id": claimed.functionId,
+      "stepwise.run.lease": claimed.lease,
+    });
     session.runs.set(claimed.runId, {
       runId: claimed.runId,
       functionId: claimed.functionId,
@@ -366,14 +375,16 @@ export class Executor {
       attempt: claimed.attempt,
       startedAtMs: Date.now(),
       completion: this.announcer.completionOf(claimed),
+      span: traced.span,
     });
-    session.send(startRunMessage(claimed));
+    session.send(startRunMessage(claimed, traced.traceParent));
   }
 
   /** Hands the runs of a session that ended back to the queue. */
   private async handBack(session: WorkerSession): Promise<void> {
     const runs = [...session.runs.values()];
     session.runs.clear();
+    for (const r of runs) if (r.span) endSpan(r.span, "the worker went away: handed back to the queue");
     await Promise.all(runs.map((r) => this.queue.requeue(r.runId, r.lease, session.appId, r.functionId)));
     if (!this.stopping) this.dispatcher.fill(session.appId);
   }

@@ -195,7 +195,7 @@ export function cancelRunMessage(runId: string, lease: number, reason: string): 
 }
 
 /** Starts a claimed run on a worker, with its event and journal. */
-export function startRunMessage(claimed: ClaimedRun): ConnectResponse {
+export function startRunMessage(claimed: ClaimedRun, traceParent = ""): ConnectResponse {
   return response({
     case: "startRun",
     value: create(StartRunSchema, {
@@ -204,6 +204,7 @@ export function startRunMessage(claimed: ClaimedRun): ConnectResponse {
       lease: claimed.lease,
       event: runEventMessage(claimed.event),
       events: claimed.events?.map(runEventMessage) ?? [],
+      traceParent,
       journal: claimed.journal.map(journalEntryMessage),
       attempt: claimed.attempt,
       stepAttempts: claimed.stepAttempts,

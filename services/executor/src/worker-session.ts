@@ -1,4 +1,5 @@
 import { pushable, type Pushable } from "it-pushable";
+import type { TraceSpan } from "@stepwise/core";
 import { TurnBatch, type ConnectResponse } from "@stepwise/proto";
 import type { Completion } from "./run-announcer.js";
 import { batchMessage } from "./worker-protocol.js";
@@ -21,6 +22,8 @@ export interface HeldRun {
    * time and output; unset when the event's data is too large to carry.
    */
   completion?: Completion | undefined;
+  /** The span of this execution (runtime/tracing.ts), ended when the execution is. */
+  span?: TraceSpan | undefined;
 }
 
 /**

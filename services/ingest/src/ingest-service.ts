@@ -11,8 +11,8 @@ import { sendEvents, sendStream } from "./send-stream.js";
  */
 export function createIngestService(bus: Bus, log: Logger): ServiceImpl<typeof IngestService> {
   return {
-    async send(req) {
-      return create(SendResponseSchema, { ids: await sendEvents(req.events, bus, log) });
+    async send(req, ctx) {
+      return create(SendResponseSchema, { ids: await sendEvents(req.events, bus, log, ctx.requestHeader.get("traceparent") ?? undefined) });
     },
     sendStream(requests, ctx) {
       return sendStream(requests, ctx, { bus, log });

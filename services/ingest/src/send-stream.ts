@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import type { Bus, Logger } from "@stepwise/core";
+import { endSpan, startSpanAfter, type Bus, type Logger } from "@stepwise/core";
 import {
   SendAnswerSchema,
   SendFailureSchema,
@@ -27,15 +27,22 @@ export const MAX_CALLS_IN_PROGRESS = 2_000;
  * Accepts a batch of events as Send does: validates them, publishes them to
  * the event stream and resolves with their ids once it acknowledged every
  * one. Throws INVALID_ARGUMENT for an invalid event (nothing published) and
- * UNAVAILABLE when the event stream did not acknowledge.
+ * UNAVAILABLE when the event stream did not acknowledge. The call is a span
+ * after the caller's (traceParent), which the events' runs continue.
  */
-export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger | undefined): Promise<string[]> {
+export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger | undefined, traceParent?: string): Promise<string[]> {
   const records = toEventRecords({ events });
+  const { span, traceParent: tp } = startSpanAfter("stepwise.send", traceParent, { "stepwise.events": records.length }, "server");
+  let error: string | undefined;
   try {
+    if (tp !== "") for (const r of records) r.traceParent = tp;
     await bus.publishEvents(records);
   } catch (err) {
     log?.error({ err }, "publishing events failed");
+    error = "the event stream is unavailable";
     throw new ConnectError("the event stream is unavailable, retry the call", Code.Unavailable);
+  } finally {
+    endSpan(span, error);
   }
   return records.map((r) => r.id);
 }
@@ -59,7 +66,7 @@ export async function* sendStream(
     for await (const req of requests) {
       for (const call of req.calls) {
         calls.started();
-        void sendEvents(call.events, deps.bus, deps.log).then(
+        void sendEvents(call.events, deps.bus, deps.log, call.traceParent).then(
           (ids) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: sent(ids) })),
           (err: unknown) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: failed(err) })),
         );

@@ -2,9 +2,11 @@ import {
   cancelMatchedRuns,
   compileCondition,
   conditionEvent,
+  endSpan,
   ExpressionCache,
   flowKeyValue,
   publishRunWork,
+  startSpanAfter,
   waitMatches,
   waitOutputJson,
   type Bus,
@@ -50,8 +52,22 @@ export async function handleEvent(
     batches?: EventBatches;
   },
 ): Promise<RunRef[]> {
+  // The event's span: its runs continue the trace from it.
+  const traced = startSpanAfter("stepwise.event", record.traceParent, { "stepwise.event.name": record.name, "stepwise.event.id": record.id }, "consumer");
+  try {
+    const runs = await handleTracedEvent(record, traced.traceParent, deps);
+    traced.span.setAttribute("stepwise.runs", runs.length);
+    endSpan(traced.span);
+    return runs;
+  } catch (err) {
+    endSpan(traced.span, String(err));
+    throw err;
+  }
+}
+
+async function handleTracedEvent(record: EventRecord, traceParent: string, deps: Parameters<typeof handleEvent>[1]): Promise<RunRef[]> {
   const event = { id: record.id, name: record.name, dataJson: record.dataJson, tsMs: Number(record.tsMs) };
-  const input = { ...event, receivedAtMs: Number(record.receivedAtMs) };
+  const input = { ...event, receivedAtMs: Number(record.receivedAtMs), ...(traceParent ? { traceParent } : {}) };
   const recorded = deps.batches
     ? await deps.batches.record(input)
     : await deps.store.recordEventMatching(input, deps.backstopMs);
@@ -69,7 +85,7 @@ export async function handleEvent(
       }
     });
   if (recorded.conditional.length > 0) {
-    runs.push(...(await deps.store.createRuns(event.id, recorded.conditional.filter(fires), deps.backstopMs)));
+    runs.push(...(await deps.store.createRuns(event.id, recorded.conditional.filter(fires), deps.backstopMs, traceParent || undefined)));
   }
   if (recorded.gathering.length > 0) {
     // Debounce and batchEvents: the event goes into its key's window, whose run a timer firing makes.

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/ingest.proto.
  */
 export const file_stepwise_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChhzdGVwd2lzZS92MS9pbmdlc3QucHJvdG8SC3N0ZXB3aXNlLnYxIjEKC1NlbmRSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50IhsKDFNlbmRSZXNwb25zZRILCgNpZHMYASADKAkiOQoRU2VuZFN0cmVhbVJlcXVlc3QSJAoFY2FsbHMYASADKAsyFS5zdGVwd2lzZS52MS5TZW5kQ2FsbCI/CghTZW5kQ2FsbBIPCgdjYWxsX2lkGAEgASgEEiIKBmV2ZW50cxgCIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ij4KElNlbmRTdHJlYW1SZXNwb25zZRIoCgdhbnN3ZXJzGAEgAygLMhcuc3RlcHdpc2UudjEuU2VuZEFuc3dlciJ/CgpTZW5kQW5zd2VyEg8KB2NhbGxfaWQYASABKAQSKQoEc2VudBgCIAEoCzIZLnN0ZXB3aXNlLnYxLlNlbmRSZXNwb25zZUgAEioKBmZhaWxlZBgDIAEoCzIYLnN0ZXB3aXNlLnYxLlNlbmRGYWlsdXJlSABCCQoHb3V0Y29tZSIsCgtTZW5kRmFpbHVyZRIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkynwEKDUluZ2VzdFNlcnZpY2USOwoEU2VuZBIYLnN0ZXB3aXNlLnYxLlNlbmRSZXF1ZXN0Ghkuc3RlcHdpc2UudjEuU2VuZFJlc3BvbnNlElEKClNlbmRTdHJlYW0SHi5zdGVwd2lzZS52MS5TZW5kU3RyZWFtUmVxdWVzdBofLnN0ZXB3aXNlLnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAFiBnByb3RvMw", [file_stepwise_v1_event]);
+  fileDesc("ChhzdGVwd2lzZS92MS9pbmdlc3QucHJvdG8SC3N0ZXB3aXNlLnYxIjEKC1NlbmRSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50IhsKDFNlbmRSZXNwb25zZRILCgNpZHMYASADKAkiOQoRU2VuZFN0cmVhbVJlcXVlc3QSJAoFY2FsbHMYASADKAsyFS5zdGVwd2lzZS52MS5TZW5kQ2FsbCJVCghTZW5kQ2FsbBIPCgdjYWxsX2lkGAEgASgEEiIKBmV2ZW50cxgCIAMoCzISLnN0ZXB3aXNlLnYxLkV2ZW50EhQKDHRyYWNlX3BhcmVudBgDIAEoCSI+ChJTZW5kU3RyZWFtUmVzcG9uc2USKAoHYW5zd2VycxgBIAMoCzIXLnN0ZXB3aXNlLnYxLlNlbmRBbnN3ZXIifwoKU2VuZEFuc3dlchIPCgdjYWxsX2lkGAEgASgEEikKBHNlbnQYAiABKAsyGS5zdGVwd2lzZS52MS5TZW5kUmVzcG9uc2VIABIqCgZmYWlsZWQYAyABKAsyGC5zdGVwd2lzZS52MS5TZW5kRmFpbHVyZUgAQgkKB291dGNvbWUiLAoLU2VuZEZhaWx1cmUSDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJMp8BCg1Jbmdlc3RTZXJ2aWNlEjsKBFNlbmQSGC5zdGVwd2lzZS52MS5TZW5kUmVxdWVzdBoZLnN0ZXB3aXNlLnYxLlNlbmRSZXNwb25zZRJRCgpTZW5kU3RyZWFtEh4uc3RlcHdpc2UudjEuU2VuZFN0cmVhbVJlcXVlc3QaHy5zdGVwd2lzZS52MS5TZW5kU3RyZWFtUmVzcG9uc2UoATABYgZwcm90bzM", [file_stepwise_v1_event]);
 
 /**
  * SendRequest is a batch of events to accept.
@@ -97,6 +97,15 @@ export type SendCall = Message<"stepwise.v1.SendCall"> & {
    * @generated from field: repeated stepwise.v1.Event events = 2;
    */
   events: Event[];
+
+  /**
+   * W3C traceparent (`00-<trace id>-<span id>-<flags>`) of the caller's
+   * span: the events' runs join its trace. Optional; a Send call gives it
+   * in the `traceparent` header instead.
+   *
+   * @generated from field: string trace_parent = 3;
+   */
+  traceParent: string;
 };
 
 /**

@@ -120,8 +120,9 @@ export class JournalStore {
     eventId: string,
     functions: ReadonlyArray<{ appId: string; functionId: string }>,
     backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
+    traceParent?: string,
   ): Promise<PublishedRunRef[]> {
-    return createRuns(this.sql, eventId, functions, backstopMs);
+    return createRuns(this.sql, eventId, functions, backstopMs, traceParent);
   }
 
   /** A rerun (no `fromStep`) or a replay from a step of a run, QUEUED. */

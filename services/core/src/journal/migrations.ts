@@ -1,4 +1,5 @@
 import { V8 } from "./schema-event-windows.js";
+import { V10 } from "./schema-traces.js";
 import { V7 } from "./schema-flow-control.js";
 import { V5 } from "./schema-run-rules.js";
 import type { Sql } from "./sql.js";
@@ -231,6 +232,7 @@ CREATE INDEX invocations_parent ON invocations (parent_run_id);
   },
   V7,
   V8,
+  V10,
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

@@ -70,16 +70,16 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
     // does when unnest's row count follows the array it is given.
     `WITH e AS (
        SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)
-         AS e(id text, name text, data jsonb, ts float8, rcv float8)
+         AS e(id text, name text, data jsonb, ts float8, rcv float8, tp text)
      ), ev AS (
        INSERT INTO events (id, name, data, ts, received_at)
        SELECT id, name, data, to_timestamp(ts / 1000.0), to_timestamp(rcv / 1000.0) FROM e
        ON CONFLICT (id) DO NOTHING
        RETURNING id, stored_at
      ), created AS (
-       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, slot)
+       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, slot, trace_parent)
        SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond',
-         CASE WHEN t.flow THEN 'unkeyed' END
+         CASE WHEN t.flow THEN 'unkeyed' END, e.tp
        FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL AND NOT t.gather
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, event_id, lease, slot
@@ -138,12 +138,13 @@ export async function createRuns(
   eventId: string,
   functions: ReadonlyArray<{ appId: string; functionId: string }>,
   backstopMs = DEFAULT_QUEUED_BACKSTOP_MS,
+  traceParent?: string,
 ): Promise<PublishedRunRef[]> {
   if (functions.length === 0) return [];
   const rows = await sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
     `WITH created AS (
-       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at)
-       SELECT gen_random_uuid(), f.app_id, f.function_id, $1, 'QUEUED', now() + $4 * interval '1 millisecond'
+       INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, trace_parent)
+       SELECT gen_random_uuid(), f.app_id, f.function_id, $1, 'QUEUED', now() + $4 * interval '1 millisecond', $5
        FROM unnest($2::text[], $3::text[]) AS f(app_id, function_id)
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, lease
@@ -153,7 +154,7 @@ export async function createRuns(
      SELECT r.id, r.app_id, r.function_id, r.lease FROM runs r
      JOIN unnest($2::text[], $3::text[]) AS f(app_id, function_id) ON r.app_id = f.app_id AND r.function_id = f.function_id
      WHERE r.event_id = $1 AND r.status = 'QUEUED'`,
-    [eventId, functions.map((f) => f.appId), functions.map((f) => f.functionId), backstopMs],
+    [eventId, functions.map((f) => f.appId), functions.map((f) => f.functionId), backstopMs, traceParent || null],
   );
   return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
 }
@@ -321,6 +322,9 @@ export async function deriveRuns(
  */
 function eventsDocument(events: readonly EventInput[]): string {
   return `[${events
-    .map((e) => `{"id":${JSON.stringify(e.id)},"name":${JSON.stringify(e.name)},"data":${e.dataJson},"ts":${e.tsMs},"rcv":${e.receivedAtMs}}`)
+    .map(
+      (e) =>
+        `{"id":${JSON.stringify(e.id)},"name":${JSON.stringify(e.name)},"data":${e.dataJson},"ts":${e.tsMs},"rcv":${e.receivedAtMs}${e.traceParent ? `,"tp":${JSON.stringify(e.traceParent)}` : ""}}`,
+    )
     .join(",")}]`;
 }

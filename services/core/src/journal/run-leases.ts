@@ -45,7 +45,7 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
          lease_expires_at = now() + $3 * interval '1 millisecond',
          started_at = coalesce(started_at, now())
        FROM target WHERE runs.id = target.id
-       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key, window_id
+       RETURNING runs.id, app_id, function_id, event_id, lease, wakes, created_at, started_at, origin_run_id, origin_step_key, window_id, trace_parent
      ), finish AS (
        -- The first claim starts the run: a start deadline gives way to
        -- the finish one, or goes (see run-deadlines.ts).
@@ -55,7 +55,8 @@ export async function claimRuns(sql: Sql, runIds: readonly string[], executorId:
        DELETE FROM run_deadlines d USING claimed c
        WHERE c.lease = 1 AND d.run_id = c.id AND d.kind = 'start' AND d.finish_ms IS NULL
      )
-     SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, c.origin_run_id IS NOT NULL AS derived, e.id AS event_id, e.name AS event_name,
+     SELECT c.id, c.app_id, c.function_id, c.lease, c.wakes, c.origin_run_id IS NOT NULL AS derived, c.trace_parent,
+       e.id AS event_id, e.name AS event_name,
        e.data::text AS event_data, (extract(epoch FROM e.ts) * 1000)::float8 AS event_ts_ms,
        floor(extract(epoch FROM c.created_at) * 1000)::float8 AS created_at_ms,
        floor(extract(epoch FROM c.started_at) * 1000)::float8 AS started_at_ms,
@@ -200,6 +201,7 @@ type ClaimRow = {
   wakes: number;
   derived: boolean;
   events: Array<{ id: string; n: string; d: string; t: number }> | string | null;
+  trace_parent: string | null;
 };
 
 function toClaimedRun(r: ClaimRow): ClaimedRun {
@@ -231,6 +233,7 @@ function toClaimedRun(r: ClaimRow): ClaimedRun {
     eventRuns: Number(r.event_runs),
     derived: r.derived === true,
     ...(r.events !== null ? { events: windowEvents(r.events) } : {}),
+    ...(r.trace_parent !== null ? { traceParent: r.trace_parent } : {}),
   };
 }
 

@@ -104,6 +104,8 @@ export interface EventInput {
   dataJson: string;
   tsMs: number;
   receivedAtMs: number;
+  /** W3C traceparent of the span the event's runs continue (runtime/tracing.ts); none when undefined. */
+  traceParent?: string | undefined;
 }
 
 /** A run that needs its work published. */
@@ -139,6 +141,8 @@ export type JournalEntry =
 export interface ClaimedRun extends RunRef {
   lease: number;
   event: { id: string; name: string; dataJson: string; tsMs: number };
+  /** W3C traceparent of the span the run continues; undefined when it belongs to no trace. */
+  traceParent?: string | undefined;
   /** Every event of a run made of an event window (debounce, batchEvents), in the order received; undefined for others. */
   events?: Array<{ id: string; name: string; dataJson: string; tsMs: number }> | undefined;
   journal: JournalEntry[];
