@@ -54,6 +54,7 @@ async function main(argv: string[]): Promise<void> {
         host: values.host,
         dataDir: values.memory ? undefined : values.dir,
         logLevel: process.env["LOG_LEVEL"] ?? "info",
+        dashboard: !["false", "0"].includes(process.env["STEPWISE_DASHBOARD"] ?? ""),
       });
       process.stdout.write(`stepwise dev listening on http://${values.host}:${running.port}\n`);
       stopOnSignals(running);

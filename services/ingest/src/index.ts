@@ -1,3 +1,4 @@
+export { DASHBOARD_DIR, dashboardFiles } from "./dashboard-files.js";
 export { EVENT_LIMITS, toEventRecords } from "./event-validation.js";
 export { ingestRoutes } from "./ingest-routes.js";
 export { createIngestService } from "./ingest-service.js";

@@ -1,7 +1,18 @@
 import { create, fromJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate, ValueSchema } from "@bufbuild/protobuf/wkt";
-import type { RunView } from "@stepwise/core";
-import { errorToDetail, EventSchema, RunSchema, runStatusToProto, StepAttemptSchema, StepSchema, type Run } from "@stepwise/proto";
+import type { AwaitView, RunView, StepView } from "@stepwise/core";
+import {
+  AwaitKind,
+  errorToDetail,
+  EventSchema,
+  RunAwaitSchema,
+  RunSchema,
+  runStatusToProto,
+  StepAttemptSchema,
+  StepKind,
+  StepSchema,
+  type Run,
+} from "@stepwise/proto";
 
 // How RunService shows runs: the journal's run views as protobuf messages.
 
@@ -27,6 +38,20 @@ export function toProtoRun(run: RunView): Run {
     originRunId: run.originRunId ?? "",
     originStepKey: run.originStepKey ?? "",
     derivedRunIds: run.derivedRunIds,
+    invokedByRunId: run.invokedBy?.runId ?? "",
+    invokedByStepKey: run.invokedBy?.stepKey ?? "",
+    awaits: (run.awaits ?? []).map((a) =>
+      create(RunAwaitSchema, {
+        stepKey: a.key,
+        stepId: a.id,
+        kind: AWAIT_KINDS[a.kind],
+        ...(a.dueAt ? { dueAt: timestampFromDate(a.dueAt) } : {}),
+        eventName: a.eventName ?? "",
+        condition: a.condition ?? "",
+        ...(a.since ? { since: timestampFromDate(a.since) } : {}),
+        invokedRunId: a.invokedRunId ?? "",
+      }),
+    ),
     steps: run.steps.map((s) =>
       create(StepSchema, {
         key: s.key,
@@ -37,6 +62,8 @@ export function toProtoRun(run: RunView): Run {
         ...(s.hasOutput ? { output: fromJson(ValueSchema, s.output as JsonValue) } : {}),
         ...(s.error ? { error: errorToDetail(s.error) } : {}),
         journaledAt: timestampFromDate(s.journaledAt),
+        kind: STEP_KINDS[s.kind ?? "run"],
+        invokedRunId: s.invokedRunId ?? "",
       }),
     ),
     failedAttempts: run.failedAttempts.map((a) =>
@@ -52,3 +79,17 @@ export function toProtoRun(run: RunView): Run {
     ),
   });
 }
+
+const STEP_KINDS: Record<NonNullable<StepView["kind"]> | "run", StepKind> = {
+  run: StepKind.RUN,
+  sleep: StepKind.SLEEP,
+  wait: StepKind.WAIT_FOR_EVENT,
+  invoke: StepKind.INVOKE,
+};
+
+const AWAIT_KINDS: Record<AwaitView["kind"], AwaitKind> = {
+  sleep: AwaitKind.SLEEP,
+  wait: AwaitKind.WAIT_FOR_EVENT,
+  invoke: AwaitKind.INVOKE,
+  retry: AwaitKind.RETRY,
+};

@@ -1,12 +1,10 @@
-import { create, type JsonObject } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { isUuid, type Bus, type JournalStore, type Logger, type RunView } from "@stepwise/core";
 import {
   ENDED_RUN_STATUSES,
-  FunctionInfoSchema,
   ID_PATTERN,
-  ListFunctionsResponseSchema,
   GetRunResponseSchema,
   ListRunsResponseSchema,
   MAX_EVENT_ID_LENGTH,
@@ -16,6 +14,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
+import { listEvents, listFunctions, listWorkers } from "./listings.js";
 import { cancelRun, cancelRuns, replayRun, rerunRun, rerunRuns } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
 import type { RunWaiters } from "./run-waiters.js";
@@ -35,20 +34,14 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
     cancelRuns(req) {
       return cancelRuns(req, { store, bus, log });
     },
-    async listFunctions(req) {
-      if (req.appId !== "" && !ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: not an app id", Code.InvalidArgument);
-      const functions = await store.listFunctions(req.appId || undefined);
-      return create(ListFunctionsResponseSchema, {
-        functions: functions.map((f) =>
-          create(FunctionInfoSchema, {
-            appId: f.appId,
-            functionId: f.functionId,
-            name: f.name,
-            config: f.config as JsonObject,
-            updatedAt: timestampFromDate(f.updatedAt),
-          }),
-        ),
-      });
+    listFunctions(req) {
+      return listFunctions(req, store);
+    },
+    listEvents(req) {
+      return listEvents(req, store);
+    },
+    listWorkers(req) {
+      return listWorkers(req, store);
     },
     rerunRuns(req) {
       return rerunRuns(req, { store, bus, log });
@@ -94,11 +87,18 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
         throw new ConnectError("status: unknown value", Code.InvalidArgument);
       }
       if (req.appId !== "" && !ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: not an app id", Code.InvalidArgument);
+      const createdAfter = req.createdAfter ? timestampDate(req.createdAfter) : undefined;
+      const createdBefore = req.createdBefore ? timestampDate(req.createdBefore) : undefined;
+      for (const [field, at] of [["created_after", createdAfter], ["created_before", createdBefore]] as const) {
+        if (at && Number.isNaN(at.getTime())) throw new ConnectError(`${field}: not a valid time`, Code.InvalidArgument);
+      }
       const runs = await store.listRuns({
         appId: req.appId || undefined,
         functionId: req.functionId || undefined,
         status,
         eventId: req.eventId || undefined,
+        createdAfter,
+        createdBefore,
         limit: limit + 1,
         before: req.pageToken ? decodePageToken(req.pageToken) : undefined,
       });

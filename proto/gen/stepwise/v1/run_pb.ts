@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file stepwise/v1/run.proto.
  */
 export const file_stepwise_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIpAECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJIpECCgRTdGVwEgsKA2tleRgBIAEoCRIKCgJpZBgCIAEoCRIPCgdhdHRlbXB0GAMgASgNEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYByABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIwCgxqb3VybmFsZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvYBCgtTdGVwQXR0ZW1wdBIQCghzdGVwX2tleRgBIAEoCRIPCgdzdGVwX2lkGAIgASgJEg8KB2F0dGVtcHQYAyABKA0SLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBWVycm9yGAYgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSLAoIcmV0cnlfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIh8KDUdldFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIi8KDkdldFJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biIyChBDYW5jZWxSdW5SZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoRQ2FuY2VsUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIuwBChFDYW5jZWxSdW5zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSKAoIc3RhdHVzZXMYAyADKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSMQoNY3JlYXRlZF9hZnRlchgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbmRpdGlvbhgGIAEoCRIOCgZyZWFzb24YByABKAkiJwoSQ2FuY2VsUnVuc1Jlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoDSIhCg9SZXJ1blJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJIjEKEFJlcnVuUnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjUKEFJlcGxheVJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEhEKCWZyb21fc3RlcBgCIAEoCSIyChFSZXBsYXlSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4iJgoUTGlzdEZ1bmN0aW9uc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJIkUKFUxpc3RGdW5jdGlvbnNSZXNwb25zZRIsCglmdW5jdGlvbnMYASADKAsyGS5zdGVwd2lzZS52MS5GdW5jdGlvbkluZm8imgEKDEZ1bmN0aW9uSW5mbxIOCgZhcHBfaWQYASABKAkSEwoLZnVuY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRInCgZjb25maWcYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KCnVwZGF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu4BChBSZXJ1blJ1bnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIoCghzdGF0dXNlcxgDIAMoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29uZGl0aW9uGAYgASgJEhEKCWZyb21fc3RlcBgHIAEoCSI1ChFSZXJ1blJ1bnNSZXNwb25zZRIPCgdzdGFydGVkGAEgASgNEg8KB3NraXBwZWQYAiABKA0ilwEKD0xpc3RSdW5zUmVxdWVzdBITCgtmdW5jdGlvbl9pZBgBIAEoCRImCgZzdGF0dXMYAiABKA4yFi5zdGVwd2lzZS52MS5SdW5TdGF0dXMSEAoIZXZlbnRfaWQYAyABKAkSEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAkSDgoGYXBwX2lkGAYgASgJIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4q0QEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBhIWChJSVU5fU1RBVFVTX1NLSVBQRUQQBzKOBgoKUnVuU2VydmljZRJBCgZHZXRSdW4SGi5zdGVwd2lzZS52MS5HZXRSdW5SZXF1ZXN0Ghsuc3RlcHdpc2UudjEuR2V0UnVuUmVzcG9uc2USRwoITGlzdFJ1bnMSHC5zdGVwd2lzZS52MS5MaXN0UnVuc1JlcXVlc3QaHS5zdGVwd2lzZS52MS5MaXN0UnVuc1Jlc3BvbnNlElAKC1dhaXRGb3JSdW5zEh8uc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuV2FpdEZvclJ1bnNSZXNwb25zZRJOCglXYXRjaFJ1bnMSHS5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuV2F0Y2hSdW5zUmVzcG9uc2UoATABEkoKCUNhbmNlbFJ1bhIdLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5SZXNwb25zZRJNCgpDYW5jZWxSdW5zEh4uc3RlcHdpc2UudjEuQ2FuY2VsUnVuc1JlcXVlc3QaHy5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVzcG9uc2USRwoIUmVydW5SdW4SHC5zdGVwd2lzZS52MS5SZXJ1blJ1blJlcXVlc3QaHS5zdGVwd2lzZS52MS5SZXJ1blJ1blJlc3BvbnNlEkoKCVJlcGxheVJ1bhIdLnN0ZXB3aXNlLnYxLlJlcGxheVJ1blJlcXVlc3QaHi5zdGVwd2lzZS52MS5SZXBsYXlSdW5SZXNwb25zZRJKCglSZXJ1blJ1bnMSHS5zdGVwd2lzZS52MS5SZXJ1blJ1bnNSZXF1ZXN0Gh4uc3RlcHdpc2UudjEuUmVydW5SdW5zUmVzcG9uc2USVgoNTGlzdEZ1bmN0aW9ucxIhLnN0ZXB3aXNlLnYxLkxpc3RGdW5jdGlvbnNSZXF1ZXN0GiIuc3RlcHdpc2UudjEuTGlzdEZ1bmN0aW9uc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
+  fileDesc("ChVzdGVwd2lzZS92MS9ydW4ucHJvdG8SC3N0ZXB3aXNlLnYxIu8ECgNSdW4SCgoCaWQYASABKAkSDgoGYXBwX2lkGAIgASgJEhMKC2Z1bmN0aW9uX2lkGAMgASgJEiYKBnN0YXR1cxgEIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIhCgVldmVudBgFIAEoCzISLnN0ZXB3aXNlLnYxLkV2ZW50Ei4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgZvdXRwdXQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJwoFZXJyb3IYCiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIQCghhdHRlbXB0cxgLIAEoDRIgCgVzdGVwcxgMIAMoCzIRLnN0ZXB3aXNlLnYxLlN0ZXASMQoPZmFpbGVkX2F0dGVtcHRzGA0gAygLMhguc3RlcHdpc2UudjEuU3RlcEF0dGVtcHQSFQoNb3JpZ2luX3J1bl9pZBgOIAEoCRIXCg9vcmlnaW5fc3RlcF9rZXkYDyABKAkSFwoPZGVyaXZlZF9ydW5faWRzGBAgAygJEhkKEWludm9rZWRfYnlfcnVuX2lkGBEgASgJEhsKE2ludm9rZWRfYnlfc3RlcF9rZXkYEiABKAkSJQoGYXdhaXRzGBMgAygLMhUuc3RlcHdpc2UudjEuUnVuQXdhaXQi6QEKCFJ1bkF3YWl0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSJAoEa2luZBgDIAEoDjIWLnN0ZXB3aXNlLnYxLkF3YWl0S2luZBIqCgZkdWVfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV2ZW50X25hbWUYBSABKAkSEQoJY29uZGl0aW9uGAYgASgJEikKBXNpbmNlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5pbnZva2VkX3J1bl9pZBgIIAEoCSLOAgoEU3RlcBILCgNrZXkYASABKAkSCgoCaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoGb3V0cHV0GAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBWVycm9yGAcgASgLMhguc3RlcHdpc2UudjEuRXJyb3JEZXRhaWwSMAoMam91cm5hbGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgRraW5kGAkgASgOMhUuc3RlcHdpc2UudjEuU3RlcEtpbmQSFgoOaW52b2tlZF9ydW5faWQYCiABKAki9gEKC1N0ZXBBdHRlbXB0EhAKCHN0ZXBfa2V5GAEgASgJEg8KB3N0ZXBfaWQYAiABKAkSDwoHYXR0ZW1wdBgDIAEoDRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFZXJyb3IYBiABKAsyGC5zdGVwd2lzZS52MS5FcnJvckRldGFpbBIsCghyZXRyeV9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiHwoNR2V0UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiLwoOR2V0UnVuUmVzcG9uc2USHQoDcnVuGAEgASgLMhAuc3RlcHdpc2UudjEuUnVuIjIKEENhbmNlbFJ1blJlcXVlc3QSDgoGcnVuX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChFDYW5jZWxSdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4i7AEKEUNhbmNlbFJ1bnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCRITCgtmdW5jdGlvbl9pZBgCIAEoCRIoCghzdGF0dXNlcxgDIAMoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIxCg1jcmVhdGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29uZGl0aW9uGAYgASgJEg4KBnJlYXNvbhgHIAEoCSInChJDYW5jZWxSdW5zUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgNIiEKD1JlcnVuUnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkiMQoQUmVydW5SdW5SZXNwb25zZRIdCgNydW4YASABKAsyEC5zdGVwd2lzZS52MS5SdW4iNQoQUmVwbGF5UnVuUmVxdWVzdBIOCgZydW5faWQYASABKAkSEQoJZnJvbV9zdGVwGAIgASgJIjIKEVJlcGxheVJ1blJlc3BvbnNlEh0KA3J1bhgBIAEoCzIQLnN0ZXB3aXNlLnYxLlJ1biJYChRMaXN0RnVuY3Rpb25zUmVxdWVzdBIOCgZhcHBfaWQYASABKAkSMAoMY291bnRzX3NpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJFChVMaXN0RnVuY3Rpb25zUmVzcG9uc2USLAoJZnVuY3Rpb25zGAEgAygLMhkuc3RlcHdpc2UudjEuRnVuY3Rpb25JbmZvIssBCgxGdW5jdGlvbkluZm8SDgoGYXBwX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSJwoGY29uZmlnGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCgp1cGRhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgpydW5fY291bnRzGAYgAygLMhsuc3RlcHdpc2UudjEuUnVuU3RhdHVzQ291bnQiRwoOUnVuU3RhdHVzQ291bnQSJgoGc3RhdHVzGAEgASgOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEg0KBWNvdW50GAIgASgNIkgKEUxpc3RFdmVudHNSZXF1ZXN0EgwKBG5hbWUYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiVQoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnN0ZXB3aXNlLnYxLkV2ZW50SW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkifwoJRXZlbnRJbmZvEiEKBWV2ZW50GAEgASgLMhIuc3RlcHdpc2UudjEuRXZlbnQSLwoLcmVjZWl2ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh4KBHJ1bnMYAyADKAsyEC5zdGVwd2lzZS52MS5SdW4iJAoSTGlzdFdvcmtlcnNSZXF1ZXN0Eg4KBmFwcF9pZBgBIAEoCSI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5zdGVwd2lzZS52MS5Xb3JrZXJJbmZvIooCCgpXb3JrZXJJbmZvEhEKCXdvcmtlcl9pZBgBIAEoCRIOCgZhcHBfaWQYAiABKAkSFAoMZnVuY3Rpb25faWRzGAMgAygJEhAKCGNhcGFjaXR5GAQgASgNEhQKDHNsb3RzX2luX3VzZRgFIAEoDRILCgNzZGsYBiABKAkSEwoLZXhlY3V0b3JfaWQYByABKAkSFQoNZXhlY3V0b3JfaG9zdBgIIAEoCRIwCgxjb25uZWN0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGhlYXJ0YmVhdF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7gEKEFJlcnVuUnVuc1JlcXVlc3QSDgoGYXBwX2lkGAEgASgJEhMKC2Z1bmN0aW9uX2lkGAIgASgJEigKCHN0YXR1c2VzGAMgAygOMhYuc3RlcHdpc2UudjEuUnVuU3RhdHVzEjEKDWNyZWF0ZWRfYWZ0ZXIYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb25kaXRpb24YBiABKAkSEQoJZnJvbV9zdGVwGAcgASgJIjUKEVJlcnVuUnVuc1Jlc3BvbnNlEg8KB3N0YXJ0ZWQYASABKA0SDwoHc2tpcHBlZBgCIAEoDSL+AQoPTGlzdFJ1bnNSZXF1ZXN0EhMKC2Z1bmN0aW9uX2lkGAEgASgJEiYKBnN0YXR1cxgCIAEoDjIWLnN0ZXB3aXNlLnYxLlJ1blN0YXR1cxIQCghldmVudF9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKA0SEgoKcGFnZV90b2tlbhgFIAEoCRIOCgZhcHBfaWQYBiABKAkSMQoNY3JlYXRlZF9hZnRlchgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOY3JlYXRlZF9iZWZvcmUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIksKEExpc3RSdW5zUmVzcG9uc2USHgoEcnVucxgBIAMoCzIQLnN0ZXB3aXNlLnYxLlJ1bhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiOgoSV2FpdEZvclJ1bnNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0iQwoTV2FpdEZvclJ1bnNSZXNwb25zZRIeCgRydW5zGAEgAygLMhAuc3RlcHdpc2UudjEuUnVuEgwKBGRvbmUYAiABKAgiPwoQV2F0Y2hSdW5zUmVxdWVzdBIRCglldmVudF9pZHMYASADKAkSGAoQZm9yZ2V0X2V2ZW50X2lkcxgCIAMoCSI7ChFXYXRjaFJ1bnNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zdGVwd2lzZS52MS5FdmVudFJ1bnMiPQoJRXZlbnRSdW5zEhAKCGV2ZW50X2lkGAEgASgJEh4KBHJ1bnMYAiADKAsyEC5zdGVwd2lzZS52MS5SdW4q0QEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRUlVOX1NUQVRVU19RVUVVRUQQARIWChJSVU5fU1RBVFVTX1JVTk5JTkcQAhIYChRSVU5fU1RBVFVTX0NPTVBMRVRFRBADEhUKEVJVTl9TVEFUVVNfRkFJTEVEEAQSGAoUUlVOX1NUQVRVU19DQU5DRUxMRUQQBRIWChJSVU5fU1RBVFVTX1dBSVRJTkcQBhIWChJSVU5fU1RBVFVTX1NLSVBQRUQQByqBAQoIU3RlcEtpbmQSGQoVU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASEQoNU1RFUF9LSU5EX1JVThABEhMKD1NURVBfS0lORF9TTEVFUBACEhwKGFNURVBfS0lORF9XQUlUX0ZPUl9FVkVOVBADEhQKEFNURVBfS0lORF9JTlZPS0UQBCqJAQoJQXdhaXRLaW5kEhoKFkFXQUlUX0tJTkRfVU5TUEVDSUZJRUQQABIUChBBV0FJVF9LSU5EX1NMRUVQEAESHQoZQVdBSVRfS0lORF9XQUlUX0ZPUl9FVkVOVBACEhUKEUFXQUlUX0tJTkRfSU5WT0tFEAMSFAoQQVdBSVRfS0lORF9SRVRSWRAEMq8HCgpSdW5TZXJ2aWNlEkEKBkdldFJ1bhIaLnN0ZXB3aXNlLnYxLkdldFJ1blJlcXVlc3QaGy5zdGVwd2lzZS52MS5HZXRSdW5SZXNwb25zZRJHCghMaXN0UnVucxIcLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVxdWVzdBodLnN0ZXB3aXNlLnYxLkxpc3RSdW5zUmVzcG9uc2USUAoLV2FpdEZvclJ1bnMSHy5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1JlcXVlc3QaIC5zdGVwd2lzZS52MS5XYWl0Rm9yUnVuc1Jlc3BvbnNlEk4KCVdhdGNoUnVucxIdLnN0ZXB3aXNlLnYxLldhdGNoUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5XYXRjaFJ1bnNSZXNwb25zZSgBMAESSgoJQ2FuY2VsUnVuEh0uc3RlcHdpc2UudjEuQ2FuY2VsUnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1blJlc3BvbnNlEk0KCkNhbmNlbFJ1bnMSHi5zdGVwd2lzZS52MS5DYW5jZWxSdW5zUmVxdWVzdBofLnN0ZXB3aXNlLnYxLkNhbmNlbFJ1bnNSZXNwb25zZRJHCghSZXJ1blJ1bhIcLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVxdWVzdBodLnN0ZXB3aXNlLnYxLlJlcnVuUnVuUmVzcG9uc2USSgoJUmVwbGF5UnVuEh0uc3RlcHdpc2UudjEuUmVwbGF5UnVuUmVxdWVzdBoeLnN0ZXB3aXNlLnYxLlJlcGxheVJ1blJlc3BvbnNlEkoKCVJlcnVuUnVucxIdLnN0ZXB3aXNlLnYxLlJlcnVuUnVuc1JlcXVlc3QaHi5zdGVwd2lzZS52MS5SZXJ1blJ1bnNSZXNwb25zZRJWCg1MaXN0RnVuY3Rpb25zEiEuc3RlcHdpc2UudjEuTGlzdEZ1bmN0aW9uc1JlcXVlc3QaIi5zdGVwd2lzZS52MS5MaXN0RnVuY3Rpb25zUmVzcG9uc2USTQoKTGlzdEV2ZW50cxIeLnN0ZXB3aXNlLnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh8uc3RlcHdpc2UudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElAKC0xpc3RXb3JrZXJzEh8uc3RlcHdpc2UudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAuc3RlcHdpc2UudjEuTGlzdFdvcmtlcnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_stepwise_v1_error, file_stepwise_v1_event]);
 
 /**
  * Run is one execution of a function for one triggering event.
@@ -141,6 +141,31 @@ export type Run = Message<"stepwise.v1.Run"> & {
    * @generated from field: repeated string derived_run_ids = 16;
    */
   derivedRunIds: string[];
+
+  /**
+   * The run that started this one with step.invoke; empty for a run not
+   * invoked, and in ListRuns.
+   *
+   * @generated from field: string invoked_by_run_id = 17;
+   */
+  invokedByRunId: string;
+
+  /**
+   * Key of the step of invoked_by_run_id that waits for this run; empty
+   * when invoked_by_run_id is.
+   *
+   * @generated from field: string invoked_by_step_key = 18;
+   */
+  invokedByStepKey: string;
+
+  /**
+   * What a WAITING run waits for now, by step key: its sleeps, waits for
+   * events, invoked runs and the next attempts of failed steps. Empty for
+   * a run in another status, and in ListRuns.
+   *
+   * @generated from field: repeated stepwise.v1.RunAwait awaits = 19;
+   */
+  awaits: RunAwait[];
 };
 
 /**
@@ -149,6 +174,79 @@ export type Run = Message<"stepwise.v1.Run"> & {
  */
 export const RunSchema: GenMessage<Run> = /*@__PURE__*/
   messageDesc(file_stepwise_v1_run, 0);
+
+/**
+ * RunAwait is one thing a suspended run waits for.
+ *
+ * @generated from message stepwise.v1.RunAwait
+ */
+export type RunAwait = Message<"stepwise.v1.RunAwait"> & {
+  /**
+   * Key of the step that waits; empty for the retry of the handler itself.
+   *
+   * @generated from field: string step_key = 1;
+   */
+  stepKey: string;
+
+  /**
+   * Id the handler gave the step; empty for the handler.
+   *
+   * @generated from field: string step_id = 2;
+   */
+  stepId: string;
+
+  /**
+   * What it waits for.
+   *
+   * @generated from field: stepwise.v1.AwaitKind kind = 3;
+   */
+  kind: AwaitKind;
+
+  /**
+   * When it is due: the end of a sleep, the timeout of a wait or an
+   * invoke, the time of a retry. Unset for a wait or an invoke without a
+   * timeout.
+   *
+   * @generated from field: google.protobuf.Timestamp due_at = 4;
+   */
+  dueAt?: Timestamp | undefined;
+
+  /**
+   * For a wait: the name of the event it waits for.
+   *
+   * @generated from field: string event_name = 5;
+   */
+  eventName: string;
+
+  /**
+   * For a wait: the CEL condition the event must meet (match included);
+   * empty when any event of the name resolves it.
+   *
+   * @generated from field: string condition = 6;
+   */
+  condition: string;
+
+  /**
+   * For a wait: when its window opened (only events stored after it count).
+   *
+   * @generated from field: google.protobuf.Timestamp since = 7;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * For an invoke: the run it started and waits for.
+   *
+   * @generated from field: string invoked_run_id = 8;
+   */
+  invokedRunId: string;
+};
+
+/**
+ * Describes the message stepwise.v1.RunAwait.
+ * Use `create(RunAwaitSchema)` to create a new message.
+ */
+export const RunAwaitSchema: GenMessage<RunAwait> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 1);
 
 /**
  * Step is one journaled step of a run.
@@ -213,6 +311,21 @@ export type Step = Message<"stepwise.v1.Step"> & {
    * @generated from field: google.protobuf.Timestamp journaled_at = 8;
    */
   journaledAt?: Timestamp | undefined;
+
+  /**
+   * How the step got its result: a body the worker ran, or a sleep, a wait
+   * or an invoke the engine journaled.
+   *
+   * @generated from field: stepwise.v1.StepKind kind = 9;
+   */
+  kind: StepKind;
+
+  /**
+   * For an invoke step: the run it started; empty otherwise.
+   *
+   * @generated from field: string invoked_run_id = 10;
+   */
+  invokedRunId: string;
 };
 
 /**
@@ -220,7 +333,7 @@ export type Step = Message<"stepwise.v1.Step"> & {
  * Use `create(StepSchema)` to create a new message.
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 1);
+  messageDesc(file_stepwise_v1_run, 2);
 
 /**
  * StepAttempt is a failed attempt of a step, or of the handler, that was
@@ -285,7 +398,7 @@ export type StepAttempt = Message<"stepwise.v1.StepAttempt"> & {
  * Use `create(StepAttemptSchema)` to create a new message.
  */
 export const StepAttemptSchema: GenMessage<StepAttempt> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 2);
+  messageDesc(file_stepwise_v1_run, 3);
 
 /**
  * GetRunRequest names the run to read.
@@ -306,7 +419,7 @@ export type GetRunRequest = Message<"stepwise.v1.GetRunRequest"> & {
  * Use `create(GetRunRequestSchema)` to create a new message.
  */
 export const GetRunRequestSchema: GenMessage<GetRunRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 3);
+  messageDesc(file_stepwise_v1_run, 4);
 
 /**
  * GetRunResponse carries the run.
@@ -327,7 +440,7 @@ export type GetRunResponse = Message<"stepwise.v1.GetRunResponse"> & {
  * Use `create(GetRunResponseSchema)` to create a new message.
  */
 export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 4);
+  messageDesc(file_stepwise_v1_run, 5);
 
 /**
  * CancelRunRequest names the run to cancel.
@@ -357,7 +470,7 @@ export type CancelRunRequest = Message<"stepwise.v1.CancelRunRequest"> & {
  * Use `create(CancelRunRequestSchema)` to create a new message.
  */
 export const CancelRunRequestSchema: GenMessage<CancelRunRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 5);
+  messageDesc(file_stepwise_v1_run, 6);
 
 /**
  * CancelRunResponse carries the run as the cancel left it.
@@ -378,7 +491,7 @@ export type CancelRunResponse = Message<"stepwise.v1.CancelRunResponse"> & {
  * Use `create(CancelRunResponseSchema)` to create a new message.
  */
 export const CancelRunResponseSchema: GenMessage<CancelRunResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 6);
+  messageDesc(file_stepwise_v1_run, 7);
 
 /**
  * CancelRunsRequest says which runs to cancel.
@@ -444,7 +557,7 @@ export type CancelRunsRequest = Message<"stepwise.v1.CancelRunsRequest"> & {
  * Use `create(CancelRunsRequestSchema)` to create a new message.
  */
 export const CancelRunsRequestSchema: GenMessage<CancelRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 7);
+  messageDesc(file_stepwise_v1_run, 8);
 
 /**
  * CancelRunsResponse says how many runs were cancelled.
@@ -465,7 +578,7 @@ export type CancelRunsResponse = Message<"stepwise.v1.CancelRunsResponse"> & {
  * Use `create(CancelRunsResponseSchema)` to create a new message.
  */
 export const CancelRunsResponseSchema: GenMessage<CancelRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 8);
+  messageDesc(file_stepwise_v1_run, 9);
 
 /**
  * RerunRunRequest names the run to run again.
@@ -486,7 +599,7 @@ export type RerunRunRequest = Message<"stepwise.v1.RerunRunRequest"> & {
  * Use `create(RerunRunRequestSchema)` to create a new message.
  */
 export const RerunRunRequestSchema: GenMessage<RerunRunRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 9);
+  messageDesc(file_stepwise_v1_run, 10);
 
 /**
  * RerunRunResponse carries the new run.
@@ -507,7 +620,7 @@ export type RerunRunResponse = Message<"stepwise.v1.RerunRunResponse"> & {
  * Use `create(RerunRunResponseSchema)` to create a new message.
  */
 export const RerunRunResponseSchema: GenMessage<RerunRunResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 10);
+  messageDesc(file_stepwise_v1_run, 11);
 
 /**
  * ReplayRunRequest names the run to replay and the step to replay from.
@@ -536,7 +649,7 @@ export type ReplayRunRequest = Message<"stepwise.v1.ReplayRunRequest"> & {
  * Use `create(ReplayRunRequestSchema)` to create a new message.
  */
 export const ReplayRunRequestSchema: GenMessage<ReplayRunRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 11);
+  messageDesc(file_stepwise_v1_run, 12);
 
 /**
  * ReplayRunResponse carries the new run.
@@ -557,7 +670,7 @@ export type ReplayRunResponse = Message<"stepwise.v1.ReplayRunResponse"> & {
  * Use `create(ReplayRunResponseSchema)` to create a new message.
  */
 export const ReplayRunResponseSchema: GenMessage<ReplayRunResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 12);
+  messageDesc(file_stepwise_v1_run, 13);
 
 /**
  * ListFunctionsRequest filters the list of functions.
@@ -571,6 +684,16 @@ export type ListFunctionsRequest = Message<"stepwise.v1.ListFunctionsRequest"> &
    * @generated from field: string app_id = 1;
    */
   appId: string;
+
+  /**
+   * When set, each function carries how many of its runs created at or
+   * after this time are in each status (FunctionInfo.run_counts), such as
+   * an hour ago for the last hour's runs. The count reads every run created
+   * since, so a long span over a busy engine costs a long read.
+   *
+   * @generated from field: google.protobuf.Timestamp counts_since = 2;
+   */
+  countsSince?: Timestamp | undefined;
 };
 
 /**
@@ -578,7 +701,7 @@ export type ListFunctionsRequest = Message<"stepwise.v1.ListFunctionsRequest"> &
  * Use `create(ListFunctionsRequestSchema)` to create a new message.
  */
 export const ListFunctionsRequestSchema: GenMessage<ListFunctionsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 13);
+  messageDesc(file_stepwise_v1_run, 14);
 
 /**
  * ListFunctionsResponse carries the functions.
@@ -599,7 +722,7 @@ export type ListFunctionsResponse = Message<"stepwise.v1.ListFunctionsResponse">
  * Use `create(ListFunctionsResponseSchema)` to create a new message.
  */
 export const ListFunctionsResponseSchema: GenMessage<ListFunctionsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 14);
+  messageDesc(file_stepwise_v1_run, 15);
 
 /**
  * FunctionInfo is a function as the last worker to register it declared it.
@@ -642,6 +765,15 @@ export type FunctionInfo = Message<"stepwise.v1.FunctionInfo"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 5;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * Its runs created since ListFunctionsRequest.counts_since, by status:
+   * only the statuses that have runs, in the order of RunStatus. Empty
+   * when counts_since is unset.
+   *
+   * @generated from field: repeated stepwise.v1.RunStatusCount run_counts = 6;
+   */
+  runCounts: RunStatusCount[];
 };
 
 /**
@@ -649,7 +781,268 @@ export type FunctionInfo = Message<"stepwise.v1.FunctionInfo"> & {
  * Use `create(FunctionInfoSchema)` to create a new message.
  */
 export const FunctionInfoSchema: GenMessage<FunctionInfo> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 15);
+  messageDesc(file_stepwise_v1_run, 16);
+
+/**
+ * RunStatusCount is how many runs are in one status.
+ *
+ * @generated from message stepwise.v1.RunStatusCount
+ */
+export type RunStatusCount = Message<"stepwise.v1.RunStatusCount"> & {
+  /**
+   * The status.
+   *
+   * @generated from field: stepwise.v1.RunStatus status = 1;
+   */
+  status: RunStatus;
+
+  /**
+   * How many runs are in it.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+};
+
+/**
+ * Describes the message stepwise.v1.RunStatusCount.
+ * Use `create(RunStatusCountSchema)` to create a new message.
+ */
+export const RunStatusCountSchema: GenMessage<RunStatusCount> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 17);
+
+/**
+ * ListEventsRequest filters and pages the list of events.
+ *
+ * @generated from message stepwise.v1.ListEventsRequest
+ */
+export type ListEventsRequest = Message<"stepwise.v1.ListEventsRequest"> & {
+  /**
+   * Only events of this name, when set: 1 to 256 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Maximum number of events to return, 1 to 1,000; 50 when unset.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * Token from a previous response to read the next page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message stepwise.v1.ListEventsRequest.
+ * Use `create(ListEventsRequestSchema)` to create a new message.
+ */
+export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 18);
+
+/**
+ * ListEventsResponse is one page of events.
+ *
+ * @generated from message stepwise.v1.ListEventsResponse
+ */
+export type ListEventsResponse = Message<"stepwise.v1.ListEventsResponse"> & {
+  /**
+   * The events, newest first (by when the engine stored them).
+   *
+   * @generated from field: repeated stepwise.v1.EventInfo events = 1;
+   */
+  events: EventInfo[];
+
+  /**
+   * Token for the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message stepwise.v1.ListEventsResponse.
+ * Use `create(ListEventsResponseSchema)` to create a new message.
+ */
+export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 19);
+
+/**
+ * EventInfo is a stored event with the runs it started.
+ *
+ * @generated from message stepwise.v1.EventInfo
+ */
+export type EventInfo = Message<"stepwise.v1.EventInfo"> & {
+  /**
+   * The event as sent (or as the engine made it).
+   *
+   * @generated from field: stepwise.v1.Event event = 1;
+   */
+  event?: Event | undefined;
+
+  /**
+   * When ingest received it.
+   *
+   * @generated from field: google.protobuf.Timestamp received_at = 2;
+   */
+  receivedAt?: Timestamp | undefined;
+
+  /**
+   * The runs of the event, oldest first, without their steps and without
+   * their event (it is the one above): the runs its triggers started, and
+   * the reruns and replays of those. Empty for an event that matched no
+   * trigger, or one gathered into another run's window (debounce,
+   * batch_events) until that run is created.
+   *
+   * @generated from field: repeated stepwise.v1.Run runs = 3;
+   */
+  runs: Run[];
+};
+
+/**
+ * Describes the message stepwise.v1.EventInfo.
+ * Use `create(EventInfoSchema)` to create a new message.
+ */
+export const EventInfoSchema: GenMessage<EventInfo> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 20);
+
+/**
+ * ListWorkersRequest filters the list of workers.
+ *
+ * @generated from message stepwise.v1.ListWorkersRequest
+ */
+export type ListWorkersRequest = Message<"stepwise.v1.ListWorkersRequest"> & {
+  /**
+   * Only workers of this app, when set.
+   *
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+};
+
+/**
+ * Describes the message stepwise.v1.ListWorkersRequest.
+ * Use `create(ListWorkersRequestSchema)` to create a new message.
+ */
+export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 21);
+
+/**
+ * ListWorkersResponse carries the connected workers.
+ *
+ * @generated from message stepwise.v1.ListWorkersResponse
+ */
+export type ListWorkersResponse = Message<"stepwise.v1.ListWorkersResponse"> & {
+  /**
+   * The workers, by app id, then executor, then worker id.
+   *
+   * @generated from field: repeated stepwise.v1.WorkerInfo workers = 1;
+   */
+  workers: WorkerInfo[];
+};
+
+/**
+ * Describes the message stepwise.v1.ListWorkersResponse.
+ * Use `create(ListWorkersResponseSchema)` to create a new message.
+ */
+export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 22);
+
+/**
+ * WorkerInfo is a worker connected to an executor. An executor records its
+ * workers when they register, updates them at every heartbeat interval
+ * (STEPWISE_HEARTBEAT_MS) and removes them when their streams end; the
+ * workers of an executor that stopped updating them for three intervals
+ * are left out.
+ *
+ * @generated from message stepwise.v1.WorkerInfo
+ */
+export type WorkerInfo = Message<"stepwise.v1.WorkerInfo"> & {
+  /**
+   * Id of the worker's connection, as the worker gave it at registration
+   * (or as the executor assigned it).
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * Id of the app the worker serves.
+   *
+   * @generated from field: string app_id = 2;
+   */
+  appId: string;
+
+  /**
+   * Ids of the functions it registered.
+   *
+   * @generated from field: repeated string function_ids = 3;
+   */
+  functionIds: string[];
+
+  /**
+   * How many runs it executes at once.
+   *
+   * @generated from field: uint32 capacity = 4;
+   */
+  capacity: number;
+
+  /**
+   * Slots held by runs, as of heartbeat_at.
+   *
+   * @generated from field: uint32 slots_in_use = 5;
+   */
+  slotsInUse: number;
+
+  /**
+   * Name and version of its SDK, as it registered them.
+   *
+   * @generated from field: string sdk = 6;
+   */
+  sdk: string;
+
+  /**
+   * Id of the executor process it is connected to.
+   *
+   * @generated from field: string executor_id = 7;
+   */
+  executorId: string;
+
+  /**
+   * Host name of the machine of that executor.
+   *
+   * @generated from field: string executor_host = 8;
+   */
+  executorHost: string;
+
+  /**
+   * When it registered.
+   *
+   * @generated from field: google.protobuf.Timestamp connected_at = 9;
+   */
+  connectedAt?: Timestamp | undefined;
+
+  /**
+   * When its executor last updated it.
+   *
+   * @generated from field: google.protobuf.Timestamp heartbeat_at = 10;
+   */
+  heartbeatAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message stepwise.v1.WorkerInfo.
+ * Use `create(WorkerInfoSchema)` to create a new message.
+ */
+export const WorkerInfoSchema: GenMessage<WorkerInfo> = /*@__PURE__*/
+  messageDesc(file_stepwise_v1_run, 23);
 
 /**
  * RerunRunsRequest says which runs to rerun or replay.
@@ -715,7 +1108,7 @@ export type RerunRunsRequest = Message<"stepwise.v1.RerunRunsRequest"> & {
  * Use `create(RerunRunsRequestSchema)` to create a new message.
  */
 export const RerunRunsRequestSchema: GenMessage<RerunRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 16);
+  messageDesc(file_stepwise_v1_run, 24);
 
 /**
  * RerunRunsResponse says how many runs were started.
@@ -744,7 +1137,7 @@ export type RerunRunsResponse = Message<"stepwise.v1.RerunRunsResponse"> & {
  * Use `create(RerunRunsResponseSchema)` to create a new message.
  */
 export const RerunRunsResponseSchema: GenMessage<RerunRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 17);
+  messageDesc(file_stepwise_v1_run, 25);
 
 /**
  * ListRunsRequest filters and pages the list of runs.
@@ -793,6 +1186,20 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
    * @generated from field: string app_id = 6;
    */
   appId: string;
+
+  /**
+   * Only runs created at or after this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 7;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only runs created before this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 8;
+   */
+  createdBefore?: Timestamp | undefined;
 };
 
 /**
@@ -800,7 +1207,7 @@ export type ListRunsRequest = Message<"stepwise.v1.ListRunsRequest"> & {
  * Use `create(ListRunsRequestSchema)` to create a new message.
  */
 export const ListRunsRequestSchema: GenMessage<ListRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 18);
+  messageDesc(file_stepwise_v1_run, 26);
 
 /**
  * ListRunsResponse is one page of runs.
@@ -828,7 +1235,7 @@ export type ListRunsResponse = Message<"stepwise.v1.ListRunsResponse"> & {
  * Use `create(ListRunsResponseSchema)` to create a new message.
  */
 export const ListRunsResponseSchema: GenMessage<ListRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 19);
+  messageDesc(file_stepwise_v1_run, 27);
 
 /**
  * WaitForRunsRequest names the event whose runs to wait for.
@@ -857,7 +1264,7 @@ export type WaitForRunsRequest = Message<"stepwise.v1.WaitForRunsRequest"> & {
  * Use `create(WaitForRunsRequestSchema)` to create a new message.
  */
 export const WaitForRunsRequestSchema: GenMessage<WaitForRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 20);
+  messageDesc(file_stepwise_v1_run, 28);
 
 /**
  * WaitForRunsResponse holds the runs of the event.
@@ -886,7 +1293,7 @@ export type WaitForRunsResponse = Message<"stepwise.v1.WaitForRunsResponse"> & {
  * Use `create(WaitForRunsResponseSchema)` to create a new message.
  */
 export const WaitForRunsResponseSchema: GenMessage<WaitForRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 21);
+  messageDesc(file_stepwise_v1_run, 29);
 
 /**
  * WatchRunsRequest adds events to a WatchRuns stream, or drops them.
@@ -916,7 +1323,7 @@ export type WatchRunsRequest = Message<"stepwise.v1.WatchRunsRequest"> & {
  * Use `create(WatchRunsRequestSchema)` to create a new message.
  */
 export const WatchRunsRequestSchema: GenMessage<WatchRunsRequest> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 22);
+  messageDesc(file_stepwise_v1_run, 30);
 
 /**
  * WatchRunsResponse carries events whose runs have all ended.
@@ -937,7 +1344,7 @@ export type WatchRunsResponse = Message<"stepwise.v1.WatchRunsResponse"> & {
  * Use `create(WatchRunsResponseSchema)` to create a new message.
  */
 export const WatchRunsResponseSchema: GenMessage<WatchRunsResponse> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 23);
+  messageDesc(file_stepwise_v1_run, 31);
 
 /**
  * EventRuns is an event with the runs it started, all ended.
@@ -966,7 +1373,7 @@ export type EventRuns = Message<"stepwise.v1.EventRuns"> & {
  * Use `create(EventRunsSchema)` to create a new message.
  */
 export const EventRunsSchema: GenMessage<EventRuns> = /*@__PURE__*/
-  messageDesc(file_stepwise_v1_run, 24);
+  messageDesc(file_stepwise_v1_run, 32);
 
 /**
  * RunStatus is where a run is in its life.
@@ -1039,6 +1446,103 @@ export enum RunStatus {
  */
 export const RunStatusSchema: GenEnum<RunStatus> = /*@__PURE__*/
   enumDesc(file_stepwise_v1_run, 0);
+
+/**
+ * StepKind says how a journaled step got its result.
+ *
+ * @generated from enum stepwise.v1.StepKind
+ */
+export enum StepKind {
+  /**
+   * Not known.
+   *
+   * @generated from enum value: STEP_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A step body the worker executed (step.run and the like).
+   *
+   * @generated from enum value: STEP_KIND_RUN = 1;
+   */
+  RUN = 1,
+
+  /**
+   * step.sleep or step.sleepUntil; the engine journaled its end.
+   *
+   * @generated from enum value: STEP_KIND_SLEEP = 2;
+   */
+  SLEEP = 2,
+
+  /**
+   * step.waitForEvent; the engine journaled the matching event, or null at
+   * the timeout.
+   *
+   * @generated from enum value: STEP_KIND_WAIT_FOR_EVENT = 3;
+   */
+  WAIT_FOR_EVENT = 3,
+
+  /**
+   * step.invoke; the engine journaled the invoked run's output or error.
+   *
+   * @generated from enum value: STEP_KIND_INVOKE = 4;
+   */
+  INVOKE = 4,
+}
+
+/**
+ * Describes the enum stepwise.v1.StepKind.
+ */
+export const StepKindSchema: GenEnum<StepKind> = /*@__PURE__*/
+  enumDesc(file_stepwise_v1_run, 1);
+
+/**
+ * AwaitKind says what a suspended run waits for.
+ *
+ * @generated from enum stepwise.v1.AwaitKind
+ */
+export enum AwaitKind {
+  /**
+   * Not known.
+   *
+   * @generated from enum value: AWAIT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The end of a sleep.
+   *
+   * @generated from enum value: AWAIT_KIND_SLEEP = 1;
+   */
+  SLEEP = 1,
+
+  /**
+   * An event that matches a step.waitForEvent, or its timeout.
+   *
+   * @generated from enum value: AWAIT_KIND_WAIT_FOR_EVENT = 2;
+   */
+  WAIT_FOR_EVENT = 2,
+
+  /**
+   * The end of an invoked run, or the invoke's timeout.
+   *
+   * @generated from enum value: AWAIT_KIND_INVOKE = 3;
+   */
+  INVOKE = 3,
+
+  /**
+   * The time of the next attempt of a failed step, or of the handler.
+   *
+   * @generated from enum value: AWAIT_KIND_RETRY = 4;
+   */
+  RETRY = 4,
+}
+
+/**
+ * Describes the enum stepwise.v1.AwaitKind.
+ */
+export const AwaitKindSchema: GenEnum<AwaitKind> = /*@__PURE__*/
+  enumDesc(file_stepwise_v1_run, 2);
 
 /**
  * RunService reads function runs and their step journals, and controls them.
@@ -1175,7 +1679,8 @@ export const RunService: GenService<{
   },
   /**
    * ListFunctions returns the functions workers registered, by app and id,
-   * with their configuration as registered.
+   * with their configuration as registered, and, when asked, how many of
+   * their recent runs are in each status.
    *
    * @generated from rpc stepwise.v1.RunService.ListFunctions
    */
@@ -1183,6 +1688,30 @@ export const RunService: GenService<{
     methodKind: "unary";
     input: typeof ListFunctionsRequestSchema;
     output: typeof ListFunctionsResponseSchema;
+  },
+  /**
+   * ListEvents returns the stored events, newest first, each with the runs
+   * it started. It fails with INVALID_ARGUMENT for a page size over 1,000,
+   * a name over 256 characters or a page token it did not issue.
+   *
+   * @generated from rpc stepwise.v1.RunService.ListEvents
+   */
+  listEvents: {
+    methodKind: "unary";
+    input: typeof ListEventsRequestSchema;
+    output: typeof ListEventsResponseSchema;
+  },
+  /**
+   * ListWorkers returns the workers connected to the executors now, with
+   * their functions, capacity and slots in use. INVALID_ARGUMENT for a
+   * malformed app id.
+   *
+   * @generated from rpc stepwise.v1.RunService.ListWorkers
+   */
+  listWorkers: {
+    methodKind: "unary";
+    input: typeof ListWorkersRequestSchema;
+    output: typeof ListWorkersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_stepwise_v1_run, 0);

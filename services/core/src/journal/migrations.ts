@@ -1,4 +1,5 @@
 import { V8 } from "./schema-event-windows.js";
+import { V9 } from "./schema-workers.js";
 import { V10 } from "./schema-traces.js";
 import { V7 } from "./schema-flow-control.js";
 import { V5 } from "./schema-run-rules.js";
@@ -232,6 +233,7 @@ CREATE INDEX invocations_parent ON invocations (parent_run_id);
   },
   V7,
   V8,
+  V9,
   V10,
 ];
 

@@ -1,4 +1,4 @@
-import type { RunFilter, RunStatus, RunView, StoredError } from "./types.js";
+import type { AwaitView, RunFilter, RunStatus, RunView, StepView, StoredError } from "./types.js";
 import { isUuid } from "./types.js";
 import type { Sql } from "./sql.js";
 
@@ -7,20 +7,28 @@ import type { Sql } from "./sql.js";
 /** The columns toRunView reads, from runs `r` joined with their events `e`. */
 const RUN_COLUMNS = "r.*, r.output IS NOT NULL AS has_output, e.name AS event_name, e.data AS event_data, e.ts AS event_ts";
 
-/** Reads a run with its event, journal and failed attempts; null when unknown. Three round trips. */
+/**
+ * Reads a run with its event, journal, failed attempts, the run that
+ * invoked it and, when it is WAITING, what it waits for; null when
+ * unknown. Three round trips, four for a WAITING run.
+ */
 export async function readRun(sql: Sql, runId: string): Promise<RunView | null> {
   if (!isUuid(runId)) return null;
   const runs = await sql.query(
     `SELECT ${RUN_COLUMNS},
-       ARRAY(SELECT d.id::text FROM runs d WHERE d.origin_run_id = r.id ORDER BY d.created_at, d.id) AS derived
-     FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1`,
+       ARRAY(SELECT d.id::text FROM runs d WHERE d.origin_run_id = r.id ORDER BY d.created_at, d.id) AS derived,
+       i.parent_run_id::text AS invoked_by, i.step_key AS invoked_by_step
+     FROM runs r JOIN events e ON e.id = r.event_id LEFT JOIN invocations i ON i.child_run_id = r.id
+     WHERE r.id = $1`,
     [runId],
   );
   const r = runs[0];
   if (!r) return null;
   const steps = await sql.query(
-    `SELECT step_key, step_id, attempt, started_at, ended_at, output, output IS NOT NULL AS has_output, error, journaled_at
-     FROM steps WHERE run_id = $1 ORDER BY seq`,
+    `SELECT s.step_key, s.step_id, s.attempt, s.started_at, s.ended_at, s.output, s.output IS NOT NULL AS has_output, s.error,
+       s.journaled_at, s.kind, i.child_run_id::text AS invoked
+     FROM steps s LEFT JOIN invocations i ON s.kind = 'invoke' AND i.parent_run_id = s.run_id AND i.step_key = s.step_key
+     WHERE s.run_id = $1 ORDER BY s.seq`,
     [runId],
   );
   const attempts = await sql.query(
@@ -28,9 +36,12 @@ export async function readRun(sql: Sql, runId: string): Promise<RunView | null> 
      FROM step_attempts WHERE run_id = $1 ORDER BY ended_at, step_key, attempt`,
     [runId],
   );
+  const awaits = r["status"] === "WAITING" ? await readAwaits(sql, runId) : [];
   return {
     ...toRunView(r),
     derivedRunIds: (r["derived"] as string[] | null) ?? [],
+    invokedBy: r["invoked_by"] ? { runId: r["invoked_by"] as string, stepKey: r["invoked_by_step"] as string } : null,
+    awaits,
     failedAttempts: attempts.map((a) => ({
       key: a["step_key"] as string,
       id: a["step_id"] as string,
@@ -50,8 +61,51 @@ export async function readRun(sql: Sql, runId: string): Promise<RunView | null> 
       hasOutput: s["has_output"] === true,
       error: (s["error"] as StoredError | null) ?? null,
       journaledAt: s["journaled_at"] as Date,
+      kind: (s["kind"] as StepView["kind"]) ?? null,
+      invokedRunId: (s["invoked"] as string | null) ?? null,
     })),
   };
+}
+
+/**
+ * What a WAITING run waits for, by step key: its timers (sleeps, retries,
+ * timeouts), its waits for events, and the runs it invoked whose steps are
+ * not journaled (an invoke without a timeout has no timer). One round trip.
+ */
+async function readAwaits(sql: Sql, runId: string): Promise<AwaitView[]> {
+  const rows = await sql.query<{
+    step_key: string;
+    step_id: string;
+    kind: AwaitView["kind"];
+    due_at: Date | null;
+    event_name: string | null;
+    condition: string | null;
+    since: Date | null;
+    invoked: string | null;
+  }>(
+    `SELECT coalesce(t.step_key, w.step_key) AS step_key, coalesce(t.step_id, w.step_id) AS step_id,
+       CASE WHEN w.step_key IS NOT NULL THEN 'wait' ELSE t.kind END AS kind, t.due_at,
+       w.event_name, w.condition, w.since, i.child_run_id::text AS invoked
+     FROM (SELECT * FROM timers WHERE run_id = $1) t
+     FULL JOIN (SELECT * FROM waits WHERE run_id = $1) w ON w.step_key = t.step_key
+     LEFT JOIN invocations i ON i.parent_run_id = $1 AND i.step_key = coalesce(t.step_key, w.step_key)
+     UNION ALL
+     SELECT i.step_key, i.step_id, 'invoke', NULL, NULL, NULL, NULL, i.child_run_id::text
+     FROM invocations i
+     WHERE i.parent_run_id = $1
+       AND NOT EXISTS (SELECT 1 FROM timers t WHERE t.run_id = $1 AND t.step_key = i.step_key)
+       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = $1 AND s.step_key = i.step_key)
+     ORDER BY 1`,
+    [runId],
+  );
+  return rows.map((a) => ({
+    key: a.step_key,
+    id: a.step_id,
+    kind: a.kind,
+    dueAt: a.due_at,
+    ...(a.event_name !== null ? { eventName: a.event_name, condition: a.condition, ...(a.since ? { since: a.since } : {}) } : {}),
+    ...(a.invoked !== null ? { invokedRunId: a.invoked } : {}),
+  }));
 }
 
 /** Lists runs newest first, without steps. One round trip. */
@@ -66,6 +120,8 @@ export async function listRuns(sql: Sql, filter: RunFilter): Promise<RunView[]> 
   if (filter.functionId) add("r.function_id = ?", filter.functionId);
   if (filter.status) add("r.status = ?", filter.status);
   if (filter.eventId) add("r.event_id = ?", filter.eventId);
+  if (filter.createdAfter) add("r.created_at >= ?", filter.createdAfter);
+  if (filter.createdBefore) add("r.created_at < ?", filter.createdBefore);
   if (filter.before) {
     params.push(filter.before.createdAt, filter.before.id);
     where.push(`(r.created_at, r.id) < ($${params.length - 1}, $${params.length}::uuid)`);

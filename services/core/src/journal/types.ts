@@ -221,6 +221,10 @@ export interface RunView {
   originStepKey: string | null;
   /** The runs made from this one, oldest first; empty in lists. */
   derivedRunIds: string[];
+  /** The run that invoked this one (step.invoke) and its step; null in lists and for a run not invoked. */
+  invokedBy?: { runId: string; stepKey: string } | null | undefined;
+  /** What a WAITING run waits for now, by step key; empty in lists and in other statuses. */
+  awaits?: AwaitView[] | undefined;
   steps: StepView[];
   /** Failed attempts that were retried, of steps and of the handler (key ''). */
   failedAttempts: AttemptView[];
@@ -237,6 +241,22 @@ export interface AttemptView {
   retryAt: Date;
 }
 
+/** Something a WAITING run waits for, as read back from its timers, waits and invocations. */
+export interface AwaitView {
+  /** '' for the handler's retry. */
+  key: string;
+  id: string;
+  kind: "sleep" | "wait" | "invoke" | "retry";
+  /** The sleep's end, the timeout, the retry's time; null without a timeout. */
+  dueAt: Date | null;
+  /** A wait's event name, condition and start. */
+  eventName?: string | undefined;
+  condition?: string | null | undefined;
+  since?: Date | undefined;
+  /** An invoke's child run. */
+  invokedRunId?: string | undefined;
+}
+
 /** A journaled step as read back. */
 export interface StepView {
   key: string;
@@ -248,6 +268,10 @@ export interface StepView {
   hasOutput: boolean;
   error: StoredError | null;
   journaledAt: Date;
+  /** Who journaled it: null for a step the worker ran, else the kind of await the engine ended. */
+  kind?: "sleep" | "wait" | "invoke" | null | undefined;
+  /** For an invoke step, the run it started. */
+  invokedRunId?: string | null | undefined;
 }
 
 /** Filter and page of ListRuns. */
@@ -256,6 +280,10 @@ export interface RunFilter {
   functionId?: string | undefined;
   status?: RunStatus | undefined;
   eventId?: string | undefined;
+  /** Runs created at or after this. */
+  createdAfter?: Date | undefined;
+  /** Runs created before this. */
+  createdBefore?: Date | undefined;
   limit: number;
   /** Keyset cursor: runs created before this (created_at, id). */
   before?: { createdAt: Date; id: string } | undefined;
