@@ -24,7 +24,9 @@ const manifests = PACKAGES.map((dir) => {
   return { path, json: JSON.parse(readFileSync(path, "utf8")) };
 });
 const names = new Set(manifests.map((m) => m.json.name));
-for (const m of [...manifests, { path: join(root, "examples/order-processing/package.json"), json: null }]) {
+// The example and the dashboard are not published, but depend on packages that are.
+const unpublished = ["examples/order-processing", "services/dashboard"].map((dir) => ({ path: join(root, dir, "package.json"), json: null }));
+for (const m of [...manifests, ...unpublished]) {
   const json = m.json ?? JSON.parse(readFileSync(m.path, "utf8"));
   if (m.json) json.version = version;
   for (const field of ["dependencies", "devDependencies", "peerDependencies"]) {

@@ -29,6 +29,8 @@ const PACKAGES: Record<string, string> = {
 /** What a package may hold: its manifest, README and LICENSE, built JavaScript with types and maps; the contract also its .proto files. */
 const ALLOWED = [/^package\.json$/, /^README\.md$/, /^LICENSE$/, /^dist\/.+\.(js|d\.ts|js\.map)$/];
 const ALLOWED_PROTO = [...ALLOWED, /^stepwise\/v1\/[a-z_]+\.proto$/];
+/** Ingest also holds the dashboard's built files, which it serves at /. */
+const ALLOWED_INGEST = [...ALLOWED, /^dist\/dashboard\/index\.html$/, /^dist\/dashboard\/assets\/[\w-]+\.(js|css)$/];
 
 interface Pack {
   name: string;
@@ -60,7 +62,7 @@ describe("npm pack of every package", () => {
   it("holds only what the allowlist names: built code, README, LICENSE, and no test, test helper or source", () => {
     for (const p of packs) {
       const files = p.files.map((f) => f.path);
-      const allowed = p.name === "@stepwise/proto" ? ALLOWED_PROTO : ALLOWED;
+      const allowed = p.name === "@stepwise/proto" ? ALLOWED_PROTO : p.name === "@stepwise/ingest" ? ALLOWED_INGEST : ALLOWED;
       expect(files.filter((f) => !allowed.some((a) => a.test(f))), p.name).toEqual([]);
       expect(files.filter((f) => /\.test\.|harness|(^|\/)testing\//i.test(f)), p.name).toEqual([]);
       for (const needed of ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/index.d.ts"]) {
@@ -71,6 +73,8 @@ describe("npm pack of every package", () => {
     expect(cli.files.map((f) => f.path)).toContain("dist/main.js");
     const proto = packs.find((p) => p.name === "@stepwise/proto")!;
     expect(proto.files.map((f) => f.path)).toContain("stepwise/v1/worker.proto");
+    const ingest = packs.find((p) => p.name === "@stepwise/ingest")!;
+    expect(ingest.files.map((f) => f.path)).toContain("dist/dashboard/index.html");
   });
 });
 
@@ -199,6 +203,10 @@ describe("an app outside the repository that installs the packed packages", () =
     });
 
     await expectRunCompletes(app, `http://127.0.0.1:${port}`);
+    // The dashboard, from the copy in the installed @stepwise/ingest.
+    const dashboard = await fetch(`http://127.0.0.1:${port}/runs`);
+    expect(dashboard.status).toBe(200);
+    expect(await dashboard.text()).toContain('<div id="app"></div>');
     engine.kill("SIGTERM");
 
     // The same app on the three services as separate processes, from the

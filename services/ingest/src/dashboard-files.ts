@@ -1,4 +1,4 @@
-import { createReadStream, statSync, type Stats } from "node:fs";
+import { createReadStream, existsSync, statSync, type Stats } from "node:fs";
 import type * as http from "node:http";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,8 +10,15 @@ import type { PlainHandler } from "@stepwise/core";
 // index.html, which routes in the browser; the files Vite names by content
 // hash are cached for good.
 
-/** Where `npm run build` puts the dashboard, relative to this file once compiled (services/ingest/dist). */
-export const DASHBOARD_DIR = fileURLToPath(new URL("../../dashboard/dist/", import.meta.url));
+/**
+ * Where the built dashboard is, seen from this file once compiled
+ * (services/ingest/dist): in this repository, Vite's output in
+ * services/dashboard/dist; in the @stepwise/ingest package a user
+ * installs, the copy the build puts in its dist/dashboard.
+ */
+export const DASHBOARD_DIR = [new URL("../../dashboard/dist/", import.meta.url), new URL("./dashboard/", import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((dir) => existsSync(`${dir}index.html`)) ?? fileURLToPath(new URL("./dashboard/", import.meta.url));
 
 /** The first path segments the dashboard routes in the browser: each answers index.html. */
 const CLIENT_ROUTES = new Set(["runs", "functions", "events", "workers"]);
