@@ -96,6 +96,9 @@ export function runKeys(run: UnkeyedRun, compile: (source: string) => Expression
 export class SlotKeeper {
   private readonly rounds: NotifiedRounds;
   private readonly expressions = new ExpressionCache();
+  /** Whether singletons in mode cancel may owe cancels: set by an admission that replaced runs, and at start. */
+  private replacementsOwed = true;
+  private lastReplacementSweep = 0;
 
   constructor(private readonly options: SlotKeeperOptions) {
     this.rounds = new NotifiedRounds({
@@ -120,6 +123,7 @@ export class SlotKeeper {
   /** Keys new runs and lets waiting ones start; returns how long to sleep. */
   private async round(): Promise<number> {
     const { store, bus, requeueAfterMs, backstopMs, log } = this.options;
+    await this.cancelReplaced();
     for (;;) {
       const unkeyed = await store.unkeyedRuns(BATCH);
       if (unkeyed.length === 0) break;
@@ -141,6 +145,7 @@ export class SlotKeeper {
       await publishQueuedRuns(bus, store, await store.keyRuns(keyed, limits, throttles, requeueAfterMs), backstopMs);
       if (unkeyed.length < BATCH) break;
     }
+    await this.cancelReplaced();
     let retryInMs: number | null = null;
     for (;;) {
       const grants = await store.grantSlots(BATCH, requeueAfterMs);
@@ -172,12 +177,27 @@ export class SlotKeeper {
         skipped.add(o.runId);
         ended.push({ runId: o.runId, eventId: o.eventId });
       } else if (o.toCancel.length > 0) {
-        const outcomes = await store.cancelRuns(o.toCancel, `singleton: replaced by run ${o.runId}`);
-        await announceCancelled(this.options, outcomes.map((outcome, i) => ({ runId: o.toCancel[i]!, outcome })));
+        this.replacementsOwed = true;
       }
     }
     if (ended.length > 0) bus.announceRunsEnded(ended);
     return runs.filter((r) => !skipped.has(r.runId));
+  }
+
+  /**
+   * Cancels the runs singletons in mode cancel replaced, when an admission
+   * of this keeper replaced some, and once in a while in case another
+   * scheduler died before it paid what its admissions owed.
+   */
+  private async cancelReplaced(): Promise<void> {
+    if (!this.replacementsOwed && Date.now() - this.lastReplacementSweep < TIMER_POLL_MS) return;
+    this.replacementsOwed = false;
+    this.lastReplacementSweep = Date.now();
+    for (;;) {
+      const cancelled = await this.options.store.cancelReplacedSingletons(BATCH);
+      await announceCancelled(this.options, cancelled);
+      if (cancelled.length < BATCH) break;
+    }
   }
 
   private compile(source: string): Expression {

@@ -272,6 +272,15 @@ function slotsSuite(backend: TestBackend): void {
         kind: "admitted",
         toCancel: [old],
       });
+      // The cancel is owed with the admission, whoever pays it and however late: once.
+      const status = async (id: string) => (await db.sql.query<{ status: string }>("SELECT status FROM runs WHERE id = $1", [id]))[0]?.status;
+      expect(await status(old!)).toBe("QUEUED");
+      const paid = (await store.cancelReplacedSingletons(100)).filter((c) => c.runId === old);
+      expect(paid).toHaveLength(1);
+      expect(paid[0]!.outcome.kind).toBe("cancelled");
+      expect(await status(old!)).toBe("CANCELLED");
+      expect((await store.getRun(old!))?.error?.message).toBe(`singleton: replaced by run ${fresh}`);
+      expect((await store.cancelReplacedSingletons(100)).filter((c) => c.runId === old)).toEqual([]);
     });
 
     it("a run whose function has no limits left is keyed with none and claimable at once", async () => {

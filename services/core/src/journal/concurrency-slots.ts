@@ -1,3 +1,4 @@
+import { CANCEL_OUTCOME_COLUMNS, CANCEL_TAIL, type CancelOutcome, cancelOutcome, type CancelOutcomeRow } from "./run-ends.js";
 import type { Sql } from "./sql.js";
 import type { PublishedRunRef } from "./types.js";
 
@@ -58,7 +59,7 @@ export interface AdmissionKeys {
 /** What admitRuns decided for a run. */
 export type AdmissionOutcome =
   | { runId: string; kind: "admitted"; toCancel: string[] }
-  | { runId: string; kind: "skipped"; reason: string; eventId: string };
+  | { runId: string; kind: "skipped"; reason: string; eventId: string; appId: string; functionId: string };
 
 /** At most `limit` first starts per `periodMs` per key, `burst` more at once. */
 export interface ThrottleRule {
@@ -222,13 +223,32 @@ export interface SlotGrants {
  * admit_runs in migration 7): a run is SKIPPED when its idempotency key was
  * taken in the last 24 hours, its rate limit's window is full, or a run of
  * its singleton key (mode skip) has not ended; otherwise it takes its keys,
- * and for a singleton in mode cancel the runs to cancel are returned. One
- * round trip.
+ * and for a singleton in mode cancel the runs it replaces are returned and
+ * owed their cancel (cancelReplacedSingletons). One round trip.
  */
 export async function admitRuns(sql: Sql, runs: readonly AdmissionKeys[]): Promise<AdmissionOutcome[]> {
   if (runs.length === 0) return [];
-  const rows = await sql.query<{ admitted_id: string; skipped: boolean; reason: string | null; event_id: string | null; to_cancel: string[] | null }>(
-    "SELECT * FROM admit_runs($1::jsonb)",
+  const rows = await sql.query<{
+    admitted_id: string;
+    skipped: boolean;
+    reason: string | null;
+    event_id: string | null;
+    to_cancel: string[] | null;
+    app_id: string | null;
+    function_id: string | null;
+  }>(
+    // The function of each run too, in the order admit_runs decided them.
+    // The runs a singleton in mode cancel replaces are owed their cancel in
+    // the same statement (cancelReplacedSingletons pays it).
+    `WITH a AS (
+       SELECT * FROM admit_runs($1::jsonb) WITH ORDINALITY AS a(admitted_id, skipped, reason, event_id, to_cancel, n)
+     ), owed AS (
+       INSERT INTO singleton_replacements (replaced_id, by_run_id)
+       SELECT unnest(a.to_cancel), a.admitted_id FROM a WHERE a.to_cancel IS NOT NULL
+       ON CONFLICT DO NOTHING
+     )
+     SELECT a.admitted_id, a.skipped, a.reason, a.event_id, a.to_cancel, r.app_id, r.function_id
+     FROM a LEFT JOIN runs r ON r.id = a.admitted_id ORDER BY a.n`,
     [
       JSON.stringify(
         runs.map((r) => ({
@@ -245,7 +265,33 @@ export async function admitRuns(sql: Sql, runs: readonly AdmissionKeys[]): Promi
   );
   return rows.map((r): AdmissionOutcome =>
     r.skipped
-      ? { runId: r.admitted_id, kind: "skipped", reason: r.reason ?? "", eventId: r.event_id ?? "" }
+      ? { runId: r.admitted_id, kind: "skipped", reason: r.reason ?? "", eventId: r.event_id ?? "", appId: r.app_id ?? "", functionId: r.function_id ?? "" }
       : { runId: r.admitted_id, kind: "admitted", toCancel: r.to_cancel ?? [] },
   );
+}
+
+/** cancelReplacedSingletons' statement: $1 how many replacements at most. */
+const CANCEL_REPLACED_SINGLETONS = `WITH pending AS (
+     SELECT replaced_id, by_run_id FROM singleton_replacements ORDER BY replaced_id LIMIT $1 FOR UPDATE SKIP LOCKED
+   ), paid AS (
+     DELETE FROM singleton_replacements s USING pending p WHERE s.replaced_id = p.replaced_id AND s.by_run_id = p.by_run_id
+   ), one AS (
+     SELECT replaced_id, min(by_run_id::text) AS by_run_id FROM pending GROUP BY replaced_id
+   ), target AS (
+     SELECT runs.id, runs.status, runs.executor_id, runs.lease, 'singleton: replaced by run ' || one.by_run_id AS reason, true AS cancel
+     FROM runs JOIN one ON one.replaced_id = runs.id ORDER BY runs.id FOR UPDATE OF runs
+   ), ${CANCEL_TAIL}
+   SELECT ${CANCEL_OUTCOME_COLUMNS}`;
+
+/**
+ * Cancels up to `limit` runs that singletons in mode cancel replaced
+ * (admitRuns owed them), each with the reason naming the run that
+ * replaced it, and clears what it paid, in one statement: a scheduler
+ * that dies before leaves them to the next call, of any scheduler (SKIP
+ * LOCKED). A run that ended meanwhile is left as it is. Returns the runs
+ * cancelled. One round trip.
+ */
+export async function cancelReplacedSingletons(sql: Sql, limit: number): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+  const rows = await sql.query<CancelOutcomeRow>(CANCEL_REPLACED_SINGLETONS, [limit]);
+  return rows.map((r) => ({ runId: r.run_id, outcome: cancelOutcome(r) }));
 }

@@ -28,6 +28,7 @@ import {
   admitRuns,
   type AdmissionKeys,
   type AdmissionOutcome,
+  cancelReplacedSingletons,
   grantSlots,
   keyRuns,
   type RunKeys,
@@ -256,6 +257,11 @@ export class JournalStore {
   /** Decides whether unkeyed runs start at all (idempotency, rate limit, singleton). */
   admitRuns(runs: readonly AdmissionKeys[]): Promise<AdmissionOutcome[]> {
     return admitRuns(this.sql, runs);
+  }
+
+  /** Cancels up to `limit` runs that singletons in mode cancel replaced; returns them. */
+  cancelReplacedSingletons(limit: number): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+    return cancelReplacedSingletons(this.sql, limit);
   }
 
   /** Lets up to `max` waiting runs start; returns them, their work to be published, and when a throttle next allows one. */

@@ -1,6 +1,7 @@
 import { V8 } from "./schema-event-windows.js";
 import { V9 } from "./schema-workers.js";
 import { V10 } from "./schema-traces.js";
+import { V11 } from "./schema-singleton-replacements.js";
 import { V7 } from "./schema-flow-control.js";
 import { V5 } from "./schema-run-rules.js";
 import type { Sql } from "./sql.js";
@@ -235,6 +236,7 @@ CREATE INDEX invocations_parent ON invocations (parent_run_id);
   V8,
   V9,
   V10,
+  V11,
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database
