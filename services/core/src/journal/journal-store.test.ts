@@ -118,7 +118,7 @@ function storeSuite(backend: TestBackend): void {
     async function migrateConcurrently(fresh: TestDatabase): Promise<void> {
       await Promise.all([1, 2, 3].map(() => fresh.sql.query("SELECT pg_sleep(0.02)")));
       const results = await Promise.all([1, 2, 3].map(() => migrate(fresh.sql, fresh.migrateOptions)));
-      expect(results.flat().sort()).toEqual(allVersions);
+      expect(results.flat().sort((a, b) => a - b)).toEqual(allVersions);
       expect(results.filter((r) => r.length > 0)).toHaveLength(1);
       const rows = await fresh.sql.query<{ n: string | number }>("SELECT count(*) AS n FROM schema_migrations");
       expect(Number(rows[0]?.n)).toBe(allVersions.length);
