@@ -19,6 +19,7 @@ import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type Run
 import { JetStreamPublisher } from "./jetstream-publisher.js";
 import { runEndFromProto, runEndToProto } from "./run-end.js";
 import type { Logger } from "../runtime/log.js";
+import type { ServiceMetrics } from "../runtime/metrics.js";
 
 /** Options of the JetStream bus. */
 export interface JetStreamBusOptions {
@@ -37,6 +38,8 @@ export interface JetStreamBusOptions {
   duplicateWindowMs?: number;
   /** Where to report messages that had to be dropped. */
   log?: Logger;
+  /** Where publish latencies go. */
+  metrics?: ServiceMetrics | undefined;
 }
 
 /**
@@ -56,6 +59,8 @@ export class JetStreamBus implements Bus {
   private readonly eventsStream: string;
   private readonly workStream: string;
   private readonly publisher: JetStreamPublisher;
+  private readonly eventsPublished: ((seconds: number) => void) | undefined;
+  private readonly workPublished: ((seconds: number) => void) | undefined;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -70,6 +75,8 @@ export class JetStreamBus implements Bus {
     this.endedSubject = `${options.prefix}.ended`;
     this.cancelledSubject = `${options.prefix}.cancelled`;
     this.publisher = new JetStreamPublisher(nc);
+    this.eventsPublished = options.metrics?.bus.publishLatency("events");
+    this.workPublished = options.metrics?.bus.publishLatency("work");
   }
 
   /** Connects to NATS and creates the streams when missing. */
@@ -123,7 +130,7 @@ export class JetStreamBus implements Bus {
     // Pipelined: every publish is in flight at once, then all acks awaited.
     await Promise.all(
       records.map((r) =>
-        this.publisher.publish(this.eventsSubject, toBinary(EventRecordSchema, r), r.id),
+        this.publisher.publish(this.eventsSubject, toBinary(EventRecordSchema, r), r.id, this.eventsPublished),
       ),
     );
   }
@@ -194,7 +201,7 @@ export class JetStreamBus implements Bus {
 
   async publishWork(work: readonly RunWork[]): Promise<void> {
     await Promise.all(
-      work.map((w) => this.publisher.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w))),
+      work.map((w) => this.publisher.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w), undefined, this.workPublished)),
     );
   }
 

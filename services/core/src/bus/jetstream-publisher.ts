@@ -21,6 +21,10 @@ interface Pending {
   resolve: () => void;
   reject: (err: JetStreamPublishError) => void;
   sentAt: number;
+  /** Given the latency of the acknowledgement, in seconds, when it comes. */
+  observe: ((seconds: number) => void) | undefined;
+  /** performance.now() at the send, for observe. */
+  sentAtHr: number;
 }
 
 /**
@@ -49,13 +53,14 @@ export class JetStreamPublisher {
 
   /**
    * Publishes one message and resolves once JetStream stored it (or, with
-   * msgId, once it found it a duplicate within its window).
+   * msgId, once it found it a duplicate within its window). `observe`
+   * gets the time to the acknowledgement, in seconds.
    */
-  publish(subject: string, data: Uint8Array, msgId?: string): Promise<void> {
+  publish(subject: string, data: Uint8Array, msgId?: string, observe?: (seconds: number) => void): Promise<void> {
     if (this.closed) return Promise.reject(new JetStreamPublishError("the publisher is closed", 503));
     return new Promise<void>((resolve, reject) => {
       const token = (this.next++).toString(36);
-      this.pending.set(token, { resolve, reject, sentAt: Date.now() });
+      this.pending.set(token, { resolve, reject, sentAt: Date.now(), observe, sentAtHr: observe ? performance.now() : 0 });
       try {
         let h;
         if (msgId !== undefined) {
@@ -96,8 +101,12 @@ export class JetStreamPublisher {
       p.reject(new JetStreamPublishError("JetStream answered with something that is not an acknowledgement", 500));
       return;
     }
-    if (ack.error) p.reject(new JetStreamPublishError(ack.error.description ?? "JetStream refused the message", ack.error.code ?? 500));
-    else p.resolve();
+    if (ack.error) {
+      p.reject(new JetStreamPublishError(ack.error.description ?? "JetStream refused the message", ack.error.code ?? 500));
+      return;
+    }
+    p.observe?.((performance.now() - p.sentAtHr) / 1000);
+    p.resolve();
   }
 
   private expire(): void {

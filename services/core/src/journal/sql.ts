@@ -154,6 +154,48 @@ export function createPgSql(options: PgSqlOptions): Sql {
   };
 }
 
+/**
+ * A Sql that reports the round trip of every statement it runs, in
+ * seconds, waiting for a pooled connection included: what the journal's
+ * statement latency metric observes, for Postgres and PGlite alike.
+ * Statements that fail are reported too; a transaction's BEGIN and
+ * COMMIT are not.
+ */
+export function timedSql(sql: Sql, observe: (seconds: number) => void): Sql {
+  // One async function per statement, no closure: this is on every statement's path.
+  const timedTx = (tx: SqlTx): SqlTx => ({
+    async query<R extends Row = Row>(text: string, params?: unknown[]) {
+      const start = performance.now();
+      try {
+        return await tx.query<R>(text, params);
+      } finally {
+        observe((performance.now() - start) / 1000);
+      }
+    },
+    async exec(script: string) {
+      const start = performance.now();
+      try {
+        await tx.exec(script);
+      } finally {
+        observe((performance.now() - start) / 1000);
+      }
+    },
+  });
+  return {
+    async query<T extends Row = Row>(text: string, params?: unknown[]) {
+      const start = performance.now();
+      try {
+        return await sql.query<T>(text, params);
+      } finally {
+        observe((performance.now() - start) / 1000);
+      }
+    },
+    transaction: (fn) => sql.transaction((tx) => fn(timedTx(tx))),
+    listen: (channel, onNotify) => sql.listen(channel, onNotify),
+    close: () => sql.close(),
+  };
+}
+
 /** Quotes an SQL identifier. */
 export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;

@@ -18,7 +18,7 @@ const tick = () => new Promise((r) => setImmediate(r));
 describe("GroupCommit", () => {
   it("writes at once when nothing is in flight, and gathers what arrives meanwhile into the next write", async () => {
     const w = controlledWrites();
-    const gc = new GroupCommit(w.writeMany, w.writeOne, 100, 1);
+    const gc = new GroupCommit(w.writeMany, w.writeOne, { maxBatch: 100, maxInFlight: 1 });
     const first = gc.submit(1);
     expect(w.batches).toEqual([[1]]);
     const rest = [2, 3, 4].map((i) => gc.submit(i));
@@ -33,7 +33,7 @@ describe("GroupCommit", () => {
 
   it("keeps batches within maxBatch and writes at most maxInFlight at once", async () => {
     const w = controlledWrites();
-    const gc = new GroupCommit(w.writeMany, w.writeOne, 2, 2);
+    const gc = new GroupCommit(w.writeMany, w.writeOne, { maxBatch: 2, maxInFlight: 2 });
     const all = [1, 2, 3, 4, 5, 6, 7].map((i) => gc.submit(i));
     expect(w.batches).toEqual([[1], [2]]);
     w.pending.shift()!();
@@ -57,8 +57,7 @@ describe("GroupCommit", () => {
         if (item === 13) throw new Error(`item ${item} refused`);
         return item;
       },
-      100,
-      1,
+      { maxBatch: 100, maxInFlight: 1 },
     );
     const block = gc.submit(0);
     const results = Promise.allSettled([12, 13, 14].map((i) => gc.submit(i)));
@@ -66,5 +65,18 @@ describe("GroupCommit", () => {
     const settled = await results;
     expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
     expect((settled[1] as PromiseRejectedResult).reason).toBeInstanceOf(Error);
+  });
+
+  it("reports the size of every write, a lone item's included", async () => {
+    const sizes: number[] = [];
+    const gc = new GroupCommit<number, number>(
+      async (items) => items,
+      async (item) => item,
+      { maxBatch: 3, onBatch: (n) => sizes.push(n) },
+    );
+    const block = gc.submit(0);
+    const rest = [1, 2, 3, 4, 5].map((i) => gc.submit(i));
+    await Promise.all([block, ...rest]);
+    expect(sizes).toEqual([1, 3, 2]);
   });
 });
