@@ -234,8 +234,19 @@ function invokeSuite(backend: TestBackend): void {
         const invoked = outcome?.kind === "cancelled" ? (outcome.invoked ?? []) : [];
         expect(invoked.map((i) => i.runId).sort()).toEqual([childId, grandchildId].sort());
         const byId = new Map(invoked.map((i) => [i.runId, i.outcome]));
-        expect(byId.get(childId)).toMatchObject({ was: "WAITING", reason: `run ${parent.runId}, which invoked it, was cancelled: withdrawn` });
-        expect(byId.get(grandchildId)).toMatchObject({ was: "QUEUED", reason: `run ${childId}, which invoked it, was cancelled: withdrawn` });
+        // Each with its function, which the run metrics count by.
+        expect(byId.get(childId)).toMatchObject({
+          appId: parent.appId,
+          functionId: "child",
+          was: "WAITING",
+          reason: `run ${parent.runId}, which invoked it, was cancelled: withdrawn`,
+        });
+        expect(byId.get(grandchildId)).toMatchObject({
+          appId: parent.appId,
+          functionId: "child",
+          was: "QUEUED",
+          reason: `run ${childId}, which invoked it, was cancelled: withdrawn`,
+        });
         expect(byId.get(grandchildId)?.event).toMatchObject({ id: `stepwise-cancelled-${grandchildId}`, name: "stepwise/run.cancelled" });
         expect(outcome?.kind === "cancelled" ? outcome.wokenRun : "?").toBeUndefined();
         for (const id of [childId, grandchildId]) {

@@ -190,7 +190,7 @@ export const INVOKED_CANCEL_TARGETS = `invoked_tree AS (
  * because it was cancelled on its own (`woken_*`). Needs `LEFT JOIN
  * invoked_woken iw ON iw.child_id = target.id`.
  */
-export const INVOKED_CANCEL_COLUMNS = `(SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', kr.id, 'was', kr.was,
+export const INVOKED_CANCEL_COLUMNS = `(SELECT coalesce(jsonb_agg(jsonb_build_object('run_id', kr.id, 'app_id', kr.app_id, 'function_id', kr.function_id, 'was', kr.was,
        'executor_id', kr.executor_id, 'lease', kr.lease, 'event_id', kr.event_id, 'reason', kr.reason,
        'outbox_id', ko.id, 'name', ko.name, 'data', ko.data, 'ts_ms', ko.ts_ms) ORDER BY kr.id), '[]'::jsonb)
      FROM r kr JOIN invoked_tree it ON it.id = kr.id LEFT JOIN o ko ON ko.id = 'stepwise-cancelled-' || kr.id

@@ -10,6 +10,9 @@ import type { PublishedRunRef, RunStatus, StoredError } from "./types.js";
 
 /** A run ended as COMPLETED now. */
 export interface RunCompletion {
+  /** Its function. */
+  appId: string;
+  functionId: string;
   /** Its end time, in ms since the epoch. */
   endedAtMs: number;
   /** Runs that invoked it (step.invoke) woken by its end: publish their work. */
@@ -83,7 +86,7 @@ export async function completeRuns(
 
 /** The last part of the completion statements: a row per run completed, and one per parent its end woke. */
 const COMPLETION_ROWS = `SELECT 'ended' AS kind, id::text AS id, floor(extract(epoch FROM ended_at) * 1000)::float8 AS ended_at_ms,
-       NULL::text AS app_id, NULL::text AS function_id, NULL::int AS lease, NULL::text AS child_id FROM r
+       app_id, function_id, NULL::int AS lease, NULL::text AS child_id FROM r
      UNION ALL
      SELECT 'woken', run_id::text, NULL, app_id, function_id, lease, child_id::text FROM invoked_woken`;
 
@@ -101,7 +104,9 @@ type CompletionRow = {
 /** The completion of each run, in order, from COMPLETION_ROWS. */
 function completions(rows: readonly CompletionRow[], runIds: readonly string[]): Array<RunCompletion | null> {
   const done = new Map<string, RunCompletion>();
-  for (const r of rows) if (r.kind === "ended") done.set(r.id, { endedAtMs: Number(r.ended_at_ms), wokenRuns: [] });
+  for (const r of rows) {
+    if (r.kind === "ended") done.set(r.id, { appId: r.app_id ?? "", functionId: r.function_id ?? "", endedAtMs: Number(r.ended_at_ms), wokenRuns: [] });
+  }
   for (const r of rows) {
     if (r.kind !== "woken" || r.child_id === null) continue;
     done.get(r.child_id)?.wokenRuns.push({ runId: r.id, appId: r.app_id ?? "", functionId: r.function_id ?? "", lease: Number(r.lease) });
@@ -135,7 +140,7 @@ const FAIL_RUN = `WITH r AS (
      WHERE coalesce(f.config->>'onFailure', '') <> ''
    ), ${FAILURE_RUN("$4")}
    ${INVOKED_RUN_ENDS("r", "$4")}
-   SELECT 'failed' AS kind, NULL AS id, NULL AS app_id, NULL AS function_id, NULL AS lease FROM r
+   SELECT 'failed' AS kind, NULL AS id, app_id, function_id, NULL AS lease FROM r
    UNION ALL
    SELECT 'handler', id::text, app_id, function_id, lease FROM created
    UNION ALL
@@ -158,16 +163,31 @@ export async function failRun(
   error: StoredError,
   requeueAfterMs = 60_000,
 ): Promise<RunFailure> {
+  return (await failRunOf(sql, runId, lease, error, requeueAfterMs)).failure;
+}
+
+/** failRun, with the function of the run when it failed now (for the journal store's run metrics). */
+export async function failRunOf(
+  sql: Sql,
+  runId: string,
+  lease: number,
+  error: StoredError,
+  requeueAfterMs = 60_000,
+): Promise<{ failure: RunFailure; failed: { appId: string; functionId: string } | undefined }> {
   const rows = await sql.query<{ kind: string; id: string | null; app_id: string; function_id: string; lease: number }>(
     FAIL_RUN,
     [runId, lease, JSON.stringify(error), requeueAfterMs],
   );
   const ref = (r: (typeof rows)[number]): PublishedRunRef => ({ runId: r.id ?? "", appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) });
   const handler = rows.find((r) => r.kind === "handler");
+  const failed = rows.find((r) => r.kind === "failed");
   return {
-    ok: rows.some((r) => r.kind === "failed"),
-    failureRun: handler?.id ? ref(handler) : undefined,
-    wokenRuns: rows.filter((r) => r.kind === "woken" && r.id !== null).map(ref),
+    failure: {
+      ok: failed !== undefined,
+      failureRun: handler?.id ? ref(handler) : undefined,
+      wokenRuns: rows.filter((r) => r.kind === "woken" && r.id !== null).map(ref),
+    },
+    failed: failed ? { appId: failed.app_id, functionId: failed.function_id } : undefined,
   };
 }
 
@@ -195,6 +215,9 @@ export type CancelOutcome =
   /** Cancelled now; `executorId` and `lease` name the execution that held it when it was RUNNING. */
   | {
       kind: "cancelled";
+      /** The run's function. */
+      appId: string;
+      functionId: string;
       was: RunStatus;
       executorId: string | null;
       lease: number;
@@ -251,7 +274,7 @@ export const CANCEL_TAIL = `${INVOKED_CANCEL_TARGETS}, r AS (
    ${INVOKED_RUN_ENDS("r", "60000")}`;
 
 /** The columns a statement ending in CANCEL_TAIL selects per target run, read by cancelOutcome. */
-export const CANCEL_OUTCOME_COLUMNS = `target.id::text AS run_id, target.status, r.was, r.executor_id, r.lease, r.event_id, r.reason,
+export const CANCEL_OUTCOME_COLUMNS = `target.id::text AS run_id, target.status, r.app_id, r.function_id, r.was, r.executor_id, r.lease, r.event_id, r.reason,
      o.id AS outbox_id, o.name, o.data, o.ts_ms, ${INVOKED_CANCEL_COLUMNS}
    FROM target LEFT JOIN r ON r.id = target.id LEFT JOIN o ON o.id = 'stepwise-cancelled-' || target.id
      LEFT JOIN invoked_woken iw ON iw.child_id = target.id`;
@@ -260,6 +283,8 @@ export const CANCEL_OUTCOME_COLUMNS = `target.id::text AS run_id, target.status,
 export type CancelOutcomeRow = {
   run_id: string;
   status: RunStatus;
+  app_id: string | null;
+  function_id: string | null;
   was: RunStatus | null;
   executor_id: string | null;
   lease: number | null;
@@ -285,6 +310,8 @@ export function cancelOutcome(r: CancelOutcomeRow): CancelOutcome {
   if (r.was === null) return { kind: "ended", status: r.status };
   const outcome: CancelOutcome & { kind: "cancelled" } = {
     kind: "cancelled",
+    appId: r.app_id ?? "",
+    functionId: r.function_id ?? "",
     was: r.was,
     executorId: r.executor_id,
     lease: Number(r.lease),

@@ -383,7 +383,10 @@ function timerSuite(backend: TestBackend): void {
           appId: mixed.appId,
           functionId: mixed.functionId,
           lease: mixed.lease,
+          lateMs: expect.any(Number) as number,
         });
+        // Due 2 s ago: that late, and then some (the clocks are the test's and the database's, on one machine).
+        for (const r of fired) expect(r.lateMs).toBeGreaterThan(1_900);
         expect(await timers.fireDue(100, REQUEUE_MS)).toEqual([]);
 
         for (const r of [sleeping, waiting, retrying, mixed]) {

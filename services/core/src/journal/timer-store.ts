@@ -55,6 +55,12 @@ export interface DueCron {
  */
 export const TIMER_POLL_MS = 1_000;
 
+/** A run a due timer woke, QUEUED again. */
+export interface FiredRun extends PublishedRunRef {
+  /** How late its earliest due timer fired, in ms, by the database's clock. */
+  lateMs: number;
+}
+
 /** Longest wait key value that is indexed; a longer one makes the wait unindexed. */
 const MAX_KEY_LENGTH = 512;
 
@@ -208,10 +214,11 @@ export class TimerStore {
    * wait, an invoke's timeout journals a non-retriable InvokeTimeout error
    * (the invoked run keeps running, and its end finds the step journaled),
    * a retry journals nothing; each run is QUEUED again and returned, with
-   * the short deadline until markPublished. One round trip.
+   * the short deadline until markPublished, and how late its earliest
+   * timer fired. One round trip.
    */
-  async fireDue(limit: number, requeueAfterMs: number): Promise<PublishedRunRef[]> {
-    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number }>(
+  async fireDue(limit: number, requeueAfterMs: number): Promise<FiredRun[]> {
+    const rows = await this.sql.query<{ id: string; app_id: string; function_id: string; lease: number; late_ms: number | string | null }>(
       `WITH due AS (
          -- Timers in due order, each run looked up by id: a join would let
          -- a plan cached while runs was small scan it whole as it grows.
@@ -234,10 +241,13 @@ export class TimerStore {
          WHERE f.kind IN ('sleep', 'invoke') OR EXISTS (SELECT 1 FROM w WHERE w.run_id = f.run_id AND w.step_key = f.step_key)
          ON CONFLICT (run_id, step_key) DO NOTHING
        )
-       ${WAKE_RUNS("SELECT run_id FROM f")}`,
+       ${WOKEN_RUNS("SELECT run_id FROM f")}
+       SELECT id, app_id, function_id, lease,
+         (SELECT extract(epoch FROM now() - min(f.due_at)) * 1000 FROM f WHERE f.run_id = woken.id)::float8 AS late_ms
+       FROM woken WHERE status = 'QUEUED'`,
       [limit, requeueAfterMs],
     );
-    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease) }));
+    return rows.map((r) => ({ runId: r.id, appId: r.app_id, functionId: r.function_id, lease: Number(r.lease), lateMs: Number(r.late_ms ?? 0) }));
   }
 
   /**
