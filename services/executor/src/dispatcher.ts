@@ -1,4 +1,4 @@
-import { GroupCommit, workRunIds, type Bus, type ClaimedRun, type Delivery, type JournalStore, type Logger } from "@stepwise/core";
+import { GroupCommit, workRunIds, type Bus, type ClaimedRun, type Delivery, type JournalStore, type Logger, type ServiceMetrics } from "@stepwise/core";
 import type { RunWork } from "@stepwise/proto";
 import type { RunQueue } from "./run-queue.js";
 import { WorkPuller } from "./work-puller.js";
@@ -21,6 +21,8 @@ export interface DispatcherOptions {
   track: (p: Promise<unknown>) => void;
   /** Starts a run claimed for a session on its worker. */
   start: (session: WorkerSession, claimed: ClaimedRun) => void;
+  /** Where the sizes of the claim batches go. */
+  metrics?: ServiceMetrics | undefined;
 }
 
 /**
@@ -41,6 +43,7 @@ export class Dispatcher {
     this.claims = new GroupCommit(
       (ids) => options.store.claimRuns(ids, options.executorId, options.leaseMs),
       (id) => options.store.claimRun(id, options.executorId, options.leaseMs),
+      { onBatch: options.metrics?.journal.batchSize("claim") },
     );
   }
 

@@ -7,6 +7,7 @@ import {
   type PublishedRunRef,
   type RunCompletion,
   type RunFailure,
+  type ServiceMetrics,
   type StepRecord,
   type StoredError,
 } from "@stepwise/core";
@@ -29,14 +30,17 @@ export class ResultRecorder {
     private readonly leaseMs: number,
     private readonly stopping: () => boolean,
     private readonly requeueAfterMs = 60_000,
+    metrics?: ServiceMetrics,
   ) {
     this.steps = new GroupCommit(
       (records) => store.journalSteps(records),
       (record) => store.journalStep(record),
+      { onBatch: metrics?.journal.batchSize("step") },
     );
     this.completions = new GroupCommit(
       (runs) => store.completeRuns(runs, requeueAfterMs),
       (r) => store.completeRun(r.runId, r.lease, r.outputJson, requeueAfterMs),
+      { onBatch: metrics?.journal.batchSize("completion") },
     );
   }
 

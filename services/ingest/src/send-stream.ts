@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { endSpan, startSpanAfter, type Bus, type Logger } from "@stepwise/core";
+import { endSpan, startSpanAfter, type Bus, type IngestMetrics, type Logger } from "@stepwise/core";
 import {
   SendAnswerSchema,
   SendFailureSchema,
@@ -29,9 +29,22 @@ export const MAX_CALLS_IN_PROGRESS = 2_000;
  * one. Throws INVALID_ARGUMENT for an invalid event (nothing published) and
  * UNAVAILABLE when the event stream did not acknowledge. The call is a span
  * after the caller's (traceParent), which the events' runs continue.
+ * `metrics` counts the events received, or refused and why.
  */
-export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger | undefined, traceParent?: string): Promise<string[]> {
-  const records = toEventRecords({ events });
+export async function sendEvents(
+  events: readonly Event[],
+  bus: Bus,
+  log: Logger | undefined,
+  traceParent?: string,
+  metrics?: IngestMetrics,
+): Promise<string[]> {
+  let records;
+  try {
+    records = toEventRecords({ events });
+  } catch (err) {
+    metrics?.eventsRejected(events.length, "invalid");
+    throw err;
+  }
   const { span, traceParent: tp } = startSpanAfter("stepwise.send", traceParent, { "stepwise.events": records.length }, "server");
   let error: string | undefined;
   try {
@@ -39,11 +52,13 @@ export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger
     await bus.publishEvents(records);
   } catch (err) {
     log?.error({ err }, "publishing events failed");
+    metrics?.eventsRejected(records.length, "unavailable");
     error = "the event stream is unavailable";
     throw new ConnectError("the event stream is unavailable, retry the call", Code.Unavailable);
   } finally {
     endSpan(span, error);
   }
+  metrics?.eventsReceived(records.length);
   return records.map((r) => r.id);
 }
 
@@ -57,7 +72,7 @@ export async function sendEvents(events: readonly Event[], bus: Bus, log: Logger
 export async function* sendStream(
   requests: AsyncIterable<SendStreamRequest>,
   ctx: HandlerContext,
-  deps: { bus: Bus; log?: Logger | undefined },
+  deps: { bus: Bus; log?: Logger | undefined; metrics?: IngestMetrics | undefined },
 ): AsyncIterable<SendStreamResponse> {
   const calls = new CallsInProgress();
   const onAbort = () => calls.close();
@@ -66,7 +81,7 @@ export async function* sendStream(
     for await (const req of requests) {
       for (const call of req.calls) {
         calls.started();
-        void sendEvents(call.events, deps.bus, deps.log, call.traceParent).then(
+        void sendEvents(call.events, deps.bus, deps.log, call.traceParent, deps.metrics).then(
           (ids) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: sent(ids) })),
           (err: unknown) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: failed(err) })),
         );

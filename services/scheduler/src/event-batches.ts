@@ -8,6 +8,7 @@ import {
   type EventLookup,
   type EventMatches,
   type RunRef,
+  type ServiceMetrics,
   type WaitStore,
 } from "@stepwise/core";
 
@@ -20,15 +21,17 @@ export class EventBatches {
   private readonly lookups: GroupCommit<EventLookup, EventMatches>;
   private readonly work: WorkPublisher;
 
-  constructor(store: JournalStore, waits: WaitStore, bus: Bus, backstopMs?: number) {
+  constructor(store: JournalStore, waits: WaitStore, bus: Bus, backstopMs?: number, metrics?: ServiceMetrics) {
     this.work = new WorkPublisher(bus);
     this.records = new GroupCommit(
       (events) => store.recordEventsMatching(events, backstopMs),
       (event) => store.recordEventMatching(event, backstopMs),
+      { onBatch: metrics?.journal.batchSize("event") },
     );
     this.lookups = new GroupCommit(
       (lookups) => waits.matchesMany(lookups),
       async (lookup) => (await waits.matchesMany([lookup]))[0] as EventMatches,
+      { onBatch: metrics?.journal.batchSize("wait_lookup") },
     );
   }
 

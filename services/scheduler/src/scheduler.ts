@@ -1,4 +1,4 @@
-import type { Bus, JournalStore, Logger, Sql, Subscription, TimerStore, WaitStore } from "@stepwise/core";
+import type { Bus, JournalStore, Logger, ServiceMetrics, Sql, Subscription, TimerStore, WaitStore } from "@stepwise/core";
 import { EventBatches } from "./event-batches.js";
 import { handleEvent } from "./event-handling.js";
 import { Reconciler } from "./reconciler.js";
@@ -19,6 +19,8 @@ export interface SchedulerOptions {
   reconcileIntervalMs: number;
   /** When a run waiting in the queue has its work published once more. */
   queuedBackstopMs?: number;
+  /** Where the scheduler's metrics go: timer lateness, batch sizes, and the queue, read at each scrape. */
+  metrics?: ServiceMetrics | undefined;
 }
 
 /**
@@ -32,6 +34,7 @@ export class Scheduler {
   private readonly reconciler: Reconciler;
   private readonly firing: TimerFiring;
   private readonly slots: SlotKeeper;
+  private unwatchQueue: (() => void) | undefined;
 
   constructor(private readonly options: SchedulerOptions) {
     this.slots = new SlotKeeper({
@@ -58,12 +61,14 @@ export class Scheduler {
       log: options.log,
       requeueAfterMs: options.requeueAfterMs,
       ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
+      metrics: options.metrics,
     });
   }
 
   async start(): Promise<void> {
-    const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs } = this.options;
-    const batches = new EventBatches(store, waits, bus, queuedBackstopMs);
+    const { store, waits, bus, log, queuedBackstopMs, requeueAfterMs, metrics } = this.options;
+    const batches = new EventBatches(store, waits, bus, queuedBackstopMs, metrics);
+    this.unwatchQueue = metrics?.scheduler.watchQueue(() => store.queueDepths());
     this.subscription = await bus.consumeEvents(
       async (record, delivery) => {
         try {
@@ -89,6 +94,7 @@ export class Scheduler {
   }
 
   async stop(): Promise<void> {
+    this.unwatchQueue?.();
     await this.slots.stop();
     await this.firing.stop();
     await this.reconciler.stop();

@@ -10,6 +10,7 @@ import {
   type JournalStore,
   type Logger,
   type PublishedRunRef,
+  type ServiceMetrics,
   type Sql,
   type TimerStore,
 } from "@stepwise/core";
@@ -23,6 +24,8 @@ export interface TimerFiringOptions {
   log: Logger;
   requeueAfterMs: number;
   backstopMs?: number;
+  /** Where the lateness of the timers fired goes. */
+  metrics?: ServiceMetrics | undefined;
 }
 
 const BATCH = 500;
@@ -68,10 +71,12 @@ export class TimerFiring {
   /** Fires what is due; returns how long to sleep. */
   private async round(): Promise<number> {
     const { timers, requeueAfterMs } = this.options;
+    const m = this.options.metrics?.scheduler;
     let fired = 0;
     for (;;) {
       const runs = await timers.fireDue(BATCH, requeueAfterMs);
       fired += runs.length;
+      if (m) for (const r of runs) m.timerFired(r.lateMs / 1000);
       await this.publish(runs);
       if (runs.length < BATCH) break;
     }
