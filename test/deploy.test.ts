@@ -13,6 +13,9 @@ const k8sDir = join(deployDir, "k8s");
 const read = (path: string): string => readFileSync(path, "utf8");
 
 const SERVICES = ["ingest", "scheduler", "executor"] as const;
+/** The port of each service: its RPCs (none for the scheduler), GET /healthz and GET /metrics. */
+const PORTS = { ingest: 8288, scheduler: 8290, executor: 8289 } as const;
+const PORT_SETTINGS = { ingest: "INGEST_PORT", scheduler: "SCHEDULER_PORT", executor: "EXECUTOR_PORT" } as const;
 const NAMESPACE = "stepwise";
 
 // ---------------------------------------------------------------------------
@@ -384,7 +387,7 @@ describe("compose.yaml", () => {
     expect(service("migrate").restart ?? "no", "migrate is one-shot").toBe("no");
   });
 
-  it("publishes 8288 for ingest and 8289 for executor, matching their port settings", () => {
+  it("publishes 8288 for ingest and 8289 for executor, matching their port settings; the scheduler's 8290 stays inside", () => {
     const published = (name: string): number[] =>
       ((service(name).ports as unknown[] | undefined) ?? []).map((p) => {
         if (isObj(p)) return num(p.target, `${name} port target`);
@@ -396,7 +399,8 @@ describe("compose.yaml", () => {
     expect(published("scheduler")).toEqual([]);
     expect(Number(env("ingest").INGEST_PORT ?? 8288)).toBe(8288);
     expect(Number(env("executor").EXECUTOR_PORT ?? 8289)).toBe(8289);
-    for (const [name, port] of [["ingest", 8288], ["executor", 8289]] as const) {
+    expect(Number(env("scheduler").SCHEDULER_PORT ?? 8290)).toBe(8290);
+    for (const [name, port] of [["ingest", 8288], ["executor", 8289], ["scheduler", 8290]] as const) {
       const test = arr(get(service(name), "healthcheck.test"), `${name} healthcheck`).join(" ");
       expect(test, `${name} healthcheck`).toContain(`:${port}/healthz`);
     }
@@ -477,7 +481,7 @@ describe("k8s manifests", () => {
   });
 
   it("the ConfigMap holds the non-secret settings and the Secret holds DATABASE_URL", () => {
-    for (const key of ["NATS_URL", "STEPWISE_PREFIX", "INGEST_PORT", "EXECUTOR_PORT", "LOG_LEVEL"]) {
+    for (const key of ["NATS_URL", "STEPWISE_PREFIX", "INGEST_PORT", "EXECUTOR_PORT", "SCHEDULER_PORT", "LOG_LEVEL"]) {
       expect(Object.keys(configData), key).toContain(key);
     }
     expect(configData, "no credentials in the ConfigMap").not.toHaveProperty("DATABASE_URL");
@@ -486,6 +490,7 @@ describe("k8s manifests", () => {
     }
     expect(Number(configData.INGEST_PORT)).toBe(8288);
     expect(Number(configData.EXECUTOR_PORT)).toBe(8289);
+    expect(Number(configData.SCHEDULER_PORT)).toBe(8290);
     expect(configData.STEPWISE_PREFIX).toMatch(/^[a-z][a-z0-9_-]*$/);
     const db = new URL(str(secretValue("stepwise", "DATABASE_URL"), "DATABASE_URL"));
     expect(db.protocol).toMatch(/^postgres(ql)?:$/);
@@ -525,25 +530,30 @@ describe("k8s manifests", () => {
         expect(num(get(podSpec(d), "securityContext.runAsUser"), "runAsUser")).toBeGreaterThan(0);
       });
 
+      const port = PORTS[svc];
+      it(`probes GET /healthz on port ${port}`, () => {
+        const c = onlyContainer(dep());
+        expect(containerPorts(c)).toContain(port);
+        expect(Number(configData[PORT_SETTINGS[svc]])).toBe(port);
+        for (const probe of ["readinessProbe", "livenessProbe"]) {
+          expect(get(c, `${probe}.httpGet.path`), `${svc} ${probe}`).toBe("/healthz");
+          expect(resolvePort(c, get(c, `${probe}.httpGet.port`)), `${svc} ${probe} port`).toBe(port);
+        }
+      });
+
+      it(`has its pods scraped for GET /metrics on port ${port}`, () => {
+        const annotations = strRecord(get(dep().body, "spec.template.metadata.annotations"), `${svc} pod annotations`);
+        expect(annotations["prometheus.io/scrape"]).toBe("true");
+        expect(annotations["prometheus.io/path"]).toBe("/metrics");
+        expect(Number(annotations["prometheus.io/port"])).toBe(port);
+        expect(containerPorts(onlyContainer(dep()))).toContain(port);
+      });
+
       if (svc === "scheduler") {
-        it("has no port and no HTTP probe", () => {
-          const c = onlyContainer(dep());
-          expect(containerPorts(c)).toEqual([]);
-          for (const probe of ["readinessProbe", "livenessProbe", "startupProbe"]) {
-            expect(get(c, `${probe}.httpGet`), probe).toBeUndefined();
-          }
+        it("has no Service: nothing calls it", () => {
+          expect(ofKind("Service").filter((s) => s.name === "stepwise-scheduler")).toEqual([]);
         });
       } else {
-        const port = svc === "ingest" ? 8288 : 8289;
-        it(`probes GET /healthz on port ${port}`, () => {
-          const c = onlyContainer(dep());
-          expect(containerPorts(c)).toContain(port);
-          expect(Number(configData[svc === "ingest" ? "INGEST_PORT" : "EXECUTOR_PORT"])).toBe(port);
-          for (const probe of ["readinessProbe", "livenessProbe"]) {
-            expect(get(c, `${probe}.httpGet.path`), `${svc} ${probe}`).toBe("/healthz");
-            expect(resolvePort(c, get(c, `${probe}.httpGet.port`)), `${svc} ${probe} port`).toBe(port);
-          }
-        });
 
         it(`has a Service on port ${port} that reaches the pods`, () => {
           const s = one("Service", `stepwise-${svc}`);

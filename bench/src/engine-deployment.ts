@@ -110,6 +110,8 @@ export class EngineDeployment {
       HOST: "127.0.0.1",
       INGEST_PORT: String(this.ingestPort),
       EXECUTOR_PORT: String(this.executorPort),
+      // The scheduler's /metrics and /healthz, on a free port: benches and tests run side by side.
+      SCHEDULER_PORT: "0",
       LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
     };
   }

@@ -21,7 +21,7 @@ export interface ExtraService {
   readonly name: Service;
   readonly proc: ChildProcess;
   readonly log: string[];
-  /** The port it serves on (ingest, executor); 0 for a scheduler. */
+  /** The port it serves on (ingest, executor); 0 for a scheduler (it serves /metrics on a free port of its own). */
   readonly port: number;
   /** Sends a signal and waits for the process to be gone. */
   kill(signal?: NodeJS.Signals): Promise<void>;
@@ -51,6 +51,8 @@ export class Stack {
   readonly prefix = `sw-${this.id}`;
   ingestPort = 0;
   executorPort = 0;
+  /** Where the scheduler serves /healthz and /metrics. */
+  schedulerPort = 0;
   readonly procs = new Map<Service, ChildProcess>();
   readonly logs = new Map<Service, string[]>();
   readonly extras = new Set<ExtraService>();
@@ -81,9 +83,14 @@ export class Stack {
     return `http://127.0.0.1:${this.executorPort}`;
   }
 
+  get schedulerUrl(): string {
+    return `http://127.0.0.1:${this.schedulerPort}`;
+  }
+
   async start(): Promise<this> {
     this.ingestPort = await freePort();
     this.executorPort = await freePort();
+    this.schedulerPort = await freePort();
     // Migrate once up front so the services do not race on a fresh schema in the logs.
     await this.run(["migrate"]);
     await Promise.all((["ingest", "scheduler", "executor"] as const).map((s) => this.startService(s)));
@@ -101,6 +108,7 @@ export class Stack {
       HOST: "127.0.0.1",
       INGEST_PORT: String(this.ingestPort),
       EXECUTOR_PORT: String(this.executorPort),
+      SCHEDULER_PORT: String(this.schedulerPort),
       STEPWISE_LEASE_MS: "2000",
       STEPWISE_RECONCILE_INTERVAL_MS: "250",
       STEPWISE_HEARTBEAT_MS: "1000",
@@ -135,7 +143,12 @@ export class Stack {
    */
   async startExtra(name: Service): Promise<ExtraService> {
     const port = name === "scheduler" ? 0 : await freePort();
-    const env = { ...this.baseEnv(), ...(name === "ingest" ? { INGEST_PORT: String(port) } : {}), ...(name === "executor" ? { EXECUTOR_PORT: String(port) } : {}) };
+    const env = {
+      ...this.baseEnv(),
+      ...(name === "ingest" ? { INGEST_PORT: String(port) } : {}),
+      ...(name === "executor" ? { EXECUTOR_PORT: String(port) } : {}),
+      ...(name === "scheduler" ? { SCHEDULER_PORT: "0" } : {}),
+    };
     const proc = spawn(process.execPath, [...NODE_ARGS, this.cli, "start", name], { env, stdio: ["ignore", "pipe", "pipe"] });
     const log: string[] = [];
     const extra: ExtraService = {
