@@ -11,7 +11,9 @@ import {
   MemoryBus,
   migrate,
   serveConnect,
+  ServiceMetrics,
   startTracing,
+  timedSql,
   type Bus,
   type Config,
   type Logger,
@@ -19,7 +21,7 @@ import {
   type Sql,
 } from "@stepwise/core";
 import { Executor } from "@stepwise/executor";
-import { ingestRoutes } from "@stepwise/ingest";
+import { dashboardFiles, ingestRoutes } from "@stepwise/ingest";
 import { Scheduler } from "@stepwise/scheduler";
 
 /** A service name `stepwise start` accepts. */
@@ -40,41 +42,45 @@ interface Stores {
   waits: WaitStore;
 }
 
-function stores(sql: Sql, schema: string | undefined): Stores {
+function stores(sql: Sql, schema: string | undefined, metrics: ServiceMetrics): Stores {
   // NOTIFY channels are per database: one per schema keeps engines that
   // share a database from waking each other.
   const timerChannel = `${DEFAULT_TIMER_CHANNEL}${schema ? `_${schema}` : ""}`.slice(0, 63);
   return {
     sql,
-    store: new JournalStore(sql, { timerChannel }),
+    store: new JournalStore(sql, { timerChannel, metrics }),
     timers: new TimerStore(sql, { channel: timerChannel }),
     waits: new WaitStore(sql),
   };
 }
 
-async function openStore(config: Config, name: string): Promise<Stores> {
-  const sql = createPgSql({
+async function openStore(config: Config, name: string, metrics: ServiceMetrics): Promise<Stores> {
+  const pool = createPgSql({
     url: config.databaseUrl,
     max: config.databasePoolSize,
     applicationName: `stepwise-${name}`,
     ...(config.databaseSchema ? { schema: config.databaseSchema } : {}),
   });
-  await migrate(sql, config.databaseSchema ? { schema: config.databaseSchema } : {});
-  return stores(sql, config.databaseSchema);
+  await migrate(pool, config.databaseSchema ? { schema: config.databaseSchema } : {});
+  return stores(timedSql(pool, metrics.journal.statement), config.databaseSchema, metrics);
 }
 
 /** Starts one service against Postgres and NATS JetStream, as `stepwise start NAME` does. */
 export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
   const logger = log ?? createLogger(name, config.logLevel);
   const stopTracing = await startTracing(name);
-  const opened = await openStore(config, name);
+  // GET /metrics on the service's port (the scheduler's own, SCHEDULER_PORT).
+  const metrics = new ServiceMetrics({ processMetrics: true });
+  const opened = await openStore(config, name, metrics);
   const { sql, store } = opened;
-  const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger });
+  const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger, metrics });
   let server: RunningServer | undefined;
   let stopService: () => Promise<void>;
   switch (name) {
     case "ingest": {
-      server = await serveConnect(ingestRoutes({ bus, store, log: logger }), config.ingestPort, config.host);
+      server = await serveConnect(ingestRoutes({ bus, store, log: logger, metrics }), config.ingestPort, config.host, {
+        plain: [metrics.handler, ...(config.dashboard ? [dashboardFiles()] : [])],
+      });
       stopService = async () => {};
       break;
     }
@@ -87,7 +93,10 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         requeueAfterMs: config.requeueAfterMs,
         reconcileIntervalMs: config.reconcileIntervalMs,
         queuedBackstopMs: config.queuedBackstopMs,
+        metrics,
       });
+      // No RPCs: GET /healthz and GET /metrics only.
+      server = await serveConnect(() => {}, config.schedulerPort, config.host, { plain: [metrics.handler] });
       await scheduler.start();
       stopService = () => scheduler.stop();
       break;
@@ -101,8 +110,9 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         requeueAfterMs: config.requeueAfterMs,
         heartbeatMs: config.heartbeatMs,
         queuedBackstopMs: config.queuedBackstopMs,
+        metrics,
       });
-      server = await serveConnect(executor.routes, config.executorPort, config.host);
+      server = await serveConnect(executor.routes, config.executorPort, config.host, { plain: [metrics.handler] });
       executor.start();
       stopService = () => executor.stop();
       break;
@@ -130,19 +140,24 @@ export interface DevOptions {
   logLevel: string;
   /** Lease of runs on the embedded executor. */
   leaseMs?: number;
+  /** Whether to serve the dashboard at / (true when unset). */
+  dashboard?: boolean;
 }
 
 /**
  * Starts the whole engine in this process, as `stepwise dev` does: PGlite
  * for the journal (same migrations and SQL as Postgres), the in-process bus,
- * and one Connect port serving IngestService, RunService and WorkerService.
+ * and one Connect port serving IngestService, RunService and WorkerService,
+ * and GET /metrics with the metrics of all three.
  */
 export async function startDev(options: DevOptions): Promise<Running> {
   const log = createLogger("dev", options.logLevel);
   const stopTracing = await startTracing("dev");
-  const sql = await createPgliteSql(options.dataDir);
+  // One registry for the three services, on GET /metrics of the one port.
+  const metrics = new ServiceMetrics({ processMetrics: true });
+  const sql = timedSql(await createPgliteSql(options.dataDir), metrics.journal.statement);
   await migrate(sql);
-  const opened = stores(sql, undefined);
+  const opened = stores(sql, undefined, metrics);
   const { store } = opened;
   // The in-process bus starts empty: runs left unfinished by an earlier
   // process get their work published again by the first reconciler sweep.
@@ -156,6 +171,7 @@ export async function startDev(options: DevOptions): Promise<Running> {
     concurrency: 16,
     requeueAfterMs: 60_000,
     reconcileIntervalMs: 1_000,
+    metrics,
   });
   const executor = new Executor({
     ...opened,
@@ -164,12 +180,15 @@ export async function startDev(options: DevOptions): Promise<Running> {
     leaseMs,
     requeueAfterMs: 60_000,
     heartbeatMs: 5_000,
+    metrics,
   });
   const routes = (router: ConnectRouter) => {
-    ingestRoutes({ bus, store, log: log.child({ service: "ingest" }) })(router);
+    ingestRoutes({ bus, store, log: log.child({ service: "ingest" }), metrics })(router);
     executor.routes(router);
   };
-  const server = await serveConnect(routes, options.port, options.host);
+  const server = await serveConnect(routes, options.port, options.host, {
+    plain: [metrics.handler, ...(options.dashboard === false ? [] : [dashboardFiles()])],
+  });
   await scheduler.start();
   executor.start();
   log.info({ port: server.port, dataDir: options.dataDir ?? "(memory)" }, "stepwise dev started");

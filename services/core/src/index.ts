@@ -4,7 +4,8 @@
 //                migrations, the SQL clients
 //   bus/         the Bus interface, over JetStream and in process, and run work
 //   conditions/  CEL conditions, cron schedules, wait matching
-//   runtime/     configuration, logging, the Connect server, group commit
+//   runtime/     configuration, logging, the Connect server, group commit,
+//                metrics
 // Exports are named; nothing here re-exports a module whole.
 export {
   backoffMs,
@@ -54,13 +55,17 @@ export type {
   UnkeyedRun,
 } from "./journal/concurrency-slots.js";
 export type { SelectedRun, RunSelection } from "./journal/run-views.js";
+export type { EventFilter, EventView } from "./journal/event-views.js";
+export type { RunCount } from "./journal/run-counts.js";
+export type { WorkerExecutor, WorkerRecord, WorkerView } from "./journal/worker-records.js";
 export { type Migration, migrate, migrations } from "./journal/migrations.js";
 export { createPgliteSql } from "./journal/pglite-sql.js";
-export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx } from "./journal/sql.js";
-export { type AwaitRecord, type DueCron, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./journal/timer-store.js";
+export { createPgSql, type PgSqlOptions, quoteIdent, type Row, type Sql, type SqlTx, timedSql } from "./journal/sql.js";
+export { type AwaitRecord, type DueCron, type FiredRun, type SuspendOutcome, TIMER_POLL_MS, TimerStore } from "./journal/timer-store.js";
 export {
   type AttemptRecord,
   type AttemptView,
+  type AwaitView,
   type ClaimedRun,
   type ConditionalTrigger,
   type EventWindowRule,
@@ -101,5 +106,20 @@ export { type Config, loadConfig } from "./runtime/config.js";
 export { GroupCommit } from "./runtime/group-commit.js";
 export { NotifiedRounds, type NotifiedRoundsOptions } from "./runtime/notified-rounds.js";
 export { createLogger, type Logger } from "./runtime/log.js";
+export {
+  BusMetrics,
+  ExecutorMetrics,
+  type GroupCommitKind,
+  IngestMetrics,
+  JournalMetrics,
+  type PublishStream,
+  type QueuedRuns,
+  type RunEndStatus,
+  RunMetrics,
+  SchedulerMetrics,
+  ServiceMetrics,
+  type StepOutcome,
+  type WorkerSlots,
+} from "./runtime/metrics.js";
 export { type PlainHandler, type RunningServer, serveConnect } from "./runtime/server.js";
 export { contextOfTraceParent, endSpan, startSpanAfter, startTracing, type TracedSpan, traceParentOf, type TraceSpan, withSpan } from "./runtime/tracing.js";

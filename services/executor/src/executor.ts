@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { endSpan, startSpanAfter, type Bus, type ClaimedRun, type JournalStore, type Logger, type RunCancel, type Subscription, type TimerStore, type WaitStore } from "@stepwise/core";
+import { endSpan, startSpanAfter, type Bus, type ClaimedRun, type JournalStore, type Logger, type RunCancel, type ExecutorMetrics, type ServiceMetrics, type Subscription, type TimerStore, type WaitStore } from "@stepwise/core";
 import { WorkerService, type ConnectRequest, type ConnectResponse } from "@stepwise/proto";
 import { Dispatcher } from "./dispatcher.js";
 import { validateRegistration } from "./registration.js";
@@ -20,6 +20,7 @@ import {
   stepAckMessage,
   type WorkerMessage,
 } from "./worker-protocol.js";
+import { WorkerDirectory } from "./worker-directory.js";
 import { WorkerRegistry } from "./worker-registry.js";
 import { WorkerSession } from "./worker-session.js";
 
@@ -41,6 +42,8 @@ export interface ExecutorOptions {
   drainTimeoutMs?: number;
   /** When a run waiting in the queue has its work published once more. */
   queuedBackstopMs?: number;
+  /** Where the executor's metrics go: step attempts, batch sizes, and the workers, read at each scrape. */
+  metrics?: ServiceMetrics | undefined;
 }
 
 /**
@@ -66,15 +69,21 @@ export class Executor {
   private readonly queue: RunQueue;
   private readonly announcer: RunAnnouncer;
   private readonly dispatcher: Dispatcher;
+  private readonly stepMetrics: ExecutorMetrics | undefined;
+  private readonly unwatchWorkers: (() => void) | undefined;
+  /** The connected workers as ListWorkers shows them, written on register, heartbeat and close only. */
+  private readonly workers: WorkerDirectory;
 
   constructor(private readonly options: ExecutorOptions) {
     this.tasks = new TaskTracker(options.log);
+    this.workers = new WorkerDirectory(options.store, options.log, this.id, options.heartbeatMs);
     this.recorder = new ResultRecorder(
       options.store,
       options.log,
       options.leaseMs,
       () => this.stopping,
       options.requeueAfterMs,
+      options.metrics,
     );
     this.queue = new RunQueue(options);
     this.announcer = new RunAnnouncer(options.bus);
@@ -99,7 +108,12 @@ export class Executor {
       stopping: () => this.stopping,
       track: (p) => this.tasks.track(p),
       start: (session, claimed) => this.startOn(session, claimed),
+      metrics: options.metrics,
     });
+    this.stepMetrics = options.metrics?.executor;
+    this.unwatchWorkers = this.stepMetrics?.watchWorkers(() =>
+      this.registry.all().map((s) => ({ appId: s.appId, capacity: s.capacity, used: s.runs.size + s.claiming })),
+    );
   }
 
   /** Registers WorkerService on a router. */
@@ -124,7 +138,10 @@ export class Executor {
       );
     };
     this.renewTimer = setInterval(renew, renewEvery);
-    this.heartbeatTimer = setInterval(() => this.expireSilentWorkers(), this.options.heartbeatMs);
+    this.heartbeatTimer = setInterval(() => {
+      this.expireSilentWorkers();
+      this.tasks.track(this.workers.heartbeat());
+    }, this.options.heartbeatMs);
     this.cancellations = this.options.bus.watchRunsCancelled((runs) => this.onCancelled(runs)).catch((err: unknown) => {
       // Cancelled runs are then stopped by the journal, which refuses their next step result.
       this.options.log.warn({ err }, "watching run cancellations failed");
@@ -138,6 +155,7 @@ export class Executor {
    */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.unwatchWorkers?.();
     clearInterval(this.renewTimer);
     clearInterval(this.heartbeatTimer);
     await (await this.cancellations)?.stop();
@@ -179,6 +197,9 @@ export class Executor {
       reg.batches,
     );
     const log = this.options.log.child({ worker: session.id, app: session.appId });
+    // Recorded before the worker hears it is registered: a worker that
+    // connected is listed (ListWorkers). Only fails into the log.
+    await this.workers.add(session, reg.sdk);
     this.registry.add(session);
     log.info({ functions: functions.map((f) => f.id), capacity: reg.capacity }, "worker connected");
     session.send(registeredMessage(session.id, this.options.heartbeatMs, reg.batches));
@@ -210,6 +231,7 @@ export class Executor {
       ctx.signal.removeEventListener("abort", onAbort);
       session.close();
       this.registry.remove(session);
+      this.tasks.track(this.workers.remove(session));
       // Best effort: the reader ends when the peer's side does (its request
       // stream ends, the client aborts, or the HTTP/2 keepalive drops it).
       void Promise.resolve(it.return?.()).catch(() => {});
@@ -264,6 +286,7 @@ export class Executor {
         this.dropRun(session, r.runId, r.lease, "the run's lease was lost");
         return;
       }
+      this.stepMetrics?.stepJournaled(session.appId, held.functionId, "retried", (r.endedAtMs - r.startedAtMs) / 1000);
       session.send(stepAckMessage(r.runId, r.stepKey, r.lease));
       return;
     }
@@ -274,6 +297,9 @@ export class Executor {
       // and the reconciler hands the run on.
       this.dropRun(session, r.runId, r.lease, "the run's lease was lost");
       return;
+    }
+    if (outcome.kind === "journaled") {
+      this.stepMetrics?.stepJournaled(session.appId, held.functionId, m.step.error ? "failed" : "succeeded", (r.endedAtMs - r.startedAtMs) / 1000);
     }
     session.send(stepAckMessage(r.runId, r.stepKey, r.lease, outcome.kind === "existing" ? outcome.entry : undefined));
   }

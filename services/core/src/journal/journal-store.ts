@@ -16,7 +16,7 @@ import {
   cancelRuns,
   completeRun,
   completeRuns,
-  failRun,
+  failRunOf,
   type OutboxEvent,
   type RunCompletion,
   type RunFailure,
@@ -50,6 +50,11 @@ import {
 } from "./run-views.js";
 import type { Sql } from "./sql.js";
 import { type CancelCandidate, WaitStore } from "./wait-store.js";
+import { queueDepths } from "./queue-depths.js";
+import type { QueuedRuns, RunMetrics, ServiceMetrics } from "../runtime/metrics.js";
+import { type EventFilter, type EventView, listEvents } from "./event-views.js";
+import { countRuns, type RunCount } from "./run-counts.js";
+import { listWorkers, recordWorkers, removeWorker, type WorkerExecutor, type WorkerRecord, type WorkerView } from "./worker-records.js";
 import { journalAttempt, journalStep, journalSteps } from "./step-journal.js";
 import {
   type AttemptRecord,
@@ -74,17 +79,20 @@ import {
  * for its part of a run's life). Timers and waits have stores of their own
  * (TimerStore, WaitStore). Each method is one round trip to Postgres unless
  * the function it calls says otherwise, and runs on Postgres and PGlite
- * alike.
+ * alike. With `metrics`, it counts the runs its statements start (a first
+ * claim) and end, by status, once the statement returned.
  */
 export class JournalStore {
   /** The LISTEN/NOTIFY channel that wakes schedulers when timers or schedules change. */
   readonly timerChannel: string;
+  private readonly runMetrics: RunMetrics | undefined;
 
   constructor(
     private readonly sql: Sql,
-    options: { timerChannel?: string } = {},
+    options: { timerChannel?: string; metrics?: ServiceMetrics | undefined } = {},
   ) {
     this.timerChannel = options.timerChannel ?? DEFAULT_TIMER_CHANNEL;
+    this.runMetrics = options.metrics?.runs;
   }
 
   // function-registry.ts
@@ -144,20 +152,25 @@ export class JournalStore {
   }
 
   /** Cancels the runs a CANCELLED run invoked that have not ended (run-ends.ts). */
-  cancelInvokedRuns(runId: string): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
-    return cancelInvokedRuns(this.sql, runId);
+  async cancelInvokedRuns(runId: string): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+    return this.countCancelled(await cancelInvokedRuns(this.sql, runId), (c) => c.outcome);
   }
 
   // run-leases.ts
 
   /** Claims a run for an executor; null when it is not claimable. */
-  claimRun(runId: string, executorId: string, leaseMs: number): Promise<ClaimedRun | null> {
-    return claimRun(this.sql, runId, executorId, leaseMs);
+  async claimRun(runId: string, executorId: string, leaseMs: number): Promise<ClaimedRun | null> {
+    const claimed = await claimRun(this.sql, runId, executorId, leaseMs);
+    if (claimed?.lease === 1) this.runMetrics?.runStarted(claimed.appId, claimed.functionId);
+    return claimed;
   }
 
   /** Claims many runs in one statement; null for each run not claimable. */
-  claimRuns(runIds: readonly string[], executorId: string, leaseMs: number): Promise<Array<ClaimedRun | null>> {
-    return claimRuns(this.sql, runIds, executorId, leaseMs);
+  async claimRuns(runIds: readonly string[], executorId: string, leaseMs: number): Promise<Array<ClaimedRun | null>> {
+    const claimed = await claimRuns(this.sql, runIds, executorId, leaseMs);
+    const m = this.runMetrics;
+    if (m) for (const c of claimed) if (c?.lease === 1) m.runStarted(c.appId, c.functionId);
+    return claimed;
   }
 
   /** Hands a held run back to the queue; false when the lease was lost. */
@@ -205,31 +218,53 @@ export class JournalStore {
   // run-ends.ts
 
   /** Ends a held run as COMPLETED, waking the run that invoked it; null when the lease was lost. */
-  completeRun(runId: string, lease: number, outputJson: string, requeueAfterMs = 60_000): Promise<RunCompletion | null> {
-    return completeRun(this.sql, runId, lease, outputJson, requeueAfterMs);
+  async completeRun(runId: string, lease: number, outputJson: string, requeueAfterMs = 60_000): Promise<RunCompletion | null> {
+    const done = await completeRun(this.sql, runId, lease, outputJson, requeueAfterMs);
+    if (done) this.runMetrics?.runEnded(done.appId, done.functionId, "COMPLETED");
+    return done;
   }
 
   /** Ends many held runs as COMPLETED in one statement. */
-  completeRuns(
+  async completeRuns(
     runs: ReadonlyArray<{ runId: string; lease: number; outputJson: string }>,
     requeueAfterMs = 60_000,
   ): Promise<Array<RunCompletion | null>> {
-    return completeRuns(this.sql, runs, requeueAfterMs);
+    const done = await completeRuns(this.sql, runs, requeueAfterMs);
+    const m = this.runMetrics;
+    if (m) for (const d of done) if (d) m.runEnded(d.appId, d.functionId, "COMPLETED");
+    return done;
   }
 
   /** Ends a held run as FAILED, creating its onFailure run and waking the run that invoked it in the same statement. */
-  failRun(runId: string, lease: number, error: StoredError, requeueAfterMs = 60_000): Promise<RunFailure> {
-    return failRun(this.sql, runId, lease, error, requeueAfterMs);
+  async failRun(runId: string, lease: number, error: StoredError, requeueAfterMs = 60_000): Promise<RunFailure> {
+    const { failure, failed } = await failRunOf(this.sql, runId, lease, error, requeueAfterMs);
+    if (failed) this.runMetrics?.runEnded(failed.appId, failed.functionId, "FAILED");
+    return failure;
   }
 
   /** Ends a run CANCELLED unless it ended, and puts its "stepwise/run.cancelled" event in the outbox. */
-  cancelRun(runId: string, reason: string): Promise<CancelOutcome> {
-    return cancelRun(this.sql, runId, reason);
+  async cancelRun(runId: string, reason: string): Promise<CancelOutcome> {
+    const outcome = await cancelRun(this.sql, runId, reason);
+    this.countCancelled([outcome], (o) => o);
+    return outcome;
   }
 
   /** cancelRun for many runs in one statement, with one reason for all or one each; one outcome per id, in order. */
-  cancelRuns(runIds: readonly string[], reason: string | readonly string[]): Promise<CancelOutcome[]> {
-    return cancelRuns(this.sql, runIds, reason);
+  async cancelRuns(runIds: readonly string[], reason: string | readonly string[]): Promise<CancelOutcome[]> {
+    return this.countCancelled(await cancelRuns(this.sql, runIds, reason), (o) => o);
+  }
+
+  /** Counts the runs cancel outcomes cancelled, with those cancelled because they invoked them; returns the outcomes. */
+  private countCancelled<T>(items: T[], outcomeOf: (item: T) => CancelOutcome): T[] {
+    const m = this.runMetrics;
+    if (!m) return items;
+    for (const item of items) {
+      const o = outcomeOf(item);
+      if (o.kind !== "cancelled") continue;
+      m.runEnded(o.appId, o.functionId, "CANCELLED");
+      for (const k of o.invoked ?? []) m.runEnded(k.outcome.appId, k.outcome.functionId, "CANCELLED");
+    }
+    return items;
   }
 
   // concurrency-slots.ts
@@ -255,13 +290,16 @@ export class JournalStore {
   }
 
   /** Decides whether unkeyed runs start at all (idempotency, rate limit, singleton). */
-  admitRuns(runs: readonly AdmissionKeys[]): Promise<AdmissionOutcome[]> {
-    return admitRuns(this.sql, runs);
+  async admitRuns(runs: readonly AdmissionKeys[]): Promise<AdmissionOutcome[]> {
+    const outcomes = await admitRuns(this.sql, runs);
+    const m = this.runMetrics;
+    if (m) for (const o of outcomes) if (o.kind === "skipped") m.runEnded(o.appId, o.functionId, "SKIPPED");
+    return outcomes;
   }
 
   /** Cancels up to `limit` runs that singletons in mode cancel replaced; returns them. */
-  cancelReplacedSingletons(limit: number): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
-    return cancelReplacedSingletons(this.sql, limit);
+  async cancelReplacedSingletons(limit: number): Promise<Array<{ runId: string; outcome: CancelOutcome }>> {
+    return this.countCancelled(await cancelReplacedSingletons(this.sql, limit), (c) => c.outcome);
   }
 
   /** Lets up to `max` waiting runs start; returns them, their work to be published, and when a throttle next allows one. */
@@ -284,8 +322,8 @@ export class JournalStore {
   // run-deadlines.ts
 
   /** Cancels the runs of up to `limit` deadlines (timeouts) that passed; returns them. */
-  expireDeadlines(limit: number): Promise<ExpiredRun[]> {
-    return expireDeadlines(this.sql, limit);
+  async expireDeadlines(limit: number): Promise<ExpiredRun[]> {
+    return this.countCancelled(await expireDeadlines(this.sql, limit), (e) => e.outcome);
   }
 
   // wait-store.ts
@@ -340,5 +378,41 @@ export class JournalStore {
   /** Whether an event with this id is stored. */
   hasEvent(eventId: string): Promise<boolean> {
     return hasEvent(this.sql, eventId);
+  }
+
+  // queue-depths.ts
+
+  /** The QUEUED runs of each function and the age of the oldest never started, for the queue metrics. */
+  queueDepths(): Promise<QueuedRuns[]> {
+    return queueDepths(this.sql);
+  }
+
+  /** The runs created since a time, counted by function and status, of one app or all. */
+  countRuns(since: Date, appId?: string): Promise<RunCount[]> {
+    return countRuns(this.sql, since, appId);
+  }
+
+  // event-views.ts
+
+  /** Lists stored events newest first, each with its runs (two round trips). */
+  listEvents(filter: EventFilter): Promise<EventView[]> {
+    return listEvents(this.sql, filter);
+  }
+
+  // worker-records.ts
+
+  /** Upserts the rows of an executor's connected workers and deletes other executors' expired rows. */
+  recordWorkers(executor: WorkerExecutor, workers: readonly WorkerRecord[]): Promise<void> {
+    return recordWorkers(this.sql, executor, workers);
+  }
+
+  /** Deletes the row of a worker stream that ended. */
+  removeWorker(sessionId: string): Promise<void> {
+    return removeWorker(this.sql, sessionId);
+  }
+
+  /** The connected workers whose executors keep their rows current, of one app or all. */
+  listWorkers(appId?: string): Promise<WorkerView[]> {
+    return listWorkers(this.sql, appId);
   }
 }

@@ -12,6 +12,7 @@ const schema = z.object({
   HOST: z.string().default("0.0.0.0"),
   INGEST_PORT: port.default(8288),
   EXECUTOR_PORT: port.default(8289),
+  SCHEDULER_PORT: port.default(8290),
   STEPWISE_LEASE_MS: ms.default(15_000),
   STEPWISE_REQUEUE_AFTER_MS: ms.default(60_000),
   STEPWISE_QUEUED_BACKSTOP_MS: ms.default(3_600_000),
@@ -19,6 +20,7 @@ const schema = z.object({
   STEPWISE_HEARTBEAT_MS: ms.default(5_000),
   STEPWISE_SCHEDULER_CONCURRENCY: z.coerce.number().int().positive().default(64),
   LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  STEPWISE_DASHBOARD: z.enum(["true", "false", "1", "0"]).default("true"),
 });
 
 /** Configuration of the services, read from the environment. */
@@ -33,6 +35,8 @@ export interface Config {
   host: string;
   ingestPort: number;
   executorPort: number;
+  /** Where the scheduler serves GET /healthz and GET /metrics (0: a free port). */
+  schedulerPort: number;
   /** How long an executor holds a run without renewing; a crashed executor's runs move on after it. */
   leaseMs: number;
   /** When the reconciler publishes again the work of a run handed back whose publish was not confirmed. */
@@ -46,6 +50,8 @@ export interface Config {
   /** Events a scheduler handles at once. */
   schedulerConcurrency: number;
   logLevel: string;
+  /** Whether ingest serves the dashboard at / (STEPWISE_DASHBOARD, true unless "false" or "0"). */
+  dashboard: boolean;
 }
 
 /**
@@ -68,6 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: e.HOST,
     ingestPort: e.INGEST_PORT,
     executorPort: e.EXECUTOR_PORT,
+    schedulerPort: e.SCHEDULER_PORT,
     leaseMs: e.STEPWISE_LEASE_MS,
     requeueAfterMs: e.STEPWISE_REQUEUE_AFTER_MS,
     queuedBackstopMs: e.STEPWISE_QUEUED_BACKSTOP_MS,
@@ -75,5 +82,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     heartbeatMs: e.STEPWISE_HEARTBEAT_MS,
     schedulerConcurrency: e.STEPWISE_SCHEDULER_CONCURRENCY,
     logLevel: e.LOG_LEVEL,
+    dashboard: e.STEPWISE_DASHBOARD === "true" || e.STEPWISE_DASHBOARD === "1",
   };
 }
