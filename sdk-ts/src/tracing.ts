@@ -19,21 +19,26 @@ export function activeTraceParent(): string {
   return isSpanContextValid(c) ? formatTraceParent({ traceId: c.traceId, spanId: c.spanId, flags: c.traceFlags }) : "";
 }
 
-/** Runs a step body in its span, the child of the span a traceparent names. */
-export function inStepSpan<T>(traceParent: string, name: string, attributes: Attributes, body: () => Promise<T>): Promise<T> {
+/**
+ * Runs a step body in its span, the child of the span a traceparent names,
+ * active while the body runs. Without a tracer provider the span does not
+ * record, and the body runs as it is: no context switch, and no frames of
+ * the API in its errors' stacks.
+ */
+export async function inStepSpan<T>(traceParent: string, name: string, attributes: Attributes, body: () => Promise<T>): Promise<T> {
   const tp = parseTraceParent(traceParent);
   const parent = tp
     ? trace.setSpanContext(ROOT_CONTEXT, { traceId: tp.traceId, spanId: tp.spanId, traceFlags: tp.flags, isRemote: true })
     : context.active();
-  return tracer.startActiveSpan(name, { attributes }, parent, async (span) => {
-    try {
-      return await body();
-    } catch (err) {
-      span.recordException(err instanceof Error ? err : String(err));
-      span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
-      throw err;
-    } finally {
-      span.end();
-    }
-  });
+  const span = tracer.startSpan(name, { attributes }, parent);
+  if (!span.isRecording()) return body();
+  try {
+    return await context.with(trace.setSpan(parent, span), body);
+  } catch (err) {
+    span.recordException(err instanceof Error ? err : String(err));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+    throw err;
+  } finally {
+    span.end();
+  }
 }
