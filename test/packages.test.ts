@@ -134,7 +134,7 @@ describe("an app outside the repository that installs the packed packages", () =
   }, 120_000);
 
   afterAll(async () => {
-    engine?.kill("SIGKILL");
+    stopEngine(engine, "SIGKILL");
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -183,8 +183,10 @@ describe("an app outside the repository that installs the packed packages", () =
     await writeFile(join(app, "src", "main.ts"), APP);
     await run(join(app, "node_modules", ".bin", "tsc"), ["-p", "."], { cwd: app });
 
+    // A process group of its own: npx does not pass a signal on to the engine it started.
     engine = spawn("npx", ["--no", "stepwise", "dev", "--memory", "--port", String(port)], {
       cwd: app,
+      detached: true,
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, LOG_LEVEL: "warn" },
     });
@@ -207,7 +209,9 @@ describe("an app outside the repository that installs the packed packages", () =
     const dashboard = await fetch(`http://127.0.0.1:${port}/runs`);
     expect(dashboard.status).toBe(200);
     expect(await dashboard.text()).toContain('<div id="app"></div>');
-    engine.kill("SIGTERM");
+    const exited = new Promise((resolve) => engine!.once("exit", resolve));
+    stopEngine(engine, "SIGTERM");
+    await exited;
 
     // The same app on the three services as separate processes, from the
     // installed `stepwise` command: migrate, start ingest|scheduler|executor.
@@ -222,6 +226,16 @@ describe("an app outside the repository that installs the packed packages", () =
     }
   }, 240_000);
 });
+
+/** Signals the process group of `stepwise dev` (npx and the engine under it), if it still runs. */
+function stopEngine(engine: ChildProcess | undefined, signal: NodeJS.Signals): void {
+  if (!engine?.pid || engine.exitCode !== null || engine.signalCode !== null) return;
+  try {
+    process.kill(-engine.pid, signal);
+  } catch {
+    // Gone already.
+  }
+}
 
 /** Runs the app's function once against an engine and checks how its run ended. */
 async function expectRunCompletes(app: string, url: string, workerUrl = url): Promise<void> {
