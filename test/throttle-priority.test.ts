@@ -58,8 +58,12 @@ describe("throttle and priority", () => {
     );
     expect(throttledStarts).toHaveLength(30);
     const starts = [...throttledStarts].sort((a, b) => a - b);
-    // Tolerance: 150 ms for the way from a grant to the step body (publish, claim, dispatch).
-    const TOLERANCE_MS = 150;
+    // Tolerance: 300 ms for the way from a grant to the step body (publish,
+    // claim, dispatch), which differs from one run to the next: on a loaded
+    // machine the first run's took 170 ms more than a later one's. An
+    // ignored throttle (30 starts at once) or a doubled rate (a span of 2.5 s)
+    // still fails by seconds.
+    const TOLERANCE_MS = 300;
     // The generic cell rate: a start every period / limit (200 ms), up to
     // limit + burst (5) at once. So the first 5 start at once; the i-th
     // after them no sooner than i × 200 ms after the first; and no 6 starts
