@@ -113,6 +113,8 @@ export class EngineDeployment {
       // The scheduler's /metrics and /healthz, on a free port: benches and tests run side by side.
       SCHEDULER_PORT: "0",
       LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
+      // The bench's clients send no key; STEPWISE_INSECURE=false with STEPWISE_API_KEY set measures with one.
+      STEPWISE_INSECURE: process.env["STEPWISE_INSECURE"] ?? "true",
     };
   }
 }

@@ -558,3 +558,162 @@ describe("JetStreamBus work consumers", () => {
     }
   });
 });
+
+describe("JetStreamBus ack wait", () => {
+  const url = "nats://127.0.0.1:4222";
+
+  it("gives the consumers the configured ack wait and replicas, and brings existing ones to it on connect", async () => {
+    const prefix = `bt-ackwait-${randomBytes(4).toString("hex")}`;
+    const upper = prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+    const { connect } = await import("@nats-io/transport-node");
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    const nc = await connect({ servers: url });
+    const jsm = await jetstreamManager(nc);
+    const first = await JetStreamBus.connect({ url, prefix, ackWaitMs: 30_000 });
+    try {
+      const sub = await first.consumeEvents(async () => {}, { concurrency: 1 });
+      await sub.stop();
+      for await (const _ of first.pullWork("app", 1, 1000, new AbortController().signal)) void _;
+      const durables = async () => [
+        ...(await jsm.consumers.list(`${upper}_EVENTS`).next()),
+        ...(await jsm.consumers.list(`${upper}_WORK`).next()),
+      ];
+      const before = await durables();
+      expect(before).toHaveLength(2);
+      for (const c of before) {
+        expect(c.config.ack_wait).toBe(30_000 * 1e6);
+        expect(c.config.num_replicas).toBe(1);
+      }
+      expect((await jsm.streams.info(`${upper}_EVENTS`)).config.num_replicas).toBe(1);
+      await first.close();
+
+      const second = await JetStreamBus.connect({ url, prefix, ackWaitMs: 2_000 });
+      const sub2 = await second.consumeEvents(async () => {}, { concurrency: 1 });
+      await sub2.stop();
+      for await (const _ of second.pullWork("app", 1, 1000, new AbortController().signal)) void _;
+      for (const c of await durables()) expect(c.config.ack_wait).toBe(2_000 * 1e6);
+      await second.destroy();
+      await second.close();
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("keeps an event whose handling outlasts the ack wait, and hands an unacked one to another consumer after it", async () => {
+    const prefix = `bt-keep-${randomBytes(4).toString("hex")}`;
+    const a = await JetStreamBus.connect({ url, prefix, ackWaitMs: 1_000 });
+    const b = await JetStreamBus.connect({ url, prefix, ackWaitMs: 1_000 });
+    try {
+      await a.publishEvents([create(EventRecordSchema, { id: "slow", name: "n", dataJson: "{}" })]);
+      const seen: Array<{ id: string; count: number }> = [];
+      // A handler three ack waits long: working() keeps it from redelivery.
+      const subA = await a.consumeEvents(async (r, d) => {
+        seen.push({ id: r.id, count: d.deliveryCount });
+        await new Promise((res) => setTimeout(res, 3_000));
+      }, { concurrency: 1 });
+      await new Promise((res) => setTimeout(res, 3_500));
+      expect(seen).toEqual([{ id: "slow", count: 1 }]);
+      await subA.stop();
+
+      // A handler that never settles, as in a frozen process: the event goes to the other consumer after the ack wait.
+      await a.publishEvents([create(EventRecordSchema, { id: "stuck", name: "n", dataJson: "{}" })]);
+      const frozen = { taken: 0 };
+      await a.consumeEvents(async (r) => {
+        if (r.id === "stuck") frozen.taken = Date.now();
+        await new Promise(() => {});
+      }, { concurrency: 1 });
+      for (let i = 0; i < 300 && frozen.taken === 0; i++) await new Promise((res) => setTimeout(res, 10));
+      expect(frozen.taken).toBeGreaterThan(0);
+      // Freeze it: no more working() from a, as a SIGSTOPped process sends none.
+      (a as unknown as { nc: { close(): Promise<void> } }).nc.close().catch(() => {});
+      let movedAt = 0;
+      const subB = await b.consumeEvents(async (r) => {
+        if (r.id === "stuck") movedAt = Date.now();
+      }, { concurrency: 1 });
+      for (let i = 0; i < 400 && movedAt === 0; i++) await new Promise((res) => setTimeout(res, 10));
+      expect(movedAt).toBeGreaterThan(0);
+      expect(movedAt - frozen.taken).toBeLessThan(1_000 + 1_500);
+      await subB.stop();
+    } finally {
+      await b.destroy();
+      await b.close();
+      await a.close().catch(() => {});
+    }
+  });
+});
+
+// A NATS server that lost its store (one replica) comes back without the
+// streams and consumers: deleting them behind the bus's back is the same.
+describe("JetStreamBus when NATS lost its streams", () => {
+  it("makes them again on the next publish or pull, resumes consuming, and says the work stream was made anew", async () => {
+    const url = "nats://127.0.0.1:4222";
+    const prefix = `bt-lost-${randomBytes(4).toString("hex")}`;
+    const upper = prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
+    let workStreamsMade = 0;
+    const bus = await JetStreamBus.connect({ url, prefix, ackWaitMs: 2_000, onWorkStreamCreated: async () => void workStreamsMade++ });
+    const { connect } = await import("@nats-io/transport-node");
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    const nc = await connect({ servers: url });
+    const jsm = await jetstreamManager(nc);
+    const got: string[] = [];
+    const sub = await bus.consumeEvents(async (r) => void got.push(r.id), { concurrency: 2 });
+    try {
+      expect(workStreamsMade).toBe(1);
+      await bus.publishEvents([create(EventRecordSchema, { id: "before", name: "n", dataJson: "{}" })]);
+      for (let i = 0; i < 200 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(got).toEqual(["before"]);
+
+      // The work stream first: the event consumer, failing when its stream goes, makes the
+      // streams again at once, and would find the work stream not yet deleted.
+      await jsm.streams.delete(`${upper}_WORK`);
+      await jsm.streams.delete(`${upper}_EVENTS`);
+      const lostAt = Date.now();
+      // Sends fail until the streams are back, then succeed: as a client retrying.
+      for (;;) {
+        try {
+          await bus.publishEvents([create(EventRecordSchema, { id: "after", name: "n", dataJson: "{}" })]);
+          break;
+        } catch {
+          if (Date.now() - lostAt > 10_000) throw new Error("the event stream did not come back");
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      // About 2 s on an idle machine (two missed heartbeats, then the consumer made again);
+      // the bound is the one docs/reliability.md gives for a store lost: 15 s.
+      while (!got.includes("after") && Date.now() - lostAt < 15_000) await new Promise((r) => setTimeout(r, 10));
+      expect(got).toContain("after");
+      expect(Date.now() - lostAt).toBeLessThan(15_000);
+      expect(workStreamsMade).toBe(2);
+
+      // Right after the work stream was made again, nats-server (2.9) may refuse a publish while it
+      // opens the new stream's files: retried, as the engine's WorkRetry does.
+      for (let i = 0; ; i++) {
+        try {
+          await bus.publishWork([create(RunWorkSchema, { runId: "r-after", appId: "app", functionId: "fn" })]);
+          break;
+        } catch (err) {
+          if (i >= 50) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      const pulled: string[] = [];
+      const pullFrom = Date.now();
+      while (pulled.length === 0 && Date.now() - pullFrom < 15_000) {
+        try {
+          for await (const d of bus.pullWork("app", 1, 1000, new AbortController().signal)) {
+            pulled.push(d.data.runId);
+            d.ack();
+          }
+        } catch {
+          // The first pull may meet the consumer lost with its stream; the next makes it again.
+        }
+      }
+      expect(pulled).toEqual(["r-after"]);
+    } finally {
+      await sub.stop();
+      await nc.close();
+      await bus.destroy();
+      await bus.close();
+    }
+  });
+});

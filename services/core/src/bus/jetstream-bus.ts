@@ -4,19 +4,16 @@ import {
   DeliverPolicy,
   jetstream,
   jetstreamManager,
-  JetStreamApiError,
-  RetentionPolicy,
-  StorageType,
   type Consumer,
-  type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
 } from "@nats-io/jetstream";
-import { connect, nanos, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { EventRecordSchema, RunCancelledSchema, RunsCancelledSchema, RunsEndedSchema, RunWorkSchema, type EventRecord, type RunWork } from "@stepwise/proto";
 import { backoffMs, type Bus, type ConsumeEventsOptions, type Delivery, type RunCancel, type RunEnd, type Subscription } from "./bus.js";
-import { JetStreamPublisher } from "./jetstream-publisher.js";
+import { JetStreamPublishError, JetStreamPublisher } from "./jetstream-publisher.js";
+import { isNotFound, JetStreamStreams } from "./jetstream-streams.js";
 import { runEndFromProto, runEndToProto } from "./run-end.js";
 import type { Logger } from "../runtime/log.js";
 import type { ServiceMetrics } from "../runtime/metrics.js";
@@ -32,10 +29,28 @@ export interface JetStreamBusOptions {
   prefix: string;
   /** Name shown in NATS monitoring. */
   name?: string;
-  /** How long an unacknowledged event waits before redelivery. */
-  eventAckWaitMs?: number;
+  /**
+   * Replicas of the streams and their consumers: 1 on one server, 3 on a
+   * three-node cluster (a publish is then acknowledged once a majority of
+   * the stream's nodes stored it). Applied to existing streams on connect.
+   */
+  replicas?: number;
+  /**
+   * How long a message taken by a scheduler or an executor stays with it
+   * without an acknowledgement (or a `working()` to keep it) before it is
+   * delivered to another: how long work and events wait after the process
+   * holding them died or froze. The services set it to their lease.
+   */
+  ackWaitMs?: number;
   /** How long JetStream remembers event ids for deduplication. */
   duplicateWindowMs?: number;
+  /**
+   * Called when this process created the work stream: at the first start,
+   * or because NATS lost it (a server that lost its store, with one
+   * replica). The runs QUEUED in the journal may then have lost their work
+   * messages; the services make them due for the reconciler at once.
+   */
+  onWorkStreamCreated?: () => Promise<void>;
   /** Where to report messages that had to be dropped. */
   log?: Logger;
   /** Where publish latencies go. */
@@ -52,26 +67,21 @@ export interface JetStreamBusOptions {
 export class JetStreamBus implements Bus {
   private readonly consumersReady = new Map<string, Promise<string>>();
   private readonly pullConsumers = new Map<string, Promise<Consumer>>();
-  private readonly eventsSubject: string;
   /** Plain NATS subject of run-end announcements (outside the streams' subjects). */
   private readonly endedSubject: string;
   private readonly cancelledSubject: string;
-  private readonly eventsStream: string;
-  private readonly workStream: string;
   private readonly publisher: JetStreamPublisher;
   private readonly eventsPublished: ((seconds: number) => void) | undefined;
   private readonly workPublished: ((seconds: number) => void) | undefined;
+  private readonly streams: JetStreamStreams;
 
   private constructor(
     private readonly nc: NatsConnection,
-    private readonly jsm: JetStreamManager,
+    jsm: JetStreamManager,
     private readonly js: JetStreamClient,
     private readonly options: JetStreamBusOptions,
   ) {
-    const upper = options.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
-    this.eventsStream = `${upper}_EVENTS`;
-    this.workStream = `${upper}_WORK`;
-    this.eventsSubject = `${options.prefix}.events`;
+    this.streams = new JetStreamStreams(jsm, options);
     this.endedSubject = `${options.prefix}.ended`;
     this.cancelledSubject = `${options.prefix}.cancelled`;
     this.publisher = new JetStreamPublisher(nc);
@@ -87,41 +97,23 @@ export class JetStreamBus implements Bus {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
     });
-    const jsm = await jetstreamManager(nc);
-    const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
-    await bus.ensureStreams();
-    return bus;
-  }
-
-  private async ensureStreams(): Promise<void> {
-    const p = this.options.prefix;
-    await this.ensureStream({
-      name: this.eventsStream,
-      subjects: [this.eventsSubject],
-      retention: RetentionPolicy.Limits,
-      storage: StorageType.File,
-      max_age: nanos(7 * 24 * 3600 * 1000),
-      duplicate_window: nanos(this.options.duplicateWindowMs ?? 10 * 60 * 1000),
-    });
-    await this.ensureStream({
-      name: this.workStream,
-      subjects: [`${p}.work.>`],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      duplicate_window: nanos(60 * 1000),
-    });
-  }
-
-  private async ensureStream(config: Parameters<JetStreamManager["streams"]["add"]>[0] & { name: string }) {
-    try {
-      await this.jsm.streams.info(config.name);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
+    // JetStream answers nothing while a cluster elects its leaders (a node
+    // rejoining, a stream moving): the streams are looked for again, 250 ms
+    // to 2 s apart, for up to a minute before the service gives up.
+    const deadline = Date.now() + STARTUP_PATIENCE_MS;
+    for (let pause = 250; ; pause = Math.min(2_000, pause * 2)) {
       try {
-        await this.jsm.streams.add(config);
-      } catch (addErr) {
-        // Another service created it at the same moment.
-        if (!String(addErr).includes("already in use")) throw addErr;
+        const jsm = await jetstreamManager(nc);
+        const bus = new JetStreamBus(nc, jsm, jetstream(nc), options);
+        await bus.streams.ensure();
+        return bus;
+      } catch (err) {
+        if (Date.now() + pause > deadline) {
+          await nc.close().catch(() => undefined);
+          throw new Error(`NATS JetStream did not answer for the streams of prefix ${options.prefix} within ${STARTUP_PATIENCE_MS / 1000} s: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        }
+        options.log?.warn({ err }, "NATS JetStream is not ready; looking for the streams again shortly");
+        await new Promise((r) => setTimeout(r, pause));
       }
     }
   }
@@ -130,9 +122,9 @@ export class JetStreamBus implements Bus {
     // Pipelined: every publish is in flight at once, then all acks awaited.
     await Promise.all(
       records.map((r) =>
-        this.publisher.publish(this.eventsSubject, toBinary(EventRecordSchema, r), r.id, this.eventsPublished),
+        this.publisher.publish(this.streams.eventsSubject, toBinary(EventRecordSchema, r), r.id, this.eventsPublished),
       ),
-    );
+    ).catch((err: unknown) => this.afterPublishFailed(err));
   }
 
   async consumeEvents(
@@ -140,40 +132,77 @@ export class JetStreamBus implements Bus {
     options: ConsumeEventsOptions,
   ): Promise<Subscription> {
     const durable = `${this.options.prefix}-scheduler`.replace(/[.*>]/g, "_");
-    await this.ensureConsumer(this.eventsStream, {
-      durable_name: durable,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(this.options.eventAckWaitMs ?? 30_000),
-      max_ack_pending: Math.max(1000, options.concurrency * 4),
-      max_deliver: -1,
-    });
-    const consumer = await this.js.consumers.get(this.eventsStream, durable);
+    const openConsumer = async () => {
+      await this.streams.ensureConsumer(this.streams.eventsStream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        max_ack_pending: Math.max(1000, options.concurrency * 4),
+        max_deliver: -1,
+      });
+      return this.js.consumers.get(this.streams.eventsStream, durable);
+    };
+    let consumer = await openConsumer();
+    // Events taken (handled, or waiting for a slot), with when they came:
+    // those held longer than a third of the ack wait are kept with
+    // working(), so a busy scheduler keeps its events while one that died
+    // or froze loses them to another within the ack wait.
+    const taken = new Map<JsMsg, number>();
+    const waiting: Array<{ m: JsMsg; record: EventRecord }> = [];
     const inflight = new Set<Promise<void>>();
     let slots = options.concurrency;
-    let wake: (() => void) | undefined;
     let stopped = false;
-    let messages: Awaited<ReturnType<typeof consumer.consume>> | undefined;
+    let messages: Awaited<ReturnType<Consumer["consume"]>> | undefined;
+    let first = true;
+    const handle = (m: JsMsg, record: EventRecord) => {
+      slots--;
+      const delivery = toDelivery(m, record);
+      const p = handler(delivery.data, delivery)
+        .then(
+          () => delivery.ack(),
+          () => delivery.nak(backoffMs(delivery.deliveryCount)),
+        )
+        .finally(() => {
+          taken.delete(m);
+          inflight.delete(p);
+          slots++;
+          pump();
+        });
+      inflight.add(p);
+    };
+    const pump = () => {
+      while (slots > 0 && waiting.length > 0 && !stopped) {
+        const next = waiting.shift()!;
+        handle(next.m, next.record);
+      }
+    };
+    const keepEvery = Math.max(100, Math.floor((this.options.ackWaitMs ?? 30_000) / 3));
+    const keeper = setInterval(() => {
+      const before = Date.now() - keepEvery;
+      for (const [m, at] of taken) if (at < before) m.working();
+    }, keepEvery);
+    keeper.unref();
     const consumeOnce = async () => {
-      messages = await consumer.consume({ max_messages: options.concurrency * 2 });
+      // After a failure the consumer (or its stream) may be gone: made again.
+      if (!first) consumer = await openConsumer();
+      first = false;
+      // Idle heartbeats every second: a pull lost with the server that held
+      // it (a cluster node died) is noticed after two missed, and renewed.
+      // The pulls expire after 3 s, which also sets nats.js's pause between
+      // its looks for a consumer it lost (1.5-4.5 s; 15-45 s by default).
+      // A consumer deleted (or lost with NATS's store) ends the iteration, to be made again.
+      messages = await consumer.consume({
+        max_messages: options.concurrency * 2,
+        expires: 3_000,
+        idle_heartbeat: HEARTBEAT_MS,
+        abort_on_missing_resource: true,
+      });
       for await (const m of messages) {
         const record = this.decode(m, EventRecordSchema);
         if (!record) continue;
-        while (slots === 0) await new Promise<void>((r) => (wake = r));
-        slots--;
-        const delivery = toDelivery(m, record);
-        const p = handler(delivery.data, delivery)
-          .then(
-            () => delivery.ack(),
-            () => delivery.nak(backoffMs(delivery.deliveryCount)),
-          )
-          .finally(() => {
-            slots++;
-            inflight.delete(p);
-            wake?.();
-            wake = undefined;
-          });
-        inflight.add(p);
+        taken.set(m, Date.now());
+        waiting.push({ m, record });
+        pump();
       }
     };
     // Consumes until stop(): a consumer that ends or fails otherwise is
@@ -185,14 +214,20 @@ export class JetStreamBus implements Bus {
         } catch (err) {
           if (!stopped) this.options.log?.error({ err }, "event consumer failed; starting it again");
         }
+        if (!stopped) this.restoreStreams();
         if (!stopped) await new Promise((r) => setTimeout(r, 1000));
       }
     })();
     return {
       async stop() {
         stopped = true;
+        clearInterval(keeper);
         await messages?.close();
-        wake?.();
+        // Taken but not begun: back at once, for another scheduler.
+        for (const w of waiting.splice(0)) {
+          taken.delete(w.m);
+          w.m.nak();
+        }
         await loop;
         await Promise.allSettled([...inflight]);
       },
@@ -202,7 +237,7 @@ export class JetStreamBus implements Bus {
   async publishWork(work: readonly RunWork[]): Promise<void> {
     await Promise.all(
       work.map((w) => this.publisher.publish(this.workSubject(w.appId, w.functionId), toBinary(RunWorkSchema, w), undefined, this.workPublished)),
-    );
+    ).catch((err: unknown) => this.afterPublishFailed(err));
   }
 
   async *pullWork(
@@ -218,7 +253,9 @@ export class JetStreamBus implements Bus {
     const onAbort = () => void batch?.close();
     let batch: Awaited<ReturnType<typeof consumer.fetch>> | undefined;
     try {
-      batch = await consumer.fetch({ max_messages: max, expires: Math.max(1000, expiresMs) });
+      // Heartbeats as for events: a pull lost with its server fails within two seconds, and the caller pulls again.
+      const expires = Math.max(1000, expiresMs);
+      batch = await consumer.fetch({ max_messages: max, expires, idle_heartbeat: Math.min(HEARTBEAT_MS, expires / 2) });
       signal.addEventListener("abort", onAbort, { once: true });
       // The listener never fires for an abort that came while fetch() was awaited.
       if (signal.aborted) onAbort();
@@ -231,10 +268,22 @@ export class JetStreamBus implements Bus {
       // store): look it up, and create it if need be, at the next pull.
       this.pullConsumers.delete(appId);
       this.consumersReady.delete(appId);
+      this.restoreStreams();
       throw err;
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
+  }
+
+  /** A publish that found no stream may have met streams NATS lost: they are made again. Rethrows. */
+  /** The streams looked for again (see JetStreamStreams.restore), unless the connection is closed. */
+  private restoreStreams(): void {
+    if (!this.nc.isClosed()) this.streams.restore();
+  }
+
+  private afterPublishFailed(err: unknown): never {
+    if (err instanceof JetStreamPublishError && err.noStream) this.restoreStreams();
+    throw err;
   }
 
   /**
@@ -244,7 +293,7 @@ export class JetStreamBus implements Bus {
   private workPullConsumer(appId: string): Promise<Consumer> {
     let consumer = this.pullConsumers.get(appId);
     if (!consumer) {
-      consumer = this.workConsumer(appId).then((durable) => this.js.consumers.get(this.workStream, durable));
+      consumer = this.workConsumer(appId).then((durable) => this.js.consumers.get(this.streams.workStream, durable));
       this.pullConsumers.set(appId, consumer);
       consumer.catch((err: unknown) => {
         this.pullConsumers.delete(appId);
@@ -263,12 +312,11 @@ export class JetStreamBus implements Bus {
     let ready = this.consumersReady.get(key);
     if (!ready) {
       const durable = `${this.options.prefix}-work-${appId}`.replace(/[.*>]/g, "_");
-      ready = this.ensureConsumer(this.workStream, {
+      ready = this.streams.ensureConsumer(this.streams.workStream, {
         durable_name: durable,
         filter_subject: `${this.options.prefix}.work.${appId}.*`,
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
-        ack_wait: nanos(30_000),
         max_ack_pending: 100_000,
         max_deliver: -1,
       }).then(() => durable);
@@ -276,15 +324,6 @@ export class JetStreamBus implements Bus {
       this.consumersReady.set(key, ready);
     }
     return ready;
-  }
-
-  private async ensureConsumer(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) {
-    try {
-      await this.jsm.consumers.info(stream, config.durable_name);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.jsm.consumers.add(stream, config);
-    }
   }
 
   /**
@@ -303,9 +342,7 @@ export class JetStreamBus implements Bus {
 
   /** Deletes this prefix's streams; for tests and uninstall. */
   async destroy(): Promise<void> {
-    for (const s of [this.eventsStream, this.workStream]) {
-      await this.jsm.streams.delete(s).catch(() => false);
-    }
+    await this.streams.destroy();
   }
 
   announceRunsEnded(runs: readonly RunEnd[]): void {
@@ -367,10 +404,11 @@ export class JetStreamBus implements Bus {
   }
 }
 
-function isNotFound(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) return err.code === 404 || /not found/i.test(err.message);
-  return /not found/i.test(String(err));
-}
+/** How long a service waits at start for JetStream to answer for its streams. */
+const STARTUP_PATIENCE_MS = 60_000;
+
+/** Idle heartbeat asked of the server on every pull (JetStream takes at most half the pull's expiry); two missed end or renew the pull. */
+const HEARTBEAT_MS = 1_000;
 
 function toDelivery<T>(m: JsMsg, data: T): Delivery<T> {
   return {

@@ -51,4 +51,34 @@ describe("JetStreamPublisher", () => {
     publisher.close();
     await expect(publisher.publish(subject, new Uint8Array(1))).rejects.toBeInstanceOf(JetStreamPublishError);
   });
+
+  it("fails what is in flight when the connection drops, without waiting for the timeout, and publishes again once reconnected", async () => {
+    const own = await connect({ servers: NATS_URL, reconnectTimeWait: 50 });
+    const states: string[] = [];
+    const reconnected = (async () => {
+      for await (const s of own.status()) {
+        states.push(s.type);
+        if (s.type === "reconnect") return;
+      }
+    })();
+    const publisher = new JetStreamPublisher(own, 10_000);
+    const silent = own.subscribe(`${subject}-silent2`);
+    await own.flush();
+    const t0 = Date.now();
+    const lost = publisher.publish(`${subject}-silent2`, new Uint8Array(1)).catch((e: unknown) => e);
+    await own.flush();
+    await own.reconnect();
+    const err = await lost;
+    expect(err).toBeInstanceOf(JetStreamPublishError);
+    expect((err as JetStreamPublishError).code).toBe(503);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    silent.unsubscribe();
+    await reconnected;
+    expect(states).toContain("disconnect");
+    const before = (await jsm.streams.info(name)).state.messages;
+    await publisher.publish(subject, new Uint8Array(1));
+    expect((await jsm.streams.info(name)).state.messages).toBe(before + 1);
+    publisher.close();
+    await own.close();
+  });
 });

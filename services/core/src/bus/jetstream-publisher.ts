@@ -12,6 +12,8 @@ export class JetStreamPublishError extends Error {
     message: string,
     /** JetStream's error code (503: no stream listens on the subject; 408: no ack in time). */
     readonly code: number,
+    /** No stream took the message (no responders): the stream is missing, or electing its leader. */
+    readonly noStream = false,
   ) {
     super(message);
   }
@@ -42,6 +44,7 @@ export class JetStreamPublisher {
   private readonly sweep: NodeJS.Timeout;
   private next = 0;
   private closed = false;
+  private disconnected = false;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -49,6 +52,34 @@ export class JetStreamPublisher {
   ) {
     this.sub = nc.subscribe(`${this.inbox}.*`, { callback: (_err, m) => this.onAck(m) });
     this.sweep = setInterval(() => this.expire(), Math.min(1_000, this.timeoutMs)).unref();
+    void this.watchConnection();
+  }
+
+  /**
+   * Fails what is in flight when the connection drops: the acknowledgements
+   * of those publishes, if any were sent, went to the lost connection, so
+   * waiting out the timeout would only delay the caller's retry (a stored
+   * message published again is a duplicate JetStream drops, or harmless
+   * work). Until the connection is back, publishes fail at once: one sent
+   * on a connection being replaced can vanish without an error, and the
+   * callers retry sooner than a timeout would tell them.
+   */
+  private async watchConnection(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (this.closed) return;
+      if (s.type === "disconnect") {
+        this.disconnected = true;
+        this.failPending("the connection to NATS was lost before JetStream acknowledged the message");
+      } else if (s.type === "reconnect") {
+        this.disconnected = false;
+      }
+    }
+  }
+
+  private failPending(reason: string): void {
+    const pending = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of pending) p.reject(new JetStreamPublishError(reason, 503));
   }
 
   /**
@@ -58,6 +89,7 @@ export class JetStreamPublisher {
    */
   publish(subject: string, data: Uint8Array, msgId?: string, observe?: (seconds: number) => void): Promise<void> {
     if (this.closed) return Promise.reject(new JetStreamPublishError("the publisher is closed", 503));
+    if (this.disconnected) return Promise.reject(new JetStreamPublishError("not connected to NATS (reconnecting)", 503));
     return new Promise<void>((resolve, reject) => {
       const token = (this.next++).toString(36);
       this.pending.set(token, { resolve, reject, sentAt: Date.now(), observe, sentAtHr: observe ? performance.now() : 0 });
@@ -80,8 +112,7 @@ export class JetStreamPublisher {
     this.closed = true;
     clearInterval(this.sweep);
     this.sub.unsubscribe();
-    for (const p of this.pending.values()) p.reject(new JetStreamPublishError("the connection closed", 503));
-    this.pending.clear();
+    this.failPending("the connection closed");
   }
 
   private onAck(m: Msg): void {
@@ -91,7 +122,7 @@ export class JetStreamPublisher {
     this.pending.delete(token);
     if (m.data.length === 0) {
       // A status reply (503: no responders): no stream listens on the subject.
-      p.reject(new JetStreamPublishError(`no stream stored the message (status ${m.headers?.code ?? 503})`, m.headers?.code ?? 503));
+      p.reject(new JetStreamPublishError(`no stream stored the message (status ${m.headers?.code ?? 503})`, m.headers?.code ?? 503, true));
       return;
     }
     let ack: { error?: { code?: number; description?: string }; stream?: string };

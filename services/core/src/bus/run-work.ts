@@ -4,6 +4,7 @@ import type { Bus } from "./bus.js";
 import type { JournalStore } from "../journal/journal-store.js";
 import type { PublishedRunRef, RunRef } from "../journal/types.js";
 import { TurnBatch } from "@stepwise/proto";
+import { workRetryOf } from "./work-retry.js";
 
 /** Most runs one work message carries. */
 export const MAX_RUNS_PER_WORK = 32;
@@ -48,12 +49,20 @@ export function publishRunWork(bus: Bus, runs: readonly RunRef[]): Promise<void>
 /**
  * Publishes the work of QUEUED runs, then confirms it in the journal
  * (markPublished) so the reconciler leaves them alone until the backstop.
- * Throws when either fails: the runs keep their short deadline and the
- * reconciler publishes their work.
+ * A publish the bus refuses is not an error of the caller's: the runs go to
+ * the bus's WorkRetry, which publishes them as soon as the bus is back (and
+ * should this process die first, the runs keep their short deadline and
+ * the reconciler publishes them). Throws when the confirmation fails,
+ * which leaves the deadline in place: at worst one more publish.
  */
 export async function publishQueuedRuns(bus: Bus, store: JournalStore, runs: readonly PublishedRunRef[], backstopMs?: number): Promise<void> {
   if (runs.length === 0) return;
-  await publishRunWork(bus, runs);
+  try {
+    await publishRunWork(bus, runs);
+  } catch {
+    void workRetryOf(bus).add(store, runs, backstopMs);
+    return;
+  }
   await store.markPublished(runs, backstopMs);
 }
 

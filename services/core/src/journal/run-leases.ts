@@ -183,6 +183,19 @@ export async function expireUnfinished(sql: Sql): Promise<void> {
   );
 }
 
+/**
+ * Makes every QUEUED run due for the reconciler at once, which publishes
+ * its work again: for a work stream made anew (NATS lost the old one with
+ * its messages). RUNNING runs are left to their leases.
+ */
+export async function expireQueued(sql: Sql): Promise<number> {
+  const rows = await sql.query(
+    `UPDATE runs SET lease_expires_at = now() - interval '1 millisecond'
+     WHERE status = 'QUEUED' AND lease_expires_at >= now() RETURNING 1 AS ok`,
+  );
+  return rows.length;
+}
+
 /** A claimed run row as claimRuns returns it. */
 type ClaimRow = {
   id: string;

@@ -56,6 +56,11 @@ export function createPgSql(options: PgSqlOptions): Sql {
   // A connection dropped by the server surfaces here; pg replaces it on the
   // next query, so an idle error must not crash the process.
   pool.on("error", () => {});
+  // And one that ends while a statement runs on it: pg-pool listens to a
+  // checked-out connection's errors only once, and a server going away can
+  // raise two. Each connection keeps a listener of its own for its life;
+  // the statement in progress fails on its own.
+  pool.on("connect", (client) => client.on("error", () => {}));
   // Every parameterised statement becomes a named prepared statement, so
   // Postgres parses and plans each hot query once per connection.
   const names = new Map<string, string>();
@@ -72,6 +77,13 @@ export function createPgSql(options: PgSqlOptions): Sql {
     },
     async transaction<T>(fn: (tx: SqlTx) => Promise<T>) {
       const client = await pool.connect();
+      // pg-pool listens for a connection's errors only while it is idle: one
+      // checked out here needs a listener of its own, or the server ending
+      // it (Postgres restarting) is an unhandled 'error' that ends the
+      // process. The statement in progress fails; the connection is dropped.
+      let broken: Error | undefined;
+      const onError = (err: Error) => (broken = err);
+      client.on("error", onError);
       try {
         await client.query("BEGIN");
         const result = await fn({
@@ -89,7 +101,8 @@ export function createPgSql(options: PgSqlOptions): Sql {
         await client.query("ROLLBACK").catch(() => {});
         throw err;
       } finally {
-        client.release();
+        client.removeListener("error", onError);
+        client.release(broken);
       }
     },
     async listen(channel: string, onNotify: () => void) {
