@@ -1,0 +1,45 @@
+import type { JournalStore, Logger } from "@stepwise/core";
+import { describe, expect, it } from "vitest";
+import { RetentionSweeper } from "./retention.js";
+
+const log = { info: () => {}, warn: () => {} } as unknown as Logger;
+
+describe("RetentionSweeper", () => {
+  it("deletes batch after batch until one comes back short, runs first, then events", async () => {
+    const calls: string[] = [];
+    const runs = [3, 3, 1];
+    const events = [2];
+    const store = {
+      deleteEndedRuns: (olderThanMs: number, limit: number) => {
+        calls.push(`runs ${olderThanMs} ${limit}`);
+        return Promise.resolve(runs.shift() ?? 0);
+      },
+      deleteUnreferencedEvents: (olderThanMs: number, limit: number) => {
+        calls.push(`events ${olderThanMs} ${limit}`);
+        return Promise.resolve(events.shift() ?? 0);
+      },
+    } as unknown as JournalStore;
+    const sweeper = new RetentionSweeper({ store, log, retentionMs: 1_000, batch: 3 });
+    expect(await sweeper.sweep()).toEqual({ runs: 7, events: 2 });
+    expect(calls).toEqual(["runs 1000 3", "runs 1000 3", "runs 1000 3", "events 1000 3"]);
+  });
+
+  it("sweeps on its interval once started, and stop() ends it", async () => {
+    let sweeps = 0;
+    const store = {
+      deleteEndedRuns: () => {
+        sweeps++;
+        return Promise.resolve(0);
+      },
+      deleteUnreferencedEvents: () => Promise.resolve(0),
+    } as unknown as JournalStore;
+    const sweeper = new RetentionSweeper({ store, log, retentionMs: 1_000, sweepMs: 20 });
+    sweeper.start();
+    await new Promise((r) => setTimeout(r, 150));
+    await sweeper.stop();
+    const seen = sweeps;
+    expect(seen).toBeGreaterThanOrEqual(2);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sweeps).toBe(seen);
+  });
+});
