@@ -66,17 +66,17 @@ describe("bad function configs", () => {
       [
         "a trigger condition that does not parse",
         client.createFunction({ id: "bad-cel", triggers: [{ event: "order", if: "event.data.total >" }] }, noop),
-        /^function "bad-cel": triggers\[0\]\.if: invalid CEL expression: .+/,
+        /^function "bad-cel": triggers\[0\]\.condition: invalid CEL expression: .+/,
       ],
       [
         "a trigger condition with a variable other than event",
         client.createFunction({ id: "bad-var", triggers: [{ event: "order", if: "async.data.total > 1" }] }, noop),
-        /^function "bad-var": triggers\[0\]\.if: invalid CEL expression: unknown variable "async"/,
+        /^function "bad-var": triggers\[0\]\.condition: invalid CEL expression: unknown variable "async"/,
       ],
       [
         "a bad condition in the second trigger",
         client.createFunction({ id: "second", triggers: [{ event: "a" }, { event: "b", if: "event.data.x == (" }] }, noop),
-        /^function "second": triggers\[1\]\.if: invalid CEL expression: /,
+        /^function "second": triggers\[1\]\.condition: invalid CEL expression: /,
       ],
       [
         "a cron field out of range",

@@ -18,11 +18,20 @@ export interface ErrorData {
 
 /** The protocol's ErrorDetail as plain error data; causes past MAX_ERROR_DEPTH are dropped. */
 export function errorFromDetail(e: ErrorDetail, depth = 0): ErrorData {
-  const out: ErrorData = { name: e.name || "Error", message: e.message };
-  if (e.stack) out.stack = e.stack;
+  const out: ErrorData = { name: storable(e.name) || "Error", message: storable(e.message) };
+  if (e.stack) out.stack = storable(e.stack);
   if (e.nonRetriable) out.nonRetriable = true;
   if (e.cause && depth < MAX_ERROR_DEPTH) out.cause = errorFromDetail(e.cause, depth + 1);
   return out;
+}
+
+/**
+ * Text as the journal can store it: a NUL or a lone surrogate (a message
+ * cut through an emoji) becomes U+FFFD, where Postgres's jsonb would refuse
+ * the whole write, and the step's result with it.
+ */
+function storable(text: string): string {
+  return text.replace(/\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }
 
 /** Plain error data as the protocol's ErrorDetail; causes past MAX_ERROR_DEPTH are dropped. */

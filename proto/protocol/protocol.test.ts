@@ -29,6 +29,12 @@ describe("error detail", () => {
     expect(out).toEqual({ name: "Error", message: "m" });
   });
 
+  it("reads a NUL or a lone surrogate as U+FFFD, which the journal's jsonb can store", () => {
+    const out = errorFromDetail(errorToDetail({ name: "E\u0000", message: "cut 😀 through \uD83D", stack: "a\uDE00b", cause: { name: "Error", message: "x\u0000" } }));
+    expect(out).toEqual({ name: "E\uFFFD", message: "cut 😀 through \uFFFD", stack: "a\uFFFDb", cause: { name: "Error", message: "x\uFFFD" } });
+    expect(/\\u(0000|d[89a-f])/i.test(JSON.stringify(out))).toBe(false);
+  });
+
   it("cuts causes past the depth limit, both ways", () => {
     const deep = nested(MAX_ERROR_DEPTH + 5);
     expect(depthOf(errorFromDetail(errorToDetail(deep)))).toBe(MAX_ERROR_DEPTH);

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { tlsOptions } from "./tls.js";
 import {
   EventSchema,
   ID_PATTERN,
@@ -17,6 +18,7 @@ import { EventSender } from "./event-sender.js";
 import { defineFunction } from "./function-definition.js";
 import { type RunInfo, type RunStatus, toRunInfo } from "./run-info.js";
 import { RunWatcher } from "./run-watcher.js";
+import { apiKeyOptions } from "./api-key.js";
 import { callEngine, StepwiseError } from "./stepwise-error.js";
 import type { Jsonified } from "./step-tools.js";
 import type {
@@ -35,8 +37,16 @@ import type {
 export interface StepwiseOptions<S extends EventSchemas> {
   /** Id of the app: the functions this client defines belong to it. */
   appId: string;
-  /** URL of the ingest service (or of `stepwise dev`), such as http://127.0.0.1:8288. */
+  /** URL of the ingest service (or of `stepwise dev`), such as http://127.0.0.1:8288; https:// for TLS. */
   url?: string;
+  /** For an https:// URL: a CA certificate (PEM) to trust besides the system's; STEPWISE_CA_FILE names one too. */
+  ca?: string | Buffer;
+  /**
+   * API key sent on every call (default STEPWISE_API_KEY): an event key to
+   * send, a read key to read runs, an admin key to cancel or rerun them.
+   * Its environment is where the events go and whose runs are read.
+   */
+  apiKey?: string;
   /** zod schemas of event data by event name; they type and validate events. */
   schemas?: S;
 }
@@ -94,6 +104,8 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   readonly appId: string;
   private readonly schemas: S;
   private readonly url: string;
+  private readonly ca: string | Buffer | undefined;
+  private readonly apiKey: string | undefined;
   private transport: Transport | undefined;
   private ingest: Client<typeof IngestService> | undefined;
   private runs: Client<typeof RunService> | undefined;
@@ -107,6 +119,8 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
     this.appId = options.appId;
     this.schemas = options.schemas ?? ({} as S);
     this.url = options.url ?? process.env["STEPWISE_URL"] ?? "http://127.0.0.1:8288";
+    this.ca = options.ca;
+    this.apiKey = options.apiKey;
   }
 
   /**
@@ -357,7 +371,12 @@ export class Stepwise<S extends EventSchemas = EventSchemas> {
   private connectTransport(): Transport {
     // No compression: ingest would gzip every large answer (WatchRuns
     // batches), which costs both sides more CPU than it saves on a LAN.
-    this.transport ??= createGrpcTransport({ baseUrl: this.url, acceptCompression: [] });
+    this.transport ??= createGrpcTransport({
+      baseUrl: this.url,
+      acceptCompression: [],
+      ...tlsOptions(this.url, this.ca),
+      ...apiKeyOptions(this.apiKey),
+    });
     return this.transport;
   }
 

@@ -103,7 +103,19 @@ export class StepwiseError extends Error {
 export function toStepwiseError(err: unknown): StepwiseError {
   if (err instanceof StepwiseError) return err;
   const connect = ConnectError.from(err);
+  const tls = tlsFailure(err);
+  // A TLS handshake the client refused is "unavailable", as gRPC has it: the engine could not be reached as trusted.
+  if (tls) return new StepwiseError(`TLS: ${tls} (an engine whose certificate a private CA signed needs that CA: the \`ca\` option, or STEPWISE_CA_FILE)`, "unavailable", { cause: err });
   return new StepwiseError(connect.rawMessage, codeName(connect.code), { cause: err });
+}
+
+/** The message of a certificate the client did not trust, found along the error's causes. */
+function tlsFailure(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/.test(code)) return e.message;
+  }
+  return undefined;
 }
 
 /** The name of a status code; "unknown" for a number that is none (a SendStream answer can carry any). */

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { tlsOptions } from "./tls.js";
 import { pushable } from "it-pushable";
 import {
   ConnectRequestSchema,
@@ -17,16 +18,24 @@ import {
 import type { StepwiseFunction } from "./function.js";
 import { functionConfigMessage } from "./function-config-message.js";
 import { RunExecution } from "./run-execution.js";
-import { toStepwiseError } from "./stepwise-error.js";
+import { type StepwiseErrorCode, toStepwiseError } from "./stepwise-error.js";
+import { apiKeyOptions } from "./api-key.js";
 import { SDK_VERSION } from "./version.js";
 import { requestStream } from "./wire.js";
 
 const SDK = `@stepwise/sdk/${SDK_VERSION}`;
 
+/** Answers to a connection that a new one would get again. */
+const REFUSED = new Set<StepwiseErrorCode>(["invalid_argument", "unauthenticated", "permission_denied"]);
+
 /** Options of a Worker. */
 export interface WorkerOptions {
-  /** URL of the executor (or of `stepwise dev`), such as http://127.0.0.1:8289. */
+  /** URL of the executor (or of `stepwise dev`), such as http://127.0.0.1:8289; https:// for TLS. */
   url?: string;
+  /** For an https:// URL: a CA certificate (PEM) to trust besides the system's; STEPWISE_CA_FILE names one too. */
+  ca?: string | Buffer;
+  /** API key (default STEPWISE_API_KEY): a worker key of the functions' app. */
+  apiKey?: string;
   /** The functions to serve; all of one app. */
   functions: readonly StepwiseFunction[];
   /** Runs executed at once. Default 10. */
@@ -59,7 +68,11 @@ export class Worker {
   private readonly appId: string;
   private readonly executions = new Map<string, RunExecution>();
   private readonly running = new Set<Promise<void>>();
-  private readonly options: Required<Omit<WorkerOptions, "onError" | "url">> & { onError: ((err: Error) => void) | undefined };
+  private readonly options: Required<Omit<WorkerOptions, "onError" | "url" | "ca" | "apiKey">> & {
+    onError: ((err: Error) => void) | undefined;
+    ca: string | Buffer | undefined;
+    apiKey: string | undefined;
+  };
   private readonly url: string;
   private closed = false;
   private draining = false;
@@ -87,6 +100,8 @@ export class Worker {
       maxReconnectDelayMs: options.maxReconnectDelayMs ?? 5_000,
       drainTimeoutMs: options.drainTimeoutMs ?? 30_000,
       onError: options.onError,
+      ca: options.ca,
+      apiKey: options.apiKey,
     };
   }
 
@@ -175,7 +190,13 @@ export class Worker {
       WorkerService,
       // No compression: a worker sits next to its executor, and gzip of every
       // large StartRun costs both sides more CPU than it saves on the wire.
-      createGrpcTransport({ baseUrl: this.url, pingIntervalMs: 15_000, acceptCompression: [] }),
+      createGrpcTransport({
+        baseUrl: this.url,
+        pingIntervalMs: 15_000,
+        acceptCompression: [],
+        ...tlsOptions(this.url, this.options.ca),
+        ...apiKeyOptions(this.options.apiKey),
+      }),
     );
     while (!this.closed) {
       let registered = false;
@@ -187,8 +208,8 @@ export class Worker {
         });
       } catch (err) {
         const e = toStepwiseError(err);
-        // A refused registration will be refused again: report it, stop.
-        if (!registered && e.code === "invalid_argument") {
+        // A refused registration (or key) will be refused again: report it, stop.
+        if (!registered && REFUSED.has(e.code)) {
           this.closed = true;
           onRefused(e);
           return;

@@ -1,3 +1,6 @@
+import { useEffect, useState } from "preact/hooks";
+import { onKeyRefused, storedKey, storeKey } from "./client.js";
+import { KeyPrompt } from "./components/key-prompt.js";
 import { EventsPage } from "./pages/events.js";
 import { FunctionPage, FunctionsPage } from "./pages/functions.js";
 import { NotFoundPage } from "./pages/not-found.js";
@@ -30,6 +33,8 @@ function Page(props: { path: string; query: URLSearchParams }) {
 export function App() {
   const { path, query } = useLocation();
   const current = "/" + (path.split("/")[1] || "runs");
+  const [keyRefused, setKeyRefused] = useState(false);
+  useEffect(() => onKeyRefused(() => setKeyRefused(true)), []);
   return (
     <>
       <header class="topbar">
@@ -43,9 +48,21 @@ export function App() {
             </Link>
           ))}
         </nav>
+        {storedKey() !== null && (
+          <button
+            type="button"
+            class="secondary forget-key"
+            onClick={() => {
+              storeKey(null);
+              window.location.reload();
+            }}
+          >
+            Forget key
+          </button>
+        )}
       </header>
       <main>
-        <Page path={path} query={query} />
+        {keyRefused ? <KeyPrompt /> : <Page path={path} query={query} />}
       </main>
     </>
   );

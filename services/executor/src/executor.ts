@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { endSpan, startSpanAfter, type Bus, type ClaimedRun, type JournalStore, type Logger, type RunCancel, type ExecutorMetrics, type ServiceMetrics, type Subscription, type TimerStore, type WaitStore } from "@stepwise/core";
+import { callerOf, endSpan, quote, startSpanAfter, type Bus, type StoredError, type ClaimedRun, type JournalStore, type Logger, type RunCancel, type ExecutorMetrics, type ServiceMetrics, type Subscription, type TimerStore, type WaitStore } from "@stepwise/core";
 import { WorkerService, type ConnectRequest, type ConnectResponse } from "@stepwise/proto";
 import { Dispatcher } from "./dispatcher.js";
 import { validateRegistration } from "./registration.js";
@@ -22,7 +22,7 @@ import {
 } from "./worker-protocol.js";
 import { WorkerDirectory } from "./worker-directory.js";
 import { WorkerRegistry } from "./worker-registry.js";
-import { WorkerSession } from "./worker-session.js";
+import { WorkerSession, type HeldRun } from "./worker-session.js";
 
 /** Options of the executor. */
 export interface ExecutorOptions {
@@ -44,7 +44,12 @@ export interface ExecutorOptions {
   queuedBackstopMs?: number;
   /** Where the executor's metrics go: step attempts, batch sizes, and the workers, read at each scrape. */
   metrics?: ServiceMetrics | undefined;
+  /** Most steps a run's journal may hold; a step past it fails the run (StepLimitExceeded). 10,000 by default. */
+  maxStepsPerRun?: number | undefined;
 }
+
+/** Most steps a run may have unless configured (STEPWISE_MAX_STEPS_PER_RUN). */
+export const DEFAULT_MAX_STEPS_PER_RUN = 10_000;
 
 /**
  * The executor hosts WorkerService.Connect: it registers workers, hands the
@@ -65,6 +70,7 @@ export class Executor {
   private stopping = false;
   private readonly sessionsEnding = new Set<Promise<void>>();
   private readonly recorder: ResultRecorder;
+  private readonly maxStepsPerRun: number;
   private readonly suspender: RunSuspender;
   private readonly queue: RunQueue;
   private readonly announcer: RunAnnouncer;
@@ -76,6 +82,7 @@ export class Executor {
 
   constructor(private readonly options: ExecutorOptions) {
     this.tasks = new TaskTracker(options.log);
+    this.maxStepsPerRun = options.maxStepsPerRun ?? DEFAULT_MAX_STEPS_PER_RUN;
     this.workers = new WorkerDirectory(options.store, options.log, this.id, options.heartbeatMs);
     this.recorder = new ResultRecorder(
       options.store,
@@ -183,6 +190,11 @@ export class Executor {
     const it = requests[Symbol.asyncIterator]();
     const reg = await readRegister(it, REGISTER_TIMEOUT_MS);
     const functions = validateRegistration(reg);
+    // A worker key decides the app: a worker registers as no other, so it never receives another app's runs.
+    const app = callerOf(ctx)?.app;
+    if (app && app !== reg.appId) {
+      throw new ConnectError(`register: app_id ${quote(reg.appId)} is not the app of this worker key`, Code.PermissionDenied);
+    }
     try {
       await this.options.store.registerFunctions(reg.appId, functions);
     } catch (err) {
@@ -249,6 +261,17 @@ export class Executor {
   }
 
   private onMessage(session: WorkerSession, m: WorkerMessage): void {
+    if ("runId" in m || m.kind === "step" || m.kind === "attempt") {
+      const runId = m.kind === "step" ? m.step.runId : m.kind === "attempt" ? m.attempt.runId : m.runId;
+      const lease = m.kind === "step" ? m.step.lease : m.kind === "attempt" ? m.attempt.lease : m.lease;
+      if (session.runs.get(runId)?.lease !== lease) {
+        // A result for a run this worker no longer holds (cancelled, or its
+        // lease lost): the worker is told to drop it. Many of them end the stream.
+        if (session.stray()) session.send(cancelRunMessage(runId, lease, "the run is no longer held by this worker"));
+        return;
+      }
+      if (!session.roomForResult()) return;
+    }
     switch (m.kind) {
       case "step":
       case "attempt":
@@ -267,6 +290,9 @@ export class Executor {
       case "drain":
         session.draining = true;
         return;
+      case "register-again":
+        session.end("register: sent again; a stream registers once, as its first message", Code.InvalidArgument);
+        return;
       case "ignored":
         return;
     }
@@ -277,6 +303,13 @@ export class Executor {
     const held = session.runs.get(r.runId);
     if (!held || held.lease !== r.lease) {
       session.send(cancelRunMessage(r.runId, r.lease, "the run is no longer held by this worker"));
+      return;
+    }
+    if (m.kind === "step" && held.steps >= this.maxStepsPerRun) {
+      await this.failHeld(session, held, {
+        name: "StepLimitExceeded",
+        message: `the run has ${held.steps} steps, the most a run may have (STEPWISE_MAX_STEPS_PER_RUN is ${this.maxStepsPerRun}); step ${quote(r.stepId)} was not journaled`,
+      });
       return;
     }
     if (m.kind === "attempt") {
@@ -299,6 +332,7 @@ export class Executor {
       return;
     }
     if (outcome.kind === "journaled") {
+      held.steps++;
       this.stepMetrics?.stepJournaled(session.appId, held.functionId, m.step.error ? "failed" : "succeeded", (r.endedAtMs - r.startedAtMs) / 1000);
     }
     session.send(stepAckMessage(r.runId, r.stepKey, r.lease, outcome.kind === "existing" ? outcome.entry : undefined));
@@ -349,11 +383,21 @@ export class Executor {
     if (outcome === "requeue") {
       await this.queue.requeue(m.runId, m.lease, session.appId, held.functionId);
     } else if (outcome !== "suspended") {
-      const error = outcome;
-      const failed = await this.recorder.retrying(() => this.options.store.failRun(m.runId, m.lease, error, this.options.requeueAfterMs));
-      if (failed?.ok) this.announcer.announce(m.runId, held.eventId);
-      if (failed) await this.queue.publish(failed.failureRun ? [failed.failureRun, ...failed.wokenRuns] : failed.wokenRuns);
+      await this.failRun(held, outcome);
     }
+  }
+
+  /** Fails a run this execution holds (it cannot go on), and tells its worker to drop it. */
+  private async failHeld(session: WorkerSession, held: HeldRun, error: StoredError): Promise<void> {
+    this.dropRun(session, held.runId, held.lease, error.message);
+    await this.failRun(held, error);
+  }
+
+  /** Ends a run as failed in the journal, announces it, and queues what its end wakes (its onFailure run, its callers). */
+  private async failRun(held: HeldRun, error: StoredError): Promise<void> {
+    const failed = await this.recorder.retrying(() => this.options.store.failRun(held.runId, held.lease, error, this.options.requeueAfterMs));
+    if (failed?.ok) this.announcer.announce(held.runId, held.eventId);
+    if (failed) await this.queue.publish(failed.failureRun ? [failed.failureRun, ...failed.wokenRuns] : failed.wokenRuns);
   }
 
   /** Runs cancelled while this executor held them: their workers drop them, their slots free up. */
@@ -402,6 +446,7 @@ export class Executor {
       startedAtMs: Date.now(),
       completion: this.announcer.completionOf(claimed),
       span: traced.span,
+      steps: claimed.journal.length,
     });
     session.send(startRunMessage(claimed, traced.traceParent));
   }
@@ -420,7 +465,8 @@ export class Executor {
     for (const s of this.registry.all()) {
       if (s.lastSeen < limit) {
         this.options.log.warn({ worker: s.id }, "worker missed its heartbeats");
-        s.close();
+        // Ended with the reason, not a bare OK: the worker reconnects knowing why.
+        s.end(`no message from the worker for three heartbeat intervals (${3 * this.options.heartbeatMs} ms)`, Code.DeadlineExceeded);
       }
     }
   }

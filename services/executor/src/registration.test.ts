@@ -88,7 +88,8 @@ describe("validateRegistration", () => {
 
     it("an app id with a forbidden character or too long", () => {
       expectInvalid(register({ appId: "my app" }), 'register.app_id: "my app" must be 1-128 letters, digits, "-" or "_"');
-      expectInvalid(register({ appId: "a".repeat(129) }), `register.app_id: "${"a".repeat(129)}" must be 1-128 letters, digits, "-" or "_"`);
+      // Quoted to 64 characters: a reply never echoes input of any length.
+      expectInvalid(register({ appId: "a".repeat(129) }), `register.app_id: "${"a".repeat(64)}"… (129 characters) must be 1-128 letters, digits, "-" or "_"`);
     });
 
     it("capacity 0", () => {
@@ -187,15 +188,15 @@ describe("validateRegistration of conditions, crons and onFailure", () => {
 
   it("rejects a condition that does not compile, naming the trigger", () => {
     const message = invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e"), trigger.event("e", "event.data.total >")] }] }));
-    expect(message).toMatch(/^function "f": triggers\[1\]\.if: invalid CEL expression: .+/);
+    expect(message).toMatch(/^function "f": triggers\[1\].condition: invalid CEL expression: .+/);
   });
 
   it("rejects a condition on anything but the event, such as async, which only a wait has", () => {
     expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e", "async.data.id == event.data.id")] }] }))).toBe(
-      'function "f": triggers[0].if: invalid CEL expression: unknown variable "async": the expression may use `event`',
+      'function "f": triggers[0].condition: invalid CEL expression: unknown variable "async": the expression may use `event`',
     );
     expect(invalidMessage(register({ functions: [{ id: "f", triggers: [trigger.event("e", "   ")] }] }))).toBe(
-      'function "f": triggers[0].if: invalid CEL expression: the expression is empty',
+      'function "f": triggers[0].condition: invalid CEL expression: the expression is empty',
     );
   });
 

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
+import { quote } from "@stepwise/core";
 import {
   compileCondition,
   compileExpression,
@@ -34,7 +35,7 @@ import {
 export function validateRegistration(reg: Register): FunctionRegistration[] {
   if (!ID_PATTERN.test(reg.appId)) {
     throw new ConnectError(
-      `register.app_id: ${JSON.stringify(reg.appId)} must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`,
+      `register.app_id: ${quote(reg.appId)} must be 1-${MAX_ID_LENGTH} letters, digits, "-" or "_"`,
       Code.InvalidArgument,
     );
   }
@@ -57,7 +58,7 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
     if (fn.retries !== undefined && fn.retries > MAX_RETRIES) throw invalid("retries", `must be 0 to ${MAX_RETRIES}`);
     if (fn.onFailureFunctionId !== "") {
       if (!ids.has(fn.onFailureFunctionId) || fn.onFailureFunctionId === fn.id) {
-        throw invalid("on_failure_function_id", `${JSON.stringify(fn.onFailureFunctionId)} must be another function of this registration`);
+        throw invalid("on_failure_function_id", `${quote(fn.onFailureFunctionId)} must be another function of this registration`);
       }
     }
     // An onFailure handler runs only for failed runs: it needs no trigger.
@@ -78,7 +79,7 @@ export function validateRegistration(reg: Register): FunctionRegistration[] {
         try {
           compileCondition(condition, ["event"]);
         } catch (err) {
-          if (err instanceof InvalidConditionError) throw invalid(`triggers[${i}].if`, `invalid CEL expression: ${err.message}`);
+          if (err instanceof InvalidConditionError) throw invalid(`triggers[${i}].condition`, `invalid CEL expression: ${err.message}`);
           throw err;
         }
         conditional.push({ event, condition });

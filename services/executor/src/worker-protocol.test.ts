@@ -5,6 +5,7 @@ import {
   DrainSchema,
   ErrorDetailSchema,
   HeartbeatSchema,
+  MAX_OUTPUT_BYTES,
   MAX_SUSPEND_MS,
   RequestBatchSchema,
   RunResultSchema,
@@ -49,6 +50,21 @@ describe("decodeWorkerMessages", () => {
         error: undefined,
       },
     });
+  });
+
+  it("fails a step or a run whose result is over MAX_OUTPUT_BYTES, which the SDKs refuse to send", () => {
+    const big = JSON.stringify("x".repeat(MAX_OUTPUT_BYTES));
+    const [step] = decodeWorkerMessages(
+      req({ case: "stepResult", value: create(StepResultSchema, { runId: "r", lease: 1, stepKey: "k:0", stepId: "k", result: { case: "outputJson", value: big } }) }),
+    );
+    expect(step).toMatchObject({ kind: "step", step: { error: { name: "OutputTooLarge", message: `step "k": its result is ${MAX_OUTPUT_BYTES + 2} bytes of JSON, more than the ${MAX_OUTPUT_BYTES} allowed` } } });
+    const [run] = decodeWorkerMessages(req({ case: "runResult", value: create(RunResultSchema, { runId: "r", lease: 1, result: { case: "outputJson", value: big } }) }));
+    expect(run).toMatchObject({ kind: "run-ended", end: { kind: "failed", error: { name: "OutputTooLarge" } } });
+    // At the limit, it is journaled.
+    const [ok] = decodeWorkerMessages(
+      req({ case: "stepResult", value: create(StepResultSchema, { runId: "r", lease: 1, stepKey: "k:0", stepId: "k", result: { case: "outputJson", value: JSON.stringify("y".repeat(MAX_OUTPUT_BYTES - 2)) } }) }),
+    );
+    expect(ok?.kind === "step" && ok.step.error === undefined && ok.step.outputJson?.length === MAX_OUTPUT_BYTES).toBe(true);
   });
 
   it("tells a failed attempt to be retried from a step that failed for good", () => {

@@ -10,6 +10,7 @@ import {
   errorToDetail,
   HeartbeatSchema,
   JournalEntrySchema,
+  MAX_OUTPUT_BYTES,
   MAX_SUSPEND_MS,
   RegisteredSchema,
   ResponseBatchSchema,
@@ -68,7 +69,9 @@ export type WorkerMessage =
   | { kind: "suspend"; runId: string; lease: number; suspension: Suspension }
   | { kind: "heartbeat" }
   | { kind: "drain" }
-  /** A second register or a message this version does not know: ignored, the stream stays up. */
+  /** A register after the first message: a stream registers once. */
+  | { kind: "register-again" }
+  /** A message this version does not know (a newer protocol's), or a batch inside a batch: ignored, the stream stays up. */
   | { kind: "ignored" };
 
 /** How a run's handler ended. */
@@ -109,6 +112,9 @@ export function decodeWorkerMessages(req: ConnectRequest, out: WorkerMessage[] =
     case "drain":
       out.push({ kind: "drain" });
       return out;
+    case "register":
+      out.push({ kind: "register-again" });
+      return out;
     default:
       out.push({ kind: "ignored" });
       return out;
@@ -131,9 +137,23 @@ function decodeStepResult(m: StepResult): WorkerMessage {
     if (m.retryAt) return { kind: "attempt", attempt: { ...step, error, retryAtMs: timestampMs(m.retryAt) } };
     step.error = error;
   } else if (result.case === "outputJson") {
-    step.outputJson = result.value;
+    const tooLarge = oversized(result.value, `step ${JSON.stringify(m.stepId.slice(0, 64))}: its result`);
+    if (tooLarge) step.error = tooLarge;
+    else step.outputJson = result.value;
   }
   return { kind: "step", step };
+}
+
+/**
+ * The error of a result over MAX_OUTPUT_BYTES, which the SDKs refuse
+ * before sending (docs/protocol.md): a worker that sends one anyway gets
+ * the step (or the run) failed with it rather than a journal row of any size.
+ */
+function oversized(json: string, what: string): StoredError | undefined {
+  if (json.length <= MAX_OUTPUT_BYTES / 4) return undefined;
+  const bytes = Buffer.byteLength(json);
+  if (bytes <= MAX_OUTPUT_BYTES) return undefined;
+  return { name: "OutputTooLarge", message: `${what} is ${bytes} bytes of JSON, more than the ${MAX_OUTPUT_BYTES} allowed` };
 }
 
 function decodeRunResult(m: RunResult): WorkerMessage {
@@ -147,6 +167,8 @@ function decodeRunResult(m: RunResult): WorkerMessage {
     return { kind: "run-ended", runId: m.runId, lease: m.lease, end: { kind: "failed", error: errorFromDetail(result.value) } };
   }
   const outputJson = result.case === "outputJson" ? result.value : "null";
+  const tooLarge = oversized(outputJson, "the run's output");
+  if (tooLarge) return { kind: "run-ended", runId: m.runId, lease: m.lease, end: { kind: "failed", error: tooLarge } };
   return { kind: "run-ended", runId: m.runId, lease: m.lease, end: { kind: "completed", outputJson } };
 }
 

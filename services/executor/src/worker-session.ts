@@ -1,3 +1,4 @@
+import { Code, ConnectError } from "@connectrpc/connect";
 import { pushable, type Pushable } from "it-pushable";
 import type { TraceSpan } from "@stepwise/core";
 import { TurnBatch, type ConnectResponse } from "@stepwise/proto";
@@ -24,7 +25,26 @@ export interface HeldRun {
   completion?: Completion | undefined;
   /** The span of this execution (runtime/tracing.ts), ended when the execution is. */
   span?: TraceSpan | undefined;
+  /** Steps the run's journal holds: those at the claim, and those journaled since. */
+  steps: number;
 }
+
+/**
+ * What a worker may do before the executor ends its stream with a reason
+ * rather than spend memory on it: messages about runs it does not hold (a
+ * few follow any cancellation; a stream of them is a broken or hostile
+ * worker), results in flight at once, and messages waiting for a worker
+ * that does not read its stream.
+ */
+export const SESSION_LIMITS = {
+  /** Messages about runs not held: a budget of this many, refilled at STRAYS_PER_SECOND. */
+  strays: 1_000,
+  straysPerSecond: 100,
+  /** Results being journaled at once, per slot of the worker's capacity (and at least 1,000). */
+  pendingPerSlot: 100,
+  /** Messages waiting in the outbox for a worker that does not take them. */
+  outbox: 100_000,
+};
 
 /**
  * One connected worker: its stream, its functions and the runs it holds.
@@ -41,6 +61,10 @@ export class WorkerSession {
   lastSeen = Date.now();
   draining = false;
   closed = false;
+  /** Why the executor ended the stream, when it did. */
+  endedFor: ConnectError | undefined;
+  private strayBudget = SESSION_LIMITS.strays;
+  private strayCheckedAt = Date.now();
 
   /** Messages of this turn not yet in the outbox, when the worker takes batches. */
   private readonly unsent = new TurnBatch<ConnectResponse>((messages) => {
@@ -69,6 +93,10 @@ export class WorkerSession {
 
   send(message: ConnectResponse): void {
     if (this.closed) return;
+    if (this.outbox.readableLength >= SESSION_LIMITS.outbox) {
+      this.end(`the worker does not read its stream: ${SESSION_LIMITS.outbox} messages wait for it`, Code.ResourceExhausted);
+      return;
+    }
     if (!this.batches) {
       this.outbox.push(message);
       return;
@@ -76,10 +104,39 @@ export class WorkerSession {
     this.unsent.add(message);
   }
 
+  /**
+   * Counts a message about a run this worker does not hold; false (and the
+   * stream ended) once the worker has sent too many of them.
+   */
+  stray(): boolean {
+    const now = Date.now();
+    this.strayBudget = Math.min(SESSION_LIMITS.strays, this.strayBudget + ((now - this.strayCheckedAt) / 1000) * SESSION_LIMITS.straysPerSecond);
+    this.strayCheckedAt = now;
+    if (--this.strayBudget >= 0) return true;
+    this.end(`the worker sent more than ${SESSION_LIMITS.strays} results for runs it does not hold`, Code.FailedPrecondition);
+    return false;
+  }
+
+  /** False (and the stream ended) when the worker has more results in flight than its capacity can explain. */
+  roomForResult(): boolean {
+    const max = Math.max(1_000, this.capacity * SESSION_LIMITS.pendingPerSlot);
+    if (this.pending.size < max) return true;
+    this.end(`the worker sent more than ${max} results at once without waiting for their acks`, Code.ResourceExhausted);
+    return false;
+  }
+
+  /** Ends the stream with an error the worker reads as the reason. */
+  end(reason: string, code: Code): void {
+    if (this.closed) return;
+    this.endedFor = new ConnectError(reason, code);
+    this.close();
+  }
+
   close(): void {
     if (this.closed) return;
     this.unsent.flushNow();
     this.closed = true;
-    this.outbox.end();
+    if (this.endedFor) this.outbox.end(this.endedFor);
+    else this.outbox.end();
   }
 }

@@ -166,6 +166,11 @@ describe("toEventRecords", () => {
     expect(toEventRecords(ok)).toHaveLength(1);
     const nulName = create(SendRequestSchema, { events: [{ name: "a\u0000" }] });
     expect(() => toEventRecords(nulName)).toThrow(/events\[0\]\.name: must not contain a NUL character/);
+    // Found by the fuzz: such a name was accepted and then never stored (jsonb refuses the escape).
+    for (const name of ["a\uD800", "\uDFFFb"]) {
+      expect(() => toEventRecords(create(SendRequestSchema, { events: [{ name }] }))).toThrow(/events\[0\]\.name: must not contain a lone surrogate/);
+    }
+    expect(toEventRecords(create(SendRequestSchema, { events: [{ name: "order 😀" }] }))).toHaveLength(1);
   });
 });
 

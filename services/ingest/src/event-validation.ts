@@ -39,6 +39,8 @@ const eventSchema = z.object({
     .string()
     .min(1, "must not be empty")
     .regex(/^[^\u0000]*$/, "must not contain a NUL character")
+    // A lone surrogate cannot be stored: the event would be accepted and never reach the journal.
+    .refine((n) => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(n), "must not contain a lone surrogate")
     .max(EVENT_LIMITS.maxNameLength, `must be at most ${EVENT_LIMITS.maxNameLength} characters`),
 });
 

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Bus, Logger, ServiceMetrics } from "@stepwise/core";
 import { IngestService, SendResponseSchema } from "@stepwise/proto";
-import { sendEvents, sendStream } from "./send-stream.js";
+import { eventApp, sendEvents, sendStream } from "./send-stream.js";
 
 /**
  * IngestService: validates events, publishes them to the event stream and
@@ -14,7 +14,8 @@ export function createIngestService(bus: Bus, log: Logger, metrics?: ServiceMetr
   const m = metrics?.ingest;
   return {
     async send(req, ctx) {
-      return create(SendResponseSchema, { ids: await sendEvents(req.events, bus, log, ctx.requestHeader.get("traceparent") ?? undefined, m) });
+      const traceParent = ctx.requestHeader.get("traceparent") ?? undefined;
+      return create(SendResponseSchema, { ids: await sendEvents(req.events, bus, log, traceParent, m, eventApp(ctx)) });
     },
     sendStream(requests, ctx) {
       return sendStream(requests, ctx, { bus, log, metrics: m });

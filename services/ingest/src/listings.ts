@@ -1,5 +1,5 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { JournalStore, RunStatus } from "@stepwise/core";
 import {
@@ -22,6 +22,7 @@ import {
   type ListWorkersRequest,
   type ListWorkersResponse,
 } from "@stepwise/proto";
+import { requestTime } from "./request-checks.js";
 import { toProtoRun } from "./run-proto.js";
 
 // RunService's lists of what is not a run: the registered functions (with
@@ -39,8 +40,7 @@ function checkAppId(appId: string): void {
 /** ListFunctions: the registered functions, and with counts_since the counts of their runs by status. */
 export async function listFunctions(req: ListFunctionsRequest, store: JournalStore): Promise<ListFunctionsResponse> {
   checkAppId(req.appId);
-  const since = req.countsSince ? timestampDate(req.countsSince) : undefined;
-  if (since && Number.isNaN(since.getTime())) throw new ConnectError("counts_since: not a valid time", Code.InvalidArgument);
+  const since = requestTime(req.countsSince, "counts_since");
   const [functions, counts] = await Promise.all([
     store.listFunctions(req.appId || undefined),
     since ? store.countRuns(since, req.appId || undefined) : Promise.resolve([]),

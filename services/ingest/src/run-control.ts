@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import { type Timestamp } from "@bufbuild/protobuf/wkt";
 import {
+  quote,
   announceCancelled,
   cancelOnEarlierEvents,
   compileCondition,
@@ -40,6 +41,7 @@ import {
   type CancelRunsRequest,
   type CancelRunsResponse,
 } from "@stepwise/proto";
+import { requestTime } from "./request-checks.js";
 import { toProtoRun } from "./run-proto.js";
 
 /** What run control needs of ingest. */
@@ -59,7 +61,7 @@ export interface RunControlDeps {
  */
 export async function cancelRun(req: CancelRunRequest, deps: RunControlDeps): Promise<CancelRunResponse> {
   const reason = checkReason(req.reason);
-  const notFound = () => new ConnectError(`run ${JSON.stringify(req.runId)} not found`, Code.NotFound);
+  const notFound = () => new ConnectError(`run ${quote(req.runId)} not found`, Code.NotFound);
   if (!isUuid(req.runId)) throw notFound();
   const outcome = await deps.store.cancelRun(req.runId, reason);
   if (outcome.kind === "unknown") throw notFound();
@@ -90,7 +92,7 @@ const DERIVED_PUBLISH_DEADLINE_MS = 60_000;
 
 /** Creates a rerun or a replay, publishes its work and reads it back. */
 async function derive(runId: string, fromStep: string | undefined, deps: RunControlDeps): Promise<RunView> {
-  const notFound = () => new ConnectError(`run ${JSON.stringify(runId)} not found`, Code.NotFound);
+  const notFound = () => new ConnectError(`run ${quote(runId)} not found`, Code.NotFound);
   if (!isUuid(runId)) throw notFound();
   const outcome = await deps.store.deriveRun(runId, fromStep, DERIVED_PUBLISH_DEADLINE_MS);
   if (outcome.kind === "unknown") throw notFound();
@@ -177,8 +179,8 @@ function readSelection(
     }
     statuses.add(name);
   }
-  const createdAfter = req.createdAfter ? timestampDate(req.createdAfter) : undefined;
-  const createdBefore = req.createdBefore ? timestampDate(req.createdBefore) : undefined;
+  const createdAfter = requestTime(req.createdAfter, "created_after");
+  const createdBefore = requestTime(req.createdBefore, "created_before");
   if (createdAfter && createdBefore && createdAfter >= createdBefore) {
     throw new ConnectError("created_before: must be after created_after", Code.InvalidArgument);
   }

@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { isUuid, type Bus, type JournalStore, type Logger, type RunView } from "@stepwise/core";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { isUuid, quote, type Bus, type JournalStore, type Logger, type RunView } from "@stepwise/core";
 import {
   ENDED_RUN_STATUSES,
   ID_PATTERN,
@@ -14,6 +13,7 @@ import {
   runStatusFromProto,
   WaitForRunsResponseSchema,
 } from "@stepwise/proto";
+import { refuseNul, requestTime } from "./request-checks.js";
 import { listEvents, listFunctions, listWorkers } from "./listings.js";
 import { cancelRun, cancelRuns, replayRun, rerunRun, rerunRuns } from "./run-control.js";
 import { toProtoRun } from "./run-proto.js";
@@ -27,6 +27,35 @@ const DEFAULT_WAIT_MS = 30_000;
  * the runs of an event to end, woken by the executors' announcements.
  */
 export function createRunService(store: JournalStore, waiters: RunWaiters, bus: Bus, log?: Logger): ServiceImpl<typeof RunService> {
+  return refusingNul(runService(store, waiters, bus, log));
+}
+
+/** Every request (and every message of WatchRuns) refused before it reaches a query when a string holds NUL. */
+function refusingNul(impl: ServiceImpl<typeof RunService>): ServiceImpl<typeof RunService> {
+  const out: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(RunService.method)) {
+    const fn = (impl as Record<string, (req: unknown, ctx: HandlerContext) => unknown>)[name]!.bind(impl);
+    out[name] =
+      method.methodKind === "unary"
+        ? (req: object, ctx: HandlerContext) => {
+            refuseNul(method.input, req);
+            return fn(req, ctx);
+          }
+        : (reqs: AsyncIterable<object>, ctx: HandlerContext) =>
+            fn(
+              (async function* () {
+                for await (const req of reqs) {
+                  refuseNul(method.input, req);
+                  yield req;
+                }
+              })(),
+              ctx,
+            );
+  }
+  return out as ServiceImpl<typeof RunService>;
+}
+
+function runService(store: JournalStore, waiters: RunWaiters, bus: Bus, log?: Logger): ServiceImpl<typeof RunService> {
   return {
     cancelRun(req) {
       return cancelRun(req, { store, bus, log });
@@ -76,7 +105,7 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
     },
     async getRun(req) {
       const run = isUuid(req.runId) ? await store.getRun(req.runId) : null;
-      if (!run) throw new ConnectError(`run ${JSON.stringify(req.runId)} not found`, Code.NotFound);
+      if (!run) throw new ConnectError(`run ${quote(req.runId)} not found`, Code.NotFound);
       return create(GetRunResponseSchema, { run: toProtoRun(run) });
     },
     async listRuns(req) {
@@ -87,11 +116,8 @@ export function createRunService(store: JournalStore, waiters: RunWaiters, bus: 
         throw new ConnectError("status: unknown value", Code.InvalidArgument);
       }
       if (req.appId !== "" && !ID_PATTERN.test(req.appId)) throw new ConnectError("app_id: not an app id", Code.InvalidArgument);
-      const createdAfter = req.createdAfter ? timestampDate(req.createdAfter) : undefined;
-      const createdBefore = req.createdBefore ? timestampDate(req.createdBefore) : undefined;
-      for (const [field, at] of [["created_after", createdAfter], ["created_before", createdBefore]] as const) {
-        if (at && Number.isNaN(at.getTime())) throw new ConnectError(`${field}: not a valid time`, Code.InvalidArgument);
-      }
+      const createdAfter = requestTime(req.createdAfter, "created_after");
+      const createdBefore = requestTime(req.createdBefore, "created_before");
       const runs = await store.listRuns({
         appId: req.appId || undefined,
         functionId: req.functionId || undefined,

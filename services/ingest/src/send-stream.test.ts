@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { MemoryBus, type Bus } from "@stepwise/core";
 import {
   EventSchema,
@@ -52,7 +52,7 @@ function openStream(bus: Bus) {
   let messages = 0;
   let onAnswer = () => {};
   const done = (async () => {
-    for await (const res of sendStream(counted, { signal: abort.signal } as HandlerContext, { bus })) {
+    for await (const res of sendStream(counted, { signal: abort.signal, values: createContextValues() } as HandlerContext, { bus })) {
       messages++;
       for (const a of res.answers) answers.set(a.callId, a);
       onAnswer();
@@ -163,7 +163,7 @@ describe("sendStream", () => {
     const { bus, published } = controlledBus();
     const { requests, counted, pulled } = countedRequests();
     const abort = new AbortController();
-    const responses = sendStream(counted, { signal: abort.signal } as HandlerContext, { bus })[Symbol.asyncIterator]();
+    const responses = sendStream(counted, { signal: abort.signal, values: createContextValues() } as HandlerContext, { bus })[Symbol.asyncIterator]();
     const full = (base: number) =>
       create(SendStreamRequestSchema, { calls: Array.from({ length: MAX_CALLS_IN_PROGRESS }, (_, i) => call(base + i, [{ name: "n" }])) });
     requests.push(full(0));

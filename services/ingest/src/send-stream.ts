@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { endSpan, startSpanAfter, type Bus, type IngestMetrics, type Logger } from "@stepwise/core";
+import { callerOf, endSpan, startSpanAfter, type Bus, type IngestMetrics, type Logger } from "@stepwise/core";
 import {
   SendAnswerSchema,
   SendFailureSchema,
@@ -29,7 +29,8 @@ export const MAX_CALLS_IN_PROGRESS = 2_000;
  * one. Throws INVALID_ARGUMENT for an invalid event (nothing published) and
  * UNAVAILABLE when the event stream did not acknowledge. The call is a span
  * after the caller's (traceParent), which the events' runs continue.
- * `metrics` counts the events received, or refused and why.
+ * `metrics` counts the events received, or refused and why. `appId` (the
+ * app of the caller's event key) is the one app the events reach.
  */
 export async function sendEvents(
   events: readonly Event[],
@@ -37,10 +38,12 @@ export async function sendEvents(
   log: Logger | undefined,
   traceParent?: string,
   metrics?: IngestMetrics,
+  appId?: string,
 ): Promise<string[]> {
   let records;
   try {
     records = toEventRecords({ events });
+    if (appId) for (const r of records) r.appId = appId;
   } catch (err) {
     metrics?.eventsRejected(events.length, "invalid");
     throw err;
@@ -62,6 +65,12 @@ export async function sendEvents(
   return records.map((r) => r.id);
 }
 
+/** The one app the caller's events reach: that of an event key limited to an app. */
+export function eventApp(ctx: HandlerContext): string | undefined {
+  const caller = callerOf(ctx);
+  return caller?.scope === "event" && caller.app ? caller.app : undefined;
+}
+
 /**
  * One SendStream: every call is handled as soon as it arrives, concurrently
  * with the others, and answered once its events were acknowledged; the
@@ -81,7 +90,7 @@ export async function* sendStream(
     for await (const req of requests) {
       for (const call of req.calls) {
         calls.started();
-        void sendEvents(call.events, deps.bus, deps.log, call.traceParent, deps.metrics).then(
+        void sendEvents(call.events, deps.bus, deps.log, call.traceParent, deps.metrics, eventApp(ctx)).then(
           (ids) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: sent(ids) })),
           (err: unknown) => calls.answer(create(SendAnswerSchema, { callId: call.callId, outcome: failed(err) })),
         );
