@@ -7,6 +7,8 @@ export default defineConfig({
   test: {
     include: ["proto/protocol/**/*.test.ts", "services/*/src/**/*.test.ts", "sdk-ts/src/**/*.test.ts", "test/**/*.test.ts"],
     exclude: ["**/node_modules/**", "**/dist/**"],
+    // A failed test writes the logs of the services it ran to test/artifacts/failures.log.
+    setupFiles: ["test/support/failure-logs.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: "forks",

@@ -15,8 +15,9 @@ describe("rate limits, idempotency and singletons", () => {
   let secondScheduler: ExtraService;
 
   async function endedRun(eventId: string, timeoutMs = 20_000): Promise<RunInfo> {
+    const startedAt = Date.now();
     const { runs, done } = await client.waitForRuns(eventId, { timeoutMs });
-    expect(done).toBe(true);
+    expect(done, `waitForRuns(${eventId}) after ${Date.now() - startedAt} ms: ${JSON.stringify(runs.map((r) => [r.id, r.status]))}`).toBe(true);
     expect(runs).toHaveLength(1);
     return runs[0]!;
   }
@@ -65,7 +66,8 @@ describe("rate limits, idempotency and singletons", () => {
   it("20 events in a second with a limit of 5 per 10 s: 5 runs, 15 SKIPPED with the reason", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push(...(await client.send({ name: "sync.requested", data: { i } })));
-    const runs = await Promise.all(ids.map(endedRun));
+    // Not ids.map(endedRun): the index would become the timeout.
+    const runs = await Promise.all(ids.map((id) => endedRun(id)));
     expect(runs.filter((r) => r.status === "COMPLETED")).toHaveLength(5);
     const skipped = runs.filter((r) => r.status === "SKIPPED");
     expect(skipped).toHaveLength(15);

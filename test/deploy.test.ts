@@ -670,6 +670,8 @@ describe("k8s manifests", () => {
       const s = sts();
       const replicas = num(get(s.body, "spec.replicas"), "replicas");
       expect(replicas).toBe(3);
+      // The streams are replicated on every node (STEPWISE_NATS_REPLICAS in the services' ConfigMap).
+      expect(Number(configData.STEPWISE_NATS_REPLICAS)).toBe(replicas);
       const headless = one("Service", str(get(s.body, "spec.serviceName"), "serviceName"));
       expect(get(headless.body, "spec.clusterIP")).toBe("None");
       expect(selected(headless.namespace, strRecord(get(headless.body, "spec.selector"), "sel"))).toEqual([s]);

@@ -35,6 +35,7 @@ describe("traces", () => {
       EXECUTOR_PORT: String(await freePort()),
       SCHEDULER_PORT: "0",
       LOG_LEVEL: "silent",
+      STEPWISE_INSECURE: "true",
     });
     const log = createLogger("traces-test", "silent");
     // One after the other: each migrates the schema on its own.

@@ -1,11 +1,15 @@
 import type { RunInfo } from "@stepwise/sdk";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
+import { freePort, killProcess, waitForOutput } from "../../bench/src/private-servers.js";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
+import { liveStacks, stoppedStacks, type LiveStack } from "./live-stacks.js";
+
+export { freePort, killProcess, NatsCluster, PrivateNats, PrivatePostgres, waitForOutput } from "../../bench/src/private-servers.js";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export const CLI = `${ROOT}services/cli/dist/main.js`;
@@ -27,25 +31,20 @@ export interface ExtraService {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Free TCP port on loopback. */
-export async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
 /**
  * The engine as a user deploys it: ingest, scheduler and executor as
  * separate `stepwise start` processes against the real Postgres and NATS,
  * in a schema and a stream prefix of their own, removed by stop().
  */
-export class Stack {
+export class Stack implements LiveStack {
+  /** Each service's log lines (the stack's own, then its extras), for a failed test's report. */
+  serviceLogs(): Array<{ name: string; lines: readonly string[] }> {
+    return [
+      ...[...this.logs].map(([name, lines]) => ({ name, lines })),
+      ...[...this.extras].map((e, i) => ({ name: `extra ${e.name} ${i + 1}`, lines: e.log })),
+    ];
+  }
+
   readonly id = `t${randomBytes(5).toString("hex")}`;
   readonly schema = `sw_${this.id}`;
   readonly prefix = `sw-${this.id}`;
@@ -75,12 +74,17 @@ export class Stack {
     this.db.on("error", () => {});
   }
 
+  /** https when the stack serves TLS (STEPWISE_TLS_CERT_FILE given), http otherwise. */
+  private get scheme(): string {
+    return this.env["STEPWISE_TLS_CERT_FILE"] ? "https" : "http";
+  }
+
   get ingestUrl(): string {
-    return `http://127.0.0.1:${this.ingestPort}`;
+    return `${this.scheme}://127.0.0.1:${this.ingestPort}`;
   }
 
   get executorUrl(): string {
-    return `http://127.0.0.1:${this.executorPort}`;
+    return `${this.scheme}://127.0.0.1:${this.executorPort}`;
   }
 
   get schedulerUrl(): string {
@@ -88,6 +92,7 @@ export class Stack {
   }
 
   async start(): Promise<this> {
+    liveStacks.add(this);
     this.ingestPort = await freePort();
     this.executorPort = await freePort();
     this.schedulerPort = await freePort();
@@ -113,8 +118,25 @@ export class Stack {
       STEPWISE_RECONCILE_INTERVAL_MS: "250",
       STEPWISE_HEARTBEAT_MS: "1000",
       LOG_LEVEL: "info",
+      // Keyless calls, as most tests make them; test/auth.test.ts turns keys on.
+      STEPWISE_INSECURE: "true",
       ...this.env,
     };
+  }
+
+  /** Runs the `stepwise` CLI against this stack's journal (DATABASE_URL, DATABASE_SCHEMA) and services. */
+  stepwise(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const p = spawn(process.execPath, [this.cli, ...args], {
+        env: { ...this.baseEnv(), STEPWISE_URL: this.ingestUrl, ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      p.on("exit", (code) => resolve({ code, stdout, stderr }));
+    });
   }
 
   private run(args: string[]): Promise<void> {
@@ -172,7 +194,7 @@ export class Stack {
    * event that made no run will make none.
    */
   async eventsSettled(): Promise<boolean> {
-    const nc = await connect({ servers: this.natsUrl });
+    const nc = await connect({ servers: this.natsUrl.split(",") });
     try {
       const jsm = await jetstreamManager(nc);
       const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
@@ -191,23 +213,29 @@ export class Stack {
   }
 
   async stop(): Promise<void> {
+    liveStacks.delete(this);
+    stoppedStacks.push(this);
     await Promise.all([...this.procs.keys()].map((s) => this.kill(s, "SIGKILL")));
     await Promise.all([...this.extras].map((e) => e.kill("SIGKILL")));
     await this.db.end();
     const admin = new pg.Client({ connectionString: this.databaseUrl });
     await admin.connect();
     await admin.query(`DROP SCHEMA IF EXISTS ${this.schema} CASCADE`);
+    // And those of the environments besides default (environmentPlace): ${schema}_env_NAME, ${prefix}-env-NAME.
+    const envSchemas = await admin.query<{ name: string }>("SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, $1)", [`${this.schema}_env_`]);
+    for (const { name } of envSchemas.rows) await admin.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
     await admin.end();
-    const nc = await connect({ servers: this.natsUrl });
+    const nc = await connect({ servers: this.natsUrl.split(",") });
     const jsm = await jetstreamManager(nc);
     const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
     for (const s of [`${upper}_EVENTS`, `${upper}_WORK`]) await jsm.streams.delete(s).catch(() => false);
+    for await (const name of jsm.streams.names()) if (name.startsWith(`${upper}-ENV-`)) await jsm.streams.delete(name).catch(() => false);
     await nc.close();
   }
 
   /** Message count of the event stream. */
   async eventStreamCount(): Promise<number> {
-    const nc = await connect({ servers: this.natsUrl });
+    const nc = await connect({ servers: this.natsUrl.split(",") });
     try {
       const jsm = await jetstreamManager(nc);
       const upper = this.prefix.toUpperCase().replace(/[^A-Z0-9_-]/g, "_");
@@ -221,38 +249,6 @@ export class Stack {
   async query<T extends pg.QueryResultRow>(text: string, params: unknown[] = []): Promise<T[]> {
     return (await this.db.query<T>(text, params)).rows;
   }
-}
-
-/** Resolves once a process printed `ready` (on stdout or stderr); rejects if it exits or times out first. */
-export function waitForOutput(proc: ChildProcess, ready: string, what: string, timeoutMs: number, log: string[] = []): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${log.join("")}`)), timeoutMs);
-    let seen = "";
-    const onData = (d: Buffer) => {
-      const text = d.toString();
-      log.push(text);
-      // Only this process's output counts: log may hold an earlier run's.
-      seen = (seen + text).slice(-4096);
-      if (seen.includes(ready)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    proc.stdout!.on("data", onData);
-    proc.stderr!.on("data", onData);
-    proc.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${what} exited with ${code} while starting:\n${log.join("")}`));
-    });
-  });
-}
-
-/** Sends a signal and waits for the process to be gone; no-op if it already is. */
-export async function killProcess(proc: ChildProcess | undefined, signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  proc.kill(signal);
-  await exited;
 }
 
 /** Polls until fn returns a value that is not undefined, or fails after timeoutMs. */
@@ -276,115 +272,6 @@ export function gate<T = void>(): { promise: Promise<T>; open: (v: T) => void } 
   let open!: (v: T) => void;
   const promise = new Promise<T>((r) => (open = r));
   return { promise, open };
-}
-
-/**
- * A NATS server of the test's own, with JetStream in a temporary folder, so
- * a test can kill and restart it without touching the machine's NATS.
- */
-export class PrivateNats {
-  proc: ChildProcess | undefined;
-  port = 0;
-  readonly dir: string;
-
-  constructor() {
-    this.dir = `/tmp/stepwise-nats-${randomBytes(4).toString("hex")}`;
-  }
-
-  get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    if (this.port === 0) this.port = await freePort();
-    const proc = spawn(process.env["NATS_SERVER_BIN"] ?? "/usr/sbin/nats-server", ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.dir], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    this.proc = proc;
-    await waitForOutput(proc, "Server is ready", "nats-server", 10_000);
-  }
-
-  async kill(): Promise<void> {
-    await killProcess(this.proc);
-  }
-
-  async stop(): Promise<void> {
-    await this.kill();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * A Postgres server of the test's own (initdb into a temporary folder, run
- * as the postgres user), so a test can kill -9 and restart it without
- * touching the machine's Postgres.
- */
-export class PrivatePostgres {
-  proc: ChildProcess | undefined;
-  port = 0;
-  readonly dir = `/tmp/stepwise-pg-${randomBytes(4).toString("hex")}`;
-  private readonly bin: string;
-
-  constructor() {
-    const version = readdirSync("/usr/lib/postgresql").sort().pop();
-    this.bin = `/usr/lib/postgresql/${version}/bin`;
-  }
-
-  get url(): string {
-    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
-  }
-
-  /** Runs a Postgres binary as the postgres user (Postgres refuses root), as a direct child so it is reaped. */
-  private asPostgres(args: string[]): ChildProcess {
-    const [cmd, ...rest] = args;
-    const ids = process.getuid?.() === 0 ? postgresIds() : {};
-    return spawn(cmd!, rest, { stdio: ["ignore", "pipe", "pipe"], ...ids });
-  }
-
-  async init(): Promise<void> {
-    const { mkdirSync, chownSync } = await import("node:fs");
-    mkdirSync(this.dir, { recursive: true });
-    if (process.getuid?.() === 0) {
-      const { uid, gid } = postgresIds();
-      chownSync(this.dir, uid, gid);
-    }
-    await new Promise<void>((resolve, reject) => {
-      const p = this.asPostgres([`${this.bin}/initdb`, "-D", this.dir, "-A", "trust", "-U", "postgres", "--no-sync"]);
-      let out = "";
-      p.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-      p.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-      p.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed: ${out}`))));
-    });
-    this.port = await freePort();
-  }
-
-  async start(): Promise<void> {
-    const proc = this.asPostgres([
-      `${this.bin}/postgres`, "-D", this.dir, "-p", String(this.port), "-k", this.dir,
-      "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=100",
-    ]);
-    this.proc = proc;
-    await waitForOutput(proc, "ready to accept connections", "postgres", 20_000);
-  }
-
-  /** kill -9 of the postmaster, as a crash would; its backends exit on their own. */
-  async kill(): Promise<void> {
-    await killProcess(this.proc);
-  }
-
-  async stop(): Promise<void> {
-    await this.kill();
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-function postgresIds(): { uid: number; gid: number } {
-  const line = readFileSync("/etc/passwd", "utf8")
-    .split("\n")
-    .find((l) => l.startsWith("postgres:"));
-  if (!line) throw new Error("no postgres user on this machine");
-  const [, , uid, gid] = line.split(":");
-  return { uid: Number(uid), gid: Number(gid) };
 }
 
 /** Asserts the end state of a chaos test: every run COMPLETED, each step key journaled once. */

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { create, type DescMessage, type JsonObject, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { timestampDate, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   CancelRunResponseSchema,
@@ -48,17 +49,20 @@ export const RUNS_USAGE = `Usage:
   stepwise runs rerun --app A --function F [--status S ...] [--if CEL] [--from-step STEP]
       A new run with the same event: from the start, or replayed from a step key (such as ship:0);
       for one run, or for every ended run of a function the filter selects (failed ones by default).
-Every command takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.`;
+Every command takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.
+An engine with keys needs STEPWISE_API_KEY.`;
 
 export const SEND_USAGE = `Usage:
   stepwise send NAME [--data JSON] [--id ID]
       Sends one event and prints its id. --data is a JSON object; --id makes a repeated send a no-op.
-Also takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.`;
+Also takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.
+An engine with keys needs STEPWISE_API_KEY.`;
 
 export const FUNCTIONS_USAGE = `Usage:
   stepwise functions list [--app A]
       The registered functions with their triggers.
-Also takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.`;
+Also takes --url (default $STEPWISE_URL or http://127.0.0.1:8288) and --json.
+An engine with keys needs STEPWISE_API_KEY.`;
 
 const COMMON = {
   url: { type: "string" },
@@ -83,11 +87,26 @@ interface Clients {
 }
 
 function clients(url: string | undefined): Clients {
+  const baseUrl = url ?? process.env["STEPWISE_URL"] ?? "http://127.0.0.1:8288";
+  // An engine serving TLS with a private CA's certificate: STEPWISE_CA_FILE names the CA to trust.
+  const caFile = process.env["STEPWISE_CA_FILE"];
+  // An engine that authenticates: STEPWISE_API_KEY is sent as a bearer token (a read key lists, an admin key controls runs, an event key sends).
+  const apiKey = process.env["STEPWISE_API_KEY"];
   const transport = createConnectTransport({
-    baseUrl: url ?? process.env["STEPWISE_URL"] ?? "http://127.0.0.1:8288",
+    baseUrl,
     httpVersion: "1.1",
+    ...(apiKey ? { interceptors: [bearer(apiKey)] } : {}),
+    ...(baseUrl.startsWith("https:") && caFile ? { nodeOptions: { ca: readFileSync(caFile) } } : {}),
   });
   return { runs: createClient(RunService, transport), ingest: createClient(IngestService, transport) };
+}
+
+/** Sends the key on every call. */
+function bearer(key: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${key}`);
+    return next(req);
+  };
 }
 
 /** Runs `stepwise runs ...`; writes to out, returns the exit code. */

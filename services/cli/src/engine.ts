@@ -1,6 +1,18 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import { readFileSync } from "node:fs";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { IngestService, RunService, WorkerService } from "@stepwise/proto";
 import {
+  authenticate,
+  callerOf,
   createLogger,
+  DEFAULT_ENVIRONMENT,
+  environmentPlace,
+  environmentRoutes,
+  type Implementations,
+  implementationsOf,
+  KeyCache,
+  KeyStore,
+  migrateControl,
   DEFAULT_TIMER_CHANNEL,
   TimerStore,
   WaitStore,
@@ -19,6 +31,7 @@ import {
   type Logger,
   type RunningServer,
   type Sql,
+  type TlsFiles,
 } from "@stepwise/core";
 import { Executor } from "@stepwise/executor";
 import { dashboardFiles, ingestRoutes } from "@stepwise/ingest";
@@ -65,25 +78,47 @@ async function openStore(config: Config, name: string, metrics: ServiceMetrics):
   return stores(timedSql(pool, metrics.journal.statement), config.databaseSchema, metrics);
 }
 
-/** Starts one service against Postgres and NATS JetStream, as `stepwise start NAME` does. */
-export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
-  const logger = log ?? createLogger(name, config.logLevel);
-  const stopTracing = await startTracing(name);
-  // GET /metrics on the service's port (the scheduler's own, SCHEDULER_PORT).
-  const metrics = new ServiceMetrics({ processMetrics: true });
-  const opened = await openStore(config, name, metrics);
+/** One environment's part of a service: its journal, its bus, and what serves it. */
+interface Cell {
+  sql: Sql;
+  /** The implementations of its RPCs, by service type name (none for the scheduler). */
+  implementations: Implementations;
+  /** Stops the service's work (the executor drains its workers); the server is still up. */
+  stopWork(): Promise<void>;
+  /** Closes the bus and the pool, after the server closed. */
+  close(): Promise<void>;
+}
+
+/** Starts one environment's part of a service: its schema (migrated) and its streams. */
+async function startCell(name: ServiceName, config: Config, environment: string, logger: Logger, metrics: ServiceMetrics): Promise<Cell> {
+  const place = environmentPlace({ schema: config.databaseSchema, prefix: config.prefix }, environment);
+  const opened = await openStore({ ...config, databaseSchema: place.schema }, name, metrics);
   const { sql, store } = opened;
-  const bus = await JetStreamBus.connect({ url: config.natsUrl, prefix: config.prefix, name: `stepwise-${name}`, log: logger, metrics });
-  let server: RunningServer | undefined;
-  let stopService: () => Promise<void>;
+  let bus: Bus;
+  try {
+    bus = await JetStreamBus.connect({
+      url: config.natsUrl,
+      prefix: place.prefix,
+      name: `stepwise-${name}`,
+      replicas: config.natsReplicas,
+      // A message taken by a process that died (or froze) goes to another within the lease.
+      ackWaitMs: config.leaseMs,
+      // A work stream made anew holds none of the queued runs' work: the reconciler publishes it again.
+      onWorkStreamCreated: async () => void (await store.expireQueued()),
+      log: logger,
+      metrics,
+    });
+  } catch (err) {
+    await sql.close();
+    throw err;
+  }
+  const close = async () => {
+    await bus.close();
+    await sql.close();
+  };
   switch (name) {
-    case "ingest": {
-      server = await serveConnect(ingestRoutes({ bus, store, log: logger, metrics }), config.ingestPort, config.host, {
-        plain: [metrics.handler, ...(config.dashboard ? [dashboardFiles()] : [])],
-      });
-      stopService = async () => {};
-      break;
-    }
+    case "ingest":
+      return { sql, implementations: implementationsOf(ingestRoutes({ bus, store, log: logger, metrics })), stopWork: async () => {}, close };
     case "scheduler": {
       const scheduler = new Scheduler({
         ...opened,
@@ -94,12 +129,10 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         reconcileIntervalMs: config.reconcileIntervalMs,
         queuedBackstopMs: config.queuedBackstopMs,
         metrics,
+        retentionMs: config.retentionMs,
       });
-      // No RPCs: GET /healthz and GET /metrics only.
-      server = await serveConnect(() => {}, config.schedulerPort, config.host, { plain: [metrics.handler] });
       await scheduler.start();
-      stopService = () => scheduler.stop();
-      break;
+      return { sql, implementations: new Map(), stopWork: () => scheduler.stop(), close };
     }
     case "executor": {
       const executor = new Executor({
@@ -110,22 +143,105 @@ export async function startService(name: ServiceName, config: Config, log?: Logg
         requeueAfterMs: config.requeueAfterMs,
         heartbeatMs: config.heartbeatMs,
         queuedBackstopMs: config.queuedBackstopMs,
+        maxStepsPerRun: config.maxStepsPerRun,
         metrics,
       });
-      server = await serveConnect(executor.routes, config.executorPort, config.host, { plain: [metrics.handler] });
       executor.start();
-      stopService = () => executor.stop();
-      break;
+      return { sql, implementations: implementationsOf(executor.routes), stopWork: () => executor.stop(), close };
     }
   }
-  logger.info({ port: server?.port, prefix: config.prefix }, `${name} started`);
+}
+
+/**
+ * Starts one service against Postgres and NATS JetStream, as `stepwise
+ * start NAME` does. Each environment gets a part of its own (a schema and
+ * a stream prefix, environmentPlace): `default` at once, the others as
+ * the key table names them (read every KEY_REFRESH_MS) or a call's key
+ * asks for them. Ingest and the executor authenticate every call
+ * (authenticate) and hand it to the part of its key's environment.
+ */
+export async function startService(name: ServiceName, config: Config, log?: Logger): Promise<Running> {
+  const logger = log ?? createLogger(name, config.logLevel);
+  // Read before anything starts: a file that cannot be read stops the service with its name.
+  const tls = config.tls && name !== "scheduler" ? readTlsFiles(config.tls) : undefined;
+  const stopTracing = await startTracing(name);
+  // GET /metrics on the service's port (the scheduler's own, SCHEDULER_PORT).
+  const metrics = new ServiceMetrics({ processMetrics: true });
+  const first = await startCell(name, config, DEFAULT_ENVIRONMENT, logger, metrics);
+  // The keys and the environments live in the deployment's own schema, the default environment's.
+  await migrateControl(first.sql, { schema: config.databaseSchema });
+  const cells = new Map<string, Promise<Cell>>([[DEFAULT_ENVIRONMENT, Promise.resolve(first)]]);
+  // The implementations of the environments that have started, for calls to find without waiting.
+  const serving = new Map([[DEFAULT_ENVIRONMENT, first.implementations]]);
+  let stopping = false;
+  const cellOf = (environment: string): Promise<Cell> => {
+    let cell = cells.get(environment);
+    if (!cell) {
+      if (stopping) return Promise.reject(new ConnectError(`${name} is shutting down`, Code.Unavailable));
+      cell = startCell(name, config, environment, logger.child({ environment }), metrics);
+      cells.set(environment, cell);
+      cell.then(
+        (c) => {
+          serving.set(environment, c.implementations);
+          logger.info({ environment }, `${name} serves environment ${environment}`);
+        },
+        (err: unknown) => {
+          // Tried again by the next call or refresh that needs it.
+          cells.delete(environment);
+          logger.error({ err, environment }, `starting environment ${environment} failed`);
+        },
+      );
+    }
+    return cell;
+  };
+  const keys = new KeyCache(new KeyStore(first.sql), { log: logger, onEnvironment: (env) => void cellOf(env).catch(() => {}) });
+  await keys.start();
+  const implementationsFor = (ctx: HandlerContext) => {
+    const environment = callerOf(ctx)?.environment ?? DEFAULT_ENVIRONMENT;
+    const running = serving.get(environment);
+    if (running) return running;
+    return cellOf(environment).then(
+      (cell) => cell.implementations,
+      (err: unknown) => {
+        throw err instanceof ConnectError ? err : new ConnectError(`environment ${environment} is not available yet, try again`, Code.Unavailable);
+      },
+    );
+  };
+  const plain = [metrics.handler];
+  const interceptors = [authenticate(keys, { insecure: config.insecure })];
+  let server: RunningServer;
+  switch (name) {
+    case "ingest":
+      server = await serveConnect(environmentRoutes([IngestService, RunService], implementationsFor), config.ingestPort, config.host, {
+        plain: [...plain, ...(config.dashboard ? [dashboardFiles()] : [])],
+        tls,
+        interceptors,
+      });
+      break;
+    case "scheduler":
+      // No RPCs: GET /healthz and GET /metrics only.
+      server = await serveConnect(() => {}, config.schedulerPort, config.host, { plain });
+      break;
+    case "executor":
+      server = await serveConnect(environmentRoutes([WorkerService], implementationsFor), config.executorPort, config.host, { plain, tls, interceptors });
+      break;
+  }
+  logger.info(
+    { port: server.port, prefix: config.prefix, tls: tls !== undefined, keys: keys.size, insecure: config.insecure },
+    `${name} started`,
+  );
+  if (!config.insecure && keys.size === 0 && name !== "scheduler") {
+    logger.warn("no API key exists yet, so every call is refused: make one with `stepwise keys create`");
+  }
   return {
-    port: server?.port,
+    port: server.port,
     async stop() {
-      await stopService();
-      await server?.close();
-      await bus.close();
-      await sql.close();
+      stopping = true;
+      keys.stop();
+      const started = (await Promise.allSettled(cells.values())).flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      await Promise.all(started.map((c) => c.stopWork()));
+      await server.close();
+      await Promise.all(started.map((c) => c.close()));
       await stopTracing();
     },
   };
@@ -180,6 +296,7 @@ export async function startDev(options: DevOptions): Promise<Running> {
     leaseMs,
     requeueAfterMs: 60_000,
     heartbeatMs: 5_000,
+    maxStepsPerRun: Number(process.env["STEPWISE_MAX_STEPS_PER_RUN"]) || undefined,
     metrics,
   });
   const routes = (router: ConnectRouter) => {
@@ -203,4 +320,15 @@ export async function startDev(options: DevOptions): Promise<Running> {
       await stopTracing();
     },
   };
+}
+
+function readTlsFiles(files: { certFile: string; keyFile: string }): TlsFiles {
+  const read = (file: string, what: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`cannot read the TLS ${what} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return { cert: read(files.certFile, "certificate (STEPWISE_TLS_CERT_FILE)"), key: read(files.keyFile, "key (STEPWISE_TLS_KEY_FILE)") };
 }

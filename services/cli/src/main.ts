@@ -9,6 +9,7 @@ import {
   UsageError,
 } from "./client-commands.js";
 import { startDev, startService, type Running, type ServiceName } from "./engine.js";
+import { keysCommand } from "./key-commands.js";
 
 const USAGE = `Usage:
   stepwise dev [--port 8288] [--dir .stepwise] [--memory]
@@ -16,7 +17,9 @@ const USAGE = `Usage:
       an in-process bus, IngestService, RunService and WorkerService on --port.
   stepwise start ingest|scheduler|executor
       One service against DATABASE_URL and NATS_URL (docs/configuration.md lists
-      every environment variable).
+      every environment variable). Calls need an API key unless STEPWISE_INSECURE=true.
+  stepwise keys create|list|revoke ...
+      API keys and environments (\`stepwise keys --help\`).
   stepwise migrate
       Applies the journal migrations to DATABASE_URL and exits.
   stepwise runs list|get|cancel|rerun ...
@@ -38,6 +41,9 @@ async function main(argv: string[]): Promise<void> {
       return;
     case "functions":
       process.exitCode = await functionsCommand(rest, write);
+      return;
+    case "keys":
+      process.exitCode = await keysCommand(rest, write);
       return;
     case "dev": {
       const { values } = parseArgs({

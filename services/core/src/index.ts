@@ -22,6 +22,7 @@ export { MemoryBus } from "./bus/memory-bus.js";
 export { publishOutboxEvents } from "./bus/outbox-publishing.js";
 export { announceCancelled, cancelMatchedRuns, cancelOnEarlierEvents } from "./bus/run-cancelling.js";
 export { MAX_RUNS_PER_WORK, publishQueuedRuns, publishRunWork, WorkPublisher, workMessages, workRunIds } from "./bus/run-work.js";
+export { WorkRetry, workRetryOf } from "./bus/work-retry.js";
 export {
   type Condition,
   type ConditionEvent,
@@ -121,5 +122,21 @@ export {
   type StepOutcome,
   type WorkerSlots,
 } from "./runtime/metrics.js";
-export { type PlainHandler, type RunningServer, serveConnect } from "./runtime/server.js";
+export { type PlainHandler, type RunningServer, serveConnect, type TlsFiles } from "./runtime/server.js";
+export { boundedMessage, MAX_ERROR_MESSAGE_LENGTH, quote } from "./runtime/client-errors.js";
 export { contextOfTraceParent, endSpan, startSpanAfter, startTracing, type TracedSpan, traceParentOf, type TraceSpan, withSpan } from "./runtime/tracing.js";
+export {
+  type ApiKey,
+  DEFAULT_ENVIRONMENT,
+  ENVIRONMENT_PATTERN,
+  environmentPlace,
+  KEY_SCOPES,
+  type KeyScope,
+  KeyStore,
+  migrateControl,
+  type NewKey,
+  newKeyProblem,
+} from "./auth/api-keys.js";
+export { authenticate, bearerKey, CALLER, type Caller, callerOf, scopesFor } from "./auth/authenticate.js";
+export { environmentRoutes, type Implementations, implementationsOf, type Routes } from "./auth/environment-routes.js";
+export { KEY_REFRESH_MS, KeyCache } from "./auth/key-cache.js";

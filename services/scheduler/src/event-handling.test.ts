@@ -80,6 +80,59 @@ describe("run creation and reconciliation", () => {
     expect((await store.getRun(waiting!.runId))?.status).toBe("QUEUED");
   });
 
+  it("republishes the work of a dead executor's run within a second of the bus taking work again, not at the requeue deadline", async () => {
+    const reconciler = new Reconciler({ store, bus, log, requeueAfterMs: 60_000, intervalMs: 1_000 });
+    await reconciler.sweep();
+    await drain("shop");
+    const [orphaned] = await handleEvent(event("e-bus-down"), { store, waits: new WaitStore(sql), bus });
+    await drain("shop");
+    await store.claimRun(orphaned!.runId, "exec-c", 1);
+    await new Promise((r) => setTimeout(r, 20));
+    const publishWork = bus.publishWork.bind(bus);
+    let refused = 0;
+    bus.publishWork = async () => {
+      refused++;
+      throw new Error("NATS is down");
+    };
+    try {
+      // The sweep takes the runs (with a new deadline a minute away) and does not fail on the refused publish.
+      expect(await reconciler.sweep()).toBeGreaterThanOrEqual(1);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(refused).toBeGreaterThan(1);
+    } finally {
+      bus.publishWork = publishWork;
+    }
+    const back = Date.now();
+    const ids: string[] = [];
+    while (!ids.includes(orphaned!.runId) && Date.now() - back < 3_000) ids.push(...(await drain("shop", 100)).map((w) => w.runId));
+    expect(ids).toContain(orphaned!.runId);
+    expect(Date.now() - back).toBeLessThan(1_500);
+    // Confirmed once published: the next sweeps leave it alone.
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await reconciler.sweep()).toBe(0);
+  });
+
+  it("holds an event whose runs' publish NATS refused until the retry publishes them, instead of failing it into a backoff", async () => {
+    await drain("shop");
+    const publishWork = bus.publishWork.bind(bus);
+    let refused = 0;
+    bus.publishWork = async () => {
+      refused++;
+      throw new Error("NATS is down");
+    };
+    let settled = false;
+    const handled = handleEvent(event("e-refused"), { store, waits: new WaitStore(sql), bus }).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(settled).toBe(false);
+    expect(refused).toBeGreaterThan(1);
+    bus.publishWork = publishWork;
+    const back = Date.now();
+    const runs = await handled;
+    expect(Date.now() - back).toBeLessThan(1_500);
+    expect(runs).toHaveLength(2);
+    expect((await drain("shop")).map((w) => w.runId).sort()).toEqual(runs.map((r) => r.runId).sort());
+  });
+
   it("publishes the events a process left in the outbox past the grace, once, and leaves younger ones to it", async () => {
     await sql.query(
       `INSERT INTO event_outbox (id, name, data, ts, created_at) VALUES

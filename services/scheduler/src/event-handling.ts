@@ -9,10 +9,12 @@ import {
   startSpanAfter,
   waitMatches,
   waitOutputJson,
+  workRetryOf,
   type Bus,
   type EventLookup,
   type JournalStore,
   type Logger,
+  type PublishedRunRef,
   type RunRef,
   type WaitCandidate,
   type WaitStore,
@@ -66,7 +68,7 @@ export async function handleEvent(
 }
 
 async function handleTracedEvent(record: EventRecord, traceParent: string, deps: Parameters<typeof handleEvent>[1]): Promise<RunRef[]> {
-  const event = { id: record.id, name: record.name, dataJson: record.dataJson, tsMs: Number(record.tsMs) };
+  const event = { id: record.id, name: record.name, dataJson: record.dataJson, tsMs: Number(record.tsMs), ...(record.appId ? { appId: record.appId } : {}) };
   const input = { ...event, receivedAtMs: Number(record.receivedAtMs), ...(traceParent ? { traceParent } : {}) };
   const recorded = deps.batches
     ? await deps.batches.record(input)
@@ -98,7 +100,7 @@ async function handleTracedEvent(record: EventRecord, traceParent: string, deps:
     }));
     await deps.store.gatherEvents(items);
   }
-  if (runs.length > 0) await publishFor(deps, runs);
+  if (runs.length > 0) await publishNewRuns(deps, runs);
   // After the event's and the runs' commit (above), so that a wait or a
   // cancelOn rule committed before this query is seen here, and one
   // committed after sees the event in its lookback.
@@ -118,7 +120,7 @@ async function handleTracedEvent(record: EventRecord, traceParent: string, deps:
 async function resolveWaits(
   event: EventLookup["event"],
   candidates: readonly WaitCandidate[],
-  deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number; batches?: EventBatches },
+  deps: { waits: WaitStore; store: JournalStore; bus: Bus; requeueAfterMs?: number; backstopMs?: number; batches?: EventBatches; log?: Logger },
 ): Promise<void> {
   const output = waitOutputJson(event);
   const matches = candidates
@@ -126,8 +128,33 @@ async function resolveWaits(
     .map((c) => ({ runId: c.runId, stepKey: c.stepKey, outputJson: output }));
   const woken = await deps.waits.resolve(matches, deps.requeueAfterMs ?? 60_000);
   if (woken.length === 0) return;
-  await publishFor(deps, woken);
+  try {
+    await publishFor(deps, woken);
+  } catch {
+    // A redelivered event would not wake these runs again (their waits are
+    // resolved): their work is the bus's retry's, as any refused publish.
+    void workRetryOf(deps.bus, deps.log).add(deps.store, woken, deps.backstopMs);
+    return;
+  }
   await deps.store.markPublished(woken, deps.backstopMs);
+}
+
+/**
+ * Publishes the work of the runs an event made. A publish NATS refused goes
+ * to the bus's retry, and the event waits for it, held (not redelivered)
+ * meanwhile: its runs start within a second of NATS taking work again,
+ * while a crash of this scheduler still redelivers the event, whose
+ * redelivery publishes them. Runs the retry had to let go fail the event,
+ * to be redelivered.
+ */
+async function publishNewRuns(deps: { bus: Bus; store: JournalStore; backstopMs?: number; log?: Logger; batches?: EventBatches | undefined }, runs: readonly PublishedRunRef[]): Promise<void> {
+  try {
+    await publishFor(deps, runs);
+  } catch {
+    if (!(await workRetryOf(deps.bus, deps.log).add(deps.store, runs, deps.backstopMs))) {
+      throw new Error("the work of the event's runs could not be published");
+    }
+  }
 }
 
 /** Publishes the work of runs with the event batches' messages when there are batches. */

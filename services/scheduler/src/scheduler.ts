@@ -2,6 +2,7 @@ import type { Bus, JournalStore, Logger, ServiceMetrics, Sql, Subscription, Time
 import { EventBatches } from "./event-batches.js";
 import { handleEvent } from "./event-handling.js";
 import { Reconciler } from "./reconciler.js";
+import { RetentionSweeper } from "./retention.js";
 import { SlotKeeper } from "./slot-keeper.js";
 import { TimerFiring } from "./timer-firing.js";
 
@@ -21,6 +22,8 @@ export interface SchedulerOptions {
   queuedBackstopMs?: number;
   /** Where the scheduler's metrics go: timer lateness, batch sizes, and the queue, read at each scrape. */
   metrics?: ServiceMetrics | undefined;
+  /** STEPWISE_RETENTION: ended runs and unreferenced events older than this are deleted; kept for ever when unset. */
+  retentionMs?: number | undefined;
 }
 
 /**
@@ -34,6 +37,7 @@ export class Scheduler {
   private readonly reconciler: Reconciler;
   private readonly firing: TimerFiring;
   private readonly slots: SlotKeeper;
+  private readonly retention: RetentionSweeper | undefined;
   private unwatchQueue: (() => void) | undefined;
 
   constructor(private readonly options: SchedulerOptions) {
@@ -63,6 +67,7 @@ export class Scheduler {
       ...(options.queuedBackstopMs !== undefined ? { backstopMs: options.queuedBackstopMs } : {}),
       metrics: options.metrics,
     });
+    this.retention = options.retentionMs ? new RetentionSweeper({ store: options.store, log: options.log, retentionMs: options.retentionMs }) : undefined;
   }
 
   async start(): Promise<void> {
@@ -91,10 +96,12 @@ export class Scheduler {
     this.reconciler.start();
     await this.firing.start();
     await this.slots.start();
+    this.retention?.start();
   }
 
   async stop(): Promise<void> {
     this.unwatchQueue?.();
+    await this.retention?.stop();
     await this.slots.stop();
     await this.firing.stop();
     await this.reconciler.stop();

@@ -1,6 +1,7 @@
 import { MAX_CONDITION_LENGTH } from "@stepwise/proto";
 import { celEnv, isCelError, parse, plan } from "@bufbuild/cel";
 import type { Expr } from "@bufbuild/cel-spec/cel/expr/syntax_pb.js";
+import { quote } from "../runtime/client-errors.js";
 
 /** Variables a condition may use: `event`, and `async` in a wait. */
 export type ConditionVariable = "event" | "async";
@@ -73,7 +74,7 @@ function compileCel(source: string, allowed: readonly ConditionVariable[], boole
   for (const name of identifiers(parsed.expr)) {
     if (!(allowed as readonly string[]).includes(name)) {
       throw new InvalidConditionError(
-        `unknown variable ${JSON.stringify(name)}: the expression may use ${allowed.map((a) => `\`${a}\``).join(" and ")}`,
+        `unknown variable ${quote(name)}: the expression may use ${allowed.map((a) => `\`${a}\``).join(" and ")}`,
       );
     }
   }

@@ -756,6 +756,18 @@ function storeSuite(backend: TestBackend): void {
       expect((await mustGet(stillRunning.runId)).status).toBe("QUEUED");
     });
 
+    it("expireQueued makes QUEUED runs due for the sweep and leaves RUNNING ones to their leases", async () => {
+      await settleSweep();
+      const queued = await queuedRun();
+      const running = await claimed(uniq("exec"), 600_000);
+      expect(ids(await store.reclaimStale(10_000, 600_000))).not.toContain(queued.runId);
+      expect(await store.expireQueued()).toBeGreaterThanOrEqual(1);
+      const swept = ids(await store.reclaimStale(10_000, 600_000));
+      expect(swept).toContain(queued.runId);
+      expect(swept).not.toContain(running.runId);
+      expect((await mustGet(running.runId)).status).toBe("RUNNING");
+    });
+
     describe("conditional triggers", () => {
       it("recordEventMatching creates the runs of unconditional triggers and returns the conditional ones, with when the event was stored", async () => {
         const name = uniq("order.placed");

@@ -37,7 +37,7 @@ import {
   type UnkeyedRun,
   unkeyedRuns,
 } from "./concurrency-slots.js";
-import { claimRun, claimRuns, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
+import { claimRun, claimRuns, expireQueued, expireUnfinished, markPublished, reclaimStale, renewLeases, requeueRun } from "./run-leases.js";
 import {
   type SelectedRun,
   selectRuns,
@@ -51,6 +51,7 @@ import {
 import type { Sql } from "./sql.js";
 import { type CancelCandidate, WaitStore } from "./wait-store.js";
 import { queueDepths } from "./queue-depths.js";
+import { deleteEndedRuns, deleteUnreferencedEvents } from "./retention.js";
 import type { QueuedRuns, RunMetrics, ServiceMetrics } from "../runtime/metrics.js";
 import { type EventFilter, type EventView, listEvents } from "./event-views.js";
 import { countRuns, type RunCount } from "./run-counts.js";
@@ -196,6 +197,23 @@ export class JournalStore {
   /** Makes every unfinished run due for the reconciler at once (the embedded engine's restart). */
   expireUnfinished(): Promise<void> {
     return expireUnfinished(this.sql);
+  }
+
+  /** Makes every QUEUED run due for the reconciler (a work stream made anew); returns how many. */
+  expireQueued(): Promise<number> {
+    return expireQueued(this.sql);
+  }
+
+  // retention.ts
+
+  /** Deletes up to `limit` runs that ended more than `olderThanMs` ago, with what is kept for them. */
+  deleteEndedRuns(olderThanMs: number, limit: number): Promise<number> {
+    return deleteEndedRuns(this.sql, olderThanMs, limit);
+  }
+
+  /** Deletes up to `limit` events older than `olderThanMs` that no run or window refers to. */
+  deleteUnreferencedEvents(olderThanMs: number, limit: number): Promise<number> {
+    return deleteUnreferencedEvents(this.sql, olderThanMs, limit);
   }
 
   // step-journal.ts

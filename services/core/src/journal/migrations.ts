@@ -2,6 +2,8 @@ import { V8 } from "./schema-event-windows.js";
 import { V9 } from "./schema-workers.js";
 import { V10 } from "./schema-traces.js";
 import { V11 } from "./schema-singleton-replacements.js";
+import { V12 } from "./schema-event-apps.js";
+import { V13 } from "./schema-retention.js";
 import { V7 } from "./schema-flow-control.js";
 import { V5 } from "./schema-run-rules.js";
 import type { Sql } from "./sql.js";
@@ -237,6 +239,8 @@ CREATE INDEX invocations_parent ON invocations (parent_run_id);
   V9,
   V10,
   V11,
+  V12,
+  V13,
 ];
 
 // Arbitrary but fixed: every Stepwise process migrating the same database

@@ -70,17 +70,17 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
     // does when unnest's row count follows the array it is given.
     `WITH e AS (
        SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)
-         AS e(id text, name text, data jsonb, ts float8, rcv float8, tp text)
+         AS e(id text, name text, data jsonb, ts float8, rcv float8, tp text, app text)
      ), ev AS (
-       INSERT INTO events (id, name, data, ts, received_at)
-       SELECT id, name, data, to_timestamp(ts / 1000.0), to_timestamp(rcv / 1000.0) FROM e
+       INSERT INTO events (id, name, data, ts, received_at, app_id)
+       SELECT id, name, data, to_timestamp(ts / 1000.0), to_timestamp(rcv / 1000.0), app FROM e
        ON CONFLICT (id) DO NOTHING
        RETURNING id, stored_at
      ), created AS (
        INSERT INTO runs (id, app_id, function_id, event_id, status, lease_expires_at, slot, trace_parent)
        SELECT gen_random_uuid(), t.app_id, t.function_id, e.id, 'QUEUED', now() + $2 * interval '1 millisecond',
          CASE WHEN t.flow THEN 'unkeyed' END, e.tp
-       FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NULL AND NOT t.gather
+       FROM e JOIN function_triggers t ON t.event_name = e.name AND (e.app IS NULL OR t.app_id = e.app) AND t.conditions IS NULL AND NOT t.gather
        ON CONFLICT (app_id, function_id, event_id) WHERE origin_run_id IS NULL DO NOTHING
        RETURNING id, app_id, function_id, event_id, lease, slot
      )
@@ -94,12 +94,12 @@ export async function recordEventsMatching(sql: Sql, events: readonly EventInput
        SELECT * FROM runs WHERE event_id = e.id AND status = 'QUEUED' AND (slot IS NULL OR slot = 'granted') OFFSET 0) r
      UNION ALL
      SELECT 'cond', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL, NULL
-     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.conditions IS NOT NULL AND NOT t.gather
+     FROM e JOIN function_triggers t ON t.event_name = e.name AND (e.app IS NULL OR t.app_id = e.app) AND t.conditions IS NOT NULL AND NOT t.gather
      UNION ALL
      -- A function with debounce or batchEvents gathers the event into a window (event-windows.ts).
      SELECT 'gather', e.id, NULL, t.app_id, t.function_id, NULL, t.conditions, NULL,
        (SELECT f.gather FROM function_run_rules f WHERE f.app_id = t.app_id AND f.function_id = t.function_id)
-     FROM e JOIN function_triggers t ON t.event_name = e.name AND t.gather
+     FROM e JOIN function_triggers t ON t.event_name = e.name AND (e.app IS NULL OR t.app_id = e.app) AND t.gather
      UNION ALL
      SELECT 'stored', e.id, NULL, NULL, NULL, NULL, NULL,
        (extract(epoch FROM coalesce(ev.stored_at, (SELECT old.stored_at FROM events old WHERE old.id = e.id))) * 1000)::float8, NULL
@@ -324,7 +324,7 @@ function eventsDocument(events: readonly EventInput[]): string {
   return `[${events
     .map(
       (e) =>
-        `{"id":${JSON.stringify(e.id)},"name":${JSON.stringify(e.name)},"data":${e.dataJson},"ts":${e.tsMs},"rcv":${e.receivedAtMs}${e.traceParent ? `,"tp":${JSON.stringify(e.traceParent)}` : ""}}`,
+        `{"id":${JSON.stringify(e.id)},"name":${JSON.stringify(e.name)},"data":${e.dataJson},"ts":${e.tsMs},"rcv":${e.receivedAtMs}${e.traceParent ? `,"tp":${JSON.stringify(e.traceParent)}` : ""}${e.appId ? `,"app":${JSON.stringify(e.appId)}` : ""}}`,
     )
     .join(",")}]`;
 }

@@ -148,6 +148,30 @@ function rulesSuite(backend: TestBackend): void {
       expect((await waits.matchesMany([early.lookup]))[0]!.cancels).toEqual([]);
     });
 
+    it("an event limited to one app fires only the cancelOn rules of that app's runs, when it comes and when looked back for", async () => {
+      const stop = uniq("stop");
+      const a = await fn({ cancelOn: [rule(stop, null)] });
+      const b = await fn({ cancelOn: [rule(stop, null)] });
+      const t0 = Date.now();
+      const runA = (await record(input(a.trigger, {}, t0))).runIds[0]!;
+      const runB = (await record(input(b.trigger, {}, t0))).runIds[0]!;
+      const limited = await record({ ...input(stop, {}, t0 + 5), appId: a.appId });
+      expect((await waits.matchesMany([limited.lookup]))[0]!.cancels.map((c) => c.runId)).toEqual([runA]);
+      const open = await record(input(stop, {}, t0 + 6));
+      expect((await waits.matchesMany([open.lookup]))[0]!.cancels.map((c) => c.runId).sort()).toEqual([runA, runB].sort());
+
+      // Stored before the runs' rules were: the runs' own lookups look back for it.
+      const early = uniq("stop");
+      const a2 = await fn({ cancelOn: [rule(early, null)] });
+      const b2 = await fn({ cancelOn: [rule(early, null)] });
+      const t1 = Date.now();
+      await record({ ...input(early, {}, t1 + 5), appId: a2.appId });
+      const startA = await record(input(a2.trigger, {}, t1));
+      const startB = await record(input(b2.trigger, {}, t1));
+      expect((await waits.matchesMany([startA.lookup]))[0]!.cancels.map((c) => c.runId)).toEqual(startA.runIds);
+      expect((await waits.matchesMany([startB.lookup]))[0]!.cancels).toEqual([]);
+    });
+
     it("a rule without a condition matches every event of its name; a rule's timeout closes its window", async () => {
       const stop = uniq("stop");
       const late = uniq("late");

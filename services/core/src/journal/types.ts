@@ -106,6 +106,8 @@ export interface EventInput {
   receivedAtMs: number;
   /** W3C traceparent of the span the event's runs continue (runtime/tracing.ts); none when undefined. */
   traceParent?: string | undefined;
+  /** The one app whose functions the event triggers (sent with an event key of that app); every app when undefined. */
+  appId?: string | undefined;
 }
 
 /** A run that needs its work published. */

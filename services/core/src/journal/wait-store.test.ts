@@ -134,6 +134,43 @@ function waitSuite(backend: TestBackend): void {
       return { status: rows[0]!.status, wakes: Number(rows[0]!.wakes) };
     }
 
+    describe("an event limited to one app (sent with an event key of that app)", () => {
+      it("starts only that app's runs, resolves only its runs' waits, and is looked back for by no other app's", async () => {
+        const name = uniq("order.placed");
+        const [shop, billing] = [uniq("shop"), uniq("billing")];
+        for (const app of [shop, billing]) await store.registerFunctions(app, [{ id: "fn", name: "Fn", eventTriggers: [name], config: {} }]);
+        const limited: EventInput = { id: uniq("ev"), name, dataJson: "{}", tsMs: T0, receivedAtMs: T0, appId: shop };
+        const recorded = await store.recordEventMatching(limited);
+        expect(recorded.runs.map((r) => r.appId)).toEqual([shop]);
+        const stored = await db.sql.query<{ app_id: string | null }>("SELECT app_id FROM events WHERE id = $1", [limited.id]);
+        expect(stored[0]!.app_id).toBe(shop);
+        const open: EventInput = { id: uniq("ev"), name, dataJson: "{}", tsMs: T0, receivedAtMs: T0 };
+        expect((await store.recordEventMatching(open)).runs.map((r) => r.appId).sort()).toEqual([shop, billing].sort());
+
+        // Two runs, of two apps, waiting for the same event.
+        const awaited = uniq("payment.received");
+        const waitingOf = async (app: string) => {
+          const trigger = uniq("cart");
+          await store.registerFunctions(app, [{ id: uniq("waiter"), name: "W", eventTriggers: [trigger], config: {} }]);
+          const [ref] = await store.recordEvent({ id: uniq("ev"), name: trigger, dataJson: "{}", tsMs: T0, receivedAtMs: T0 });
+          const claim = (await store.claimRun(ref!.runId, uniq("exec"), 60_000))!;
+          await suspend({ runId: claim.runId, lease: claim.lease, wakes: claim.wakes }, [waitAwait("w:0", awaited, null)]);
+          return claim.runId;
+        };
+        const shopRun = await waitingOf(shop);
+        const billingRun = await waitingOf(billing);
+        const input: EventInput = { id: uniq("ev"), name: awaited, dataJson: "{}", tsMs: T0 + 5, receivedAtMs: T0 + 6, appId: shop };
+        const paid = await store.recordEventMatching(input);
+        const asWait: WaitEvent = { id: input.id, name: awaited, dataJson: "{}", tsMs: input.tsMs, appId: shop };
+        expect((await waits.candidates(asWait, paid.storedAtMs)).map((c) => c.runId)).toEqual([shopRun]);
+        const unlimited = await waits.candidates({ ...asWait, appId: undefined }, paid.storedAtMs);
+        expect(unlimited.map((c) => c.runId).sort()).toEqual([shopRun, billingRun].sort());
+        // A wait that looks back at events stored since it began sees it only from the same app.
+        expect((await waits.lookback(shopRun)).map((c) => c.event.id)).toEqual([input.id]);
+        expect(await waits.lookback(billingRun)).toEqual([]);
+      });
+    });
+
     describe("a suspension's waits", () => {
       it("are indexed by the run's string value at the equality's path, and not otherwise", async () => {
         const name = uniq("shipment.created");

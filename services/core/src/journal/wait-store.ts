@@ -9,6 +9,8 @@ export interface WaitEvent {
   /** JSON text of the data object. */
   dataJson: string;
   tsMs: number;
+  /** The one app whose runs' waits and cancelOn rules the event reaches; every app when undefined. */
+  appId?: string | undefined;
 }
 
 /** A wait that an event may resolve, with what its condition needs. */
@@ -133,23 +135,23 @@ export class WaitStore {
       // anew at each execution (about 2 ms).
       `WITH x AS (
          SELECT n, id AS event_id, name, jsonb_build_object('id', id, 'name', name, 'data', data) AS d, stored,
-           to_timestamp(rcv / 1000.0) AS received
-         FROM jsonb_to_recordset($1::jsonb) AS x(id text, name text, data jsonb, stored float8, rcv float8, n int)
+           to_timestamp(rcv / 1000.0) AS received, app
+         FROM jsonb_to_recordset($1::jsonb) AS x(id text, name text, data jsonb, stored float8, rcv float8, n int, app text)
        ), cand AS (
-         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored, x.app FROM x
          JOIN waits w ON w.event_name = x.name AND w.key_path = ''
          UNION ALL
-         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored FROM x
+         SELECT x.n, x.event_id, w.run_id, w.step_key, w.condition, w.since, x.stored, x.app FROM x
          JOIN wait_paths p ON p.event_name = x.name
            AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
          JOIN waits w ON w.event_name = x.name AND w.key_path = p.key_path
            AND w.key_value = (x.d #>> string_to_array(p.key_path, '.'))
        ), cc AS (
-         SELECT x.n, x.event_id, c.run_id, c.condition FROM x
+         SELECT x.n, x.event_id, c.run_id, c.condition, x.app FROM x
          JOIN cancel_waits c ON c.event_name = x.name AND c.key_path = ''
          WHERE c.since <= x.received AND (c.until IS NULL OR x.received <= c.until)
          UNION ALL
-         SELECT x.n, x.event_id, c.run_id, c.condition FROM x
+         SELECT x.n, x.event_id, c.run_id, c.condition, x.app FROM x
          JOIN wait_paths p ON p.event_name = x.name
            AND jsonb_typeof(x.d #> string_to_array(p.key_path, '.')) = 'string'
          JOIN cancel_waits c ON c.event_name = x.name AND c.key_path = p.key_path
@@ -159,7 +161,7 @@ export class WaitStore {
          SELECT nr.n, c.run_id, c.condition, a.id, a.name, a.data, a.ts
          FROM jsonb_to_recordset($2::jsonb) AS nr(run_id uuid, n int)
          JOIN cancel_waits c ON c.run_id = nr.run_id
-         CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+         CROSS JOIN LATERAL (SELECT event_id, app_id FROM runs WHERE id = c.run_id OFFSET 0) r
          CROSS JOIN LATERAL (
            -- stored_at bounds the index range; received_at is the window
            -- (an event is stored after it is received, give or take the
@@ -167,6 +169,7 @@ export class WaitStore {
            SELECT a.* FROM events a
            WHERE a.name = c.event_name AND a.stored_at >= c.since - interval '1 minute'
              AND a.received_at >= c.since AND (c.until IS NULL OR a.received_at <= c.until) AND a.id <> r.event_id
+             AND (a.app_id IS NULL OR a.app_id = r.app_id)
              AND (c.key_path = '' OR (
                jsonb_typeof(jsonb_build_object('id', a.id, 'name', a.name, 'data', a.data) #> string_to_array(c.key_path, '.')) = 'string'
                AND (jsonb_build_object('id', a.id, 'name', a.name, 'data', a.data) #>> string_to_array(c.key_path, '.')) = c.key_value))
@@ -176,16 +179,16 @@ export class WaitStore {
        SELECT 'wait' AS kind, c.n, c.run_id, c.step_key, c.condition, e.id AS e_id, e.name AS e_name, e.data::text AS e_data,
          (extract(epoch FROM e.ts) * 1000)::float8 AS e_ts, NULL AS a_id, NULL AS a_name, NULL AS a_data, NULL::float8 AS a_ts
        FROM cand c
-       CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+       CROSS JOIN LATERAL (SELECT event_id, app_id FROM runs WHERE id = c.run_id OFFSET 0) r
        CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e
-       WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id
+       WHERE c.since <= to_timestamp(c.stored / 1000.0) AND r.event_id <> c.event_id AND (c.app IS NULL OR r.app_id = c.app)
        UNION ALL
        SELECT 'cancel', c.n, c.run_id, NULL, c.condition, e.id, e.name, e.data::text, (extract(epoch FROM e.ts) * 1000)::float8,
          NULL, NULL, NULL, NULL
        FROM cc c
-       CROSS JOIN LATERAL (SELECT event_id FROM runs WHERE id = c.run_id OFFSET 0) r
+       CROSS JOIN LATERAL (SELECT event_id, app_id FROM runs WHERE id = c.run_id OFFSET 0) r
        CROSS JOIN LATERAL (SELECT * FROM events WHERE id = r.event_id OFFSET 0) e
-       WHERE r.event_id <> c.event_id
+       WHERE r.event_id <> c.event_id AND (c.app IS NULL OR r.app_id = c.app)
        UNION ALL
        SELECT 'lookback', l.n, l.run_id, NULL, l.condition, e.id, e.name, e.data::text, (extract(epoch FROM e.ts) * 1000)::float8,
          l.id, l.name, l.data::text, (extract(epoch FROM l.ts) * 1000)::float8
@@ -196,7 +199,7 @@ export class WaitStore {
         `[${lookups
           .map(
             (x, i) =>
-              `{"id":${JSON.stringify(x.event.id)},"name":${JSON.stringify(x.event.name)},"data":${x.event.dataJson},"stored":${x.storedAtMs},"rcv":${x.receivedAtMs ?? x.storedAtMs},"n":${i + 1}}`,
+              `{"id":${JSON.stringify(x.event.id)},"name":${JSON.stringify(x.event.name)},"data":${x.event.dataJson},"stored":${x.storedAtMs},"rcv":${x.receivedAtMs ?? x.storedAtMs},"n":${i + 1}${x.event.appId ? `,"app":${JSON.stringify(x.event.appId)}` : ""}}`,
           )
           .join(",")}]`,
         JSON.stringify(newRuns.map((r) => ({ run_id: r.id, n: r.n }))),
@@ -255,6 +258,7 @@ export class WaitStore {
        JOIN runs r ON r.id = w.run_id
        JOIN events re ON re.id = r.event_id
        JOIN events e ON e.name = w.event_name AND e.stored_at >= w.since AND e.id <> r.event_id
+         AND (e.app_id IS NULL OR e.app_id = r.app_id)
          AND (w.key_path = '' OR (jsonb_typeof(jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #> string_to_array(w.key_path, '.')) = 'string'
            AND (jsonb_build_object('id', e.id, 'name', e.name, 'data', e.data) #>> string_to_array(w.key_path, '.')) = w.key_value))
        WHERE w.run_id = $1 AND ($3::text IS NULL OR (e.stored_at, e.id, w.step_key) > ($4::timestamptz, $3, $5))

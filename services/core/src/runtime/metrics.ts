@@ -282,7 +282,7 @@ export class SchedulerMetrics {
   private readonly lateness: HistogramSeries;
   private readonly depth: Gauge<"app" | "function">;
   private readonly oldest: Gauge<"app" | "function">;
-  private source: (() => Promise<QueuedRuns[]>) | undefined;
+  private readonly queueSources = new Set<() => Promise<QueuedRuns[]>>();
   private reading: Promise<void> | undefined;
 
   constructor(registry: Registry) {
@@ -321,19 +321,24 @@ export class SchedulerMetrics {
    * no queue samples.
    */
   watchQueue(read: () => Promise<QueuedRuns[]>): () => void {
-    this.source = read;
-    return () => {
-      if (this.source === read) this.source = undefined;
-    };
+    this.queueSources.add(read);
+    return () => this.queueSources.delete(read);
   }
 
   private readQueue(): Promise<void> {
     this.reading ??= (async () => {
       try {
-        const rows = this.source ? await this.source() : [];
+        // One source per environment: a function of the same ids in two sums its depth and keeps the oldest age.
+        const lists = await Promise.all([...this.queueSources].map((read) => read()));
+        const byFunction = new Map<string, QueuedRuns>();
+        for (const r of lists.flat()) {
+          const key = JSON.stringify([r.appId, r.functionId]);
+          const seen = byFunction.get(key);
+          byFunction.set(key, seen ? { ...seen, depth: seen.depth + r.depth, oldestAgeSeconds: Math.max(seen.oldestAgeSeconds, r.oldestAgeSeconds) } : r);
+        }
         this.depth.reset();
         this.oldest.reset();
-        for (const r of rows) {
+        for (const r of byFunction.values()) {
           this.depth.labels(r.appId, r.functionId).set(r.depth);
           this.oldest.labels(r.appId, r.functionId).set(r.oldestAgeSeconds);
         }

@@ -1,14 +1,10 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter } from "@connectrpc/connect";
-import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
-import {
-  compressionBrotli,
-  compressionGzip,
-  universalRequestFromNodeRequest,
-  universalResponseToNodeResponse,
-} from "@connectrpc/connect-node";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { acceptCompression, clientErrors, unaryInputErrors } from "./client-errors.js";
 
 /**
  * A handler for plain HTTP requests beside the Connect routes (metrics, the
@@ -61,12 +57,21 @@ export async function serveConnect(
   routes: (router: ConnectRouter) => void,
   port: number,
   host: string,
-  options: { pingIntervalMs?: number; plain?: readonly PlainHandler[] } = {},
+  options: {
+    pingIntervalMs?: number;
+    plain?: readonly PlainHandler[];
+    tls?: TlsFiles | undefined;
+    /** Run after clientErrors, before the implementations (authentication). */
+    interceptors?: readonly Interceptor[];
+  } = {},
 ): Promise<RunningServer> {
-  const handler = createNodeHandler(routes, options.plain ?? []);
+  const handler = createNodeHandler(routes, options.plain ?? [], options.interceptors ?? []);
+  if (options.tls) return serveTls(handler, port, host, options.tls, options.pingIntervalMs ?? 15_000);
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } }, handler);
+  // maxSessionMemory (MB): a client sending many large requests at once on its one
+  // connection (Sends of thousands of events) is not refused at 10 MB, the default.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 10_000 }, maxSessionMemory: 256 }, handler);
   const pingIntervalMs = options.pingIntervalMs ?? 15_000;
   h2.on("session", (session: http2.ServerHttp2Session) => keepAlive(session, pingIntervalMs));
   const sockets = new Set<net.Socket>();
@@ -85,6 +90,11 @@ export async function serveConnect(
       else h1.emit("connection", socket);
     });
   });
+  return listen(server, port, host, sockets, () => h1.closeAllConnections());
+}
+
+/** Listens, and answers with the port and a close() that also ends every open connection. */
+async function listen(server: net.Server, port: number, host: string, sockets: ReadonlySet<net.Socket>, beforeDestroy = () => {}): Promise<RunningServer> {
   server.on("error", () => {});
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -96,21 +106,55 @@ export async function serveConnect(
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        h1.closeAllConnections();
+        beforeDestroy();
         for (const s of sockets) s.destroy();
       }),
   };
 }
 
 
+/** A certificate (chain) and its private key, PEM. */
+export interface TlsFiles {
+  cert: string | Buffer;
+  key: string | Buffer;
+}
+
 /**
- * connect-node's adapter, with one change: a request body that does not
- * decode as protobuf is answered INVALID_ARGUMENT (the caller's fault, as
- * Connect already answers for malformed JSON) instead of INTERNAL.
+ * The same routes over TLS: ALPN chooses HTTP/2 (gRPC, Connect, the
+ * worker's stream) or HTTP/1.1 (curl, browsers) per connection.
  */
-function createNodeHandler(routes: (router: ConnectRouter) => void, plain: readonly PlainHandler[]) {
+async function serveTls(
+  handler: ReturnType<typeof createNodeHandler>,
+  port: number,
+  host: string,
+  tls: TlsFiles,
+  pingIntervalMs: number,
+): Promise<RunningServer> {
+  const server = http2.createSecureServer(
+    { cert: tls.cert, key: tls.key, allowHTTP1: true, settings: { maxConcurrentStreams: 10_000 }, maxSessionMemory: 256 },
+    handler,
+  );
+  server.on("session", (session: http2.ServerHttp2Session) => keepAlive(session, pingIntervalMs));
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    socket.setNoDelay(true);
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  // A client that fails the handshake (plain HTTP, an untrusted certificate) costs only its socket.
+  server.on("tlsClientError", (_err, socket) => socket.destroy());
+  return listen(server, port, host, sockets);
+}
+
+/**
+ * connect-node's adapter, with one change: a client's malformed input is
+ * answered INVALID_ARGUMENT in every protocol, and no error message is
+ * unbounded (client-errors.ts).
+ */
+function createNodeHandler(routes: (router: ConnectRouter) => void, plain: readonly PlainHandler[], interceptors: readonly Interceptor[]) {
   const router = createConnectRouter({
-    acceptCompression: [compressionGzip, compressionBrotli],
+    acceptCompression,
+    interceptors: [clientErrors, ...interceptors],
     // Send takes up to 5,000 events; larger requests are refused with
     // RESOURCE_EXHAUSTED before they are read whole.
     readMaxBytes: 64 * 1024 * 1024,
@@ -131,44 +175,18 @@ function createNodeHandler(routes: (router: ConnectRouter) => void, plain: reado
       res.end();
       return;
     }
+    const unary = uHandler.method.methodKind === "unary";
     uHandler(universalRequestFromNodeRequest(req as never, res as never, undefined, undefined))
-      .then(malformedInputIsInvalidArgument)
+      .then((uRes) => (unary ? unaryInputErrors(uRes) : uRes))
       .then((uRes) => universalResponseToNodeResponse(uRes, res as never))
       .catch((reason: unknown) => {
         if (ConnectError.from(reason).code === Code.Aborted) return;
         process.stderr.write(`handler for ${path} failed: ${String(reason)}\n`);
+        // Never silence: a request whose answer could not be written gets a bare 500 if nothing was sent yet.
+        if (!res.headersSent && !res.destroyed) {
+          res.writeHead(500);
+          res.end();
+        } else if (!res.writableEnded) res.destroy();
       });
   };
-}
-
-const PARSE_FAILED = "parse binary";
-
-async function malformedInputIsInvalidArgument(res: UniversalServerResponse): Promise<UniversalServerResponse> {
-  // gRPC and gRPC-Web: the status travels in headers (trailers-only) or trailers.
-  for (const h of [res.header, res.trailer]) {
-    if (h?.get("grpc-status") === String(Code.Internal) && decodeURIComponent(h.get("grpc-message") ?? "").startsWith(PARSE_FAILED)) {
-      h.set("grpc-status", String(Code.InvalidArgument));
-    }
-  }
-  // Connect unary: a JSON error body with an HTTP status.
-  if (res.status === 500 && res.body && res.header?.get("content-type")?.startsWith("application/json")) {
-    const chunks: Uint8Array[] = [];
-    for await (const c of res.body) chunks.push(c);
-    const text = Buffer.concat(chunks).toString();
-    let body = text;
-    let status = res.status;
-    try {
-      const err = JSON.parse(text) as { code?: string; message?: string };
-      if (err.code === "internal" && err.message?.startsWith(PARSE_FAILED)) {
-        status = 400;
-        body = JSON.stringify({ ...err, code: "invalid_argument" });
-      }
-    } catch {
-      // Not JSON after all: pass it through unchanged.
-    }
-    const header = new Headers(res.header);
-    header.delete("content-length");
-    return { ...res, status, header, body: (async function* () { yield Buffer.from(body); })() };
-  }
-  return res;
 }

@@ -42,8 +42,13 @@ export function startSpanAfter(
 ): TracedSpan {
   const spanKind = kind === "server" ? SpanKind.SERVER : kind === "consumer" ? SpanKind.CONSUMER : SpanKind.INTERNAL;
   const span = tracer.startSpan(name, { kind: spanKind, attributes }, contextOfTraceParent(traceParent));
-  return { span, traceParent: span.isRecording() ? traceParentOf(span) : (traceParent ?? "") };
+  // Not recording, the caller's traceparent is passed on as it came, and so only when it is one
+  // (W3C: one that does not parse is ignored); any other text would reach the journal.
+  return { span, traceParent: span.isRecording() ? traceParentOf(span) : traceParent && TRACEPARENT.test(traceParent) ? traceParent : "" };
 }
+
+/** A W3C traceparent: version, trace id, parent id, flags. */
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 
 /** Ends a span, failed with `error` when given. */
 export function endSpan(span: Span, error?: string): void {
