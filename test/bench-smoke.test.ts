@@ -1,5 +1,5 @@
 // The benchmark harness at smoke size: it deploys the engine as separate
-// processes, drives W1-W4 with a handful of runs and must verify every one.
+// processes, drives W1-W8 with a handful of runs and must verify every one.
 // Nothing here asserts on timings: CI machines are too noisy for that.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,15 +28,18 @@ describe("bench harness (smoke size)", () => {
   const dir = mkdtempSync(join(tmpdir(), "bench-smoke-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("runs W1-W5 on the real stack, exits 0 and verifies every run", async () => {
+  it("runs W1-W8 on the real stack, exits 0 and verifies every run", async () => {
     const out = join(dir, "results.json");
     const args = [
       MAIN,
-      "--workloads", "W1,W2,W3,W4,W5",
+      "--workloads", "W1,W2,W3,W4,W5,W6,W7,W8",
       "--runs", "100", "--inflight", "20",
       "--steps", "10", "--step-reps", "2",
       "--latency-runs", "20",
       "--sleepers", "20", "--sleep", "2s",
+      "--fan-out", "50", "--fan-out-reps", "2",
+      "--long-steps", "300", "--long-sleep", "1s",
+      "--grown-runs", "5000",
       "--database-url", DEFAULT_DATABASE_URL, "--nats-url", NATS_URL,
       "--no-save", "--out", out,
     ];
@@ -51,8 +54,9 @@ describe("bench harness (smoke size)", () => {
 
     const results = JSON.parse(readFileSync(out, "utf8")) as SmokeResults;
     expect(results.ok).toBe(true);
-    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3", "W4", "W5"]);
-    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20, W4: 20, W5: 100 };
+    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"]);
+    // W8 measures W1's runs and W3's again, on a journal grown by 5,000 ended runs.
+    const expected: Record<string, number> = { W1: 100, W2: 2, W3: 20, W4: 20, W5: 100, W6: 2, W7: 1, W8: 120 };
     for (const [name, w] of Object.entries(results.workloads)) {
       expect(w.ok, name).toBe(true);
       for (const { verification: v } of w.repetitions) {
@@ -60,5 +64,11 @@ describe("bench harness (smoke size)", () => {
       }
     }
     expect(results.workloads["W1"]!.figures["runsPerSecond"]).toBeGreaterThan(0);
+    expect(results.workloads["W6"]!.figures["runMsP50"]).toBeGreaterThan(0);
+    expect(results.workloads["W7"]!.figures["journalEntries"]).toBe(304);
+    expect(results.workloads["W7"]!.figures["replayMs"]).toBeGreaterThanOrEqual(0);
+    expect(Object.keys(results.workloads["W7"]!.figures)).toEqual(expect.arrayContaining(["rssGrowthMiB.worker", "rssGrowthMiB.executor"]));
+    expect(results.workloads["W8"]!.figures["runsPerSecond"]).toBeGreaterThan(0);
+    expect(results.workloads["W8"]!.figures["latencyP50Ms"]).toBeGreaterThan(0);
   }, 180_000);
 });

@@ -11,6 +11,10 @@ import {
   type ManyStepsOutput,
   type OneStepEvent,
   type OneStepOutput,
+  type FanOutEvent,
+  type FanOutOutput,
+  type LongRunEvent,
+  type LongRunOutput,
   type ProbeOutput,
   type SleepEvent,
   type SleepOutput,
@@ -18,12 +22,14 @@ import {
   type ThreeStepsOutput,
 } from "./workload-shapes.js";
 
-/** Counters the worker reports to the orchestrator, for the sleeping workload. */
+/** Counters the worker reports to the orchestrator, for the workloads it watches from outside. */
 export interface SleepProgress {
-  /** Runs that executed the step before the sleep: they are about to sleep, or asleep. */
+  /** W4: runs that executed the step before the sleep: they are about to sleep, or asleep. */
   asleep: number;
-  /** Runs that executed the step after the sleep. */
+  /** W4: runs that executed the step after the sleep. */
   woke: number;
+  /** W7: bodies of the long run's sequential steps executed, over all long runs. */
+  longRunSteps: number;
 }
 
 /** The body of the three-step functions (W1, W5): three steps, one after the other. */
@@ -36,8 +42,8 @@ async function threeStepsBody(run: number, step: StepTools): Promise<ThreeStepsO
 /**
  * The benchmark's functions, all of app `bench`: the three-step function
  * (W1), the same with a concurrency limit per customer (W5), the many-step
- * function (W2), the one-step function (W3), the sleeping function (W4) and
- * the probe. Steps do no work: they return about 100 bytes of JSON, so what
+ * function (W2), the one-step function (W3), the sleeping function (W4), the
+ * fan-out (W6), the long run (W7) and the probe. Steps do no work: they return about 100 bytes of JSON, so what
  * is measured is the engine. `running` counts the limited function's
  * handler bodies executing at once, per customer.
  */
@@ -104,10 +110,41 @@ export function createBenchFunctions(stepwise: Stepwise, progress: SleepProgress
     },
   );
 
+  const fanOut = stepwise.createFunction(
+    { id: "fan-out", triggers: [{ event: EVENTS.fanOut }] },
+    async ({ event, step }): Promise<FanOutOutput> => {
+      const { run, width } = event.data as unknown as FanOutEvent;
+      const outputs = await Promise.all(Array.from({ length: width }, (_, i) => step.run("leaf", () => stepOutput(run, `l${i}`))));
+      const inOrder = outputs.filter((o, i) => o.tag === stepOutput(run, `l${i}`).tag).length;
+      return { run, width, inOrder };
+    },
+  );
+
+  const longRun = stepwise.createFunction(
+    { id: "long-run", triggers: [{ event: EVENTS.longRun }] },
+    async ({ event, step }): Promise<LongRunOutput> => {
+      const { run, steps, sleepMs } = event.data as unknown as LongRunEvent;
+      const startedAtMs = await step.run("start", () => Date.now());
+      let lastTag = "";
+      for (let i = 0; i < steps; i++) {
+        lastTag = (
+          await step.run("step", () => {
+            progress.longRunSteps++;
+            return stepOutput(run, `s${i}`);
+          })
+        ).tag;
+      }
+      const dueAtMs = await step.run("due", () => Date.now() + sleepMs);
+      await step.sleepUntil("nap", new Date(dueAtMs));
+      const resumedAtMs = await step.run("resumed", () => Date.now());
+      return { run, steps, lastTag, startedAtMs, dueAtMs, resumedAtMs };
+    },
+  );
+
   const probe = stepwise.createFunction(
     { id: "probe", triggers: [{ event: EVENTS.probe }] },
     ({ step }): ProbeOutput => ({ sleep: typeof step.sleep === "function" }),
   );
 
-  return [threeSteps, limitedThreeSteps, manySteps, oneStep, sleeping, probe];
+  return [threeSteps, limitedThreeSteps, manySteps, oneStep, sleeping, fanOut, longRun, probe];
 }

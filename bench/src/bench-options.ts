@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { parseDuration } from "./duration.js";
 
 /** The workloads the harness knows. */
-export const WORKLOADS = ["W1", "W2", "W3", "W4", "W5"] as const;
+export const WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8"] as const;
 
 /** A workload's name. */
 export type WorkloadName = (typeof WORKLOADS)[number];
@@ -28,6 +28,14 @@ export interface BenchOptions {
   /** W4: sleeping runs and how long each sleeps. */
   sleepers: number;
   sleep: string;
+  /** W6: steps the run starts at once, and runs measured. */
+  fanOut: number;
+  fanOutReps: number;
+  /** W7: sequential steps of the run, and the sleep after them. */
+  longSteps: number;
+  longSleep: string;
+  /** W8: ended runs loaded into the journal before W1 and W3 are measured again. */
+  grownRuns: number;
   /** Slots of the worker. */
   capacity: number;
   /** DATABASE_POOL_SIZE of each service. */
@@ -47,8 +55,9 @@ export interface BenchOptions {
 /** Usage text of `npm run bench`. */
 export const USAGE = `Usage: npm run bench -- [options]
 
-  --workloads W1,...,W5    workloads to run (default: all the deployed SDK supports;
-                           W4 needs step.sleep)
+  --workloads W1,...,W8    workloads to run (default: all the deployed SDK supports;
+                           W4 and W7 need step.sleep; W8 always runs last, since
+                           it leaves the journal grown)
   --repeat N               measurements of each workload; medians are reported (1)
   --warmup F               share of a workload run first, unmeasured (0.25)
   --runs N                 W1, W5: runs of the three-step function (2000)
@@ -60,6 +69,13 @@ export const USAGE = `Usage: npm run bench -- [options]
   --latency-runs N         W3: sequential one-step runs (200)
   --sleepers N             W4: sleeping runs (10000)
   --sleep D                W4: what each run passes to step.sleep (60s)
+  --fan-out N              W6: steps one run starts at once, by one Promise.all (1000)
+  --fan-out-reps N         W6: runs measured, one after the other (3)
+  --long-steps N           W7: sequential steps of the one long run, before its sleep
+                           and replay (10000; at most 99990)
+  --long-sleep D           W7: the sleep after them (1s)
+  --grown-runs N           W8: ended runs loaded into the journal (batched inserts),
+                           then W1 and W3 measured again (1000000)
   --capacity N             worker slots (default: --inflight)
   --pool-size N            DATABASE_POOL_SIZE of each service (10)
   --database-url URL       Postgres (BENCH_DATABASE_URL, or postgres://postgres@127.0.0.1:5432/test)
@@ -87,6 +103,11 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
       "latency-runs": { type: "string", default: "200" },
       sleepers: { type: "string", default: "10000" },
       sleep: { type: "string", default: "60s" },
+      "fan-out": { type: "string", default: "1000" },
+      "fan-out-reps": { type: "string", default: "3" },
+      "long-steps": { type: "string", default: "10000" },
+      "long-sleep": { type: "string", default: "1s" },
+      "grown-runs": { type: "string", default: "1000000" },
       capacity: { type: "string" },
       "pool-size": { type: "string", default: "10" },
       "database-url": { type: "string", default: process.env["BENCH_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test" },
@@ -106,6 +127,10 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
   const warmup = Number(values.warmup);
   if (!(warmup >= 0 && warmup <= 1)) throw new Error(`--warmup: expected a share from 0 to 1, got ${JSON.stringify(values.warmup)}`);
   parseDuration(values.sleep);
+  parseDuration(values["long-sleep"]);
+  const longSteps = int("long-steps", values["long-steps"], 1);
+  // The bench's services allow 100,000 journal entries a run (engine-deployment.ts); a long run has 4 besides its steps.
+  if (longSteps > 99_990) throw new Error(`--long-steps: at most 99990, got ${longSteps}`);
   const inflight = int("inflight", values.inflight, 1);
   return {
     workloads: values.workloads === undefined ? undefined : parseWorkloads(values.workloads),
@@ -119,6 +144,11 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
     latencyRuns: int("latency-runs", values["latency-runs"], 1),
     sleepers: int("sleepers", values.sleepers, 1),
     sleep: values.sleep,
+    fanOut: int("fan-out", values["fan-out"], 1),
+    fanOutReps: int("fan-out-reps", values["fan-out-reps"], 1),
+    longSteps,
+    longSleep: values["long-sleep"],
+    grownRuns: int("grown-runs", values["grown-runs"], 1),
     capacity: values.capacity === undefined ? inflight : int("capacity", values.capacity, 1),
     poolSize: int("pool-size", values["pool-size"], 1),
     databaseUrl: values["database-url"],
@@ -136,5 +166,7 @@ function parseWorkloads(text: string): WorkloadName[] {
     if (!(WORKLOADS as readonly string[]).includes(n)) throw new Error(`--workloads: unknown workload ${JSON.stringify(n)} (known: ${WORKLOADS.join(", ")})`);
   }
   if (names.length === 0) throw new Error("--workloads: name at least one workload");
-  return [...new Set(names)] as WorkloadName[];
+  // W8 leaves the journal grown: whatever follows it would be measured on that journal.
+  const unique = [...new Set(names)] as WorkloadName[];
+  return [...unique.filter((n) => n !== "W8"), ...unique.filter((n) => n === "W8")];
 }

@@ -115,6 +115,8 @@ export class EngineDeployment {
       LOG_LEVEL: process.env["LOG_LEVEL"] ?? "info",
       // The bench's clients send no key; STEPWISE_INSECURE=false with STEPWISE_API_KEY set measures with one.
       STEPWISE_INSECURE: process.env["STEPWISE_INSECURE"] ?? "true",
+      // W7's long run journals 10,000 steps and more; the default limit is 10,000.
+      STEPWISE_MAX_STEPS_PER_RUN: process.env["STEPWISE_MAX_STEPS_PER_RUN"] ?? "100000",
     };
   }
 }

@@ -7,7 +7,9 @@ import type { ClientContext, ClientWorkloadResult } from "./client-workload.js";
 import { EventSender } from "./event-sender.js";
 import { announceReady, serveRpc } from "./ipc-rpc.js";
 import { RunWaiter } from "./run-waiter.js";
+import { runFanOut, type FanOutParams } from "./workloads/fan-out.js";
 import { runLatency, type LatencyParams } from "./workloads/latency.js";
+import { runLongRun, type LongRunParams } from "./workloads/long-run.js";
 import { collectSleepers, sendSleepers, type SentSleepers, type SleepersParams } from "./workloads/sleepers.js";
 import { runStepOverhead, type StepOverheadParams } from "./workloads/step-overhead.js";
 import { runThroughput, type ThroughputParams } from "./workloads/throughput.js";
@@ -19,6 +21,8 @@ export type ClientRequest =
   | { kind: "throughput"; params: ThroughputParams }
   | { kind: "step-overhead"; params: StepOverheadParams }
   | { kind: "latency"; params: LatencyParams }
+  | { kind: "fan-out"; params: FanOutParams }
+  | { kind: "long-run"; params: LongRunParams }
   | { kind: "sleepers-send"; params: SleepersParams }
   | { kind: "sleepers-collect"; timeoutMs: number };
 
@@ -47,6 +51,10 @@ serveRpc(async (body): Promise<ClientWorkloadResult | ProbeOutput | number> => {
       return runStepOverhead(ctx, req.params);
     case "latency":
       return runLatency(ctx, req.params);
+    case "fan-out":
+      return runFanOut(ctx, req.params);
+    case "long-run":
+      return runLongRun(ctx, req.params);
     case "sleepers-send":
       sleepers = await sendSleepers(ctx, req.params);
       return sleepers.events.length;

@@ -71,7 +71,15 @@ async function main(argv: string[]): Promise<number> {
     }
     const w1 = results.workloads.W1?.figures["runsPerSecond"];
     const w5 = results.workloads.W5?.figures["runsPerSecond"];
-    if (w1 !== undefined && w5 !== undefined) results.ratios = { "W5/W1.runsPerSecond": w5 / w1 };
+    results.ratios = {};
+    if (w1 !== undefined && w5 !== undefined) results.ratios["W5/W1.runsPerSecond"] = w5 / w1;
+    // W8 against W1 and W3 of the same invocation: the grown journal's cost.
+    const w8 = results.workloads.W8?.figures;
+    if (w8 && w1 !== undefined) results.ratios["W8/W1.runsPerSecond"] = w8["runsPerSecond"]! / w1;
+    for (const f of ["latencyP50Ms", "latencyP99Ms"]) {
+      const w3 = results.workloads.W3?.figures[f];
+      if (w8 && w3 !== undefined) results.ratios[`W8/W3.${f}`] = w8[f]! / w3;
+    }
     results.ok = Object.keys(results.workloads).length > 0 && Object.values(results.workloads).every((w) => w.ok);
   } catch (err) {
     results.error = err instanceof Error ? err.message : String(err);
@@ -93,11 +101,13 @@ async function main(argv: string[]): Promise<number> {
 function selectWorkloads(options: BenchOptions, session: BenchSession, results: BenchResults): WorkloadName[] {
   const noSleep = "the worker's SDK has no step.sleep";
   if (options.workloads) {
-    if (options.workloads.includes("W4") && !session.capabilities.sleep) throw new Error(`W4 was asked for, but ${noSleep}`);
+    for (const w of ["W4", "W7"] as const) {
+      if (options.workloads.includes(w) && !session.capabilities.sleep) throw new Error(`${w} was asked for, but ${noSleep}`);
+    }
     return options.workloads;
   }
   return WORKLOADS.filter((w) => {
-    if (w === "W4" && !session.capabilities.sleep) {
+    if ((w === "W4" || w === "W7") && !session.capabilities.sleep) {
       results.skipped.push({ name: w, reason: noSleep });
       return false;
     }

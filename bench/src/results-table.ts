@@ -15,6 +15,11 @@ const LABELS: Record<string, string> = {
   latenessMaxMs: "timer lateness max (ms)",
   allAsleepSeconds: "send to all asleep (s)",
   wokeWhileSampling: "runs woken while sampling",
+  runMsP50: "Send to run ended, client (ms, p50)",
+  runMsInRunP50: "run start to end, in run (ms, p50)",
+  msPerStep: "ms per step, in run",
+  replayMs: "sleep due to first step after the replay (ms)",
+  journalEntries: "journal entries replayed",
 };
 
 /** Renders the results as the plain-text tables `npm run bench` prints. */
@@ -57,6 +62,13 @@ export function formatResults(results: BenchResults): string {
   lines.push("", ...table(figureRows));
   const ratio = results.ratios?.["W5/W1.runsPerSecond"];
   if (ratio !== undefined) lines.push(`W5/W1 runs/s: ${ratio.toFixed(2)} (median over median: what the limit per customer costs)`);
+  const grown = (k: string) => results.ratios?.[k]?.toFixed(2) ?? "-";
+  if (results.workloads.W8 && (results.workloads.W1 || results.workloads.W3)) {
+    lines.push(
+      `W8 against the journal before it grew: runs/s ${grown("W8/W1.runsPerSecond")} of W1's, ` +
+        `latency p50 ${grown("W8/W3.latencyP50Ms")} and p99 ${grown("W8/W3.latencyP99Ms")} of W3's (medians over medians)`,
+    );
+  }
 
   const usageRows: string[][] = [["workload", "process", "CPU s", "peak RSS MiB"]];
   for (const w of Object.values(results.workloads)) {
@@ -89,6 +101,8 @@ export function formatResults(results: BenchResults): string {
 
 function label(key: string): string {
   if (key.startsWith("addedRssMiB.")) return `added RSS while asleep, ${key.slice("addedRssMiB.".length)} (MiB)`;
+  if (key.startsWith("peakRssMiB.")) return `peak RSS, ${key.slice("peakRssMiB.".length)} (MiB)`;
+  if (key.startsWith("rssGrowthMiB.")) return `RSS growth from 20% to 90% of the steps, ${key.slice("rssGrowthMiB.".length)} (MiB)`;
   return LABELS[key] ?? key;
 }
 

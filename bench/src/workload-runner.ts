@@ -2,13 +2,15 @@ import type { BenchOptions, WorkloadName } from "./bench-options.js";
 import type { BenchSession } from "./bench-session.js";
 import type { ClientWorkloadResult } from "./client-workload.js";
 import type { ClientRequest } from "./load-client-process.js";
+import { growJournal } from "./grown-journal.js";
 import { checkJournal } from "./journal-check.js";
 import { median, medianOfEach } from "./percentiles.js";
 import { sampleProcess } from "./process-usage.js";
 import { medianUsage, UsageWindow, type ProcessUsage, type WindowUsage } from "./usage-window.js";
 import { allVerified } from "./verification.js";
 import { parseDuration } from "./duration.js";
-import { CUSTOMER_LIMIT, THREE_STEP_IDS } from "./workload-shapes.js";
+import { CUSTOMER_LIMIT, longRunEntries, THREE_STEP_IDS } from "./workload-shapes.js";
+import type { LongRunParams } from "./workloads/long-run.js";
 
 /** One measurement of a workload. */
 export interface Measurement {
@@ -54,6 +56,9 @@ export const TITLES: Record<WorkloadName, string> = {
   W3: "latency",
   W4: "idle cost",
   W5: "throughput, limit per customer",
+  W6: "fan-out",
+  W7: "long run",
+  W8: "grown journal",
 };
 
 /**
@@ -63,6 +68,7 @@ export const TITLES: Record<WorkloadName, string> = {
  */
 export async function runWorkload(session: BenchSession, name: WorkloadName, options: BenchOptions): Promise<WorkloadReport> {
   const plan = plans[name](options);
+  await plan.prepare?.(session);
   if (options.warmup > 0) await plan.warmup(session);
   const repetitions: Measurement[] = [];
   for (let i = 0; i < options.repeat; i++) repetitions.push(await plan.measure(session));
@@ -79,6 +85,8 @@ export async function runWorkload(session: BenchSession, name: WorkloadName, opt
 
 interface Plan {
   params: Record<string, number | string>;
+  /** What the workload needs before it is warmed up, whatever --warmup says. */
+  prepare?: (session: BenchSession) => Promise<unknown>;
   warmup: (session: BenchSession) => Promise<unknown>;
   measure: (session: BenchSession) => Promise<Measurement>;
 }
@@ -115,7 +123,142 @@ const plans: Record<WorkloadName, (o: BenchOptions) => Plan> = {
       measure: (s) => measureLimited(s, params),
     };
   },
+  W6: (o) => {
+    const params = { width: o.fanOut, reps: o.fanOutReps };
+    return {
+      params,
+      warmup: (s) => s.callClient({ kind: "fan-out", params: { width: share(o.fanOut, o.warmup), reps: 1 } }),
+      measure: async (s) => withPeaks(await measureInClient(s, { kind: "fan-out", params }, o.fanOut)),
+    };
+  },
+  W7: (o) => {
+    const params = { steps: o.longSteps, sleepMs: parseDuration(o.longSleep) };
+    return {
+      params: { steps: o.longSteps, sleep: o.longSleep },
+      warmup: (s) => s.callClient({ kind: "long-run", params: { ...params, steps: share(o.longSteps, o.warmup) } }),
+      measure: (s) => measureLongRun(s, params),
+    };
+  },
+  W8: (o) => {
+    const throughput = { runs: o.runs, inflight: o.inflight };
+    return {
+      params: { grownRuns: o.grownRuns, ...throughput, latencyRuns: o.latencyRuns },
+      prepare: (s) => grow(s, o),
+      warmup: (s) => s.callClient({ kind: "latency", params: { runs: share(o.latencyRuns, o.warmup) } }),
+      measure: async (s) => {
+        const w1 = await measureInClient(s, { kind: "throughput", params: throughput }, THREE_STEP_IDS.length);
+        const w3 = await measureInClient(s, { kind: "latency", params: { runs: o.latencyRuns } }, 1);
+        return joinMeasurements(w1, w3);
+      },
+    };
+  },
 };
+
+/**
+ * W8's preparation: runs of the three-step function (W1's warm-up, which
+ * also gives the ended run the load copies), then `grownRuns` copies of one
+ * of them loaded into the journal.
+ */
+async function grow(session: BenchSession, o: BenchOptions): Promise<void> {
+  await session.callClient({ kind: "throughput", params: { runs: share(o.runs, Math.max(o.warmup, 0.05)), inflight: o.inflight } });
+  const { rows } = await session.pool.query<{ id: string }>(
+    "SELECT id FROM runs WHERE function_id = 'three-steps' AND status = 'COMPLETED' ORDER BY ended_at DESC LIMIT 1",
+  );
+  if (!rows[0]) throw new Error("W8: no completed run of the three-step function to copy");
+  let told = 0;
+  const grown = await growJournal(session.pool, { runId: rows[0].id }, o.grownRuns, {
+    onProgress: (n) => {
+      if (n - told >= 200_000 || n === o.grownRuns) process.stderr.write(`[bench] W8: ${(told = n)} of ${o.grownRuns} ended runs loaded\n`);
+    },
+  });
+  process.stderr.write(`[bench] W8: loaded ${grown.runs} runs and ${grown.steps} steps in ${grown.seconds.toFixed(0)} s\n`);
+}
+
+/** Two measurements made one after the other as one: figures side by side, runs and usage added up. */
+function joinMeasurements(a: Measurement, b: Measurement): Measurement {
+  const processes: Record<string, ProcessUsage> = {};
+  for (const name of new Set([...Object.keys(a.usage.processes), ...Object.keys(b.usage.processes)])) {
+    const x = a.usage.processes[name];
+    const y = b.usage.processes[name];
+    processes[name] = {
+      cpuSeconds: (x?.cpuSeconds ?? 0) + (y?.cpuSeconds ?? 0),
+      peakRssMiB: Math.max(x?.peakRssMiB ?? 0, y?.peakRssMiB ?? 0),
+    };
+  }
+  const shared: Record<string, number> = {};
+  for (const k of new Set([...Object.keys(a.usage.shared), ...Object.keys(b.usage.shared)])) shared[k] = (a.usage.shared[k] ?? 0) + (b.usage.shared[k] ?? 0);
+  const wallSeconds = a.usage.wallSeconds + b.usage.wallSeconds;
+  const va = a.verification;
+  const vb = b.verification;
+  return {
+    figures: { ...a.figures, ...b.figures },
+    verification: {
+      expected: va.expected + vb.expected,
+      verified: va.verified + vb.verified,
+      lost: va.lost + vb.lost,
+      wrong: va.wrong + vb.wrong,
+      problems: [...va.problems, ...vb.problems],
+      journal: [...va.journal, ...vb.journal],
+    },
+    reads: a.reads + b.reads,
+    sends: a.sends + b.sends,
+    usage: {
+      wallSeconds,
+      processes,
+      shared,
+      machineBusyCores: (a.usage.machineBusyCores * a.usage.wallSeconds + b.usage.machineBusyCores * b.usage.wallSeconds) / wallSeconds,
+      peaksAreWindowed: a.usage.peaksAreWindowed && b.usage.peaksAreWindowed,
+    },
+    ok: a.ok && b.ok,
+  };
+}
+
+/** The worker's and the executor's peak resident sets in the window, as figures of the measurement. */
+function withPeaks(m: Measurement): Measurement {
+  const figures = { ...m.figures };
+  for (const name of ["worker", "executor"]) {
+    const peak = m.usage.processes[name]?.peakRssMiB;
+    if (peak !== undefined) figures[`peakRssMiB.${name}`] = peak;
+  }
+  return { ...m, figures };
+}
+
+/** When W7 samples the worker's and the executor's resident sets: shares of the run's steps executed. */
+const LONG_RUN_MARKS = [0.2, 0.9] as const;
+
+/**
+ * W7: the long run, watched from outside. While the client waits for it,
+ * the worker's counter of step bodies is polled, and the resident sets of
+ * the worker and the executor are sampled when it passes 20% and 90% of
+ * the steps: their growth over that span, against the journal's own size
+ * (about 100 bytes a step), shows whether memory grows with the steps.
+ */
+async function measureLongRun(session: BenchSession, params: LongRunParams): Promise<Measurement> {
+  const pids = session.pids();
+  const watched = new Map([...pids].filter(([name]) => name === "worker" || name === "executor"));
+  const base = (await session.sleepProgress()).longRunSteps;
+  const window = UsageWindow.start(pids);
+  let settled = false;
+  const pending = session.callClient<ClientWorkloadResult>({ kind: "long-run", params });
+  pending.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  const samples: Record<string, number>[] = [];
+  while (!settled && samples.length < LONG_RUN_MARKS.length) {
+    const done = (await session.sleepProgress()).longRunSteps - base;
+    if (done >= LONG_RUN_MARKS[samples.length]! * params.steps) samples.push(await residentSets(watched, 3, 100));
+    else await new Promise((r) => setTimeout(r, 50));
+  }
+  const result = await pending;
+  const usage = window.finish();
+  const extra: Record<string, number> = {};
+  if (samples.length === LONG_RUN_MARKS.length) {
+    for (const name of watched.keys()) extra[`rssGrowthMiB.${name}`] = samples[1]![name]! - samples[0]![name]!;
+  }
+  const m = await finishMeasurement(session, result, usage, longRunEntries(params.steps), extra);
+  return withPeaks(m);
+}
 
 async function measureInClient(session: BenchSession, req: ClientRequest, stepsPerRun: number): Promise<Measurement> {
   const window = UsageWindow.start(session.pids());
@@ -169,10 +312,10 @@ function overLimit(peaks: Record<string, number>, when: string): string[] {
 }
 
 /** Resident sets (VmRSS) of every process, in MiB: the median of a few samples. */
-async function residentSets(pids: ReadonlyMap<string, number>, samples: number): Promise<Record<string, number>> {
+async function residentSets(pids: ReadonlyMap<string, number>, samples: number, everyMs = 500): Promise<Record<string, number>> {
   const seen = new Map<string, number[]>();
   for (let i = 0; i < samples; i++) {
-    if (i > 0) await new Promise((r) => setTimeout(r, 500));
+    if (i > 0) await new Promise((r) => setTimeout(r, everyMs));
     for (const [name, pid] of pids) seen.set(name, [...(seen.get(name) ?? []), (sampleProcess(pid)?.rssBytes ?? Number.NaN) / 2 ** 20]);
   }
   return Object.fromEntries([...seen].map(([name, values]) => [name, median(values)]));

@@ -14,6 +14,8 @@ export const EVENTS = {
   manySteps: "bench.many-steps",
   oneStep: "bench.one-step",
   sleep: "bench.sleep",
+  fanOut: "bench.fan-out",
+  longRun: "bench.long-run",
   probe: "bench.probe",
 } as const;
 
@@ -117,6 +119,56 @@ export interface SleepEvent {
 export interface SleepOutput {
   run: number;
   latenessMs: number;
+}
+
+/** Event data of the fan-out function (W6). */
+export interface FanOutEvent {
+  run: number;
+  /** Steps started at once, by one Promise.all. */
+  width: number;
+}
+
+/** What a fan-out run returns. Step i (id "leaf", occurrence i) returns stepOutput(run, `l${i}`). */
+export interface FanOutOutput {
+  run: number;
+  width: number;
+  /** How many of the results came back to the handler in the order their steps were started. */
+  inOrder: number;
+}
+
+/** What run number `run` of the fan-out function of `width` steps must return. */
+export function expectedFanOut(run: number, width: number): FanOutOutput {
+  return { run, width, inOrder: width };
+}
+
+/** Event data of the long-run function (W7). */
+export interface LongRunEvent {
+  run: number;
+  /** Sequential steps before the sleep. */
+  steps: number;
+  /** The sleep after them, in milliseconds: the run is started again and replays its whole journal. */
+  sleepMs: number;
+}
+
+/**
+ * What a long run returns: its result, and times fixed in journaled steps
+ * (so the replay after the sleep returns the first execution's).
+ */
+export interface LongRunOutput {
+  run: number;
+  steps: number;
+  lastTag: string;
+  /** Date.now() in the step before the sequential steps. */
+  startedAtMs: number;
+  /** The sleep's due time, fixed in the step after the sequential steps (sleepMs after it ran). */
+  dueAtMs: number;
+  /** Date.now() in the first step after the sleep, which runs only once the journal was replayed. */
+  resumedAtMs: number;
+}
+
+/** The journal entries of a long run of `steps` steps: start, the steps, the due time, the sleep, the step after it. */
+export function longRunEntries(steps: number): number {
+  return steps + 4;
 }
 
 /** What the probe function returns: the step tools the worker's SDK offers. */

@@ -40,3 +40,17 @@ describe("createPgSql when Postgres ends its connections", () => {
     }
   });
 });
+
+describe("createPgSql's sessions", () => {
+  it("run with JIT off and the schema first on the search path", async () => {
+    const schema = `sqltest_jit_${process.pid}`;
+    const sql = createPgSql({ url: TEST_DATABASE_URL, max: 2, schema });
+    try {
+      expect(await sql.query<{ jit: string }>("SELECT current_setting('jit') AS jit")).toEqual([{ jit: "off" }]);
+      const [path] = await sql.query<{ p: string }>("SELECT current_setting('search_path') AS p");
+      expect(path!.p).toMatch(new RegExp(`^"?${schema}"?,public$`));
+    } finally {
+      await sql.close();
+    }
+  });
+});

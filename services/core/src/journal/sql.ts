@@ -51,7 +51,15 @@ export function createPgSql(options: PgSqlOptions): Sql {
     connectionString: options.url,
     max: options.max ?? 10,
     application_name: options.applicationName ?? "stepwise",
-    ...(options.schema ? { options: `-c search_path=${quoteIdent(options.schema)},public` } : {}),
+    options: [
+      // JIT compiles a plan whose estimated cost passes jit_above_cost: a
+      // generic plan of a hot statement joining a journal of a million runs
+      // (the event matching lookup) cost 2 s of compilation at every
+      // execution, and W1 fell from about 500 to 13 runs/s. The engine's
+      // statements are short and many; JIT never pays for them.
+      "-c jit=off",
+      ...(options.schema ? [`-c search_path=${quoteIdent(options.schema)},public`] : []),
+    ].join(" "),
   });
   // A connection dropped by the server surfaces here; pg replaces it on the
   // next query, so an idle error must not crash the process.
