@@ -43,13 +43,7 @@ describe("bench harness (smoke size)", () => {
       "--database-url", DEFAULT_DATABASE_URL, "--nats-url", NATS_URL,
       "--no-save", "--out", out,
     ];
-    const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
-      const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      p.stdout.on("data", (d: Buffer) => (output += d.toString()));
-      p.stderr.on("data", (d: Buffer) => (output += d.toString()));
-      p.on("exit", (c) => resolve({ code: c, output }));
-    });
+    const { code, output } = await run(args);
     expect(code, output).toBe(0);
 
     const results = JSON.parse(readFileSync(out, "utf8")) as SmokeResults;
@@ -71,4 +65,31 @@ describe("bench harness (smoke size)", () => {
     expect(results.workloads["W8"]!.figures["runsPerSecond"]).toBeGreaterThan(0);
     expect(results.workloads["W8"]!.figures["latencyP50Ms"]).toBeGreaterThan(0);
   }, 180_000);
+
+  it("runs W1-W3 on the embedded engine (--embedded: stepwise dev alone), exits 0 and verifies every run", async () => {
+    const out = join(dir, "embedded.json");
+    const args = [MAIN, "--embedded", "--runs", "60", "--inflight", "20", "--steps", "10", "--step-reps", "2", "--latency-runs", "10", "--no-save", "--out", out];
+    const { code, output } = await run(args);
+    expect(code, output).toBe(0);
+    const results = JSON.parse(readFileSync(out, "utf8")) as SmokeResults & { workloads: Record<string, { usage: Record<string, unknown> }> };
+    expect(results.ok).toBe(true);
+    expect(Object.keys(results.workloads)).toEqual(["W1", "W2", "W3"]);
+    const expected: Record<string, number> = { W1: 60, W2: 2, W3: 10 };
+    for (const [name, w] of Object.entries(results.workloads)) {
+      for (const { verification: v } of w.repetitions) expect(v, name).toMatchObject({ expected: expected[name], verified: expected[name], lost: 0, wrong: 0 });
+      // One engine process, no services.
+      expect(Object.keys(w.usage).sort(), name).toEqual(["client", "dev", "worker"]);
+    }
+    expect(output).toContain("embedded engine");
+  }, 180_000);
 });
+
+function run(args: string[]): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    p.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (output += d.toString()));
+    p.on("exit", (c) => resolve({ code: c, output }));
+  });
+}

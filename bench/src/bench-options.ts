@@ -50,7 +50,12 @@ export interface BenchOptions {
   cpuProf: boolean;
   /** Keep the processes' logs even when everything passed. */
   keepLogs: boolean;
+  /** Measure `stepwise dev` (PGlite, the in-process bus, one process) instead of the three services. */
+  embedded: boolean;
 }
+
+/** The workloads --embedded runs when none are named: a user's first impression. */
+export const EMBEDDED_WORKLOADS: readonly WorkloadName[] = ["W1", "W2", "W3"];
 
 /** Usage text of `npm run bench`. */
 export const USAGE = `Usage: npm run bench -- [options]
@@ -83,7 +88,10 @@ export const USAGE = `Usage: npm run bench -- [options]
   --out FILE               also write the JSON results to FILE
   --no-save                do not write bench/results/<timestamp>.json
   --cpu-prof               write a CPU profile of every process next to the results
-  --keep-logs              keep the processes' logs even when all passed`;
+  --keep-logs              keep the processes' logs even when all passed
+  --embedded               measure stepwise dev (PGlite, in-process bus, one process)
+                           instead of the three services; W1-W3 unless --workloads
+                           names others (not W8); no Postgres or NATS is used`;
 
 /** Parses the command line; throws with a message on bad input. */
 export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help" {
@@ -116,6 +124,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
       "no-save": { type: "boolean", default: false },
       "cpu-prof": { type: "boolean", default: false },
       "keep-logs": { type: "boolean", default: false },
+      embedded: { type: "boolean", default: false },
     },
   });
   if (values.help) return "help";
@@ -132,6 +141,9 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
   // The bench's services allow 100,000 journal entries a run (engine-deployment.ts); a long run has 4 besides its steps.
   if (longSteps > 99_990) throw new Error(`--long-steps: at most 99990, got ${longSteps}`);
   const inflight = int("inflight", values.inflight, 1);
+  if (values.embedded && values.workloads !== undefined && parseWorkloads(values.workloads).includes("W8")) {
+    throw new Error("--embedded: W8 loads the journal in Postgres, which the embedded engine does not use");
+  }
   return {
     workloads: values.workloads === undefined ? undefined : parseWorkloads(values.workloads),
     repeat: int("repeat", values.repeat, 1),
@@ -157,6 +169,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
     save: !values["no-save"],
     cpuProf: values["cpu-prof"],
     keepLogs: values["keep-logs"],
+    embedded: values.embedded,
   };
 }
 

@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import type { SleepProgress } from "./bench-functions.js";
-import { EngineDeployment, profileArgs, SERVICES, type DeploymentOptions } from "./engine-deployment.js";
+import { EngineDeployment, profileArgs, type DeploymentOptions } from "./engine-deployment.js";
 import { ChildRpc } from "./ipc-rpc.js";
 import type { ClientRequest } from "./load-client-process.js";
 import { ManagedProcess } from "./managed-process.js";
@@ -60,7 +60,7 @@ export class BenchSession {
   /** Pids of every benchmark process, by name. */
   pids(): Map<string, number> {
     const pids = new Map<string, number>();
-    for (const name of SERVICES) pids.set(name, this.engine.services.get(name)!.pid);
+    for (const [name, proc] of this.engine.services) pids.set(name, proc.pid);
     pids.set("worker", this.worker!.pid);
     pids.set("client", this.client!.pid);
     return pids;
@@ -84,9 +84,9 @@ export class BenchSession {
     return this.workerRpc!.call<Record<string, number>>({ kind: "running-peaks" } satisfies WorkerRequest);
   }
 
-  /** A pool on the deployment's schema. */
-  get pool(): pg.Pool {
-    return this.db!;
+  /** A pool on the deployment's schema; undefined on the embedded engine, whose PGlite only its process can open. */
+  get pool(): pg.Pool | undefined {
+    return this.db;
   }
 
   /** The last output of every process, for an error report. */

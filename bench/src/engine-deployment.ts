@@ -1,5 +1,8 @@
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -12,6 +15,9 @@ export const SERVICES = ["ingest", "scheduler", "executor"] as const;
 /** A service's name. */
 export type ServiceName = (typeof SERVICES)[number];
 
+/** The one process of the embedded engine (`stepwise dev`). */
+export const EMBEDDED = "dev";
+
 /** Where and how to deploy the engine. */
 export interface DeploymentOptions {
   databaseUrl: string;
@@ -21,6 +27,12 @@ export interface DeploymentOptions {
   logDir: string;
   /** Folder for a V8 CPU profile of each process (node --cpu-prof), when set. */
   cpuProfileDir?: string | undefined;
+  /**
+   * `stepwise dev` instead of the three services: one process, PGlite in
+   * a data folder of its own, the in-process bus; databaseUrl and natsUrl
+   * are not used.
+   */
+  embedded?: boolean;
 }
 
 const CLI = fileURLToPath(new URL("../../services/cli/dist/main.js", import.meta.url));
@@ -35,9 +47,11 @@ export class EngineDeployment {
   readonly id = randomBytes(5).toString("hex");
   readonly schema = `bench_${this.id}`;
   readonly prefix = `bench_${this.id}`;
-  readonly services = new Map<ServiceName, ManagedProcess>();
+  /** The engine's processes by name: the three services, or `dev` alone when embedded. */
+  readonly services = new Map<string, ManagedProcess>();
   private ingestPort = 0;
   private executorPort = 0;
+  private dataDir: string | undefined;
 
   constructor(private readonly options: DeploymentOptions) {}
 
@@ -53,6 +67,7 @@ export class EngineDeployment {
 
   /** Migrates the schema, then starts the three services and waits until each serves. */
   async start(): Promise<void> {
+    if (this.options.embedded) return this.startEmbedded();
     this.ingestPort = await freePort();
     this.executorPort = await freePort();
     const migrate = ManagedProcess.node("migrate", [CLI, "migrate"], { env: this.env(), logDir: this.options.logDir });
@@ -68,6 +83,16 @@ export class EngineDeployment {
     );
   }
 
+  /** `stepwise dev` on a free port, with its data in a folder of its own (PGlite on disk, as `dev` keeps it by default). */
+  private async startEmbedded(): Promise<void> {
+    this.ingestPort = this.executorPort = await freePort();
+    this.dataDir = mkdtempSync(join(tmpdir(), "stepwise-bench-dev-"));
+    const args = [...profileArgs(this.options.cpuProfileDir, EMBEDDED), CLI, "dev", "--port", String(this.ingestPort), "--dir", this.dataDir];
+    const proc = ManagedProcess.node(EMBEDDED, args, { env: { ...this.env(), STEPWISE_DASHBOARD: "false" }, logDir: this.options.logDir });
+    this.services.set(EMBEDDED, proc);
+    await proc.waitForOutput("stepwise dev listening", 60_000);
+  }
+
   /** Stops the services (SIGTERM, so they drain and write their profiles). */
   async stop(): Promise<void> {
     await Promise.all([...this.services.values()].map((p) => p.stop(15_000)));
@@ -75,6 +100,10 @@ export class EngineDeployment {
 
   /** Drops the schema and deletes the streams (with their consumers). */
   async remove(): Promise<void> {
+    if (this.options.embedded) {
+      if (this.dataDir) rmSync(this.dataDir, { recursive: true, force: true });
+      return;
+    }
     const db = new pg.Client({ connectionString: this.options.databaseUrl });
     await db.connect();
     try {
@@ -92,8 +121,9 @@ export class EngineDeployment {
     }
   }
 
-  /** A pool on the deployment's schema, for checks outside the measured windows. */
-  pool(): pg.Pool {
+  /** A pool on the deployment's schema, for checks outside the measured windows; none when embedded (PGlite is the dev process's). */
+  pool(): pg.Pool | undefined {
+    if (this.options.embedded) return undefined;
     const pool = new pg.Pool({ connectionString: this.options.databaseUrl, max: 2, options: `-c search_path=${this.schema}` });
     pool.on("error", () => {});
     return pool;

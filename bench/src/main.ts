@@ -1,11 +1,12 @@
 // `npm run bench`: deploys Stepwise as a user does (three service processes
-// on the real Postgres and NATS, a worker process, a client process), runs
-// the workloads, checks every run, prints a table and writes JSON results.
+// on the real Postgres and NATS, or `stepwise dev` alone with --embedded; a
+// worker process, a client process), runs the workloads, checks every run,
+// prints a table and writes JSON results.
 // Exits non-zero when a run is lost or wrong, or the run fails.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseBenchOptions, USAGE, WORKLOADS, type BenchOptions, type WorkloadName } from "./bench-options.js";
+import { EMBEDDED_WORKLOADS, parseBenchOptions, USAGE, WORKLOADS, type BenchOptions, type WorkloadName } from "./bench-options.js";
 import { BenchSession } from "./bench-session.js";
 import { defaultResultsPath, describeEnvironment, RESULTS_FORMAT, writeResults, type BenchResults } from "./results-file.js";
 import { formatResults } from "./results-table.js";
@@ -45,6 +46,7 @@ async function main(argv: string[]): Promise<number> {
     logDir,
     cpuProfileDir: options.cpuProf ? resultsPath.replace(/\.json$/, "-profiles") : undefined,
     capacity: options.capacity,
+    embedded: options.embedded,
   });
   const interrupted = () => {
     log("interrupted: stopping the processes, removing the schema and the streams");
@@ -106,7 +108,7 @@ function selectWorkloads(options: BenchOptions, session: BenchSession, results: 
     }
     return options.workloads;
   }
-  return WORKLOADS.filter((w) => {
+  return (options.embedded ? EMBEDDED_WORKLOADS : WORKLOADS).filter((w) => {
     if ((w === "W4" || w === "W7") && !session.capabilities.sleep) {
       results.skipped.push({ name: w, reason: noSleep });
       return false;

@@ -29,7 +29,8 @@ export function formatResults(results: BenchResults): string {
   const commit = git.commit ? `${git.commit.slice(0, 10)}${git.dirty ? " (uncommitted changes)" : ""}` : "unknown commit";
   lines.push(
     `Stepwise bench: ${commit}, ${machine.cpus} cores, Node ${machine.node}; ` +
-      (options.repeat > 1 ? `medians of ${options.repeat} measurements` : "one measurement per workload"),
+      (options.repeat > 1 ? `medians of ${options.repeat} measurements` : "one measurement per workload") +
+      (options.embedded ? "; embedded engine (stepwise dev: PGlite, in-process bus), runs verified through the API only" : ""),
   );
   const many = options.repeat > 1;
   const figureRows: string[][] = [["workload", "figure", "median", ...(many ? ["min", "max"] : [])]];
