@@ -52,6 +52,8 @@ export interface BenchOptions {
   keepLogs: boolean;
   /** Measure `stepwise dev` (PGlite, the in-process bus, one process) instead of the three services. */
   embedded: boolean;
+  /** STEPWISE_RETENTION of the services, such as "1d"; undefined keeps every run. */
+  retention: string | undefined;
 }
 
 /** The workloads --embedded runs when none are named: a user's first impression. */
@@ -89,6 +91,9 @@ export const USAGE = `Usage: npm run bench -- [options]
   --no-save                do not write bench/results/<timestamp>.json
   --cpu-prof               write a CPU profile of every process next to the results
   --keep-logs              keep the processes' logs even when all passed
+  --retention D            STEPWISE_RETENTION of the services (30d, 12h, 90m): with W8,
+                           W1 and W3 are measured while it deletes the grown runs
+                           older than D (default: none, every run is kept)
   --embedded               measure stepwise dev (PGlite, in-process bus, one process)
                            instead of the three services; W1-W3 unless --workloads
                            names others (not W8); no Postgres or NATS is used`;
@@ -125,6 +130,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
       "cpu-prof": { type: "boolean", default: false },
       "keep-logs": { type: "boolean", default: false },
       embedded: { type: "boolean", default: false },
+      retention: { type: "string" },
     },
   });
   if (values.help) return "help";
@@ -141,6 +147,10 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
   // The bench's services allow 100,000 journal entries a run (engine-deployment.ts); a long run has 4 besides its steps.
   if (longSteps > 99_990) throw new Error(`--long-steps: at most 99990, got ${longSteps}`);
   const inflight = int("inflight", values.inflight, 1);
+  if (values.retention !== undefined && !/^\d+[mhd]$/.test(values.retention)) {
+    throw new Error(`--retention: expected whole minutes, hours or days such as 30d, 12h or 90m, got ${JSON.stringify(values.retention)}`);
+  }
+  if (values.embedded && values.retention !== undefined) throw new Error("--retention: stepwise dev keeps every run; it has no retention");
   if (values.embedded && values.workloads !== undefined && parseWorkloads(values.workloads).includes("W8")) {
     throw new Error("--embedded: W8 loads the journal in Postgres, which the embedded engine does not use");
   }
@@ -170,6 +180,7 @@ export function parseBenchOptions(argv: readonly string[]): BenchOptions | "help
     cpuProf: values["cpu-prof"],
     keepLogs: values["keep-logs"],
     embedded: values.embedded,
+    retention: values.retention,
   };
 }
 

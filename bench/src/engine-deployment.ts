@@ -33,6 +33,8 @@ export interface DeploymentOptions {
    * are not used.
    */
   embedded?: boolean;
+  /** STEPWISE_RETENTION of the services, when set. */
+  retention?: string | undefined;
 }
 
 const CLI = fileURLToPath(new URL("../../services/cli/dist/main.js", import.meta.url));
@@ -147,6 +149,7 @@ export class EngineDeployment {
       STEPWISE_INSECURE: process.env["STEPWISE_INSECURE"] ?? "true",
       // W7's long run journals 10,000 steps and more; the default limit is 10,000.
       STEPWISE_MAX_STEPS_PER_RUN: process.env["STEPWISE_MAX_STEPS_PER_RUN"] ?? "100000",
+      ...(this.options.retention ? { STEPWISE_RETENTION: this.options.retention } : {}),
     };
   }
 }

@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
     cpuProfileDir: options.cpuProf ? resultsPath.replace(/\.json$/, "-profiles") : undefined,
     capacity: options.capacity,
     embedded: options.embedded,
+    retention: options.retention,
   });
   const interrupted = () => {
     log("interrupted: stopping the processes, removing the schema and the streams");

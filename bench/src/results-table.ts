@@ -20,6 +20,7 @@ const LABELS: Record<string, string> = {
   msPerStep: "ms per step, in run",
   replayMs: "sleep due to first step after the replay (ms)",
   journalEntries: "journal entries replayed",
+  retentionRunsDeletedPerSecond: "runs retention deleted meanwhile (/s)",
 };
 
 /** Renders the results as the plain-text tables `npm run bench` prints. */

@@ -146,9 +146,15 @@ const plans: Record<WorkloadName, (o: BenchOptions) => Plan> = {
       prepare: (s) => grow(s, o),
       warmup: (s) => s.callClient({ kind: "latency", params: { runs: share(o.latencyRuns, o.warmup) } }),
       measure: async (s) => {
+        const before = o.retention ? await countRuns(s) : 0;
         const w1 = await measureInClient(s, { kind: "throughput", params: throughput }, THREE_STEP_IDS.length);
         const w3 = await measureInClient(s, { kind: "latency", params: { runs: o.latencyRuns } }, 1);
-        return joinMeasurements(w1, w3);
+        const m = joinMeasurements(w1, w3);
+        if (!o.retention) return m;
+        // What retention deleted meanwhile (the measured runs were added): the background W1 and W3 shared the journal with.
+        const made = w1.verification.expected + w3.verification.expected;
+        const deleted = before + made - (await countRuns(s));
+        return { ...m, figures: { ...m.figures, retentionRunsDeletedPerSecond: deleted / m.usage.wallSeconds } };
       },
     };
   },
@@ -174,6 +180,11 @@ async function grow(session: BenchSession, o: BenchOptions): Promise<void> {
     },
   });
   process.stderr.write(`[bench] W8: loaded ${grown.runs} runs and ${grown.steps} steps in ${grown.seconds.toFixed(0)} s\n`);
+}
+
+async function countRuns(session: BenchSession): Promise<number> {
+  const { rows } = await session.pool!.query<{ n: string }>("SELECT count(*) AS n FROM runs");
+  return Number(rows[0]?.n ?? 0);
 }
 
 /** Two measurements made one after the other as one: figures side by side, runs and usage added up. */

@@ -24,6 +24,27 @@ describe("RetentionSweeper", () => {
     expect(calls).toEqual(["runs 1000 3", "runs 1000 3", "runs 1000 3", "events 1000 3"]);
   });
 
+  it("pauses after each full batch at least nine times as long as the batch took", async () => {
+    const took = 60;
+    const ends: number[] = [];
+    const starts: number[] = [];
+    let left = 3;
+    const store = {
+      deleteEndedRuns: async () => {
+        starts.push(performance.now());
+        await new Promise((r) => setTimeout(r, took));
+        ends.push(performance.now());
+        return left-- > 0 ? 10 : 0;
+      },
+      deleteUnreferencedEvents: () => Promise.resolve(0),
+    } as unknown as JournalStore;
+    const sweeper = new RetentionSweeper({ store, log, retentionMs: 1_000, batch: 10 });
+    await sweeper.sweep();
+    expect(starts).toHaveLength(4);
+    // Timers may fire a millisecond early; the pause must be near 9 × 60 ms, not the 50 ms floor.
+    for (let i = 1; i < starts.length; i++) expect(starts[i]! - ends[i - 1]!).toBeGreaterThanOrEqual(9 * took - 5);
+  });
+
   it("sweeps on its interval once started, and stop() ends it", async () => {
     let sweeps = 0;
     const store = {

@@ -3,8 +3,14 @@ import type { JournalStore, Logger } from "@stepwise/core";
 /** Runs (or events) one statement deletes. */
 export const RETENTION_BATCH = 500;
 
-/** Pause between two batches of one sweep, so the deletion yields to the hot path. */
+/**
+ * Pause between two batches of one sweep, so the deletion yields to the
+ * hot path: at least this long, and at least PAUSE_PER_BATCH times as long
+ * as the batch took, so a sweep holds Postgres a third of the time at most
+ * and slows down when Postgres is busy.
+ */
 const BATCH_PAUSE_MS = 50;
+const PAUSE_PER_BATCH = 9;
 
 /** Between sweeps: a sweep that left nothing to delete waits this long. */
 export const RETENTION_SWEEP_MS = 60_000;
@@ -57,10 +63,12 @@ export class RetentionSweeper {
   private async drain(once: () => Promise<number>, batch: number): Promise<number> {
     let total = 0;
     while (!this.stopped) {
+      const started = performance.now();
       const n = await once();
       total += n;
       if (n < batch) break;
-      await new Promise((r) => setTimeout(r, BATCH_PAUSE_MS));
+      const pause = Math.max(BATCH_PAUSE_MS, PAUSE_PER_BATCH * (performance.now() - started));
+      await new Promise((r) => setTimeout(r, pause));
     }
     return total;
   }
