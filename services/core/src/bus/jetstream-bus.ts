@@ -214,8 +214,12 @@ export class JetStreamBus implements Bus {
         } catch (err) {
           if (!stopped) this.options.log?.error({ err }, "event consumer failed; starting it again");
         }
-        if (!stopped) this.restoreStreams();
+        // The pause comes first: a consumer ends the moment its stream is
+        // deleted, while the deletion is still under way in nats-server, and a
+        // stream made again at once (2.9) kept its messages from a consumer
+        // made on it later (num_pending 1, a pull waiting, nothing delivered).
         if (!stopped) await new Promise((r) => setTimeout(r, 1000));
+        if (!stopped) this.restoreStreams();
       }
     })();
     return {
