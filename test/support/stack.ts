@@ -98,8 +98,27 @@ export class Stack implements LiveStack {
     this.schedulerPort = await freePort();
     // Migrate once up front so the services do not race on a fresh schema in the logs.
     await this.run(["migrate"]);
-    await Promise.all((["ingest", "scheduler", "executor"] as const).map((s) => this.startService(s)));
+    await Promise.all((["ingest", "scheduler", "executor"] as const).map((s) => this.startOnFreePort(s)));
     return this;
+  }
+
+  /**
+   * Starts a service at start(), on another free port if its port was taken
+   * between freePort() and the service's listen (tests run side by side):
+   * up to three tries.
+   */
+  private async startOnFreePort(name: Service): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.startService(name);
+      } catch (err) {
+        if (attempt >= 3 || !String(err).includes("EADDRINUSE")) throw err;
+        const port = await freePort();
+        if (name === "ingest") this.ingestPort = port;
+        else if (name === "executor") this.executorPort = port;
+        else this.schedulerPort = port;
+      }
+    }
   }
 
   private baseEnv(): NodeJS.ProcessEnv {
